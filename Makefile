@@ -1,0 +1,31 @@
+# One quality gate for people, the before-stop hook and CI (.ci/run calls `make check`).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: install check lint typecheck test demo bench
+
+install: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+lint: install
+	ruff check bridge jobs tests
+	ruff format --check bridge jobs tests
+
+typecheck: install
+	mypy
+
+test: install
+	pytest -q
+
+check: lint typecheck test
+
+demo: install
+	$(VENV)/bin/cryptolens-bridge dev --demo
+
+bench: install
+	$(VENV)/bin/cryptolens-bridge bench

@@ -1,0 +1,76 @@
+"""What a webhook means for Cryptolens: intents, one per intended effect.
+
+An intent's id is taken from the business object, never from the delivery: ``invoice
+in_X`` paying period P means "the key of subscription S expires at P.end + grace",
+whichever of invoice.paid / invoice.payment_succeeded / a redelivery carries it. Storing
+intents under a unique id is what turns at-least-once deliveries into one effect each.
+
+Providers (Stripe now, CRMs later) turn a verified payload into a :class:`Plan`; the
+worker turns each stored intent into exactly one Cryptolens call (or none, when a
+read-back shows the effect is already there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Effect(StrEnum):
+    #: CreateKeyFromTemplate, then tag the key's notes with the intent id, then find or
+    #: create the buyer's customer and link it (ChangeCustomer). One key per license ref.
+    CREATE_KEY = "create_key"
+    #: ExtendLicense towards an absolute target: params["expires_at"] (unix seconds).
+    EXTEND = "extend"
+    #: BlockKey / UnblockKey. Applied only when newer (``occurred_at``) than the last
+    #: block decision on the same license, so reordered deliveries converge.
+    BLOCK = "block"
+    UNBLOCK = "unblock"
+    #: RegisterEvent with Value in minor units and Metadata carrying the intent id.
+    REGISTER_EVENT = "register_event"
+    #: RecordUsage (metered billing): params["amount"].
+    RECORD_USAGE = "record_usage"
+
+
+class Status(StrEnum):
+    PENDING = "pending"  # stored, not yet (successfully) run; the relay re-enqueues these
+    WAITING = "waiting"  # its prerequisite (the license key) does not exist yet
+    RUNNING = "running"  # claimed by a worker until ``lease_until``
+    DONE = "done"
+    FAILED = "failed"  # permanent error or retries exhausted; replayable
+    NEEDS_REVIEW = "needs_review"  # the read-back was ambiguous: a person must decide
+
+
+TERMINAL = frozenset({Status.DONE, Status.FAILED, Status.NEEDS_REVIEW})
+
+
+@dataclass(frozen=True)
+class IntentSpec:
+    """One intended Cryptolens effect, as a provider's planner derives it from a payload.
+
+    ``id`` is deterministic and unique across providers (it starts with the license ref).
+    ``license_ref`` names the license the effect applies to, e.g. ``stripe:sub:sub_123``
+    (a subscription) or ``stripe:pi:pi_123`` (a one-off payment). ``params`` is JSON-able.
+    ``occurred_at`` is when the provider says the change happened (unix seconds).
+    """
+
+    id: str
+    effect: Effect
+    license_ref: str
+    params: dict[str, Any]
+    occurred_at: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one verified delivery implies.
+
+    ``aliases`` maps another ref to a license ref (``stripe:pi:pi_1`` -> ``stripe:sub:sub_1``
+    when invoice in_1 of subscription sub_1 was paid by pi_1), so that a later dispute on
+    pi_1 finds the subscription's key. ``ignored`` says why a delivery implies nothing.
+    """
+
+    intents: list[IntentSpec] = field(default_factory=list)
+    aliases: list[tuple[str, str]] = field(default_factory=list)
+    ignored: str | None = None

@@ -1,0 +1,139 @@
+"""One typed settings object for the web app, the worker and the CLI.
+
+Process settings come from the environment (the names are a stable interface, see the
+README); the business mapping (templates, grace days, prices) comes from the TOML file
+named by ``BRIDGE_CONFIG``. Both are validated once, at start-up, so a typo stops the
+process instead of a payment.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Values people paste from examples; a bridge that runs with one of them accepts forgeries.
+_PLACEHOLDERS = {"", "changeme", "change-me", "secret", "xxx", "whsec_...", "whsec_xxx", "todo"}
+
+
+class ConfigError(Exception):
+    """The configuration cannot run: a missing secret, a placeholder, a bad TOML file."""
+
+
+class PriceMapping(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^(price|plan)_\w+$")
+    template_id: int = Field(gt=0)
+    grace_days: int | None = Field(default=None, ge=0, le=365)
+
+
+class StripeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_template_id: int | None = Field(default=None, gt=0)
+    grace_days: int = Field(default=3, ge=0, le=365)
+    # "unpaid" blocks a key when the subscription is unpaid; "past_due" blocks it already
+    # on the first failed renewal attempt.
+    unpaid_policy: Literal["unpaid", "past_due"] = "unpaid"
+    price: tuple[PriceMapping, ...] = ()
+
+    def mapping_for(self, price_id: str | None) -> PriceMapping | None:
+        if price_id is None:
+            return None
+        return next((p for p in self.price if p.id == price_id), None)
+
+    def grace_for(self, price_id: str | None) -> int:
+        mapping = self.mapping_for(price_id)
+        if mapping is not None and mapping.grace_days is not None:
+            return mapping.grace_days
+        return self.grace_days
+
+
+class BridgeConfig(BaseModel):
+    """The TOML file: what each Stripe price becomes in Cryptolens."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stripe: StripeConfig = StripeConfig()
+
+    @classmethod
+    def load(cls, path: Path | None) -> BridgeConfig:
+        if path is None:
+            return cls()
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read BRIDGE_CONFIG {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"BRIDGE_CONFIG {path} is not valid TOML: {exc}") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(f"BRIDGE_CONFIG {path}: {exc}") from None
+
+
+class Settings(BaseSettings):
+    """Process settings from the environment (and a ``.env`` file if present)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    database_url: str = Field(default="sqlite:///./bridge.db", alias="BRIDGE_DATABASE_URL")
+    redis_url: str = Field(default="redis://127.0.0.1:6379/0", alias="BRIDGE_REDIS_URL")
+    config_path: Path | None = Field(default=None, alias="BRIDGE_CONFIG")
+
+    cryptolens_api_url: str = Field(
+        default="https://api.cryptolens.io/api/", alias="CRYPTOLENS_API_URL"
+    )
+    cryptolens_token: SecretStr = Field(default=SecretStr(""), alias="CRYPTOLENS_TOKEN")
+    cryptolens_connect_timeout: float = Field(default=5.0, gt=0, alias="CRYPTOLENS_CONNECT_TIMEOUT")
+    cryptolens_read_timeout: float = Field(default=20.0, gt=0, alias="CRYPTOLENS_READ_TIMEOUT")
+
+    stripe_webhook_secret: SecretStr = Field(default=SecretStr(""), alias="STRIPE_WEBHOOK_SECRET")
+    stripe_api_key: SecretStr | None = Field(default=None, alias="STRIPE_API_KEY")
+    # Only for tests and staging: where the official stripe library sends its API calls.
+    stripe_api_base: str | None = Field(default=None, alias="STRIPE_API_BASE")
+    signature_tolerance: int = Field(default=300, ge=1, alias="BRIDGE_SIGNATURE_TOLERANCE")
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, alias="BRIDGE_MAX_BODY_BYTES")
+
+    # Retry policy for transient Cryptolens errors: exponential backoff with full jitter.
+    max_attempts: int = Field(default=8, ge=1, alias="BRIDGE_MAX_ATTEMPTS")
+    retry_base_seconds: float = Field(default=1.0, gt=0, alias="BRIDGE_RETRY_BASE_SECONDS")
+    retry_cap_seconds: float = Field(default=300.0, gt=0, alias="BRIDGE_RETRY_CAP_SECONDS")
+    # How long a claimed intent is protected; past this a crashed worker's intent is retaken.
+    lease_seconds: float = Field(default=60.0, gt=0, alias="BRIDGE_LEASE_SECONDS")
+    # arq's poll delay: its default (0.5 s) alone would dominate webhook-to-key latency.
+    worker_poll_delay: float = Field(default=0.01, gt=0, alias="BRIDGE_WORKER_POLL_DELAY")
+    relay_interval_seconds: int = Field(default=30, ge=1, alias="BRIDGE_RELAY_INTERVAL")
+
+    log_level: str = Field(default="INFO", alias="BRIDGE_LOG_LEVEL")
+
+    @field_validator("cryptolens_api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    def webhook_secrets(self) -> tuple[str, ...]:
+        """The Stripe signing secrets, several during a rotation; refuses empty ones.
+
+        An empty secret verifies against an empty key, which anyone can forge.
+        """
+        parts = tuple(p.strip() for p in self.stripe_webhook_secret.get_secret_value().split(","))
+        if not parts or any(p.lower() in _PLACEHOLDERS for p in parts):
+            raise ConfigError(
+                "STRIPE_WEBHOOK_SECRET is empty or a placeholder; set the endpoint's signing "
+                "secret (whsec_...), several separated by commas during a rotation"
+            )
+        return parts
+
+    def token(self) -> str:
+        token = self.cryptolens_token.get_secret_value().strip()
+        if token.lower() in _PLACEHOLDERS:
+            raise ConfigError("CRYPTOLENS_TOKEN is empty or a placeholder")
+        return token
+
+    def bridge_config(self) -> BridgeConfig:
+        return BridgeConfig.load(self.config_path)

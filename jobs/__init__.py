@@ -1,0 +1,1 @@
+"""The arq worker: runs intents against Cryptolens, one effect each."""

@@ -1,0 +1,5 @@
+"""Shared fixtures live in plugin modules, one per subject, so that each stays small."""
+
+pytest_plugins = [
+    "tests.fixtures.servers",
+]
