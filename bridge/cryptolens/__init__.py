@@ -1,0 +1,27 @@
+"""Cryptolens Web API 3: the async client, its typed results and its error tree."""
+
+from bridge.cryptolens.client import DEFAULT_BASE_URL, CryptolensClient, make_http_client
+from bridge.cryptolens.errors import (
+    AccessDenied,
+    CryptolensError,
+    InvalidInput,
+    NotFound,
+    OutcomeUnknown,
+    RateLimited,
+    Refused,
+    Transient,
+)
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "AccessDenied",
+    "CryptolensClient",
+    "CryptolensError",
+    "InvalidInput",
+    "NotFound",
+    "OutcomeUnknown",
+    "RateLimited",
+    "Refused",
+    "Transient",
+    "make_http_client",
+]
