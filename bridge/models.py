@@ -1,0 +1,120 @@
+"""The tables: what the bridge has received, what it intends, and what it has done.
+
+The database, not Redis, is the record of truth. Redis only wakes workers up; every
+state a worker needs to finish or recover an intent is here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, DateTime, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(*, nullable: bool = False, index: bool = False) -> Column[datetime]:
+    return Column(DateTime(timezone=True), nullable=nullable, index=index)
+
+
+class WebhookEvent(SQLModel, table=True):
+    """One verified delivery, stored once per (provider, external id) whatever the retries."""
+
+    __tablename__ = "webhook_event"
+    __table_args__ = (UniqueConstraint("provider", "external_id", name="uq_event_provider_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=20)
+    external_id: str = Field(max_length=255)
+    type: str = Field(max_length=100, index=True)
+    api_version: str | None = Field(default=None, max_length=40)
+    livemode: bool = False
+    # The payload as received, minus values that are secrets (checkout client_secret, ...).
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    received_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    # "planned" (it implied intents), "ignored" (handled type, nothing to do, or unhandled).
+    outcome: str = Field(max_length=20)
+    note: str | None = Field(default=None, max_length=500)
+
+
+class Intent(SQLModel, table=True):
+    """One intended Cryptolens effect; its id comes from the business object."""
+
+    __tablename__ = "intent"
+
+    id: str = Field(primary_key=True, max_length=255)
+    effect: str = Field(max_length=30)
+    license_ref: str = Field(max_length=255, index=True)
+    params: str = Field(sa_column=Column(Text, nullable=False))  # JSON
+    occurred_at: int
+    status: str = Field(max_length=20, index=True)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+    result: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON
+    event_id: int | None = Field(default=None, foreign_key="webhook_event.id")
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    next_attempt_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    lease_until: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    lease_owner: str | None = Field(default=None, max_length=100)
+
+
+class License(SQLModel, table=True):
+    """The Cryptolens key behind a license ref (a subscription, a one-off payment)."""
+
+    __tablename__ = "license"
+
+    ref: str = Field(primary_key=True, max_length=255)
+    product_id: int | None = None
+    template_id: int | None = None
+    key: str | None = Field(default=None, max_length=100, index=True)
+    customer_id: int | None = None
+    created_by: str | None = Field(default=None, max_length=255)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    # The newest block/unblock decision applied (provider time), so that an older one
+    # arriving late does not undo it.
+    block_decided_at: int | None = None
+    block_reason: str | None = Field(default=None, max_length=30)
+
+
+class LicenseAlias(SQLModel, table=True):
+    """Another name for a license ref (a subscription's payment intent or charge)."""
+
+    __tablename__ = "license_alias"
+
+    alias: str = Field(primary_key=True, max_length=255)
+    ref: str = Field(max_length=255, index=True)
+
+
+class Attempt(SQLModel, table=True):
+    """A mutating Cryptolens call, written *before* it is sent.
+
+    An attempt whose ``outcome`` is still empty was in flight when its worker stopped, or
+    its reply was lost: the next run of the intent reads Cryptolens back before deciding
+    to send again. ``sent_at`` bounds the Web API Log / GetEvents window of that read-back.
+    """
+
+    __tablename__ = "attempt"
+
+    id: int | None = Field(default=None, primary_key=True)
+    intent_id: str = Field(max_length=255, index=True, foreign_key="intent.id")
+    method: str = Field(max_length=60)
+    sent_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    finished_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    # "applied", "refused", "not_applied" (transient), "unknown" (outcome unknown), or
+    # None while in flight.
+    outcome: str | None = Field(default=None, max_length=20)
+    detail: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON
+
+
+class Lock(SQLModel, table=True):
+    """Short leases that serialize work on one license, one product's key creation, ..."""
+
+    __tablename__ = "lock"
+
+    name: str = Field(primary_key=True, max_length=255)
+    owner: str = Field(max_length=100)
+    until: datetime = Field(sa_column=_ts())
