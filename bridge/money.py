@@ -1,0 +1,56 @@
+"""Stripe amounts to Cryptolens event values.
+
+Stripe gives amounts in the currency's smallest unit as Stripe defines it
+(https://docs.stripe.com/currencies): cents for USD, whole yen for JPY, fils (1/1000)
+for KWD. Cryptolens RegisterEvent wants ``Value`` as the amount times 100 ("25.3 should
+be entered as 2530") whatever the currency, so we rescale to two decimals.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import ROUND_HALF_EVEN, Decimal
+
+# Stripe's zero-decimal list: the API amount is in whole units.
+ZERO_DECIMAL = frozenset(
+    {
+        "BIF", "CLP", "DJF", "GNF", "JPY", "KMF", "KRW", "MGA",
+        "PYG", "RWF", "UGX", "VND", "VUV", "XAF", "XOF", "XPF",
+    }
+)  # fmt: skip
+
+# Stripe's three-decimal list: the API amount is in thousandths (and ends in 0 for
+# payments, but invoices and refunds can still carry any last digit).
+THREE_DECIMAL = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
+
+# Stripe's "special cases" need no rule here: ISK became effectively zero-decimal in 2023
+# but stays two-decimal in the API (ISK 100 = 1 krona, amounts divisible by 100); HUF and
+# TWD are zero-decimal only for payouts and charge two-decimal amounts. All three are
+# two-decimal as far as an amount in an event is concerned.
+
+_CODE = re.compile(r"[A-Za-z]{3}")
+
+
+def currency_code(currency: object) -> str:
+    """``"usd"`` -> ``"USD"``; ``ValueError`` unless it is three ASCII letters."""
+    if not isinstance(currency, str) or not _CODE.fullmatch(currency):
+        raise ValueError(f"not a currency code: {currency!r}")
+    return currency.upper()
+
+
+def to_cryptolens_value(amount_minor: int, currency: str) -> int:
+    """A Stripe minor-unit amount as Cryptolens' two-decimal integer Value.
+
+    USD 2530 -> 2530, JPY 1000 -> 100000, KWD 5130 -> 513. A three-decimal amount that is
+    not a multiple of 10 is rounded half-to-even: half a fils is not money anyone paid,
+    and over many events half-even does not drift upwards the way half-up does
+    (KWD 5125 -> 512, KWD 5135 -> 514).
+    """
+    if isinstance(amount_minor, bool) or not isinstance(amount_minor, int):
+        raise TypeError(f"amount must be an int in minor units, not {amount_minor!r}")
+    code = currency_code(currency)
+    if code in ZERO_DECIMAL:
+        return amount_minor * 100
+    if code in THREE_DECIMAL:
+        return int((Decimal(amount_minor) / 10).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    return amount_minor
