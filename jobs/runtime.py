@@ -1,0 +1,75 @@
+"""What a worker process shares between jobs: one engine, one HTTP client, caches.
+
+Built once in arq's ``on_startup`` and closed in ``on_shutdown``; tests build their own
+from their own settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+from dataclasses import dataclass, field
+
+import httpx
+from arq.connections import ArqRedis
+from sqlalchemy import Engine
+
+from bridge.cryptolens import CryptolensClient, NotFound, make_http_client
+from bridge.db import make_engine
+from bridge.settings import BridgeConfig, Settings
+
+
+class TemplateCache:
+    """License template id -> product id, from GetLicenseTemplates, refreshed on a miss."""
+
+    def __init__(self, client: CryptolensClient) -> None:
+        self._client = client
+        self._products: dict[int, int] = {}
+        self._lock = asyncio.Lock()
+
+    async def product_of(self, template_id: int) -> int:
+        if template_id in self._products:
+            return self._products[template_id]
+        async with self._lock:
+            if template_id not in self._products:
+                templates = await self._client.get_license_templates()
+                self._products = {t.id: t.product_id for t in templates}
+        if template_id not in self._products:
+            raise NotFound(
+                "licensetemplate/GetLicenseTemplates", "Could not find the license template."
+            )
+        return self._products[template_id]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    config: BridgeConfig
+    engine: Engine
+    http: httpx.AsyncClient
+    client: CryptolensClient
+    templates: TemplateCache
+    redis: ArqRedis | None = None
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    @classmethod
+    def build(cls, settings: Settings, *, engine: Engine | None = None) -> Runtime:
+        http = make_http_client(
+            connect_timeout=settings.cryptolens_connect_timeout,
+            read_timeout=settings.cryptolens_read_timeout,
+        )
+        client = CryptolensClient(
+            http, token=settings.token(), base_url=settings.cryptolens_api_url
+        )
+        return cls(
+            settings=settings,
+            config=settings.bridge_config(),
+            engine=engine or make_engine(settings.database_url),
+            http=http,
+            client=client,
+            templates=TemplateCache(client),
+        )
+
+    async def close(self) -> None:
+        await self.http.aclose()

@@ -1,0 +1,91 @@
+"""The arq worker: configuration as data, clients made at start-up and kept in ``ctx``.
+
+``worker_options(settings)`` is the whole configuration, so the CLI, ``dev`` and the
+tests (burst-mode workers) all run the same worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import click
+from arq import cron
+from arq.connections import RedisSettings
+from arq.worker import Worker, func
+from sqlalchemy import Engine
+
+from bridge import logs
+from bridge.logs import get_logger
+from bridge.queue import JOB_NAME
+from bridge.settings import Settings
+from jobs.relay import relay, relay_once
+from jobs.runner import run_intent
+from jobs.runtime import Runtime
+
+log = get_logger(__name__)
+
+
+def worker_options(
+    settings: Settings, *, engine: Engine | None = None, relay_at_startup: bool = True
+) -> dict[str, Any]:
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        runtime = Runtime.build(settings, engine=engine)
+        runtime.redis = ctx["redis"]
+        ctx["runtime"] = runtime
+        if relay_at_startup:
+            # Whatever Redis lost while we were down is in the database: queue it again.
+            await relay_once(runtime)
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        runtime: Runtime | None = ctx.get("runtime")
+        if runtime is not None:
+            await runtime.close()
+
+    interval = settings.relay_interval_seconds
+    return {
+        "functions": [
+            # The database counts attempts; arq's own try limit would silently drop an
+            # intent that keeps meeting a busy license lock.
+            func(
+                run_intent,
+                name=JOB_NAME,
+                max_tries=1_000_000,
+                timeout=settings.lease_seconds + settings.cryptolens_read_timeout,
+            ),
+        ],
+        "cron_jobs": [
+            cron(
+                relay,
+                name="relay",
+                second=set(range(0, 60, interval)) if interval < 60 else {0},
+                run_at_startup=False,
+                unique=True,
+                timeout=60,
+            ),
+        ],
+        "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
+        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "poll_delay": settings.worker_poll_delay,
+        "keep_result": 0,
+        "max_jobs": 20,
+        "handle_signals": True,
+    }
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Process what is queued, then exit.")
+def command(burst: bool) -> None:
+    """Run the worker (BRIDGE_DATABASE_URL, BRIDGE_REDIS_URL, CRYPTOLENS_TOKEN, ...)."""
+    settings = Settings()
+    logs.configure(settings.log_level)
+    logs.register_secrets([settings.cryptolens_token.get_secret_value()])
+    settings.token()  # fail fast on an empty or placeholder token
+    worker = Worker(**worker_options(settings), burst=burst)
+    log.info(
+        "worker starting",
+        redis=settings.redis_url.split("@")[-1],
+        cryptolens=settings.cryptolens_api_url,
+    )
+    asyncio.run(worker.async_run())
