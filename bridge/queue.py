@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from arq.connections import ArqRedis, RedisSettings, create_pool
+from arq.connections import ArqRedis
 
 JOB_NAME = "run_intent"
 
 
-async def connect(redis_url: str) -> ArqRedis:
-    settings = RedisSettings.from_dsn(redis_url)
-    settings.conn_timeout = 2
-    settings.conn_retries = 0
-    pool: ArqRedis = await create_pool(settings)
-    return pool
+def connect(redis_url: str) -> ArqRedis:
+    """A Redis handle that connects on first use, so a web process starts without Redis."""
+    redis: ArqRedis = ArqRedis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
+    return redis
 
 
 async def enqueue(redis: ArqRedis, intent_ids: Iterable[str], *, defer: float = 0) -> int:

@@ -1,0 +1,84 @@
+"""The web app: webhook endpoints, health, readiness and metrics.
+
+``create_app(settings)`` refuses to build with an empty or placeholder webhook secret
+(an empty secret verifies against an empty key, which anyone can forge). Shared clients
+(the engine, the Redis handle) live in the lifespan, never per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import Engine, text
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from bridge import stripe_webhook
+from bridge.db import make_engine
+from bridge.queue import connect
+from bridge.settings import Settings
+from bridge.state import AppState
+
+
+def _ping_db(engine: Engine) -> None:
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+async def healthz(_: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    state: AppState = request.state.bridge
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(asyncio.to_thread(_ping_db, state.engine), 2)
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unavailable: {type(exc).__name__}"
+    try:
+        if state.redis is None:
+            raise RuntimeError("not configured")
+        await asyncio.wait_for(state.redis.ping(), 2)
+        checks["redis"] = "ok"
+    except Exception as exc:
+        checks["redis"] = f"unavailable: {type(exc).__name__}"
+    ready = all(v == "ok" for v in checks.values())
+    return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+
+
+async def metrics_endpoint(_: Request) -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette:
+    secrets = settings.webhook_secrets()  # raises ConfigError before anything listens
+    config = settings.bridge_config()
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
+        own_engine = engine is None
+        db_engine = engine or make_engine(settings.database_url)
+        redis = connect(settings.redis_url)
+        state = AppState(settings, config, db_engine, redis, secrets)
+        try:
+            yield {"bridge": state}
+        finally:
+            await redis.aclose()
+            if own_engine:
+                db_engine.dispose()
+
+    routes = [
+        Route("/webhooks/stripe", stripe_webhook.receive, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

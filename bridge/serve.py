@@ -1,0 +1,26 @@
+"""``cryptolens-bridge serve``: the webhook receiver under uvicorn."""
+
+from __future__ import annotations
+
+import click
+import uvicorn
+
+from bridge import logs
+from bridge.app import create_app
+from bridge.settings import ConfigError, Settings
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=int, help="uvicorn processes")
+def command(host: str, port: int, workers: int) -> None:
+    """Receive webhooks (STRIPE_WEBHOOK_SECRET, BRIDGE_DATABASE_URL, BRIDGE_REDIS_URL)."""
+    settings = Settings()
+    logs.configure(settings.log_level)
+    logs.register_secrets(settings.stripe_webhook_secret.get_secret_value().split(","))
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,19 @@
+"""What the web app shares between requests, built once in its lifespan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from arq.connections import ArqRedis
+from sqlalchemy import Engine
+
+from bridge.settings import BridgeConfig, Settings
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    config: BridgeConfig
+    engine: Engine
+    redis: ArqRedis | None
+    webhook_secrets: tuple[str, ...]
