@@ -1,0 +1,183 @@
+"""key/* methods and subscription/RecordUsage: everything that changes or reads a key.
+
+Each change appends a Web API Log entry with the service's state code. BlockKey and
+UnblockKey log only when they change something ("Not changed" is not a change); the other
+methods log every successful call, as they cannot tell.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from bridge.sandbox import store as codes
+from bridge.sandbox.call import Call, Handler, iso, ok
+from bridge.sandbox.params import (
+    ACCESS_DENIED,
+    CUSTOMER_DISSOCIATED,
+    FEATURE_LOCKED,
+    INCORRECT_INPUT,
+    NO_TEMPLATE,
+    NOTES_TOO_LONG,
+    Refusal,
+)
+from bridge.sandbox.store import CustomerRecord, KeyRecord
+
+DAY = 86400
+# The sandbox product's feature definitions: F1 marks a time-limited license, F2 a trial.
+TIME_LIMITED_FEATURE = 1
+TRIAL_FEATURE = 2
+
+
+def customer_json(customer: CustomerRecord) -> dict[str, Any]:
+    return {
+        "id": customer.id,
+        "name": customer.name,
+        "email": customer.email,
+        "companyName": customer.company_name,
+        "created": iso(customer.created),
+    }
+
+
+def license_key_json(call: Call, record: KeyRecord) -> dict[str, Any]:
+    customer = call.store.customer(record.customer_id) if record.customer_id else None
+    return {
+        "productId": record.product_id,
+        "id": record.id,
+        "key": record.key,
+        "created": iso(record.created),
+        "expires": iso(record.expires),
+        "period": record.period,
+        **{f"f{i}": record.feature(i) for i in range(1, 9)},
+        "notes": record.notes,
+        "block": bool(record.block),
+        "globalId": record.global_id,
+        "customer": customer_json(customer) if customer else None,
+        "activatedMachines": [],
+        "trialActivation": bool(record.trial_activation),
+        "maxNoOfMachines": record.max_no_of_machines,
+        "allowedMachines": "",
+        "dataObjects": [],
+        "reseller": None,
+        "signDate": iso(call.now),
+        "signature": None,
+    }
+
+
+def metadata_json(record: KeyRecord, now: int) -> dict[str, Any]:
+    time_limited = record.feature(TIME_LIMITED_FEATURE)
+    expired = time_limited and record.expires <= now
+    reason = 2 if record.block else 1 if expired else 0
+    return {
+        "activatedMachines": 0,
+        "licenseStatus": {
+            "isValid": reason == 0,
+            "reasonForInvalidity": reason,
+            "trial": record.feature(TRIAL_FEATURE),
+            "timeLimited": time_limited,
+            "timeLeft": max(0, (record.expires - now) // DAY) if time_limited else 0,
+        },
+        "usedFloatingMachines": 0,
+        "signature": None,
+    }
+
+
+def create_key_from_template(call: Call) -> dict[str, Any]:
+    template_id = call.params.required_int("LicenseTemplateId")
+    if call.token.key:  # a key-locked token works on its key only
+        raise Refusal(ACCESS_DENIED)
+    if call.token.feature_lock and template_id != call.token.feature_lock:
+        raise Refusal(FEATURE_LOCKED)
+    template = call.config.template(template_id)
+    if template is None:
+        raise Refusal(NO_TEMPLATE)
+    if call.token.product_id and template.product_id != call.token.product_id:
+        raise Refusal(ACCESS_DENIED)
+    record = call.store.create_key(template, call.now)
+    call.store.log(record, codes.KEY_CREATED, call.ip, call.now)
+    raw = {"key": record.key, "result": "Success", "message": None}
+    return ok(None, key=record.key, rawResponse=json.dumps(raw, separators=(",", ":")))
+
+
+def get_key(call: Call) -> dict[str, Any]:
+    record = call.key()
+    with_metadata = call.params.boolean("Metadata")
+    call.params.boolean("Sign")  # accepted; the sandbox has no RSA key, signature stays null
+    body: dict[str, Any] = {"licenseKey": license_key_json(call, record)}
+    if with_metadata:
+        body["metadata"] = metadata_json(record, call.now)
+    return ok("", **body)
+
+
+def extend_license(call: Call) -> dict[str, Any]:
+    record = call.key()
+    days = call.params.integer("NoOfDays", 0)
+    assert days is not None
+    # Remarks: add to the expiry date while it has not passed, otherwise to today.
+    start = record.expires if record.expires > call.now else call.now
+    call.store.update_key(record, expires=start + days * DAY)
+    call.store.log(record, codes.EXTENDED, call.ip, call.now)
+    return ok("")
+
+
+def change_customer(call: Call) -> dict[str, Any]:
+    record = call.key()
+    customer_id = call.params.integer("CustomerId", 0)
+    customer = call.store.customer(customer_id) if customer_id else None
+    call.store.update_key(record, customer_id=customer.id if customer else None)
+    call.store.log(record, codes.CUSTOMER_CHANGED, call.ip, call.now)
+    if customer is None:
+        # Applied (the key is dissociated), yet reported as an error, as the service does.
+        return {"result": 1, "message": CUSTOMER_DISSOCIATED}
+    return ok("")
+
+
+def change_notes(call: Call) -> dict[str, Any]:
+    record = call.key()
+    if not call.params.has("Notes"):
+        raise Refusal(INCORRECT_INPUT)
+    notes = call.params.string("Notes")
+    if len(notes) > 500:
+        raise Refusal(NOTES_TOO_LONG)
+    call.store.update_key(record, notes=notes)
+    call.store.log(record, codes.NOTES_CHANGED, call.ip, call.now)
+    return ok(None)
+
+
+def _set_block(call: Call, block: bool) -> dict[str, Any]:
+    record = call.key()
+    if bool(record.block) == block:
+        return ok("Not changed")
+    call.store.update_key(record, block=int(block))
+    call.store.log(record, codes.BLOCKED if block else codes.UNBLOCKED, call.ip, call.now)
+    return ok("Changed")
+
+
+def block_key(call: Call) -> dict[str, Any]:
+    return _set_block(call, True)
+
+
+def unblock_key(call: Call) -> dict[str, Any]:
+    return _set_block(call, False)
+
+
+def record_usage(call: Call) -> dict[str, Any]:
+    # The real method needs a Stripe payment processor; the sandbox just counts.
+    record = call.key()
+    amount = call.params.integer("Amount", 0)
+    if amount is None or amount < 0:
+        raise Refusal(INCORRECT_INPUT)
+    call.store.record_usage(record, amount, call.now)
+    return ok("")
+
+
+HANDLERS: dict[str, Handler] = {
+    "key/CreateKeyFromTemplate": create_key_from_template,
+    "key/GetKey": get_key,
+    "key/ExtendLicense": extend_license,
+    "key/ChangeCustomer": change_customer,
+    "key/ChangeNotes": change_notes,
+    "key/BlockKey": block_key,
+    "key/UnblockKey": unblock_key,
+    "subscription/RecordUsage": record_usage,
+}

@@ -1,0 +1,411 @@
+"""The sandbox's state: one SQLite database, in memory unless a file is given.
+
+One code path for both modes, so a test of the file mode also tests the memory mode.
+Every id is an AUTOINCREMENT key, so ids only grow, across restarts and resets alike:
+a client that keeps a ``StartingAfter`` cursor never sees an id twice.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import string
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from bridge.sandbox.config import SandboxConfig, Template
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (
+    global_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    product_id INTEGER NOT NULL,
+    id INTEGER NOT NULL,
+    key TEXT NOT NULL UNIQUE,
+    created INTEGER NOT NULL,
+    expires INTEGER NOT NULL,
+    period INTEGER NOT NULL,
+    features INTEGER NOT NULL,
+    notes TEXT NOT NULL,
+    block INTEGER NOT NULL,
+    customer_id INTEGER,
+    max_no_of_machines INTEGER NOT NULL,
+    trial_activation INTEGER NOT NULL,
+    template_id INTEGER,
+    usage INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS customers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    email TEXT NOT NULL,
+    company_name TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    secret TEXT NOT NULL UNIQUE,
+    notes TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    product_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    machine_code TEXT NOT NULL,
+    feature_name TEXT NOT NULL,
+    event_name TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    currency TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    time INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS web_api_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    product_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    time INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    machine_code TEXT NOT NULL,
+    friendly_name TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS usage_records (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    product_id INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    amount INTEGER NOT NULL,
+    time INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS calls (
+    method TEXT PRIMARY KEY,
+    received INTEGER NOT NULL DEFAULT 0,
+    applied INTEGER NOT NULL DEFAULT 0,
+    succeeded INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+_TABLES = ("keys", "customers", "events", "web_api_log", "usage_records", "calls")
+
+# Web API Log state codes (reference: model/WebAPILog).
+KEY_CREATED = 3010
+BLOCKED = 7013
+UNBLOCKED = 7014
+EXTENDED = 7015
+NOTES_CHANGED = 7017
+CUSTOMER_CHANGED = 7019
+
+CallStage = Literal["received", "applied", "succeeded"]
+Paged = Literal["events", "web_api_log"]
+# gt/gte/lt/lte as in the Time filter; "eq" for a bare timestamp.
+TimeFilter = dict[str, int]
+_TIME_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "eq": "="}
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    global_id: int
+    product_id: int
+    id: int
+    key: str
+    created: int
+    expires: int
+    period: int
+    features: int  # bit i-1 holds F{i}
+    notes: str
+    block: int
+    customer_id: int | None
+    max_no_of_machines: int
+    trial_activation: int
+    template_id: int | None
+    usage: int
+
+    def feature(self, number: int) -> bool:
+        return bool(self.features >> (number - 1) & 1)
+
+
+@dataclass(frozen=True)
+class CustomerRecord:
+    id: int
+    name: str
+    email: str
+    company_name: str
+    created: int
+    secret: str
+    notes: str
+
+
+@dataclass(frozen=True)
+class Page:
+    """A cursor query on ``events`` or ``web_api_log``: equality filters plus ranges."""
+
+    equals: dict[str, Any]
+    limit: int
+    starting_after: int = 0
+    ending_before: int = 0
+    time: TimeFilter | None = None
+    contains: tuple[str, str] | None = None  # (column, text), case-insensitive
+    states: Sequence[int] | None = None
+    cursor: Literal["id", "time"] = "id"  # what StartingAfter/EndingBefore compare with
+
+
+def _new_key_string() -> str:
+    letters = "".join(secrets.choice(string.ascii_uppercase) for _ in range(20))
+    return "-".join(letters[i : i + 5] for i in range(0, 20, 5))
+
+
+class Store:
+    def __init__(self, config: SandboxConfig, db_path: Path | None = None) -> None:
+        self.config = config
+        self.path = db_path
+        # One connection shared by the event loop and the test thread that built the app;
+        # the lock serialises them.
+        self._db = sqlite3.connect(str(db_path) if db_path else ":memory:", check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._lock = threading.RLock()
+        self._depth = 0
+        with self.transaction():
+            self._db.executescript(_SCHEMA)
+            self._seed()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Hold the lock; the outermost block commits, or rolls back on an exception."""
+        with self._lock:
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                if self._depth == 1:
+                    self._db.rollback()
+                raise
+            else:
+                if self._depth == 1:
+                    self._db.commit()
+            finally:
+                self._depth -= 1
+
+    def _seed(self) -> None:
+        if self._db.execute("SELECT COUNT(*) FROM customers").fetchone()[0]:
+            return
+        for customer in self.config.customers:
+            self.add_customer(customer.name, customer.email, customer.company_name, "", 0)
+
+    def reset(self) -> None:
+        with self.transaction():
+            for table in _TABLES:
+                self._db.execute(f"DELETE FROM {table}")  # noqa: S608 - constant names
+            self._seed()
+
+    # keys
+
+    def create_key(self, template: Template, now: int) -> KeyRecord:
+        features = sum(1 << i for i, on in enumerate(template.features) if on)
+        with self.transaction():
+            row = self._db.execute(
+                "SELECT COALESCE(MAX(id), 0) + 1 FROM keys WHERE product_id = ?",
+                (template.product_id,),
+            ).fetchone()
+            while True:
+                key = _new_key_string()
+                try:
+                    cursor = self._db.execute(
+                        "INSERT INTO keys (product_id, id, key, created, expires, period,"
+                        " features, notes, block, customer_id, max_no_of_machines,"
+                        " trial_activation, template_id)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?, ?, ?)",
+                        (
+                            template.product_id,
+                            row[0],
+                            key,
+                            now,
+                            now + template.period * 86400,
+                            template.period,
+                            features,
+                            template.notes,
+                            template.max_no_of_machines,
+                            int(template.trial_activation),
+                            template.id,
+                        ),
+                    )
+                    break
+                except sqlite3.IntegrityError:  # the one-in-26^20 collision
+                    continue
+            record = self.key_by_id(int(cursor.lastrowid or 0))
+        assert record is not None
+        return record
+
+    def key_by_id(self, global_id: int) -> KeyRecord | None:
+        with self.transaction():
+            row = self._db.execute("SELECT * FROM keys WHERE global_id = ?", (global_id,))
+            found = row.fetchone()
+        return KeyRecord(**dict(found)) if found else None
+
+    def find_key(self, product_id: int, key: str) -> KeyRecord | None:
+        with self.transaction():
+            found = self._db.execute(
+                "SELECT * FROM keys WHERE product_id = ? AND key = ?", (product_id, key)
+            ).fetchone()
+        return KeyRecord(**dict(found)) if found else None
+
+    def update_key(self, record: KeyRecord, **changes: Any) -> KeyRecord:
+        columns = ", ".join(f"{name} = ?" for name in changes)
+        with self.transaction():
+            self._db.execute(
+                f"UPDATE keys SET {columns} WHERE global_id = ?",  # noqa: S608 - our names
+                (*changes.values(), record.global_id),
+            )
+            updated = self.key_by_id(record.global_id)
+        assert updated is not None
+        return updated
+
+    def record_usage(self, record: KeyRecord, amount: int, now: int) -> None:
+        with self.transaction():
+            self._db.execute(
+                "UPDATE keys SET usage = usage + ? WHERE global_id = ?",
+                (amount, record.global_id),
+            )
+            self._db.execute(
+                "INSERT INTO usage_records (product_id, key, amount, time) VALUES (?, ?, ?, ?)",
+                (record.product_id, record.key, amount, now),
+            )
+
+    # customers
+
+    def add_customer(
+        self, name: str, email: str, company_name: str, notes: str, now: int
+    ) -> CustomerRecord:
+        with self.transaction():
+            cursor = self._db.execute(
+                "INSERT INTO customers (name, email, company_name, created, secret, notes)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (name, email, company_name, now, secrets.token_hex(16), notes),
+            )
+            customer = self.customer(int(cursor.lastrowid or 0))
+        assert customer is not None
+        return customer
+
+    def customer(self, customer_id: int) -> CustomerRecord | None:
+        with self.transaction():
+            found = self._db.execute(
+                "SELECT * FROM customers WHERE id = ?", (customer_id,)
+            ).fetchone()
+        return CustomerRecord(**dict(found)) if found else None
+
+    def customers(self) -> list[CustomerRecord]:
+        with self.transaction():
+            rows = self._db.execute("SELECT * FROM customers ORDER BY id").fetchall()
+        return [CustomerRecord(**dict(row)) for row in rows]
+
+    # analytics
+
+    def add_event(self, event: dict[str, Any]) -> int:
+        with self.transaction():
+            cursor = self._db.execute(
+                "INSERT INTO events (product_id, key, machine_code, feature_name, event_name,"
+                " value, currency, metadata, time) VALUES (:product_id, :key, :machine_code,"
+                " :feature_name, :event_name, :value, :currency, :metadata, :time)",
+                event,
+            )
+        return int(cursor.lastrowid or 0)
+
+    def log(self, record: KeyRecord, state: int, ip: str, now: int) -> None:
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO web_api_log (product_id, key, ip, time, state, machine_code,"
+                " friendly_name) VALUES (?, ?, ?, ?, ?, '', '')",
+                (record.product_id, record.key, ip, now, state),
+            )
+
+    def page(self, table: Paged, query: Page) -> list[dict[str, Any]]:
+        """Rows after ``starting_after`` ascending, or before ``ending_before`` descending
+        (the service orders by id descending when EndingBefore is given)."""
+        where: list[str] = []
+        args: list[Any] = []
+        for column, value in query.equals.items():
+            where.append(f"{column} = ?")
+            args.append(value)
+        if query.starting_after:
+            where.append(f"{query.cursor} > ?")
+            args.append(query.starting_after)
+        if query.ending_before:
+            where.append(f"{query.cursor} < ?")
+            args.append(query.ending_before)
+        for op, value in (query.time or {}).items():
+            where.append(f"time {_TIME_OPS[op]} ?")
+            args.append(value)
+        if query.contains:
+            column, text = query.contains
+            where.append(f"instr(lower({column}), ?) > 0")
+            args.append(text.lower())
+        if query.states is not None:
+            where.append(f"state IN ({', '.join('?' * len(query.states))})")
+            args.extend(query.states)
+        sql = f"SELECT * FROM {table}"  # noqa: S608 - table, columns and ops are our constants
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        order = "DESC" if query.ending_before else "ASC"
+        sql += f" ORDER BY {query.cursor} {order}, id {order} LIMIT ?"
+        args.append(query.limit)
+        with self.transaction():
+            return [dict(row) for row in self._db.execute(sql, args).fetchall()]
+
+    # inspection
+
+    def count_call(self, method: str, stage: CallStage) -> None:
+        with self.transaction():
+            self._db.execute(
+                f"INSERT INTO calls (method, {stage}) VALUES (?, 1) ON CONFLICT(method)"  # noqa: S608
+                f" DO UPDATE SET {stage} = {stage} + 1",
+                (method,),
+            )
+
+    def snapshot(self) -> dict[str, Any]:
+        """Everything, for ``GET /sandbox/state``: raw rows, unix times, no paging."""
+        with self.transaction():
+            keys = [asdict(KeyRecord(**dict(r))) for r in self._select("keys", "global_id")]
+            customers = [dict(r) for r in self._select("customers", "id")]
+            events = [dict(r) for r in self._select("events", "id")]
+            log = [dict(r) for r in self._select("web_api_log", "id")]
+            usage = [dict(r) for r in self._select("usage_records", "id")]
+            calls = {
+                r["method"]: {s: r[s] for s in ("received", "applied", "succeeded")}
+                for r in self._select("calls", "method")
+            }
+        for key in keys:
+            key["block"] = bool(key["block"])
+            key["trial_activation"] = bool(key["trial_activation"])
+            key["f"] = [bool(key["features"] >> i & 1) for i in range(8)]
+        states = [entry["state"] for entry in log]
+        counts = {
+            "keys": len(keys),
+            "keys_created": states.count(KEY_CREATED),
+            "extensions": states.count(EXTENDED),
+            "blocks": states.count(BLOCKED),
+            "unblocks": states.count(UNBLOCKED),
+            "notes_changes": states.count(NOTES_CHANGED),
+            "customer_changes": states.count(CUSTOMER_CHANGED),
+            "customers": len(customers),
+            "events": len(events),
+            "usage_records": len(usage),
+            "usage_total": sum(u["amount"] for u in usage),
+            "log_entries": len(log),
+            "calls_received": sum(c["received"] for c in calls.values()),
+            "calls_applied": sum(c["applied"] for c in calls.values()),
+        }
+        return {
+            "counts": counts,
+            "calls": calls,
+            "keys": keys,
+            "customers": customers,
+            "events": events,
+            "web_api_log": log,
+            "usage": {k["key"]: k["usage"] for k in keys},
+            "usage_records": usage,
+        }
+
+    def _select(self, table: str, order: str) -> list[sqlite3.Row]:
+        sql = f"SELECT * FROM {table} ORDER BY {order}"  # noqa: S608 - constant names
+        return self._db.execute(sql).fetchall()
