@@ -30,10 +30,11 @@ def acquire(engine: Engine, name: str, owner: str, seconds: float) -> bool:
             set_={"owner": owner, "until": until},
             where=(table.c.until < now) | (table.c.owner == owner),
         )
+        .returning(table.c.name)
     )
     with session(engine) as s:
-        result = s.execute(stmt)
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        # RETURNING yields the row only when it was inserted or taken over.
+        return s.execute(stmt).scalar_one_or_none() is not None
 
 
 def release(engine: Engine, name: str, owner: str) -> None:

@@ -1,0 +1,103 @@
+"""The idempotent inbox on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from bridge import inbox
+from bridge.intents import Effect, IntentSpec, Plan
+from bridge.models import Intent, LicenseAlias, WebhookEvent
+
+
+def spec(intent_id: str, effect: Effect = Effect.EXTEND) -> IntentSpec:
+    return IntentSpec(
+        id=intent_id,
+        effect=effect,
+        license_ref="stripe:sub:sub_1",
+        params={"expires_at": 100},
+        occurred_at=1,
+    )
+
+
+def record(
+    engine: Engine, event_id: str, plan: Plan, payload: dict[str, object] | None = None
+) -> inbox.Recorded:
+    return inbox.record(
+        engine,
+        provider="stripe",
+        external_id=event_id,
+        event_type="invoice.paid",
+        api_version="2024-06-20",
+        livemode=False,
+        payload=payload or {"id": event_id},
+        plan=plan,
+    )
+
+
+class TestRecord:
+    def test_new_event_stores_event_intents_and_aliases(self, engine: Engine) -> None:
+        plan = Plan(
+            intents=[spec("i1"), spec("i2")], aliases=[("stripe:pi:pi_1", "stripe:sub:sub_1")]
+        )
+        recorded = record(engine, "evt_1", plan)
+        assert not recorded.duplicate
+        assert sorted(recorded.new_intents) == ["i1", "i2"]
+        with Session(engine) as s:
+            assert s.exec(select(WebhookEvent)).one().outcome == "planned"
+            assert len(s.exec(select(Intent)).all()) == 2
+            assert s.exec(select(LicenseAlias)).one().ref == "stripe:sub:sub_1"
+
+    def test_redelivery_changes_nothing(self, engine: Engine) -> None:
+        record(engine, "evt_1", Plan(intents=[spec("i1")]))
+        again = record(engine, "evt_1", Plan(intents=[spec("i1")]))
+        assert again.duplicate
+        assert again.new_intents == []
+        with Session(engine) as s:
+            assert len(s.exec(select(WebhookEvent)).all()) == 1
+
+    def test_another_event_with_the_same_intent_adds_no_intent(self, engine: Engine) -> None:
+        # invoice.paid and invoice.payment_succeeded for one invoice: one intent.
+        record(engine, "evt_paid", Plan(intents=[spec("in_1:extend")]))
+        second = record(engine, "evt_succeeded", Plan(intents=[spec("in_1:extend")]))
+        assert not second.duplicate
+        assert second.new_intents == []
+        with Session(engine) as s:
+            assert len(s.exec(select(WebhookEvent)).all()) == 2
+            assert len(s.exec(select(Intent)).all()) == 1
+
+    def test_concurrent_deliveries_store_once(self, engine: Engine) -> None:
+        plan = Plan(intents=[spec("i1")])
+        with ThreadPoolExecutor(3) as pool:
+            results = list(pool.map(lambda _: record(engine, "evt_1", plan), range(3)))
+        assert sum(not r.duplicate for r in results) == 1
+        assert sum(len(r.new_intents) for r in results) == 1
+
+    def test_ignored_event_is_recorded_as_ignored(self, engine: Engine) -> None:
+        record(engine, "evt_x", Plan(ignored="unhandled type customer.created"))
+        with Session(engine) as s:
+            row = s.exec(select(WebhookEvent)).one()
+        assert row.outcome == "ignored"
+        assert row.note == "unhandled type customer.created"
+
+    def test_secrets_in_payload_are_not_stored(self, engine: Engine) -> None:
+        payload = {
+            "id": "evt_1",
+            "data": {
+                "object": {"client_secret": "cs_live_secret_abc", "x": [{"client_secret": "y"}]}
+            },
+        }
+        record(engine, "evt_1", Plan(), payload)
+        with Session(engine) as s:
+            stored = s.exec(select(WebhookEvent)).one().payload
+        assert "cs_live_secret_abc" not in stored
+        assert json.loads(stored)["data"]["object"]["client_secret"] == "[redacted]"
+
+
+class TestPending:
+    def test_lists_pending_intents(self, engine: Engine) -> None:
+        record(engine, "evt_1", Plan(intents=[spec("i1"), spec("i2")]))
+        assert sorted(inbox.pending_intents(engine)) == ["i1", "i2"]
