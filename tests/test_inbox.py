@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from sqlalchemy import Engine
 from sqlmodel import Session, select
@@ -24,7 +26,7 @@ def spec(intent_id: str, effect: Effect = Effect.EXTEND) -> IntentSpec:
 
 
 def record(
-    engine: Engine, event_id: str, plan: Plan, payload: dict[str, object] | None = None
+    engine: Engine, event_id: str, plan: Plan, payload: Mapping[str, Any] | None = None
 ) -> inbox.Recorded:
     return inbox.record(
         engine,
@@ -33,7 +35,7 @@ def record(
         event_type="invoice.paid",
         api_version="2024-06-20",
         livemode=False,
-        payload=payload or {"id": event_id},
+        payload=dict(payload or {"id": event_id}),
         plan=plan,
     )
 
