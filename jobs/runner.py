@@ -24,6 +24,7 @@ from bridge.cryptolens import CryptolensError, OutcomeUnknown, RateLimited, Refu
 from bridge.intents import Status
 from bridge.logs import get_logger
 from bridge.queue import enqueue
+from bridge.stripe_api import PermanentStripeError
 from jobs import store
 from jobs.effects import Busy, NeedsReview, Waiting, apply, db
 from jobs.runtime import Runtime
@@ -39,13 +40,7 @@ def backoff(attempt: int, *, base: float, cap: float) -> float:
 
 
 def _permanent(exc: BaseException) -> bool:
-    if isinstance(exc, Refused | NoTemplate):
-        return True
-    try:
-        from bridge.stripe_api import StripePermanentError
-    except ImportError:  # pragma: no cover - the module always ships with the bridge
-        return False
-    return isinstance(exc, StripePermanentError)
+    return isinstance(exc, Refused | NoTemplate | PermanentStripeError)
 
 
 async def run_intent(ctx: dict[str, Any], intent_id: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.settings import StripeConfig
+from bridge.stripe_api import checkout_template_hints
 
 
 class NoTemplate(Exception):
@@ -43,8 +44,6 @@ async def resolve_template(rt: Any, params: dict[str, Any]) -> int:
     session_id = params.get("checkout_session")
     api_key = rt.settings.stripe_api_key
     if session_id and api_key is not None and api_key.get_secret_value():
-        from bridge.stripe_api import checkout_template_hints
-
         hints = await checkout_template_hints(
             str(session_id),
             api_key=api_key.get_secret_value(),
