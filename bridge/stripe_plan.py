@@ -40,6 +40,9 @@ from typing import Any
 from bridge.intents import Effect, IntentSpec, Plan
 from bridge.money import currency_code, to_cryptolens_value
 from bridge.settings import StripeConfig
+from bridge.stripe_payload import Obj, PayloadError
+
+__all__ = ["HANDLED_TYPES", "TEMPLATE_KEY", "PayloadError", "plan"]
 
 #: Metadata key naming the Cryptolens template, on a session, subscription, price or product.
 TEMPLATE_KEY = "cryptolens_template_id"
@@ -51,87 +54,7 @@ _RENEW_REASONS = frozenset({"subscription_cycle", "subscription_update"})
 _LIVE_STATUSES = frozenset({"active", "trialing"})
 
 
-class PayloadError(ValueError):
-    """A verified event lacks a field its type must have, or has one of the wrong type."""
-
-
-# ---------------------------------------------------------------------------------------
-# Reading JSON without KeyError/TypeError: every miss is a PayloadError naming the field.
-
-
-@dataclass(frozen=True)
-class _Obj:
-    data: Mapping[str, Any]
-    where: str
-
-    @classmethod
-    def of(cls, value: Any, where: str) -> _Obj:
-        if not isinstance(value, Mapping):
-            raise PayloadError(f"{where} is not an object")
-        return cls(value, where)
-
-    def named(self, kind: str) -> _Obj:
-        """The same object, named by its id in later messages."""
-        return _Obj(self.data, f"{kind} {self.text('id')}")
-
-    def _get(self, key: str, kind: type | tuple[type, ...], required: bool) -> Any:
-        value = self.data.get(key)
-        if value is None:
-            if required:
-                raise PayloadError(f"{self.where}: {key} is missing")
-            return None
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-            raise PayloadError(f"{self.where}: {key} has the wrong type")
-        return value
-
-    def has(self, key: str) -> bool:
-        return self.data.get(key) is not None
-
-    def text(self, key: str) -> str:
-        value: str = self._get(key, str, True)
-        return value
-
-    def opt_text(self, key: str) -> str | None:
-        value: str | None = self._get(key, str, False)
-        return value
-
-    def number(self, key: str) -> int:
-        value: int = self._get(key, int, True)
-        return value
-
-    def opt_number(self, key: str) -> int | None:
-        value: int | None = self._get(key, int, False)
-        return value
-
-    def obj(self, key: str) -> _Obj:
-        return _Obj(self._get(key, Mapping, True), f"{self.where}: {key}")
-
-    def opt_obj(self, key: str) -> _Obj | None:
-        value = self._get(key, Mapping, False)
-        return None if value is None else _Obj(value, f"{self.where}: {key}")
-
-    def ref(self, key: str) -> str | None:
-        """An expandable field: the id, whether Stripe sent the id or the object."""
-        value = self._get(key, (str, Mapping), False)
-        if value is None or isinstance(value, str):
-            return value
-        return _Obj(value, f"{self.where}: {key}").text("id")
-
-    def expanded(self, key: str) -> _Obj | None:
-        """An expandable field's object, when the payload carries it expanded."""
-        value = self._get(key, (str, Mapping), False)
-        return _Obj(value, f"{self.where}: {key}") if isinstance(value, Mapping) else None
-
-    def items(self, key: str) -> list[_Obj]:
-        """The ``data`` of a Stripe list object; an absent list is empty."""
-        listing = self.opt_obj(key)
-        if listing is None:
-            return []
-        data = listing._get("data", list, False) or []
-        return [_Obj.of(item, f"{listing.where}[{i}]") for i, item in enumerate(data)]
-
-
-def _template(owner: _Obj | None) -> int | None:
+def _template(owner: Obj | None) -> int | None:
     metadata = owner.opt_obj("metadata") if owner is not None else None
     if metadata is None:
         return None
@@ -143,7 +66,7 @@ def _template(owner: _Obj | None) -> int | None:
     return int(str(raw).strip())
 
 
-def _amount_currency(o: _Obj, key: str) -> tuple[int, str]:
+def _amount_currency(o: Obj, key: str) -> tuple[int, str]:
     amount = o.number(key)
     try:
         return amount, currency_code(o.text("currency"))
@@ -162,7 +85,7 @@ class _Price:
     template_id: int | None  # from the price's metadata, else the expanded product's
 
 
-def _price(price: _Obj | None, product: _Obj | None = None) -> _Price | None:
+def _price(price: Obj | None, product: Obj | None = None) -> _Price | None:
     if price is None:
         return None
     product = product or price.expanded("product")
@@ -177,8 +100,8 @@ def _price(price: _Obj | None, product: _Obj | None = None) -> _Price | None:
 class _Event:
     type: str
     created: int
-    object: _Obj
-    previous: _Obj | None
+    object: Obj
+    previous: Obj | None
 
 
 def _create_key(
@@ -361,7 +284,7 @@ def _checkout(ev: _Event, config: StripeConfig) -> Plan:
 # Subscriptions.
 
 
-def _subscription_price(sub: _Obj, config: StripeConfig) -> _Price | None:
+def _subscription_price(sub: Obj, config: StripeConfig) -> _Price | None:
     """The item that names the license: the first one we have a template hint for."""
     prices = [_price(item.opt_obj("price")) for item in sub.items("items")]
     known = [p for p in prices if p is not None]
@@ -371,7 +294,7 @@ def _subscription_price(sub: _Obj, config: StripeConfig) -> _Price | None:
     return known[0] if known else None
 
 
-def _subscription_period_end(sub: _Obj) -> int | None:
+def _subscription_period_end(sub: Obj) -> int | None:
     top = sub.opt_number("current_period_end")  # API <= 2025-02-24.acacia
     if top is not None:
         return top
@@ -380,7 +303,7 @@ def _subscription_period_end(sub: _Obj) -> int | None:
     return max(ends) if ends else None
 
 
-def _subscription_start(sub: _Obj, ev: _Event, config: StripeConfig) -> list[IntentSpec]:
+def _subscription_start(sub: Obj, ev: _Event, config: StripeConfig) -> list[IntentSpec]:
     ref = f"stripe:sub:{sub.text('id')}"
     price = _subscription_price(sub, config)
     period_end = _subscription_period_end(sub)
@@ -497,7 +420,7 @@ def _subscription_deleted(ev: _Event, config: StripeConfig) -> Plan:
 # Invoices.
 
 
-def _invoice_subscription(invoice: _Obj) -> tuple[str | None, _Obj | None]:
+def _invoice_subscription(invoice: Obj) -> tuple[str | None, Obj | None]:
     """The subscription id and the subscription metadata snapshot, in either shape."""
     parent = invoice.opt_obj("parent")  # basil
     details = parent.opt_obj("subscription_details") if parent else None
@@ -506,7 +429,7 @@ def _invoice_subscription(invoice: _Obj) -> tuple[str | None, _Obj | None]:
     return invoice.ref("subscription"), invoice.opt_obj("subscription_details")
 
 
-def _line_subscription(line: _Obj) -> str | None:
+def _line_subscription(line: Obj) -> str | None:
     parent = line.opt_obj("parent")  # basil
     if parent is not None:
         details = parent.opt_obj("subscription_item_details")
@@ -514,7 +437,7 @@ def _line_subscription(line: _Obj) -> str | None:
     return line.ref("subscription")
 
 
-def _line_price(line: _Obj) -> _Price | None:
+def _line_price(line: Obj) -> _Price | None:
     pricing = line.opt_obj("pricing")  # basil: ids only
     details = pricing.opt_obj("price_details") if pricing else None
     if details is not None:
@@ -522,7 +445,7 @@ def _line_price(line: _Obj) -> _Price | None:
     return _price(line.expanded("price") or line.expanded("plan"))
 
 
-def _invoice_payments(invoice: _Obj) -> tuple[str | None, str | None]:
+def _invoice_payments(invoice: Obj) -> tuple[str | None, str | None]:
     """The payment intent and charge that paid the invoice, if the payload names them."""
     payment_intent, charge = invoice.ref("payment_intent"), invoice.ref("charge")
     # basil moved them to invoice.payments (included only when expanded).
@@ -687,7 +610,7 @@ def plan(event: Mapping[str, Any], config: StripeConfig) -> Plan:
     Unhandled types and handled types that imply nothing return ``Plan(ignored=...)``;
     an event missing a field its type needs raises :class:`PayloadError`.
     """
-    envelope = _Obj.of(event, "event")
+    envelope = Obj.of(event, "event")
     event_type = envelope.text("type")
     handler = _HANDLERS.get(event_type)
     if handler is None:
@@ -696,7 +619,7 @@ def plan(event: Mapping[str, Any], config: StripeConfig) -> Plan:
     parsed = _Event(
         type=event_type,
         created=envelope.number("created"),
-        object=_Obj.of(data.data.get("object"), f"{event_type} data.object"),
+        object=Obj.of(data.data.get("object"), f"{event_type} data.object"),
         previous=data.opt_obj("previous_attributes"),
     )
     return handler(parsed, config)
