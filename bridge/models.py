@@ -102,6 +102,8 @@ class Attempt(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     intent_id: str = Field(max_length=255, index=True, foreign_key="intent.id")
     method: str = Field(max_length=60)
+    # Attempts that must be settled one at a time share a scope: "create:<product id>".
+    scope: str | None = Field(default=None, max_length=100, index=True)
     sent_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     finished_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
     # "applied", "refused", "not_applied" (transient), "unknown" (outcome unknown), or

@@ -22,7 +22,8 @@ import asyncio
 import json
 import math
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -62,15 +63,23 @@ async def db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
-async def hold(rt: Runtime, name: str, *, wait: float = 2.0) -> None:
-    """Take a lease, polling briefly; raise Busy if it stays taken."""
-    deadline = asyncio.get_running_loop().time() + wait
-    delay = 0.005
-    while not await db(locks.acquire, rt.engine, name, rt.owner, rt.settings.lease_seconds):
-        if asyncio.get_running_loop().time() >= deadline:
-            raise Busy(name)
-        await asyncio.sleep(delay * (0.5 + random.random()))
-        delay = min(delay * 2, 0.1)
+@asynccontextmanager
+async def held(rt: Runtime, name: str, *, wait: float = 2.0) -> AsyncIterator[None]:
+    """Hold the lease ``name``: first among this process's jobs (an asyncio lock, no
+    polling), then against other processes (the database lease). Busy if it stays taken."""
+    async with rt.local_locks.hold(name, wait):
+        deadline = asyncio.get_running_loop().time() + wait
+        delay = 0.005
+        lease = rt.settings.lease_seconds
+        while not await db(locks.acquire, rt.engine, name, rt.owner, lease):
+            if asyncio.get_running_loop().time() >= deadline:
+                raise Busy(name)
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 0.1)
+        try:
+            yield
+        finally:
+            await db(locks.release, rt.engine, name, rt.owner)
 
 
 async def mutate(
@@ -95,9 +104,7 @@ async def mutate(
 async def apply(rt: Runtime, intent: store.Claimed) -> dict[str, Any]:
     """Run one claimed intent under its license's lock; returns the intent's result."""
     ref = await db(store.resolve_ref, rt.engine, intent.license_ref)
-    lock = f"license:{ref}"
-    await hold(rt, lock)
-    try:
+    async with held(rt, f"license:{ref}"):
         if intent.effect is Effect.CREATE_KEY:
             return await create_key(rt, intent, ref)
         license_ = await db(store.get_license, rt.engine, ref)
@@ -115,8 +122,6 @@ async def apply(rt: Runtime, intent: store.Claimed) -> dict[str, Any]:
         if intent.effect is Effect.RECORD_USAGE:
             return await record_usage(rt, intent, product_id, key)
         raise NeedsReview(f"unknown effect {intent.effect}")
-    finally:
-        await db(locks.release, rt.engine, lock, rt.owner)
 
 
 # -- extend --------------------------------------------------------------------------------
@@ -298,39 +303,61 @@ async def _tag(rt: Runtime, intent: store.Claimed, product_id: int, key: str) ->
 async def _create_or_recover(
     rt: Runtime, intent: store.Claimed, ref: str, product_id: int, template_id: int
 ) -> str:
-    method = "key/CreateKeyFromTemplate"
-    lock = f"create:{product_id}"
-    await hold(rt, lock, wait=10.0)
-    try:
-        pending = await db(store.open_attempt, rt.engine, intent.id, method)
-        if pending is not None:
-            found = await _recover_key(rt, intent, product_id, pending.sent_at)
-            if found is not None:
-                await db(store.set_license_key, rt.engine, ref, found, pending.id)
-                log.info("key recovered after a lost reply", intent=intent.id, key=found)
-                return found
-            await db(store.finish_attempt, rt.engine, pending.id, "not_applied")
+    scope = f"create:{product_id}"
+    async with held(rt, scope, wait=30.0):
+        # Invariant: at most one CreateKeyFromTemplate of a product is ever unresolved, so
+        # the one key the read-back may find unclaimed can only be that attempt's.
+        await _settle_creates(rt, product_id, scope)
+        license_ = await db(store.get_license, rt.engine, ref)
+        if license_ is not None and license_.key is not None:
+            return license_.key  # settled just now, from this intent's own lost reply
         attempt_id = await db(
-            store.start_attempt, rt.engine, intent.id, method, {"template_id": template_id}
+            store.start_attempt,
+            rt.engine,
+            intent.id,
+            "key/CreateKeyFromTemplate",
+            {"template_id": template_id},
+            scope,
         )
         try:
             created = await rt.client.create_key_from_template(template_id)
         except CryptolensError as exc:
-            outcome = (
-                "unknown"
-                if isinstance(exc, OutcomeUnknown)
-                else ("not_applied" if isinstance(exc, Transient) else "refused")
-            )
-            await db(store.finish_attempt, rt.engine, attempt_id, outcome)
+            await db(store.finish_attempt, rt.engine, attempt_id, _outcome(exc))
             raise
         await db(store.set_license_key, rt.engine, ref, created.key, attempt_id)
         return created.key
-    finally:
-        await db(locks.release, rt.engine, lock, rt.owner)
+
+
+def _outcome(exc: CryptolensError) -> str:
+    if isinstance(exc, OutcomeUnknown):
+        return "unknown"
+    return "not_applied" if isinstance(exc, Transient) else "refused"
+
+
+async def _settle_creates(rt: Runtime, product_id: int, scope: str) -> None:
+    """Decide every unresolved key creation of the product (held under its lock)."""
+    for pending in await db(store.unresolved_in_scope, rt.engine, scope):
+        try:
+            found = await _recover_key(rt, pending.intent_id, product_id, pending.sent_at)
+        except NeedsReview as exc:
+            # Unclaimed keys we cannot attribute: that intent goes to a person, and the
+            # product is free again for the others.
+            await db(store.finish_attempt, rt.engine, pending.id, "ambiguous")
+            await db(store.set_needs_review, rt.engine, pending.intent_id, str(exc))
+            log.warning("key creation needs review", intent=pending.intent_id, reason=str(exc))
+            continue
+        if found is None:
+            await db(store.finish_attempt, rt.engine, pending.id, "not_applied")
+            continue
+        owner_ref = await db(store.intent_ref, rt.engine, pending.intent_id)
+        if owner_ref is None:  # pragma: no cover - attempts reference intents by FK
+            continue
+        await db(store.set_license_key, rt.engine, owner_ref, found, pending.id)
+        log.info("key recovered after a lost reply", intent=pending.intent_id, key=found)
 
 
 async def _recover_key(
-    rt: Runtime, intent: store.Claimed, product_id: int, sent_at: datetime
+    rt: Runtime, intent_id: str, product_id: int, sent_at: datetime
 ) -> str | None:
     logs = await rt.client.get_web_api_log(
         product_id=product_id,
@@ -342,7 +369,7 @@ async def _recover_key(
         raise NeedsReview("more than 1000 keys created since the lost reply")
     created = {entry.key for entry in logs if entry.key}
     candidates = created - await db(store.claimed_keys, rt.engine, product_id, created)
-    ours = NOTES_TAG.format(intent=intent.id)
+    ours = NOTES_TAG.format(intent=intent_id)
     untagged: list[LicenseKey] = []
     for candidate in sorted(candidates):
         found = await rt.client.get_key(product_id, candidate)
@@ -360,9 +387,7 @@ async def _recover_key(
 async def _find_or_add_customer(
     rt: Runtime, intent: store.Claimed, email: str, name: str | None
 ) -> int:
-    lock = f"customer:{email.lower()}"
-    await hold(rt, lock, wait=10.0)
-    try:
+    async with held(rt, f"customer:{email.lower()}", wait=10.0):
         # Searching first makes AddCustomer safe to retry: a lost reply's customer is found.
         for customer in sorted(await rt.client.get_customers(search=email), key=lambda c: c.id):
             if customer.email and customer.email.lower() == email.lower():
@@ -378,5 +403,3 @@ async def _find_or_add_customer(
         )
         await db(store.finish_attempt, rt.engine, attempt_id, "applied")
         return added.customer_id
-    finally:
-        await db(locks.release, rt.engine, lock, rt.owner)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -42,6 +44,34 @@ class TemplateCache:
         return self._products[template_id]
 
 
+class LocalLocks:
+    """Named asyncio locks for the jobs of one process, dropped when nobody uses them."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    @asynccontextmanager
+    async def hold(self, name: str, wait: float) -> AsyncIterator[None]:
+        lock, users = self._locks.get(name, (asyncio.Lock(), 0))
+        self._locks[name] = (lock, users + 1)
+        try:
+            await asyncio.wait_for(lock.acquire(), wait)
+            try:
+                yield
+            finally:
+                lock.release()
+        except TimeoutError:
+            from jobs.effects import Busy
+
+            raise Busy(name) from None
+        finally:
+            lock, users = self._locks[name]
+            if users == 1:
+                del self._locks[name]
+            else:
+                self._locks[name] = (lock, users - 1)
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -51,6 +81,7 @@ class Runtime:
     client: CryptolensClient
     templates: TemplateCache
     redis: ArqRedis | None = None
+    local_locks: LocalLocks = field(default_factory=lambda: LocalLocks())
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
     @classmethod

@@ -141,9 +141,17 @@ def save_progress(engine: Engine, intent_id: str, progress: dict[str, Any]) -> N
 # -- attempts (the ledger of mutating calls) ---------------------------------------------
 
 
-def start_attempt(engine: Engine, intent_id: str, method: str, detail: dict[str, Any]) -> int:
+def start_attempt(
+    engine: Engine,
+    intent_id: str,
+    method: str,
+    detail: dict[str, Any],
+    scope: str | None = None,
+) -> int:
     with session(engine) as s:
-        attempt = Attempt(intent_id=intent_id, method=method, detail=json.dumps(detail))
+        attempt = Attempt(
+            intent_id=intent_id, method=method, detail=json.dumps(detail), scope=scope
+        )
         s.add(attempt)
         s.flush()
         assert attempt.id is not None
@@ -164,6 +172,7 @@ class OpenAttempt:
     id: int
     sent_at: datetime
     detail: dict[str, Any]
+    intent_id: str = ""
 
 
 def open_attempt(engine: Engine, intent_id: str, method: str) -> OpenAttempt | None:
@@ -178,7 +187,47 @@ def open_attempt(engine: Engine, intent_id: str, method: str) -> OpenAttempt | N
         if row is None or row.outcome not in (None, "unknown"):
             return None
         assert row.id is not None
-        return OpenAttempt(row.id, _aware(row.sent_at), json.loads(row.detail or "{}"))
+        return OpenAttempt(row.id, _aware(row.sent_at), json.loads(row.detail or "{}"), intent_id)
+
+
+def unresolved_in_scope(engine: Engine, scope: str) -> list[OpenAttempt]:
+    """Attempts in ``scope`` whose effect is not known yet, oldest first."""
+    with session(engine) as s:
+        rows = s.execute(
+            select(Attempt)
+            .where(col(Attempt.scope) == scope)
+            .where(or_(col(Attempt.outcome).is_(None), col(Attempt.outcome) == "unknown"))
+            .order_by(col(Attempt.id))
+        ).scalars()
+        return [
+            OpenAttempt(r.id or 0, _aware(r.sent_at), json.loads(r.detail or "{}"), r.intent_id)
+            for r in rows
+        ]
+
+
+def intent_ref(engine: Engine, intent_id: str) -> str | None:
+    """The license ref an intent applies to, aliases resolved."""
+    with session(engine) as s:
+        intent = s.get(Intent, intent_id)
+        if intent is None:
+            return None
+        alias = s.get(LicenseAlias, intent.license_ref)
+        return alias.ref if alias is not None else intent.license_ref
+
+
+def set_needs_review(engine: Engine, intent_id: str, error: str) -> None:
+    with session(engine) as s:
+        s.execute(
+            update(Intent)
+            .where(col(Intent.id) == intent_id)
+            .values(
+                status=Status.NEEDS_REVIEW.value,
+                last_error=error,
+                lease_owner=None,
+                lease_until=None,
+                updated_at=utcnow(),
+            )
+        )
 
 
 # -- licenses ----------------------------------------------------------------------------

@@ -100,6 +100,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("intent_id", sa.String(length=255), nullable=False),
         sa.Column("method", sa.String(length=60), nullable=False),
+        sa.Column("scope", sa.String(length=100), nullable=True),
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("outcome", sa.String(length=20), nullable=True),
@@ -112,11 +113,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("attempt", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_attempt_intent_id"), ["intent_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_attempt_scope"), ["scope"], unique=False)
 
 
 def downgrade() -> None:
 
     with op.batch_alter_table("attempt", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_attempt_scope"))
         batch_op.drop_index(batch_op.f("ix_attempt_intent_id"))
 
     op.drop_table("attempt")
