@@ -43,6 +43,7 @@ def worker_options(
             await runtime.close()
 
     interval = settings.relay_interval_seconds
+    job_timeout = settings.lease_seconds + settings.cryptolens_read_timeout
     return {
         "functions": [
             # The database counts attempts; arq's own try limit would silently drop an
@@ -51,7 +52,7 @@ def worker_options(
                 run_intent,
                 name=JOB_NAME,
                 max_tries=1_000_000,
-                timeout=settings.lease_seconds + settings.cryptolens_read_timeout,
+                timeout=job_timeout,
             ),
         ],
         "cron_jobs": [
@@ -61,7 +62,9 @@ def worker_options(
                 second=set(range(0, 60, interval)) if interval < 60 else {0},
                 run_at_startup=False,
                 unique=True,
-                timeout=60,
+                # arq marks a job in progress for the longest timeout + 10 s; a job whose
+                # worker died is retaken only then, so no function may set it higher.
+                timeout=job_timeout,
             ),
         ],
         "on_startup": on_startup,
@@ -82,10 +85,12 @@ def command(burst: bool) -> None:
     logs.configure(settings.log_level)
     logs.register_secrets([settings.cryptolens_token.get_secret_value()])
     settings.token()  # fail fast on an empty or placeholder token
+    # arq binds the worker to the event loop current at construction; run() drives it.
+    asyncio.set_event_loop(asyncio.new_event_loop())
     worker = Worker(**worker_options(settings), burst=burst)
     log.info(
         "worker starting",
         redis=settings.redis_url.split("@")[-1],
         cryptolens=settings.cryptolens_api_url,
     )
-    asyncio.run(worker.async_run())
+    worker.run()

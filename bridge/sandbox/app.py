@@ -149,6 +149,8 @@ async def api(request: Request) -> Response:
     params = await _params(request)
     client = request.client.host if request.client else None
     body = sandbox.run(name, handler, params, _anonymised(client))
+    if sandbox.faults.config.reply_delay_ms:
+        await asyncio.sleep(sandbox.faults.config.reply_delay_ms / 1000)
     if fault == "lost_reply":
         return JSONResponse({"message": "Gateway timeout."}, status_code=504)
     if fault == "drop":

@@ -37,6 +37,9 @@ class ScriptedFault:
 @dataclass
 class FaultConfig:
     latency_ms: float = 0.0
+    # Applied first, then the reply waits: a client that gives up (or dies) in between
+    # leaves an effect it never heard of — the crash and read-timeout case.
+    reply_delay_ms: float = 0.0
     fail_rate: float = 0.0
     lost_reply_rate: float = 0.0
     lost_reply_mode: LostReplyMode = "504"
@@ -47,6 +50,7 @@ class FaultConfig:
     def as_json(self) -> dict[str, Any]:
         return {
             "latency_ms": self.latency_ms,
+            "reply_delay_ms": self.reply_delay_ms,
             "fail_rate": self.fail_rate,
             "lost_reply_rate": self.lost_reply_rate,
             "lost_reply_mode": self.lost_reply_mode,
@@ -104,7 +108,7 @@ class Faults:
         for name in ("fail_rate", "lost_reply_rate"):
             if name in data:
                 changes[name] = _rate(data, name)
-        for name in ("latency_ms", "rate_limit"):
+        for name in ("latency_ms", "reply_delay_ms", "rate_limit"):
             if name in data:
                 changes[name] = _non_negative(data, name)
         if "lost_reply_mode" in data:
