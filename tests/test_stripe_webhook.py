@@ -1,0 +1,211 @@
+"""``POST /webhooks/stripe``: bad input gets a clear 4xx and changes nothing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import Engine
+
+from bridge.app import create_app
+from bridge.db import make_engine
+from bridge.settings import ConfigError
+from bridge.stripe_signature import sign
+from tests.fixtures import stripe_builders as sb
+from tests.fixtures.pipeline import SECRET, Pipeline, make_settings
+from tests.fixtures.servers import SandboxServer, run_asgi
+
+
+def nothing_happened(bridge: Pipeline) -> None:
+    assert bridge.events() == []
+    assert bridge.intents() == {}
+    assert bridge.counts()["calls_received"] == 0
+
+
+class TestRefused:
+    async def test_forged_signature_is_401(self, bridge: Pipeline) -> None:
+        response = await bridge.post(
+            sb.load("checkout.session.completed.payment"), secret="whsec_forged"
+        )
+        assert response.status_code == 401
+        assert response.json()["error"] == "bad_signature"
+        await bridge.drain()
+        nothing_happened(bridge)
+
+    async def test_stale_signature_is_401(self, bridge: Pipeline) -> None:
+        stale = int(time.time()) - 301
+        response = await bridge.post(sb.load("checkout.session.completed.payment"), timestamp=stale)
+        assert response.status_code == 401
+        nothing_happened(bridge)
+
+    async def test_signature_from_the_future_is_401(self, bridge: Pipeline) -> None:
+        response = await bridge.post(
+            sb.load("checkout.session.completed.payment"), timestamp=int(time.time()) + 301
+        )
+        assert response.status_code == 401
+        nothing_happened(bridge)
+
+    @pytest.mark.parametrize(
+        "headers",
+        [
+            {},
+            {"Stripe-Signature": ""},
+            {"Stripe-Signature": "garbage"},
+            {"Stripe-Signature": "t=x,v1=y"},
+        ],
+    )
+    async def test_missing_or_garbled_header_is_400(
+        self, bridge: Pipeline, headers: dict[str, str]
+    ) -> None:
+        response = await bridge.post(sb.load("checkout.session.completed.payment"), headers=headers)
+        assert response.status_code == 400
+        assert response.json()["error"] == "bad_signature_header"
+        nothing_happened(bridge)
+
+    @pytest.mark.parametrize(
+        ("body", "error"),
+        [
+            (b"{not json", "bad_json"),
+            (b"\xff\xfe\x00", "bad_json"),
+            (b"[1, 2]", "not_an_event"),
+            (b'{"id": 1, "type": "x", "data": {}}', "not_an_event"),
+            (b'{"id": "evt_1", "type": "invoice.paid"}', "not_an_event"),
+        ],
+    )
+    async def test_signed_but_malformed_body_is_400(
+        self, bridge: Pipeline, body: bytes, error: str
+    ) -> None:
+        response = await bridge.post(body)
+        assert response.status_code == 400
+        assert response.json()["error"] == error
+        nothing_happened(bridge)
+
+    async def test_signed_event_missing_fields_is_400_and_not_stored(
+        self, bridge: Pipeline
+    ) -> None:
+        event = sb.load("invoice.paid.subscription_cycle")
+        del sb.obj(event)["amount_paid"]
+        response = await bridge.post(event)
+        assert response.status_code == 400
+        assert response.json()["error"] == "bad_payload"
+        assert "amount_paid" in response.json()["detail"]
+        nothing_happened(bridge)
+
+    async def test_oversized_body_is_413(self, bridge: Pipeline) -> None:
+        event = sb.load("checkout.session.completed.payment")
+        event["padding"] = "x" * (1024 * 1024)
+        response = await bridge.post(event)
+        assert response.status_code == 413
+        nothing_happened(bridge)
+
+    async def test_oversized_chunked_body_is_413(self, bridge: Pipeline) -> None:
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(20):
+                yield b"x" * 65536
+
+        response = await bridge.http.post(
+            f"{bridge.url}/webhooks/stripe",
+            content=chunks(),
+            headers={"Stripe-Signature": sign(b"", SECRET)},
+        )
+        assert response.status_code == 413
+        nothing_happened(bridge)
+
+    async def test_wrong_method_is_405(self, bridge: Pipeline) -> None:
+        response = await bridge.http.get(f"{bridge.url}/webhooks/stripe")
+        assert response.status_code == 405
+
+
+class TestAccepted:
+    async def test_unhandled_type_is_recorded_as_ignored(self, bridge: Pipeline) -> None:
+        event = sb.envelope("customer.created", {"id": "cus_1", "object": "customer"}, created=1)
+        response = await bridge.post(event)
+        assert response.status_code == 200
+        assert response.json()["intents"] == 0
+        [stored] = bridge.events()
+        assert (stored.outcome, stored.type) == ("ignored", "customer.created")
+        assert stored.note is not None and "customer.created" in stored.note
+
+    async def test_rotated_secrets_both_verify(
+        self, bridge: Pipeline, engine: Engine, sandbox_server: SandboxServer, tmp_path: Path
+    ) -> None:
+        config = tmp_path / "bridge.toml"
+        config.write_text("[stripe]\ndefault_template_id = 1\n")
+        settings = make_settings(
+            database_url=bridge.settings.database_url,
+            redis_url=bridge.settings.redis_url,
+            sandbox_url=sandbox_server.url,
+            config_path=config,
+            STRIPE_WEBHOOK_SECRET="whsec_old_one, whsec_new_one",
+        )
+        with run_asgi(create_app(settings, engine=engine)) as url:
+            old = sb.load("checkout.session.completed.payment")
+            new = sb.load("customer.subscription.created")
+            async with httpx.AsyncClient() as http:
+                for event, secret in ((old, "whsec_old_one"), (new, "whsec_new_one")):
+                    body = json.dumps(event).encode()
+                    response = await http.post(
+                        f"{url}/webhooks/stripe",
+                        content=body,
+                        headers={"Stripe-Signature": sign(body, secret)},
+                    )
+                    assert response.status_code == 200
+        assert len(bridge.events()) == 2
+
+    async def test_database_down_is_503(
+        self, redis_url: str, sandbox_server: SandboxServer, tmp_path: Path
+    ) -> None:
+        missing = tmp_path / "no" / "such" / "dir" / "bridge.db"
+        config = tmp_path / "bridge.toml"
+        config.write_text("")
+        settings = make_settings(
+            database_url=f"sqlite:///{missing}",
+            redis_url=redis_url,
+            sandbox_url=sandbox_server.url,
+            config_path=config,
+        )
+        engine = make_engine(settings.database_url)
+        with run_asgi(create_app(settings, engine=engine)) as url:
+            body = json.dumps(sb.load("checkout.session.completed.payment")).encode()
+            async with httpx.AsyncClient() as http:
+                response = await http.post(
+                    f"{url}/webhooks/stripe",
+                    content=body,
+                    headers={"Stripe-Signature": sign(body, SECRET)},
+                )
+                ready = await http.get(f"{url}/readyz")
+        engine.dispose()
+        assert response.status_code == 503
+        assert ready.status_code == 503
+        assert ready.json()["database"].startswith("unavailable")
+
+
+class TestHealth:
+    async def test_healthz_and_readyz(self, bridge: Pipeline) -> None:
+        assert (await bridge.http.get(f"{bridge.url}/healthz")).json() == {"status": "ok"}
+        ready = await bridge.http.get(f"{bridge.url}/readyz")
+        assert ready.status_code == 200
+        assert ready.json() == {"ready": True, "database": "ok", "redis": "ok"}
+
+    async def test_metrics_count_outcomes(self, bridge: Pipeline) -> None:
+        await bridge.post(sb.load("checkout.session.completed.payment"), secret="whsec_forged")
+        text = (await bridge.http.get(f"{bridge.url}/metrics")).text
+        assert 'bridge_webhooks_total{outcome="bad_signature",provider="stripe"}' in text
+
+
+class TestSecrets:
+    @pytest.mark.parametrize("secret", ["", "  ", "changeme", "whsec_ok,"])
+    def test_app_refuses_to_start_without_a_real_secret(self, secret: str, tmp_path: Path) -> None:
+        settings = make_settings(
+            database_url="sqlite://",
+            redis_url="redis://127.0.0.1:1/0",
+            sandbox_url="http://127.0.0.1:1/api/",
+            config_path=tmp_path / "missing.toml",
+            STRIPE_WEBHOOK_SECRET=secret,
+        )
+        with pytest.raises(ConfigError, match="STRIPE_WEBHOOK_SECRET"):
+            create_app(settings)
