@@ -45,6 +45,12 @@ def banner(config: SandboxConfig, base_url: str, db_path: Path | None) -> str:
 )
 @click.option("--latency-ms", default=0.0, type=click.FloatRange(min=0), help="Added per call.")
 @click.option(
+    "--reply-delay-ms",
+    default=0.0,
+    type=click.FloatRange(min=0),
+    help="Wait after applying a call, before answering (slow replies, read timeouts).",
+)
+@click.option(
     "--fail-rate",
     default=0.0,
     type=click.FloatRange(0, 1),
@@ -76,6 +82,7 @@ def command(
     config_path: Path | None,
     db_path: Path | None,
     latency_ms: float,
+    reply_delay_ms: float,
     fail_rate: float,
     lost_reply_rate: float,
     lost_reply_mode: str,
@@ -88,6 +95,7 @@ def command(
         raise click.BadParameter(str(exc), param_hint="--config") from exc
     faults = FaultConfig(
         latency_ms=latency_ms,
+        reply_delay_ms=reply_delay_ms,
         fail_rate=fail_rate,
         lost_reply_rate=lost_reply_rate,
         lost_reply_mode=cast(LostReplyMode, lost_reply_mode),
