@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from tests.fixtures import stripe_builders as sb
-from tests.fixtures.pipeline import Pipeline
+from tests.fixtures.pipeline import Pipeline, now, shifted
+
+DAY = 86400
 
 
 class TestOneOffPurchase:
@@ -37,3 +40,150 @@ class TestOneOffPurchase:
         metadata = json.loads(event["metadata"])
         assert metadata["payment_intent"] == sb.ONE_OFF_PI
         assert "example@example.com" not in event["metadata"]
+
+
+def _key(bridge: Pipeline) -> dict[str, Any]:
+    keys: list[dict[str, Any]] = bridge.sandbox.state()["keys"]
+    assert len(keys) == 1
+    return keys[0]
+
+
+def _done(bridge: Pipeline) -> None:
+    left = {i.id: (i.status, i.last_error) for i in bridge.intents().values() if i.status != "done"}
+    assert not left, left
+
+
+class TestSubscriptionLifecycle:
+    async def test_start_renew_cancel_at_period_end_then_deleted(self, bridge: Pipeline) -> None:
+        delta = now() - sb.T0
+        for name in (
+            "checkout.session.completed.subscription",
+            "customer.subscription.created",
+            "invoice.paid.subscription_cycle",
+            "customer.subscription.updated.renewal",
+        ):
+            response = await bridge.post(shifted(sb.load(name), delta))
+            assert response.status_code == 200
+        await bridge.drain()
+        _done(bridge)
+        key = _key(bridge)
+        assert key["block"] is False
+        expected = sb.T2 + delta + 3 * DAY
+        assert expected <= key["expires"] < expected + DAY
+
+        before = bridge.counts()
+        await bridge.post(
+            shifted(sb.load("customer.subscription.updated.cancel_at_period_end"), delta)
+        )
+        await bridge.drain()
+        assert bridge.counts()["calls_received"] == before["calls_received"]  # nothing to do
+
+        await bridge.post(shifted(sb.load("customer.subscription.deleted"), delta))
+        await bridge.drain()
+        _done(bridge)
+        assert _key(bridge)["block"] is True
+        assert bridge.counts()["blocks"] == 1
+        events = [e["event_name"] for e in bridge.sandbox.state()["events"]]
+        assert events == ["renewal"]  # the start's purchase comes with its first invoice
+
+    async def test_unpaid_blocks_and_active_again_unblocks(self, bridge: Pipeline) -> None:
+        delta = now() - sb.T0
+        await bridge.post(shifted(sb.load("customer.subscription.created"), delta))
+        unpaid = sb.subscription(
+            name="customer.subscription.updated.renewal",
+            status="unpaid",
+            previous_attributes={"status": "past_due"},
+            created=sb.T1 + 10,
+        )
+        unpaid["id"] = "evt_flow_unpaid"
+        await bridge.post(shifted(unpaid, delta))
+        await bridge.drain()
+        assert _key(bridge)["block"] is True
+
+        active = sb.subscription(
+            name="customer.subscription.updated.renewal",
+            status="active",
+            previous_attributes={"status": "unpaid"},
+            created=sb.T1 + 20,
+        )
+        active["id"] = "evt_flow_active"
+        await bridge.post(shifted(active, delta))
+        await bridge.drain()
+        _done(bridge)
+        assert _key(bridge)["block"] is False
+        counts = bridge.counts()
+        assert (counts["blocks"], counts["unblocks"]) == (1, 1)
+
+    async def test_first_invoice_registers_the_purchase(self, bridge: Pipeline) -> None:
+        delta = now() - sb.T0
+        await bridge.post(shifted(sb.invoice(billing_reason="subscription_create"), delta))
+        await bridge.drain()
+        _done(bridge)
+        [event] = bridge.sandbox.state()["events"]
+        assert (event["event_name"], event["value"], event["currency"]) == ("purchase", 2000, "USD")
+
+    async def test_basil_shaped_renewal_extends(self, bridge: Pipeline) -> None:
+        delta = now() - sb.T0
+        await bridge.post(shifted(sb.subscription(basil=True), delta))
+        await bridge.post(shifted(sb.invoice(basil=True, with_payments=True), delta))
+        await bridge.drain()
+        _done(bridge)
+        expected = sb.T2 + delta + 3 * DAY
+        assert expected <= _key(bridge)["expires"] < expected + DAY
+
+
+class TestRefundAndDispute:
+    async def test_full_refund_blocks_and_registers_refund(self, bridge: Pipeline) -> None:
+        purchase = sb.checkout_session(payment_intent="pi_11111")
+        await bridge.post(purchase)
+        await bridge.post(sb.charge_refunded())
+        await bridge.drain()
+        _done(bridge)
+        assert _key(bridge)["block"] is True
+        events = sorted((e["event_name"], e["currency"]) for e in bridge.sandbox.state()["events"])
+        assert events == [("purchase", "USD"), ("refund", "MXN")]
+
+    async def test_partial_refund_changes_nothing(self, bridge: Pipeline) -> None:
+        await bridge.post(sb.checkout_session(payment_intent="pi_11111"))
+        await bridge.drain()
+        before = bridge.counts()
+        refund = sb.charge_refunded(amount_refunded=1)
+        await bridge.post(refund)
+        await bridge.drain()
+        assert bridge.counts()["blocks"] == before["blocks"] == 0
+        assert bridge.counts()["events"] == before["events"]
+
+    async def test_dispute_blocks_the_one_off_key(self, bridge: Pipeline) -> None:
+        await bridge.post(sb.checkout_session(payment_intent="pi_disputed"))
+        await bridge.post(sb.dispute(payment_intent="pi_disputed"))
+        await bridge.drain()
+        _done(bridge)
+        assert _key(bridge)["block"] is True
+
+    async def test_dispute_on_a_subscription_payment_blocks_its_key(self, bridge: Pipeline) -> None:
+        delta = now() - sb.T0
+        await bridge.post(shifted(sb.load("customer.subscription.created"), delta))
+        await bridge.post(shifted(sb.load("invoice.paid.subscription_cycle"), delta))
+        await bridge.post(sb.dispute(payment_intent=sb.RENEW_PI))
+        await bridge.drain()
+        _done(bridge)
+        assert _key(bridge)["block"] is True
+        # A later "active again" must not lift a dispute block.
+        active = sb.subscription(
+            name="customer.subscription.updated.renewal",
+            status="active",
+            previous_attributes={"status": "unpaid"},
+            created=now() + 60,
+        )
+        active["id"] = "evt_flow_active_after_dispute"
+        await bridge.post(active)
+        await bridge.drain()
+        assert _key(bridge)["block"] is True
+
+
+class TestTemplates:
+    async def test_metadata_template_wins(self, bridge: Pipeline) -> None:
+        await bridge.post(sb.checkout_session(metadata={"cryptolens_template_id": "2"}))
+        await bridge.drain()
+        _done(bridge)
+        assert _key(bridge)["template_id"] == 2
