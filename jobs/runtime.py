@@ -14,9 +14,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import httpx
+import stripe
 from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
+from bridge import stripe_api
 from bridge.cryptolens import CryptolensClient, NotFound, make_http_client
 from bridge.db import make_engine
 from bridge.settings import BridgeConfig, Settings
@@ -80,6 +82,7 @@ class Runtime:
     http: httpx.AsyncClient
     client: CryptolensClient
     templates: TemplateCache
+    stripe_http: stripe.HTTPClient | None = None
     redis: ArqRedis | None = None
     local_locks: LocalLocks = field(default_factory=lambda: LocalLocks())
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
@@ -100,7 +103,10 @@ class Runtime:
             http=http,
             client=client,
             templates=TemplateCache(client),
+            stripe_http=stripe_api.make_http_client(),
         )
 
     async def close(self) -> None:
         await self.http.aclose()
+        if self.stripe_http is not None:
+            await self.stripe_http.close_async()  # type: ignore[no-untyped-call]

@@ -48,6 +48,7 @@ async def resolve_template(rt: Any, params: dict[str, Any]) -> int:
             str(session_id),
             api_key=api_key.get_secret_value(),
             api_base=rt.settings.stripe_api_base,
+            http_client=rt.stripe_http,
         )
         found = template_from_hints(list(hints), config)
         if found is not None:

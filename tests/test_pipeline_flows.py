@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+from pydantic import SecretStr
+
+from tests import test_stripe_api as fake_stripe_api
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import Pipeline, now, shifted
+from tests.fixtures.servers import run_asgi
 
 DAY = 86400
 
@@ -187,3 +192,31 @@ class TestTemplates:
         await bridge.drain()
         _done(bridge)
         assert _key(bridge)["template_id"] == 2
+
+    async def test_line_items_fetched_from_stripe_when_the_payload_names_no_template(
+        self, bridge: Pipeline, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setitem(
+            fake_stripe_api.SESSIONS,
+            "cs_pipeline",
+            [fake_stripe_api.line_item(7, price_metadata={"cryptolens_template_id": "3"})],
+        )
+        event = sb.checkout_session()
+        sb.obj(event)["id"] = "cs_pipeline"
+        with run_asgi(fake_stripe_api.fake_stripe()) as stripe_url:
+            bridge.settings = bridge.settings.model_copy(
+                update={
+                    "stripe_api_key": SecretStr(fake_stripe_api.API_KEY),
+                    "stripe_api_base": stripe_url,
+                }
+            )
+            await bridge.post(event)
+            await bridge.drain()
+        _done(bridge)
+        assert _key(bridge)["template_id"] == 3
+
+    async def test_default_template_without_stripe_api_key(self, bridge: Pipeline) -> None:
+        await bridge.post(sb.checkout_session())
+        await bridge.drain()
+        _done(bridge)
+        assert _key(bridge)["template_id"] == 1
