@@ -1,0 +1,62 @@
+"""The example files in config/ load through the real loaders and name real settings."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from bridge.sandbox.config import DEFAULT_TOKEN, load_config
+from bridge.settings import BridgeConfig, ConfigError, Settings
+
+CONFIG = Path(__file__).parent.parent / "config"
+
+
+class TestBridgeExample:
+    def test_loads_with_every_option(self) -> None:
+        config = BridgeConfig.load(CONFIG / "bridge.example.toml")
+        stripe = config.stripe
+        assert stripe.default_template_id == 1
+        assert (stripe.grace_days, stripe.unpaid_policy) == (3, "unpaid")
+        assert [p.template_id for p in stripe.price] == [1, 2]
+        assert stripe.grace_for("price_yearly_example") == 14
+        assert stripe.grace_for("price_1OPouiJN5vQBdWExAQaqTooZ") == 3
+
+
+class TestSandboxExample:
+    def test_loads_products_templates_tokens_customers(self) -> None:
+        config = load_config(CONFIG / "sandbox.example.toml")
+        assert [t.id for t in config.templates] == [1, 2, 3]
+        perpetual = config.template(3)
+        assert perpetual is not None and perpetual.period == 0
+        demo = config.token(DEFAULT_TOKEN)
+        assert demo is not None and demo.methods is None
+        readonly = config.token("sandbox-readonly-token")
+        assert readonly is not None and readonly.product_id == 1001
+        assert readonly.allows("key/GetKey") and not readonly.allows("key/BlockKey")
+        assert [c.email for c in config.customers] == ["ada@example.com"]
+
+
+class TestEnvExample:
+    PATH = CONFIG / "bridge.env.example"
+
+    def names(self) -> set[str]:
+        text = self.PATH.read_text(encoding="utf-8")
+        return set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", text, flags=re.MULTILINE))
+
+    def test_names_every_setting_and_nothing_else(self) -> None:
+        aliases = {f.alias for f in Settings.model_fields.values() if f.alias}
+        assert self.names() == aliases
+
+    def test_loads_as_an_env_file_and_refuses_the_empty_secret(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for name in self.names():
+            monkeypatch.delenv(name, raising=False)
+        settings = Settings(_env_file=self.PATH)
+        assert settings.database_url == "sqlite:///./bridge.db"
+        with pytest.raises(ConfigError):
+            settings.webhook_secrets()
+        with pytest.raises(ConfigError):
+            settings.token()
