@@ -1,0 +1,433 @@
+"""``cryptolens-bridge dev``: web, worker and sandbox in one command, on local defaults.
+
+Each part runs as its own child process (``python -m bridge serve|worker|sandbox``), the
+way production runs them, with the environment filled in: a SQLite file, Redis (a private
+``redis-server`` child when none answers), the sandbox, a generated webhook secret and a
+config with a default template. The children get their own sessions, so a Ctrl-C reaches
+only this process, which then stops them in order: web and worker, sandbox, Redis.
+
+``--demo`` posts a signed one-off purchase once everything is up, waits for the license
+key to appear in the sandbox, prints it and stops. It always runs on its own SQLite file,
+the built-in sandbox and a generated secret, so it never touches a real Cryptolens
+account or a database a real worker reads; only ``BRIDGE_REDIS_URL`` is taken as given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+import click
+import httpx
+import redis
+from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+
+from bridge.db import migrate
+from bridge.sandbox.config import DEFAULT_TOKEN
+from bridge.send import fresh_id, load_event, post, shift_to
+from bridge.settings import BridgeConfig, ConfigError, Settings
+
+DEMO_SAMPLE = "checkout.session.completed.payment"
+DEV_CONFIG = "[stripe]\ndefault_template_id = 1\n"
+_STARTUP_TIMEOUT = 30.0
+_STOP_TIMEOUT = 10.0
+_POLL = 0.1
+
+
+class _Stopped(Exception):
+    """SIGINT, SIGTERM or SIGHUP arrived: stop everything.
+
+    SIGINT is handled here too, not left to KeyboardInterrupt: a shell starts background
+    jobs with SIGINT ignored, and ``kill -INT`` should still stop a backgrounded dev.
+    """
+
+
+def _on_signal(signum: int, _: FrameType | None) -> None:
+    raise _Stopped(signal.Signals(signum).name)
+
+
+class _Output:
+    """One terminal for all children: each line prefixed with the child's name."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def say(self, text: str) -> None:
+        with self._lock:
+            click.echo(text)
+
+    def relay(self, name: str, stream: IO[bytes]) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode(errors="replace").rstrip()
+            with self._lock:
+                click.echo(f"{name:>7} | {line}")
+        stream.close()
+
+
+@dataclass
+class _Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    reader: threading.Thread
+
+
+@dataclass
+class _Stack:
+    output: _Output
+    children: list[_Child] = field(default_factory=list)
+
+    def start(self, name: str, argv: list[str], env: dict[str, str]) -> _Child:
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        reader = threading.Thread(
+            target=self.output.relay, args=(name, proc.stdout), name=f"dev:{name}", daemon=True
+        )
+        reader.start()
+        child = _Child(name, proc, reader)
+        self.children.append(child)
+        return child
+
+    def check(self) -> None:
+        """Raise if a child has exited: the rest cannot work without it."""
+        for child in self.children:
+            code = child.proc.poll()
+            if code is not None:
+                raise click.ClickException(
+                    f"{child.name} exited with code {code} (its output is above)"
+                )
+
+    def stop(self) -> None:
+        by_name = {c.name: c for c in self.children}
+        for group in (["web", "worker"], ["sandbox"], ["redis"]):
+            running = [by_name[n] for n in group if n in by_name]
+            for child in running:
+                if child.proc.poll() is None:
+                    child.proc.terminate()
+            deadline = time.monotonic() + _STOP_TIMEOUT
+            for child in running:
+                try:
+                    child.proc.wait(max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.proc.kill()
+                    child.proc.wait()
+        for child in self.children:
+            child.reader.join(2)
+        self.children.clear()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _require_free(port: int, option: str) -> None:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            raise click.ClickException(
+                f"port {port} on 127.0.0.1 is in use (another dev run?); pass {option}"
+            ) from None
+
+
+def _redis_answers(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
+    try:
+        return bool(client.ping())
+    except (redis.RedisError, OSError, ValueError):
+        return False
+    finally:
+        client.close()
+
+
+def _start_redis(stack: _Stack) -> str:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise click.ClickException(
+            "no Redis answers at BRIDGE_REDIS_URL and redis-server is not installed: install "
+            "it (apt install redis-server, brew install redis) or point BRIDGE_REDIS_URL at one"
+        )
+    port = _free_port()
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
+    child = stack.start("redis", [*argv, "no", "--loglevel", "warning"], dict(os.environ))
+    url = f"redis://127.0.0.1:{port}/0"
+    _wait_until(lambda: _redis_answers(url), stack, "redis-server to answer")
+    stack.output.say(f"started redis-server on 127.0.0.1:{port} (pid {child.proc.pid})")
+    return url
+
+
+def _wait_until(
+    ready: Callable[[], bool], stack: _Stack, what: str, timeout: float = _STARTUP_TIMEOUT
+) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        stack.check()
+        if time.monotonic() > deadline:
+            raise click.ClickException(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(_POLL)
+
+
+def _get_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What the children get, and what to tell the user about it."""
+
+    env: dict[str, str]
+    notes: list[str]
+    sandbox_root: str | None  # None: CRYPTOLENS_API_URL names a service we don't run
+
+
+def _plan(settings: Settings, *, demo: bool, sandbox_port: int, config_dir: Path) -> _Plan:
+    given = settings.model_fields_set
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    notes: list[str] = []
+    if demo:
+        ignored = given & {"database_url", "config_path", "cryptolens_api_url", "stripe_api_key"}
+        if ignored:
+            names = ", ".join(sorted(Settings.model_fields[n].alias or n for n in ignored))
+            notes.append(f"demo: not using {names}: the demo runs on local defaults only")
+        given = given - ignored - {"cryptolens_token", "stripe_webhook_secret"}
+        env["STRIPE_API_KEY"] = ""  # never call Stripe for a made-up checkout session
+
+    database_url = settings.database_url
+    if "database_url" not in given:
+        database_url = f"sqlite:///{Path.cwd() / 'bridge-dev.db'}"
+    env["BRIDGE_DATABASE_URL"] = database_url
+    notes.append(f"database: {make_url(database_url).render_as_string()}")
+
+    if "config_path" in given and settings.config_path is not None:
+        env["BRIDGE_CONFIG"] = str(settings.config_path)
+        notes.append(f"config: {settings.config_path}")
+    else:
+        path = config_dir / "bridge-dev.toml"
+        path.write_text(DEV_CONFIG, encoding="utf-8")
+        env["BRIDGE_CONFIG"] = str(path)
+        notes.append("config: default_template_id = 1 (set BRIDGE_CONFIG for your own)")
+
+    sandbox_root: str | None = None
+    if "cryptolens_api_url" in given:
+        env["CRYPTOLENS_API_URL"] = settings.cryptolens_api_url
+        notes.append(f"cryptolens: {settings.cryptolens_api_url}")
+    else:
+        sandbox_root = f"http://127.0.0.1:{sandbox_port}"
+        env["CRYPTOLENS_API_URL"] = f"{sandbox_root}/api/"
+        env["CRYPTOLENS_TOKEN"] = DEFAULT_TOKEN
+        notes.append(f"cryptolens: the sandbox at {sandbox_root}/api/ (in memory)")
+
+    if "stripe_webhook_secret" in given:
+        env["STRIPE_WEBHOOK_SECRET"] = settings.stripe_webhook_secret.get_secret_value()
+        notes.append("webhook secret: STRIPE_WEBHOOK_SECRET")
+    else:
+        secret = f"whsec_dev_{secrets.token_hex(16)}"
+        env["STRIPE_WEBHOOK_SECRET"] = secret
+        notes.append(f"webhook secret: {secret} (generated for this run)")
+    return _Plan(env, notes, sandbox_root)
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise click.ClickException(f"bad setting in the environment or .env: {exc}") from None
+
+
+def _demo(stack: _Stack, plan: _Plan, web: str, timeout: float) -> tuple[str, str]:
+    """Post a fresh one-off purchase; return (key, email) once the sandbox has the key."""
+    assert plan.sandbox_root is not None
+    event = shift_to(load_event(DEMO_SAMPLE), int(time.time()))
+    # Fresh payment ids too: the same purchase twice is, rightly, one key.
+    tag = secrets.token_hex(6)
+    session = event["data"]["object"]
+    session["id"] = f"cs_test_demo_{tag}"
+    session["payment_intent"] = f"pi_demo_{tag}"
+    event["id"] = fresh_id()
+    email = str(session["customer_details"]["email"])
+    state_url = f"{plan.sandbox_root}/sandbox/state"
+    before = {k["key"] for k in httpx.get(state_url, timeout=5).json()["keys"]}
+
+    secret = plan.env["STRIPE_WEBHOOK_SECRET"].split(",")[0].strip()
+    with httpx.Client(timeout=10) as client:
+        response = post(client, f"{web}/webhooks/stripe", event, secret)
+    stack.output.say(
+        f"demo: posted {event['type']} {event['id']} ({email}): "
+        f"{response.status_code} {response.text}"
+    )
+    if response.status_code != 200:
+        raise click.ClickException("the bridge refused the demo event (see above)")
+
+    found: dict[str, Any] = {}
+
+    def key_created() -> bool:
+        state = httpx.get(state_url, timeout=5).json()
+        new = [k for k in state["keys"] if k["key"] not in before]
+        customers = {c["id"]: c for c in state["customers"]}
+        for key in new:
+            if customers.get(key.get("customer_id"), {}).get("email") == email:
+                found.update(key)
+                return True
+        return False
+
+    try:
+        _wait_until(key_created, stack, "the license key in the sandbox", timeout)
+    except click.ClickException:
+        raise click.ClickException(
+            f"no license key appeared in the sandbox within {timeout:.0f}s; the worker's "
+            "output above says why"
+        ) from None
+    return str(found["key"]), email
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[None]:
+    wanted = [signal.SIGINT, signal.SIGTERM]
+    # Under nohup SIGHUP is ignored on purpose; keep it so.
+    if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN:
+        wanted.append(signal.SIGHUP)
+    previous = {s: signal.signal(s, _on_signal) for s in wanted}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+@click.command("dev")
+@click.option("--port", default=8000, show_default=True, type=int, help="The bridge's port.")
+@click.option("--sandbox-port", default=8790, show_default=True, type=int)
+@click.option(
+    "--demo",
+    is_flag=True,
+    help="Post a sample purchase, wait for its key in the sandbox, print it and stop.",
+)
+@click.option(
+    "--timeout",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Seconds --demo waits for the key.",
+)
+def command(port: int, sandbox_port: int, demo: bool, timeout: float) -> None:
+    """Web + worker + sandbox on 127.0.0.1, on local defaults (Ctrl-C stops all)."""
+    output = _Output()
+    settings = _settings()
+    stack = _Stack(output)
+    with tempfile.TemporaryDirectory(prefix="bridge-dev-") as config_dir, _signals():
+        try:
+            plan = _plan(
+                settings, demo=demo, sandbox_port=sandbox_port, config_dir=Path(config_dir)
+            )
+            _require_free(port, "--port")
+            if plan.sandbox_root is not None:
+                _require_free(sandbox_port, "--sandbox-port")
+            try:
+                BridgeConfig.load(Path(plan.env["BRIDGE_CONFIG"]))
+            except ConfigError as exc:
+                raise click.ClickException(str(exc)) from None
+            migrate(plan.env["BRIDGE_DATABASE_URL"])
+
+            redis_url = settings.redis_url
+            if _redis_answers(redis_url):
+                output.say(f"redis: {redis_url}")
+            else:
+                output.say(f"no Redis answers at {redis_url}; starting a private redis-server")
+                redis_url = _start_redis(stack)
+            plan.env["BRIDGE_REDIS_URL"] = redis_url
+
+            bridge = [sys.executable, "-m", "bridge"]
+            if plan.sandbox_root is not None:
+                sandbox = [*bridge, "sandbox", "--host", "127.0.0.1", "--port", str(sandbox_port)]
+                stack.start("sandbox", sandbox, plan.env)
+            stack.start(
+                "web", [*bridge, "serve", "--host", "127.0.0.1", "--port", str(port)], plan.env
+            )
+            stack.start("worker", [*bridge, "worker"], plan.env)
+
+            web = f"http://127.0.0.1:{port}"
+            _wait_until(lambda: _get_ok(f"{web}/readyz"), stack, f"{web}/readyz")
+            if plan.sandbox_root is not None:
+                root = plan.sandbox_root
+                _wait_until(lambda: _get_ok(f"{root}/sandbox/state"), stack, "the sandbox")
+            output.say(_banner(plan, web, redis_url))
+
+            if demo:
+                key, email = _demo(stack, plan, web, timeout)
+                output.say(_demo_report(plan, key, email))
+                return
+            while True:
+                stack.check()
+                time.sleep(0.5)
+        except _Stopped:
+            output.say("stopping")
+        finally:
+            # A second Ctrl-C must not cut the shutdown short: the children have their own
+            # sessions and would outlive us.
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, signal.SIG_IGN)
+            stack.stop()  # the handlers come back as _signals() exits
+
+
+def _banner(plan: _Plan, web: str, redis_url: str) -> str:
+    secret = plan.env["STRIPE_WEBHOOK_SECRET"].split(",")[0]
+    lines = [
+        "",
+        f"cryptolens-bridge dev is up: webhooks at {web}/webhooks/stripe",
+        *(f"  {note}" for note in plan.notes),
+        f"  redis: {redis_url}",
+    ]
+    if plan.sandbox_root is not None:
+        lines.append(f"  sandbox state: {plan.sandbox_root}/sandbox/state")
+    lines += [
+        "  try:",
+        f"    cryptolens-bridge send stripe {DEMO_SAMPLE} --url {web}/webhooks/stripe \\",
+        f"      --secret {secret}",
+        "  Ctrl-C stops everything.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _demo_report(plan: _Plan, key: str, email: str) -> str:
+    url = make_url(plan.env["BRIDGE_DATABASE_URL"])
+    look = f"sqlite3 {url.database}" if url.get_backend_name() == "sqlite" else url.database
+    return "\n".join(
+        [
+            "",
+            f"license key created in the sandbox: {key} for {email}",
+            "  where to look:",
+            f"    the bridge's records: {look}  (tables webhook_event, intent, license)",
+            "    run `cryptolens-bridge dev` and send events yourself "
+            "(`cryptolens-bridge send stripe --help`);",
+            "    the sandbox shows every key, customer and call at /sandbox/state",
+            "",
+        ]
+    )
