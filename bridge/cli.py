@@ -20,6 +20,8 @@ _COMMANDS = {
     "dev": "bridge.dev:command",
     "send": "bridge.send:command",
     "bench": "bridge.bench:command",
+    "intents": "bridge.ops:intents_command",
+    "replay": "bridge.ops:replay_command",
 }
 
 _HELP = {
@@ -30,6 +32,8 @@ _HELP = {
     "dev": "Web + worker + sandbox in one process tree, on local defaults.",
     "send": "Sign a webhook payload and post it to the bridge.",
     "bench": "Measure ingest throughput, webhook-to-key latency and memory.",
+    "intents": "List intents and their status (what the bridge did, or will do).",
+    "replay": "Put failed or needs_review intents back to pending.",
 }
 
 

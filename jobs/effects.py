@@ -55,6 +55,10 @@ class NeedsReview(Exception):
     """The read-back cannot tell what happened: a person decides, nothing is re-sent."""
 
 
+class LeaseLost(Exception):
+    """This run no longer owns its intent (review, or another worker): stop quietly."""
+
+
 class Busy(Exception):
     """Another worker holds the license (or product) lock: try again shortly."""
 
@@ -311,6 +315,10 @@ async def _create_or_recover(
         license_ = await db(store.get_license, rt.engine, ref)
         if license_ is not None and license_.key is not None:
             return license_.key  # settled just now, from this intent's own lost reply
+        if not await db(store.still_owned, rt.engine, intent.id, rt.owner):
+            # Settling found our own earlier attempt ambiguous (needs review), or our lease
+            # ran out and another worker took the intent: never create a key then.
+            raise LeaseLost(intent.id)
         attempt_id = await db(
             store.start_attempt,
             rt.engine,

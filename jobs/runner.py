@@ -26,7 +26,7 @@ from bridge.logs import get_logger
 from bridge.queue import enqueue
 from bridge.stripe_api import PermanentStripeError
 from jobs import store
-from jobs.effects import Busy, NeedsReview, Waiting, apply, db
+from jobs.effects import Busy, LeaseLost, NeedsReview, Waiting, apply, db
 from jobs.runtime import Runtime
 from jobs.templates import NoTemplate
 
@@ -56,6 +56,9 @@ async def run_intent(ctx: dict[str, Any], intent_id: str) -> str:
     except Busy:
         await db(store.reschedule, rt.engine, intent_id, rt.owner, delay=0, error=None, count=False)
         raise Retry(defer=0.02 + random.uniform(0, 0.05)) from None
+    except LeaseLost:
+        bound.warning("intent run stopped: it is no longer this worker's")
+        return "lease_lost"
     except Waiting:
         await db(store.finish, rt.engine, intent_id, rt.owner, Status.WAITING)
         bound.info("intent waits for its license key")

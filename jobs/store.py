@@ -80,6 +80,11 @@ def _owned(s: Any, intent_id: str, owner: str) -> Intent | None:
     return intent
 
 
+def still_owned(engine: Engine, intent_id: str, owner: str) -> bool:
+    with session(engine) as s:
+        return _owned(s, intent_id, owner) is not None
+
+
 def finish(
     engine: Engine,
     intent_id: str,
