@@ -356,9 +356,7 @@ def command(port: int, sandbox_port: int, demo: bool, timeout: float) -> None:
             migrate(plan.env["BRIDGE_DATABASE_URL"])
 
             redis_url = settings.redis_url
-            if _redis_answers(redis_url):
-                output.say(f"redis: {redis_url}")
-            else:
+            if not _redis_answers(redis_url):
                 output.say(f"no Redis answers at {redis_url}; starting a private redis-server")
                 redis_url = _start_redis(stack)
             plan.env["BRIDGE_REDIS_URL"] = redis_url
