@@ -205,6 +205,7 @@ class _Plan:
     env: dict[str, str]
     notes: list[str]
     sandbox_root: str | None  # None: CRYPTOLENS_API_URL names a service we don't run
+    generated_secret: str | None  # None: the user's STRIPE_WEBHOOK_SECRET, not printed
 
 
 def _plan(settings: Settings, *, demo: bool, sandbox_port: int, config_dir: Path) -> _Plan:
@@ -236,6 +237,7 @@ def _plan(settings: Settings, *, demo: bool, sandbox_port: int, config_dir: Path
 
     sandbox_root: str | None = None
     if "cryptolens_api_url" in given:
+        _refuse(settings.token)  # the worker would stop on it; say so before starting
         env["CRYPTOLENS_API_URL"] = settings.cryptolens_api_url
         notes.append(f"cryptolens: {settings.cryptolens_api_url}")
     else:
@@ -244,14 +246,23 @@ def _plan(settings: Settings, *, demo: bool, sandbox_port: int, config_dir: Path
         env["CRYPTOLENS_TOKEN"] = DEFAULT_TOKEN
         notes.append(f"cryptolens: the sandbox at {sandbox_root}/api/ (in memory)")
 
+    generated: str | None = None
     if "stripe_webhook_secret" in given:
+        _refuse(settings.webhook_secrets)
         env["STRIPE_WEBHOOK_SECRET"] = settings.stripe_webhook_secret.get_secret_value()
         notes.append("webhook secret: STRIPE_WEBHOOK_SECRET")
     else:
-        secret = f"whsec_dev_{secrets.token_hex(16)}"
-        env["STRIPE_WEBHOOK_SECRET"] = secret
-        notes.append(f"webhook secret: {secret} (generated for this run)")
-    return _Plan(env, notes, sandbox_root)
+        generated = f"whsec_dev_{secrets.token_hex(16)}"
+        env["STRIPE_WEBHOOK_SECRET"] = generated
+        notes.append(f"webhook secret: {generated} (generated for this run)")
+    return _Plan(env, notes, sandbox_root, generated)
+
+
+def _refuse(check: Callable[[], object]) -> None:
+    try:
+        check()
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def _settings() -> Settings:
@@ -284,6 +295,8 @@ def _demo(stack: _Stack, plan: _Plan, web: str, timeout: float) -> tuple[str, st
     )
     if response.status_code != 200:
         raise click.ClickException("the bridge refused the demo event (see above)")
+    if response.json().get("intents") == 0:
+        raise click.ClickException("the bridge recorded the demo event but planned no effect")
 
     found: dict[str, Any] = {}
 
@@ -395,7 +408,7 @@ def command(port: int, sandbox_port: int, demo: bool, timeout: float) -> None:
 
 
 def _banner(plan: _Plan, web: str, redis_url: str) -> str:
-    secret = plan.env["STRIPE_WEBHOOK_SECRET"].split(",")[0]
+    secret = plan.generated_secret or '"$STRIPE_WEBHOOK_SECRET"'
     lines = [
         "",
         f"cryptolens-bridge dev is up: webhooks at {web}/webhooks/stripe",
