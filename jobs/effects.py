@@ -27,9 +27,12 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from sqlalchemy import Engine
+
 from bridge import locks
 from bridge.cryptolens import CryptolensError, OutcomeUnknown, Refused, Transient
 from bridge.cryptolens.models import LicenseKey, TimeRange
+from bridge.db import is_sqlite
 from bridge.intents import Effect
 from bridge.logs import get_logger
 from jobs import store
@@ -64,6 +67,15 @@ class Busy(Exception):
 
 
 async def db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Run a store function: in a thread, or inline when its engine is SQLite.
+
+    SQLite is a local file with one writer at a time (one lock per process, see
+    ``bridge.db``): a thread buys no parallelism there, and each hop back costs a turn of
+    a busy event loop, which stretches every section held under a lease (a product's key
+    creation above all) and with it the latency of every job queued behind it.
+    """
+    if args and isinstance(args[0], Engine) and is_sqlite(args[0]):
+        return fn(*args, **kwargs)
     return await asyncio.to_thread(fn, *args, **kwargs)
 
 
@@ -352,7 +364,7 @@ async def _settle_creates(rt: Runtime, product_id: int, scope: str) -> None:
             # product is free again for the others.
             await db(store.finish_attempt, rt.engine, pending.id, "ambiguous")
             await db(store.set_needs_review, rt.engine, pending.intent_id, str(exc))
-            log.warning("key creation needs review", intent=pending.intent_id, reason=str(exc))
+            log.warning("key creation needs review", intent=pending.intent_id)
             continue
         if found is None:
             await db(store.finish_attempt, rt.engine, pending.id, "not_applied")
@@ -361,7 +373,8 @@ async def _settle_creates(rt: Runtime, product_id: int, scope: str) -> None:
         if owner_ref is None:  # pragma: no cover - attempts reference intents by FK
             continue
         await db(store.set_license_key, rt.engine, owner_ref, found, pending.id)
-        log.info("key recovered after a lost reply", intent=pending.intent_id, key=found)
+        # License keys are credentials of the vendor's customers: not in logs.
+        log.info("key recovered after a lost reply", intent=pending.intent_id)
 
 
 async def _recover_key(

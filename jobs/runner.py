@@ -73,7 +73,8 @@ async def run_intent(ctx: dict[str, Any], intent_id: str) -> str:
             error=str(exc),
             count_attempt=True,
         )
-        bound.warning("intent needs review", reason=str(exc))
+        # The reason may list license keys: it goes to the database, not the log.
+        bound.warning("intent needs review; see: cryptolens-bridge intents --status needs_review")
         return "needs_review"
     except Exception as exc:
         return await _failed_run(rt, claimed, exc)
@@ -81,7 +82,8 @@ async def run_intent(ctx: dict[str, Any], intent_id: str) -> str:
     await db(
         store.finish, rt.engine, intent_id, rt.owner, Status.DONE, result=result, count_attempt=True
     )
-    bound.info("intent done", result=result)
+    # The key string stays out of logs: it is a credential of the vendor's customer.
+    bound.info("intent done", result={k: v for k, v in result.items() if k != "key"})
     if claimed.effect.value == "create_key":
         ref = await db(store.resolve_ref, rt.engine, claimed.license_ref)
         woken = await db(store.wake_waiting, rt.engine, ref)
