@@ -96,7 +96,10 @@ async def _failed_run(rt: Runtime, claimed: store.Claimed, exc: Exception) -> st
     intent_id = claimed.id
     message = str(exc) if isinstance(exc, CryptolensError) else f"{type(exc).__name__}: {exc}"
     bound = log.bind(intent=intent_id, effect=claimed.effect.value)
-    if _permanent(exc):
+    attempts = claimed.attempts + 1
+    if _permanent(exc) or attempts >= rt.settings.max_attempts:
+        if not _permanent(exc):
+            message = f"gave up after {attempts} attempts: {message}"
         await db(
             store.finish,
             rt.engine,
@@ -106,20 +109,7 @@ async def _failed_run(rt: Runtime, claimed: store.Claimed, exc: Exception) -> st
             error=message,
             count_attempt=True,
         )
-        bound.error("intent failed", error=message)
-        return "failed"
-    attempts = claimed.attempts + 1
-    if attempts >= rt.settings.max_attempts:
-        await db(
-            store.finish,
-            rt.engine,
-            intent_id,
-            rt.owner,
-            Status.FAILED,
-            error=f"gave up after {attempts} attempts: {message}",
-            count_attempt=True,
-        )
-        bound.error("intent failed after retries", error=message, attempts=attempts)
+        bound.error("intent failed", error=message, attempts=attempts)
         return "failed"
     delay = backoff(
         attempts, base=rt.settings.retry_base_seconds, cap=rt.settings.retry_cap_seconds

@@ -316,12 +316,7 @@ def wake_waiting(engine: Engine, ref: str) -> list[str]:
                 )
             ).scalars()
         )
-        if ids:
-            s.execute(
-                update(Intent)
-                .where(col(Intent.id).in_(ids))
-                .values(status=Status.PENDING.value, updated_at=utcnow())
-            )
+        _make_pending(s, ids)
         return ids
 
 
@@ -339,10 +334,14 @@ def wake_ready_waiting(engine: Engine, limit: int = 1000) -> list[str]:
             license_ = s.get(License, alias.ref if alias else ref)
             if license_ is not None and license_.key is not None:
                 ready.append(intent_id)
-        if ready:
-            s.execute(
-                update(Intent)
-                .where(col(Intent.id).in_(ready))
-                .values(status=Status.PENDING.value, updated_at=utcnow())
-            )
+        _make_pending(s, ready)
         return ready
+
+
+def _make_pending(s: Any, ids: list[str]) -> None:
+    if ids:
+        s.execute(
+            update(Intent)
+            .where(col(Intent.id).in_(ids))
+            .values(status=Status.PENDING.value, updated_at=utcnow())
+        )

@@ -8,27 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from datetime import datetime
 from typing import Any
 
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import Pipeline, now, shifted
 
 DAY = 86400
-
-
-def expires_of(bridge: Pipeline, ref: str) -> int:
-    """The expiry Cryptolens holds for the license behind ``ref`` (unix seconds)."""
-    from sqlmodel import Session
-
-    from bridge.models import License
-
-    with Session(bridge.engine) as s:
-        license_ = s.get(License, ref)
-    assert license_ is not None and license_.key is not None
-    body = bridge.sandbox.call("key/GetKey", ProductId=license_.product_id, Key=license_.key)
-    expires = datetime.fromisoformat(body["licenseKey"]["expires"] + "+00:00")
-    return int(expires.timestamp())
 
 
 def timeline() -> int:
@@ -45,13 +30,6 @@ def one_off(n: int) -> dict[str, Any]:
     return event
 
 
-def assert_all_done(bridge: Pipeline) -> None:
-    pending = {
-        i.id: (i.status, i.last_error) for i in bridge.intents().values() if i.status != "done"
-    }
-    assert not pending, pending
-
-
 class TestDuplicates:
     async def test_same_event_three_times_concurrently_is_one_effect(
         self, bridge: Pipeline
@@ -61,7 +39,7 @@ class TestDuplicates:
         assert [r.status_code for r in responses] == [200, 200, 200]
         assert sorted(r.json()["duplicate"] for r in responses) == [False, True, True]
         await bridge.drain()
-        assert_all_done(bridge)
+        bridge.assert_all_done()
         counts = bridge.counts()
         assert (counts["keys_created"], counts["events"], counts["customers"]) == (1, 1, 1)
         assert len(bridge.events()) == 1
@@ -87,12 +65,12 @@ class TestDuplicates:
         await asyncio.gather(bridge.post(paid), bridge.post(succeeded))
         await bridge.drain()
 
-        assert_all_done(bridge)
+        bridge.assert_all_done()
         counts = bridge.counts()
         assert counts["extensions"] == extensions_at_start + 1
         assert counts["events"] == 1  # one renewal event, not two
         target = sb.T2 + delta + 3 * DAY
-        assert target <= expires_of(bridge, f"stripe:sub:{sb.SUB}") < target + DAY
+        assert target <= bridge.expires_of(f"stripe:sub:{sb.SUB}") < target + DAY
 
     async def test_the_three_subscription_start_events_make_one_key(self, bridge: Pipeline) -> None:
         delta = timeline()
@@ -105,7 +83,7 @@ class TestDuplicates:
         ]
         await asyncio.gather(*(bridge.post(e) for e in events))
         await bridge.drain()
-        assert_all_done(bridge)
+        bridge.assert_all_done()
         assert bridge.counts()["keys_created"] == 1
 
 
@@ -119,9 +97,9 @@ class TestReordering:
 
         await bridge.post(shifted(sb.load("customer.subscription.created"), delta))
         await bridge.drain()
-        assert_all_done(bridge)
+        bridge.assert_all_done()
         target = sb.T2 + delta + 3 * DAY
-        assert target <= expires_of(bridge, f"stripe:sub:{sb.SUB}") < target + DAY
+        assert target <= bridge.expires_of(f"stripe:sub:{sb.SUB}") < target + DAY
         assert bridge.counts()["keys_created"] == 1
 
     async def test_an_older_renewal_after_a_newer_one_does_not_extend(
@@ -132,39 +110,37 @@ class TestReordering:
         await bridge.post(shifted(sb.load("invoice.paid.subscription_cycle"), delta))
         await bridge.drain()
         extensions = bridge.counts()["extensions"]
-        expires = expires_of(bridge, f"stripe:sub:{sb.SUB}")
+        expires = bridge.expires_of(f"stripe:sub:{sb.SUB}")
         # The subscription.created target (the first period end) arrives again, late:
         late = shifted(sb.load("customer.subscription.created"), delta)
         late["id"] = "evt_test_late_redelivery_of_created"
         await bridge.post(late)
         await bridge.drain()
         assert bridge.counts()["extensions"] == extensions
-        assert expires_of(bridge, f"stripe:sub:{sb.SUB}") == expires
+        assert bridge.expires_of(f"stripe:sub:{sb.SUB}") == expires
 
     async def test_unpaid_then_active_in_any_order_ends_unblocked(self, bridge: Pipeline) -> None:
         delta = timeline()
         await bridge.post(shifted(sb.load("customer.subscription.created"), delta))
         await bridge.drain()
-        unpaid = sb.subscription(
-            name="customer.subscription.updated.renewal",
+        unpaid = sb.status_change(
             status="unpaid",
-            previous_attributes={"status": "past_due"},
+            previous="past_due",
             created=sb.T1 + 10,
+            event_id="evt_test_unpaid",
         )
-        unpaid["id"] = "evt_test_unpaid"
-        active = sb.subscription(
-            name="customer.subscription.updated.renewal",
+        active = sb.status_change(
             status="active",
-            previous_attributes={"status": "unpaid"},
+            previous="unpaid",
             created=sb.T1 + 20,
+            event_id="evt_test_active_again",
         )
-        active["id"] = "evt_test_active_again"
         # The newer "active again" arrives first; the older "unpaid" must not block after it.
         await bridge.post(shifted(active, delta))
         await bridge.drain()
         await bridge.post(shifted(unpaid, delta))
         await bridge.drain()
-        assert_all_done(bridge)
+        bridge.assert_all_done()
         key = bridge.sandbox.state()["keys"][0]
         assert key["block"] is False
         assert bridge.counts()["blocks"] == 0
@@ -184,7 +160,7 @@ class TestLostReplies:
         bridge.sandbox.set_faults(script=script)
         await bridge.post(sb.load("checkout.session.completed.payment"))
         await bridge.drain()
-        assert_all_done(bridge)
+        bridge.assert_all_done()
         counts = bridge.counts()
         assert (counts["keys_created"], counts["customers"], counts["events"]) == (1, 1, 1)
         assert bridge.sandbox.state()["faults"]["script"] == []  # every fault was hit
@@ -197,7 +173,7 @@ class TestLostReplies:
         bridge.sandbox.set_faults(script=[{"method": "key/ExtendLicense", "fault": "lost_reply"}])
         await bridge.post(shifted(sb.load("invoice.paid.subscription_cycle"), delta))
         await bridge.drain()
-        assert_all_done(bridge)
+        bridge.assert_all_done()
         assert bridge.counts()["extensions"] == extensions + 1
 
     async def test_random_faults_drain_to_exactly_the_expected_effects(
@@ -219,7 +195,7 @@ class TestLostReplies:
         await bridge.drain()
         bridge.sandbox.set_faults(fail_rate=0, lost_reply_rate=0)
 
-        assert_all_done(bridge)
+        bridge.assert_all_done()
         state = bridge.sandbox.state()
         counts = state["counts"]
         assert counts["keys_created"] == 13
@@ -232,4 +208,4 @@ class TestLostReplies:
         values = sorted(e["value"] for e in state["events"] if e["event_name"] == "purchase")
         assert values == sorted(copy.deepcopy([1000 + n for n in range(12)]))
         target = sb.T2 + delta + 3 * DAY
-        assert target <= expires_of(bridge, f"stripe:sub:{sb.SUB}") < target + DAY
+        assert target <= bridge.expires_of(f"stripe:sub:{sb.SUB}") < target + DAY

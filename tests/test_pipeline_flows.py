@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import pytest
 from pydantic import SecretStr
@@ -47,17 +46,6 @@ class TestOneOffPurchase:
         assert "example@example.com" not in event["metadata"]
 
 
-def _key(bridge: Pipeline) -> dict[str, Any]:
-    keys: list[dict[str, Any]] = bridge.sandbox.state()["keys"]
-    assert len(keys) == 1
-    return keys[0]
-
-
-def _done(bridge: Pipeline) -> None:
-    left = {i.id: (i.status, i.last_error) for i in bridge.intents().values() if i.status != "done"}
-    assert not left, left
-
-
 class TestSubscriptionLifecycle:
     async def test_start_renew_cancel_at_period_end_then_deleted(self, bridge: Pipeline) -> None:
         delta = now() - sb.T0
@@ -70,8 +58,8 @@ class TestSubscriptionLifecycle:
             response = await bridge.post(shifted(sb.load(name), delta))
             assert response.status_code == 200
         await bridge.drain()
-        _done(bridge)
-        key = _key(bridge)
+        bridge.assert_all_done()
+        key = bridge.only_key()
         assert key["block"] is False
         expected = sb.T2 + delta + 3 * DAY
         assert expected <= key["expires"] < expected + DAY
@@ -85,8 +73,8 @@ class TestSubscriptionLifecycle:
 
         await bridge.post(shifted(sb.load("customer.subscription.deleted"), delta))
         await bridge.drain()
-        _done(bridge)
-        assert _key(bridge)["block"] is True
+        bridge.assert_all_done()
+        assert bridge.only_key()["block"] is True
         assert bridge.counts()["blocks"] == 1
         events = [e["event_name"] for e in bridge.sandbox.state()["events"]]
         assert events == ["renewal"]  # the start's purchase comes with its first invoice
@@ -94,28 +82,26 @@ class TestSubscriptionLifecycle:
     async def test_unpaid_blocks_and_active_again_unblocks(self, bridge: Pipeline) -> None:
         delta = now() - sb.T0
         await bridge.post(shifted(sb.load("customer.subscription.created"), delta))
-        unpaid = sb.subscription(
-            name="customer.subscription.updated.renewal",
+        unpaid = sb.status_change(
             status="unpaid",
-            previous_attributes={"status": "past_due"},
+            previous="past_due",
             created=sb.T1 + 10,
+            event_id="evt_flow_unpaid",
         )
-        unpaid["id"] = "evt_flow_unpaid"
         await bridge.post(shifted(unpaid, delta))
         await bridge.drain()
-        assert _key(bridge)["block"] is True
+        assert bridge.only_key()["block"] is True
 
-        active = sb.subscription(
-            name="customer.subscription.updated.renewal",
+        active = sb.status_change(
             status="active",
-            previous_attributes={"status": "unpaid"},
+            previous="unpaid",
             created=sb.T1 + 20,
+            event_id="evt_flow_active",
         )
-        active["id"] = "evt_flow_active"
         await bridge.post(shifted(active, delta))
         await bridge.drain()
-        _done(bridge)
-        assert _key(bridge)["block"] is False
+        bridge.assert_all_done()
+        assert bridge.only_key()["block"] is False
         counts = bridge.counts()
         assert (counts["blocks"], counts["unblocks"]) == (1, 1)
 
@@ -123,7 +109,7 @@ class TestSubscriptionLifecycle:
         delta = now() - sb.T0
         await bridge.post(shifted(sb.invoice(billing_reason="subscription_create"), delta))
         await bridge.drain()
-        _done(bridge)
+        bridge.assert_all_done()
         [event] = bridge.sandbox.state()["events"]
         assert (event["event_name"], event["value"], event["currency"]) == ("purchase", 2000, "USD")
 
@@ -132,9 +118,9 @@ class TestSubscriptionLifecycle:
         await bridge.post(shifted(sb.subscription(basil=True), delta))
         await bridge.post(shifted(sb.invoice(basil=True, with_payments=True), delta))
         await bridge.drain()
-        _done(bridge)
+        bridge.assert_all_done()
         expected = sb.T2 + delta + 3 * DAY
-        assert expected <= _key(bridge)["expires"] < expected + DAY
+        assert expected <= bridge.only_key()["expires"] < expected + DAY
 
 
 class TestRefundAndDispute:
@@ -143,8 +129,8 @@ class TestRefundAndDispute:
         await bridge.post(purchase)
         await bridge.post(sb.charge_refunded())
         await bridge.drain()
-        _done(bridge)
-        assert _key(bridge)["block"] is True
+        bridge.assert_all_done()
+        assert bridge.only_key()["block"] is True
         events = sorted((e["event_name"], e["currency"]) for e in bridge.sandbox.state()["events"])
         assert events == [("purchase", "USD"), ("refund", "MXN")]
 
@@ -162,8 +148,8 @@ class TestRefundAndDispute:
         await bridge.post(sb.checkout_session(payment_intent="pi_disputed"))
         await bridge.post(sb.dispute(payment_intent="pi_disputed"))
         await bridge.drain()
-        _done(bridge)
-        assert _key(bridge)["block"] is True
+        bridge.assert_all_done()
+        assert bridge.only_key()["block"] is True
 
     async def test_dispute_on_a_subscription_payment_blocks_its_key(self, bridge: Pipeline) -> None:
         delta = now() - sb.T0
@@ -171,27 +157,26 @@ class TestRefundAndDispute:
         await bridge.post(shifted(sb.load("invoice.paid.subscription_cycle"), delta))
         await bridge.post(sb.dispute(payment_intent=sb.RENEW_PI))
         await bridge.drain()
-        _done(bridge)
-        assert _key(bridge)["block"] is True
+        bridge.assert_all_done()
+        assert bridge.only_key()["block"] is True
         # A later "active again" must not lift a dispute block.
-        active = sb.subscription(
-            name="customer.subscription.updated.renewal",
+        active = sb.status_change(
             status="active",
-            previous_attributes={"status": "unpaid"},
+            previous="unpaid",
             created=now() + 60,
+            event_id="evt_flow_active_after_dispute",
         )
-        active["id"] = "evt_flow_active_after_dispute"
         await bridge.post(active)
         await bridge.drain()
-        assert _key(bridge)["block"] is True
+        assert bridge.only_key()["block"] is True
 
 
 class TestTemplates:
     async def test_metadata_template_wins(self, bridge: Pipeline) -> None:
         await bridge.post(sb.checkout_session(metadata={"cryptolens_template_id": "2"}))
         await bridge.drain()
-        _done(bridge)
-        assert _key(bridge)["template_id"] == 2
+        bridge.assert_all_done()
+        assert bridge.only_key()["template_id"] == 2
 
     async def test_line_items_fetched_from_stripe_when_the_payload_names_no_template(
         self, bridge: Pipeline, monkeypatch: pytest.MonkeyPatch
@@ -212,11 +197,11 @@ class TestTemplates:
             )
             await bridge.post(event)
             await bridge.drain()
-        _done(bridge)
-        assert _key(bridge)["template_id"] == 3
+        bridge.assert_all_done()
+        assert bridge.only_key()["template_id"] == 3
 
     async def test_default_template_without_stripe_api_key(self, bridge: Pipeline) -> None:
         await bridge.post(sb.checkout_session())
         await bridge.drain()
-        _done(bridge)
-        assert _key(bridge)["template_id"] == 1
+        bridge.assert_all_done()
+        assert bridge.only_key()["template_id"] == 1
