@@ -102,6 +102,17 @@ class TestReordering:
         assert target <= bridge.expires_of(f"stripe:sub:{sb.SUB}") < target + DAY
         assert bridge.counts()["keys_created"] == 1
 
+    async def test_renewal_before_the_checkout_converges(self, bridge: Pipeline) -> None:
+        delta = timeline()
+        await bridge.post(shifted(sb.load("invoice.paid.subscription_cycle"), delta))
+        await bridge.drain()
+        await bridge.post(shifted(sb.load("checkout.session.completed.subscription"), delta))
+        await bridge.drain()
+        bridge.assert_all_done()
+        assert bridge.counts()["keys_created"] == 1
+        target = sb.T2 + delta + 3 * DAY
+        assert target <= bridge.expires_of(f"stripe:sub:{sb.SUB}") < target + DAY
+
     async def test_an_older_renewal_after_a_newer_one_does_not_extend(
         self, bridge: Pipeline
     ) -> None:
