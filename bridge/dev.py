@@ -205,6 +205,7 @@ class _Plan:
     env: dict[str, str]
     notes: list[str]
     sandbox_root: str | None  # None: CRYPTOLENS_API_URL names a service we don't run
+    sandbox_db: Path | None  # kept beside bridge-dev.db, so both remember the same keys
     generated_secret: str | None  # None: the user's STRIPE_WEBHOOK_SECRET, not printed
 
 
@@ -236,6 +237,7 @@ def _plan(settings: Settings, *, demo: bool, sandbox_port: int, config_dir: Path
         notes.append("config: default_template_id = 1 (set BRIDGE_CONFIG for your own)")
 
     sandbox_root: str | None = None
+    sandbox_db: Path | None = None
     if "cryptolens_api_url" in given:
         _refuse(settings.token)  # the worker would stop on it; say so before starting
         env["CRYPTOLENS_API_URL"] = settings.cryptolens_api_url
@@ -244,7 +246,13 @@ def _plan(settings: Settings, *, demo: bool, sandbox_port: int, config_dir: Path
         sandbox_root = f"http://127.0.0.1:{sandbox_port}"
         env["CRYPTOLENS_API_URL"] = f"{sandbox_root}/api/"
         env["CRYPTOLENS_TOKEN"] = DEFAULT_TOKEN
-        notes.append(f"cryptolens: the sandbox at {sandbox_root}/api/ (in memory)")
+        if "database_url" in given:
+            notes.append(f"cryptolens: the sandbox at {sandbox_root}/api/ (in memory)")
+        else:
+            # The bridge's file outlives this run; the sandbox's keys must too, or the
+            # licenses it remembers would point at keys that no longer exist.
+            sandbox_db = Path.cwd() / "bridge-dev-sandbox.db"
+            notes.append(f"cryptolens: the sandbox at {sandbox_root}/api/ (state: {sandbox_db})")
 
     generated: str | None = None
     if "stripe_webhook_secret" in given:
@@ -255,7 +263,7 @@ def _plan(settings: Settings, *, demo: bool, sandbox_port: int, config_dir: Path
         generated = f"whsec_dev_{secrets.token_hex(16)}"
         env["STRIPE_WEBHOOK_SECRET"] = generated
         notes.append(f"webhook secret: {generated} (generated for this run)")
-    return _Plan(env, notes, sandbox_root, generated)
+    return _Plan(env, notes, sandbox_root, sandbox_db, generated)
 
 
 def _refuse(check: Callable[[], object]) -> None:
@@ -377,6 +385,8 @@ def command(port: int, sandbox_port: int, demo: bool, timeout: float) -> None:
             bridge = [sys.executable, "-m", "bridge"]
             if plan.sandbox_root is not None:
                 sandbox = [*bridge, "sandbox", "--host", "127.0.0.1", "--port", str(sandbox_port)]
+                if plan.sandbox_db is not None:
+                    sandbox += ["--db", str(plan.sandbox_db)]
                 stack.start("sandbox", sandbox, plan.env)
             stack.start(
                 "web", [*bridge, "serve", "--host", "127.0.0.1", "--port", str(port)], plan.env
