@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 import uvicorn
 
 from bridge import logs
 from bridge.app import create_app
 from bridge.settings import ConfigError, Settings
+
+# One set of server options, shared with the bench's bare reference endpoint so that the
+# two are compared under the same server. uvloop and httptools come with uvicorn[standard].
+UVICORN_OPTIONS: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "httptools",
+    "ws": "none",
+    "lifespan": "on",
+    "log_level": "warning",
+    "access_log": False,
+}
+
+
+def run(app: Any, host: str, port: int) -> None:
+    uvicorn.run(app, host=host, port=port, **UVICORN_OPTIONS)
 
 
 @click.command("serve")
@@ -23,4 +40,4 @@ def command(host: str, port: int, workers: int) -> None:
         app = create_app(settings)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    run(app, host, port)

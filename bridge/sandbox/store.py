@@ -11,6 +11,7 @@ import secrets
 import sqlite3
 import string
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -75,6 +76,12 @@ CREATE TABLE IF NOT EXISTS usage_records (
     amount INTEGER NOT NULL,
     time INTEGER NOT NULL
 );
+-- Wall-clock creation time in ns, for latency measurements (``created`` has the
+-- service's one-second resolution). A table of its own, so older files gain it.
+CREATE TABLE IF NOT EXISTS key_created_ns (
+    global_id INTEGER PRIMARY KEY,
+    ns INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS calls (
     method TEXT PRIMARY KEY,
     received INTEGER NOT NULL DEFAULT 0,
@@ -83,7 +90,7 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 """
 
-_TABLES = ("keys", "customers", "events", "web_api_log", "usage_records", "calls")
+_TABLES = ("keys", "key_created_ns", "customers", "events", "web_api_log", "usage_records", "calls")
 
 # Web API Log state codes (reference: model/WebAPILog).
 KEY_CREATED = 3010
@@ -233,6 +240,10 @@ class Store:
                     break
                 except sqlite3.IntegrityError:  # the one-in-26^20 collision
                     continue
+            self._db.execute(
+                "INSERT INTO key_created_ns (global_id, ns) VALUES (?, ?)",
+                (cursor.lastrowid, time.time_ns()),
+            )
             record = self.key_by_id(int(cursor.lastrowid or 0))
         assert record is not None
         return record
@@ -366,6 +377,7 @@ class Store:
         """Everything, for ``GET /sandbox/state``: raw rows, unix times, no paging."""
         with self.transaction():
             keys = [asdict(KeyRecord(**dict(r))) for r in self._select("keys", "global_id")]
+            created_ns = dict(self._db.execute("SELECT global_id, ns FROM key_created_ns"))
             customers = [dict(r) for r in self._select("customers", "id")]
             events = [dict(r) for r in self._select("events", "id")]
             log = [dict(r) for r in self._select("web_api_log", "id")]
@@ -378,6 +390,7 @@ class Store:
             key["block"] = bool(key["block"])
             key["trial_activation"] = bool(key["trial_activation"])
             key["f"] = [bool(key["features"] >> i & 1) for i in range(8)]
+            key["created_ns"] = created_ns.get(key["global_id"])
         states = [entry["state"] for entry in log]
         counts = {
             "keys": len(keys),

@@ -1,0 +1,478 @@
+"""``cryptolens-bridge bench``: ingest throughput, webhook-to-key latency and memory.
+
+Every process the figures talk about runs on its own, as in production: the web app
+(``python -m bridge serve``), the worker (``python -m bridge worker``), the sandbox
+standing in for Cryptolens, a private ``redis-server`` on a free port (the machine's
+Redis is never touched) and the load generator (``bridge.loadgen``). The database is a
+SQLite file in a temporary directory.
+
+1. Ingest: signed events acknowledged per second by ``POST /webhooks/stripe``, closed
+   loop at a fixed concurrency, as a ratio to a bare Starlette endpoint that reads the
+   body and answers 200 (same uvicorn options, same client, same bodies); and the p99
+   of the acknowledgement latency.
+2. Webhook to key: events sent open loop at a fixed rate with web, worker and sandbox
+   running; per event, the time from sending it to its key's creation in the sandbox
+   (``created_ns`` in ``/sandbox/state``; the event's license ref names the key in the
+   bridge's ``license`` table).
+3. Memory: peak resident set (``VmHWM``) of the web and worker processes after phase 2.
+
+It measures and reports; a missed target is printed, and the exit code stays 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from sqlalchemy import create_engine, text
+
+from bridge import loadgen
+from bridge.db import migrate
+
+SECRET = "whsec_bench_only_not_a_real_secret"  # noqa: S105 - signs local bench events
+TOKEN = "sandbox-demo-token-0001"  # noqa: S105 - the sandbox default token
+CONFIG = "[stripe]\ndefault_template_id = 1\n"
+START_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class Figure:
+    name: str
+    measured: float | None
+    unit: str
+    target: float | None  # None: shown for context, no target
+    higher_is_better: bool = False
+
+    @property
+    def passed(self) -> bool | None:
+        if self.target is None:
+            return None
+        if self.measured is None:
+            return False
+        if self.higher_is_better:
+            return self.measured >= self.target
+        return self.measured <= self.target
+
+
+# -- processes -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise click.ClickException(f"{url} did not start: {log.read_text()[-2000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        time.sleep(0.05)
+    raise click.ClickException(f"{url} did not answer within {START_TIMEOUT}s")
+
+
+@dataclass
+class Stack:
+    """The child processes of one run, stopped (and logged to ``workdir``) at the end."""
+
+    workdir: Path
+    procs: list[tuple[str, subprocess.Popen[bytes]]]
+
+    def start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - closed with the proc
+        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
+            [sys.executable, *args], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+        log.close()
+        self.procs.append((name, proc))
+        return proc
+
+    def stop(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.procs = [(n, p) for n, p in self.procs if p is not proc]
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(self.procs):
+            self.stop(proc)
+
+    def log(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+
+@contextlib.contextmanager
+def stack(keep: Path | None) -> Iterator[Stack]:
+    workdir = Path(tempfile.mkdtemp(prefix="bridge-bench-")) if keep is None else keep
+    workdir.mkdir(parents=True, exist_ok=True)
+    running = Stack(workdir, [])
+    try:
+        yield running
+    finally:
+        running.stop_all()
+        if keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+def start_redis(st: Stack) -> str:
+    server = shutil.which("redis-server")
+    if server is None:
+        raise click.ClickException("the bench needs redis-server on PATH (it runs a private one)")
+    port = free_port()
+    log = open(st.log("redis"), "ab")  # noqa: SIM115
+    proc = subprocess.Popen(  # noqa: S603
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    log.close()
+    st.procs.append(("redis", proc))
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return f"redis://127.0.0.1:{port}"
+        time.sleep(0.05)
+    raise click.ClickException("redis-server did not start")
+
+
+def bridge_env(database_url: str, redis_url: str, config: Path, sandbox: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "STRIPE_"))}
+    env.update(
+        BRIDGE_DATABASE_URL=database_url,
+        BRIDGE_REDIS_URL=redis_url,
+        BRIDGE_CONFIG=str(config),
+        STRIPE_WEBHOOK_SECRET=SECRET,
+        CRYPTOLENS_API_URL=sandbox,
+        CRYPTOLENS_TOKEN=TOKEN,
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+def run_loadgen(st: Stack, args: list[str]) -> dict[str, Any]:
+    env = {**os.environ, loadgen.SECRET_ENV: SECRET}
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "bridge.loadgen", *args],
+        env=env,
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise click.ClickException(f"load generator failed: {done.stderr.decode()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def peak_rss_mb(pid: int) -> float | None:
+    """The process's peak resident set so far (VmHWM), in MB."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time the process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# -- phases --------------------------------------------------------------------------------
+
+
+def ingest(st: Stack, redis_url: str, *, seconds: float, concurrency: int) -> dict[str, Any]:
+    config = st.workdir / "bridge.toml"
+    config.write_text(CONFIG)
+    database_url = f"sqlite:///{st.workdir / 'ingest.db'}"
+    migrate(database_url)
+    env = bridge_env(database_url, f"{redis_url}/0", config, "http://127.0.0.1:9/api/")
+    results: dict[str, Any] = {}
+    for name, args in (
+        ("bare", ["-m", "bridge.loadgen", "bare"]),
+        ("bridge", ["-m", "bridge", "serve"]),
+    ):
+        port = free_port()
+        proc = st.start(f"ingest-{name}", [*args, "--port", str(port)], env)
+        _wait_http(f"http://127.0.0.1:{port}/healthz", proc, st.log(f"ingest-{name}"))
+        results[name] = run_loadgen(
+            st,
+            [
+                "closed",
+                "--port",
+                str(port),
+                "--run",
+                f"i{name[0]}",
+                "--seconds",
+                str(seconds),
+                "--concurrency",
+                str(concurrency),
+            ],
+        )
+        st.stop(proc)
+    with _engine(database_url) as connection:
+        results["events_stored"] = connection.execute(
+            text("SELECT COUNT(*) FROM webhook_event")
+        ).scalar_one()
+    bare, bridge = results["bare"]["per_second"], results["bridge"]["per_second"]
+    results["ratio"] = bridge / bare if bare else None
+    return results
+
+
+@contextlib.contextmanager
+def _engine(database_url: str) -> Iterator[Any]:
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as connection:
+            yield connection
+    finally:
+        engine.dispose()
+
+
+def _keys_made(database_url: str, refs: list[str]) -> dict[str, str]:
+    with _engine(database_url) as connection:
+        rows = connection.execute(text("SELECT ref, key FROM license WHERE key IS NOT NULL"))
+        made = {ref: key for ref, key in rows}
+    return {ref: made[ref] for ref in refs if ref in made}
+
+
+def latency(
+    st: Stack, redis_url: str, *, rate: float, seconds: float, settle: float
+) -> dict[str, Any]:
+    config = st.workdir / "bridge.toml"
+    config.write_text(CONFIG)
+    database_url = f"sqlite:///{st.workdir / 'latency.db'}"
+    migrate(database_url)
+    sandbox_port, web_port = free_port(), free_port()
+    sandbox_root = f"http://127.0.0.1:{sandbox_port}"
+    env = bridge_env(database_url, f"{redis_url}/1", config, f"{sandbox_root}/api/")
+    sandbox = st.start("sandbox", ["-m", "bridge", "sandbox", "--port", str(sandbox_port)], env)
+    _wait_http(f"{sandbox_root}/sandbox/faults", sandbox, st.log("sandbox"))
+    web = st.start("web", ["-m", "bridge", "serve", "--port", str(web_port)], env)
+    _wait_http(f"http://127.0.0.1:{web_port}/healthz", web, st.log("web"))
+    worker = st.start("worker", ["-m", "bridge", "worker"], env)
+
+    # Warm up (imports, connections, the template cache) and prove the worker is there.
+    warm = 5
+    run_loadgen(st, ["open", "--port", str(web_port), "--run", "w", "--rate", "50",
+                     "--seconds", str(warm / 50)])  # fmt: skip
+    warm_refs = [loadgen.license_ref("w", n) for n in range(warm)]
+    _wait_keys(database_url, warm_refs, worker, st, timeout=START_TIMEOUT)
+
+    sent = run_loadgen(
+        st,
+        ["open", "--port", str(web_port), "--run", "l", "--rate", str(rate),
+         "--seconds", str(seconds)],
+    )  # fmt: skip
+    refs = [loadgen.license_ref("l", n) for n in range(sent["sent"])]
+    made = _wait_keys(database_url, refs, worker, st, timeout=settle)
+    memory = {"web": peak_rss_mb(web.pid), "worker": peak_rss_mb(worker.pid)}
+    cpu = {
+        n: cpu_seconds(p.pid) for n, p in (("web", web), ("worker", worker), ("sandbox", sandbox))
+    }
+
+    state = httpx.get(f"{sandbox_root}/sandbox/state", timeout=30).json()
+    created = {k["key"]: k["created_ns"] for k in state["keys"]}
+    to_key: list[float] = []
+    for n, ref in enumerate(refs):
+        key, sent_ns = made.get(ref), sent["sent_ns"][n]
+        if key is not None and created.get(key) is not None and sent_ns is not None:
+            to_key.append((created[key] - sent_ns) / 1e6)
+    sent.pop("sent_ns")
+    return {
+        "load": sent,
+        "events": len(refs),
+        "keys_created": len(made),
+        "sandbox_keys": state["counts"]["keys"],
+        "sandbox_calls": state["counts"]["calls_received"],
+        "webhook_to_key_ms": {
+            "p50": _round(_percentile(to_key, 50)),
+            "p90": _round(_percentile(to_key, 90)),
+            "p99": _round(_percentile(to_key, 99)),
+            "max": _round(max(to_key) if to_key else None),
+        },
+        "peak_rss_mb": {k: _round(v) for k, v in memory.items()},
+        "cpu_seconds": {k: _round(v) for k, v in cpu.items()},
+    }
+
+
+def _wait_keys(
+    database_url: str,
+    refs: list[str],
+    worker: subprocess.Popen[bytes],
+    st: Stack,
+    *,
+    timeout: float,
+) -> dict[str, str]:
+    deadline = time.monotonic() + timeout
+    while True:
+        made = _keys_made(database_url, refs)
+        if len(made) == len(refs) or time.monotonic() > deadline:
+            return made
+        if worker.poll() is not None:
+            raise click.ClickException(
+                f"the worker stopped: {st.log('worker').read_text()[-2000:]}"
+            )
+        time.sleep(0.1)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return loadgen._percentile(values, q)
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cores": os.cpu_count(),
+        "cpu": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def figures(ingested: dict[str, Any], timed: dict[str, Any]) -> list[Figure]:
+    bridge, bare = ingested["bridge"], ingested["bare"]
+    to_key, rss = timed["webhook_to_key_ms"], timed["peak_rss_mb"]
+    return [
+        Figure("ingest: bridge acks/s", _round(bridge["per_second"]), "/s", None),
+        Figure("ingest: bare endpoint acks/s", _round(bare["per_second"]), "/s", None),
+        Figure("ingest: ratio bridge/bare", _round3(ingested["ratio"]), "", 0.40, True),
+        Figure("ingest: ack latency p99", bridge["latency_ms"]["p99"], "ms", 10.0),
+        Figure("webhook to key: p50", to_key["p50"], "ms", 20.0),
+        Figure("webhook to key: p99", to_key["p99"], "ms", 100.0),
+        Figure(
+            "webhook to key: events with a key",
+            timed["keys_created"],
+            f"of {timed['events']}",
+            float(timed["events"]),
+            True,
+        ),
+        Figure("peak RSS: web", rss["web"], "MB", 100.0),
+        Figure("peak RSS: worker", rss["worker"], "MB", 120.0),
+    ]
+
+
+def _round3(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
+def table(rows: list[Figure]) -> str:
+    def cell(f: Figure, value: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"{value:g} {f.unit}".strip()
+
+    lines = [("figure", "measured", "target", "result")]
+    for f in rows:
+        op = ">=" if f.higher_is_better else "<="
+        target = "-" if f.target is None else f"{op} {cell(f, f.target)}"
+        result = {True: "pass", False: "MISS", None: ""}[f.passed]
+        lines.append((f.name, cell(f, f.measured), target, result))
+    widths = [max(len(line[i]) for line in lines) for i in range(4)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+           for line in lines]  # fmt: skip
+    out.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(out)
+
+
+@click.command("bench")
+@click.option("--ingest-seconds", default=5.0, show_default=True, help="Measured, per endpoint.")
+@click.option("--concurrency", default=8, show_default=True, help="Ingest connections.")
+@click.option("--rate", default=100.0, show_default=True, help="Events/s for webhook to key.")
+@click.option("--seconds", default=15.0, show_default=True, help="How long to send at --rate.")
+@click.option(
+    "--settle", default=60.0, show_default=True, help="How long to wait for the last keys."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Keep databases and process logs in this directory.",
+)
+def command(
+    ingest_seconds: float,
+    concurrency: int,
+    rate: float,
+    seconds: float,
+    settle: float,
+    as_json: bool,
+    keep: Path | None,
+) -> None:
+    """Measure ingest throughput, webhook-to-key latency and memory against their targets.
+
+    Starts its own redis-server, web, worker and sandbox processes on free ports. A
+    missed target is reported, not an error: the exit code is 0.
+    """
+    host = machine()
+    if not as_json:
+        click.echo(
+            f"machine: {host['cores']} cores, {host['cpu']}, Python {host['python']}\n"
+            f"ingest: {ingest_seconds:g} s per endpoint at concurrency {concurrency}; "
+            f"webhook to key: {rate:g} events/s for {seconds:g} s\n",
+            err=True,
+        )
+    with stack(keep) as st:
+        redis_url = start_redis(st)
+        ingested = ingest(st, redis_url, seconds=ingest_seconds, concurrency=concurrency)
+        timed = latency(st, redis_url, rate=rate, seconds=seconds, settle=settle)
+    rows = figures(ingested, timed)
+    missed = [f.name for f in rows if f.passed is False]
+    if as_json:
+        report = {
+            "machine": host,
+            "options": {
+                "ingest_seconds": ingest_seconds,
+                "concurrency": concurrency,
+                "rate": rate,
+                "seconds": seconds,
+            },
+            "figures": [{**asdict(f), "passed": f.passed} for f in rows],
+            "missed": missed,
+            "ingest": ingested,
+            "webhook_to_key": timed,
+        }
+        click.echo(json.dumps(report, indent=2))
+        return
+    click.echo(table(rows))
+    click.echo(f"\nmissed: {', '.join(missed)}" if missed else "\nall targets met")

@@ -1,0 +1,88 @@
+"""The bench as a behaviour: it runs the whole stack and reports every figure.
+
+No timing is asserted (a loaded CI machine would fail it); only that each figure is there,
+has the right shape, and that every event sent in the latency phase created its key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from bridge.bench import Figure, table
+from bridge.cli import main
+
+FIGURES = {
+    "ingest: bridge acks/s",
+    "ingest: bare endpoint acks/s",
+    "ingest: ratio bridge/bare",
+    "ingest: ack latency p99",
+    "webhook to key: p50",
+    "webhook to key: p99",
+    "webhook to key: events with a key",
+    "peak RSS: web",
+    "peak RSS: worker",
+}
+
+
+@pytest.fixture(scope="module")
+def report() -> dict[str, Any]:
+    args = ["bench", "--json", "--ingest-seconds", "0.3", "--concurrency", "2"]
+    args += ["--rate", "20", "--seconds", "1", "--settle", "60"]
+    result = CliRunner().invoke(main, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+@pytest.mark.slow
+class TestBench:
+    def test_reports_every_figure_with_a_value(self, report: dict[str, Any]) -> None:
+        figures = {f["name"]: f for f in report["figures"]}
+        assert set(figures) == FIGURES
+        for figure in figures.values():
+            assert isinstance(figure["measured"], int | float), figure
+            assert figure["unit"] is not None
+            if figure["target"] is None:
+                assert figure["passed"] is None
+            else:
+                assert isinstance(figure["passed"], bool)
+        assert report["missed"] == [f["name"] for f in report["figures"] if f["passed"] is False]
+
+    def test_every_event_sent_created_its_key(self, report: dict[str, Any]) -> None:
+        timed = report["webhook_to_key"]
+        assert timed["load"]["sent"] == 20
+        assert timed["load"]["statuses"] == {"200": 20}
+        assert timed["events"] == timed["keys_created"] == 20
+        # Five warm-up events come first, each with its own key.
+        assert timed["sandbox_keys"] == 25
+        assert set(timed["webhook_to_key_ms"]) == {"p50", "p90", "p99", "max"}
+
+    def test_ingest_stores_every_acknowledged_event(self, report: dict[str, Any]) -> None:
+        ingest = report["ingest"]
+        assert ingest["bridge"]["ok"] > 0 and ingest["bare"]["ok"] > 0
+        assert set(ingest["bridge"]["statuses"]) == {"200"}
+        # Warm-up requests are stored too, so at least every measured one is.
+        assert ingest["events_stored"] >= ingest["bridge"]["ok"]
+
+    def test_reports_the_machine(self, report: dict[str, Any]) -> None:
+        assert report["machine"]["cores"] >= 1
+        assert report["machine"]["python"].count(".") == 2
+        assert report["machine"]["cpu"]
+
+
+class TestTable:
+    def test_marks_misses_and_context_rows(self) -> None:
+        rows = [
+            Figure("ratio", 0.5, "", 0.4, higher_is_better=True),
+            Figure("p99", 12.0, "ms", 10.0),
+            Figure("acks", 900.0, "/s", None),
+        ]
+        lines = table(rows).splitlines()
+        assert lines[0].split() == ["figure", "measured", "target", "result"]
+        assert lines[2].split() == ["ratio", "0.5", ">=", "0.4", "pass"]
+        assert lines[3].split() == ["p99", "12", "ms", "<=", "10", "ms", "MISS"]
+        assert lines[4].split() == ["acks", "900", "/s", "-"]
