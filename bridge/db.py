@@ -3,12 +3,19 @@
 SQLite runs in WAL mode with ``synchronous=NORMAL``: a commit is durable against a
 process crash (what the exactly-once design needs) without an fsync per webhook. Machine
 power loss can drop the last commits; production runs PostgreSQL.
+
+SQLite has one writer at a time, and a writer that finds the database locked sleeps in
+SQLite's busy handler (1, 2, 5, 10 ms...). Threads of one process therefore queue on a
+Python lock per engine instead (no sleeping, first come first served in practice); the
+busy handler is left for the other processes.
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +70,25 @@ def is_sqlite(engine: Engine) -> bool:
     return engine.dialect.name == "sqlite"
 
 
+_writers: weakref.WeakKeyDictionary[Engine, threading.RLock] = weakref.WeakKeyDictionary()
+_writers_guard = threading.Lock()
+
+
+def writer_lock(engine: Engine) -> threading.RLock | nullcontext[None]:
+    """The lock this process's SQLite transactions take (a no-op for PostgreSQL)."""
+    if not is_sqlite(engine):
+        return nullcontext()
+    lock = _writers.get(engine)
+    if lock is None:
+        with _writers_guard:
+            lock = _writers.setdefault(engine, threading.RLock())
+    return lock
+
+
 @contextmanager
 def session(engine: Engine) -> Iterator[Session]:
     """A session whose transaction commits on success and rolls back on any error."""
-    with Session(engine, expire_on_commit=False) as s, s.begin():
+    with writer_lock(engine), Session(engine, expire_on_commit=False) as s, s.begin():
         yield s
 
 

@@ -3,16 +3,41 @@
 arq refuses a second job with an id that is queued, running or whose result is still
 kept; the worker keeps no results (``keep_result=0``), so a relayed intent can always be
 enqueued again once its previous job has finished, and never twice at once.
+
+``ArqRedis.enqueue_job`` takes three round trips per job (WATCH, EXISTS, MULTI/EXEC). We
+enqueue a whole list in one: a Lua script does, per job and atomically, what arq's
+transaction does (skip the id when its job or result key exists, else ``PSETEX`` the job
+with arq's serializer and expiry, and ``ZADD`` it to the queue), so jobs and the
+dedupe by id are exactly arq's.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 
 from arq.connections import ArqRedis
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
 
 JOB_NAME = "run_intent"
+
+# KEYS: the queue, then job key and result key per job.
+# ARGV: expiry (ms), then job id, score and serialized job per job.
+# Returns how many jobs were added.
+_ENQUEUE = """
+local added = 0
+local expires = tonumber(ARGV[1])
+for i = 0, (#KEYS - 1) / 2 - 1 do
+    local job_key, result_key = KEYS[2 + 2 * i], KEYS[3 + 2 * i]
+    if redis.call('EXISTS', job_key, result_key) == 0 then
+        redis.call('PSETEX', job_key, expires, ARGV[4 + 3 * i])
+        redis.call('ZADD', KEYS[1], ARGV[3 + 3 * i], ARGV[2 + 3 * i])
+        added = added + 1
+    end
+end
+return added
+"""
 
 
 def connect(redis_url: str) -> ArqRedis:
@@ -23,10 +48,18 @@ def connect(redis_url: str) -> ArqRedis:
 
 async def enqueue(redis: ArqRedis, intent_ids: Iterable[str], *, defer: float = 0) -> int:
     """Enqueue each intent; returns how many jobs were new (the rest were already queued)."""
-    ids = list(intent_ids)
+    ids = list(dict.fromkeys(intent_ids))
     if not ids:
         return 0
-    jobs = await asyncio.gather(
-        *(redis.enqueue_job(JOB_NAME, i, _job_id=i, _defer_by=defer or None) for i in ids)
-    )
-    return sum(1 for job in jobs if job is not None)
+    now = timestamp_ms()
+    defer_ms = round(defer * 1000)
+    score = now + defer_ms
+    keys: list[str] = [redis.default_queue_name]
+    argv: list[str | bytes | int] = [defer_ms + redis.expires_extra_ms]
+    for job_id in ids:
+        keys += [job_key_prefix + job_id, result_key_prefix + job_id]
+        job = serialize_job(JOB_NAME, (job_id,), {}, None, now, serializer=redis.job_serializer)
+        argv += [job_id, score, job]
+    script = redis.register_script(_ENQUEUE)
+    added = await script(keys=keys, args=argv)
+    return int(added)
