@@ -32,6 +32,8 @@ from bridge.stripe_signature import sign
 SECRET_ENV = "BENCH_WEBHOOK_SECRET"  # noqa: S105 - a variable name
 # The longest a single request may take before the run is called broken.
 REQUEST_TIMEOUT = 30.0
+# Below uvicorn's keep-alive timeout (5 s), so the server never closes one under us.
+IDLE_REUSE = 2.0
 
 
 def checkout_event(run: str, n: int, now: int) -> dict[str, Any]:
@@ -222,7 +224,9 @@ async def open_loop(
     connections (a new one when all are busy, up to ``max_connections``). Each event's
     wall-clock send time goes into the result, for matching with its effects."""
     total = int(rate * seconds)
-    idle: list[Connection] = []
+    # (connection, when it was last answered): uvicorn closes a keep-alive connection
+    # idle for 5 s, so connections idle for IDLE_REUSE are closed here first.
+    idle: list[tuple[Connection, float]] = []
     opened = 0
     slots = asyncio.Semaphore(max_connections)
     sent_ns: list[int | None] = [None] * total
@@ -235,8 +239,10 @@ async def open_loop(
         nonlocal opened
         request = make(first + i)
         async with slots:
+            while idle and loop.time() - idle[-1][1] > IDLE_REUSE:
+                idle.pop()[0].close()
             if idle:
-                conn = idle.pop()
+                conn = idle.pop()[0]
             else:
                 conn = await Connection.open(host, port)
                 opened += 1
@@ -244,7 +250,7 @@ async def open_loop(
             sent_ns[i] = time.time_ns()
             status = await asyncio.wait_for(conn.send(request), REQUEST_TIMEOUT)
             acked[i] = loop.time() - started
-            idle.append(conn)
+            idle.append((conn, loop.time()))
         statuses[status] = statuses.get(status, 0) + 1
 
     tasks: list[asyncio.Task[None]] = []
@@ -258,7 +264,7 @@ async def open_loop(
         tasks.append(asyncio.create_task(one(i)))
     await asyncio.gather(*tasks)
     elapsed = loop.time() - start
-    for conn in idle:
+    for conn, _ in idle:
         conn.close()
     ack = [a for a in acked if a is not None]
     return {
