@@ -275,7 +275,9 @@ def latency(
     sandbox_port, web_port = free_port(), free_port()
     sandbox_root = f"http://127.0.0.1:{sandbox_port}"
     env = bridge_env(database_url, f"{redis_url}/1", config, f"{sandbox_root}/api/")
-    sandbox = st.start("sandbox", ["-m", "bridge", "sandbox", "--port", str(sandbox_port)], env)
+    sandbox = st.start(
+        "sandbox", ["-m", "bridge", "sandbox", "--port", str(sandbox_port), "--no-access-log"], env
+    )
     _wait_http(f"{sandbox_root}/sandbox/faults", sandbox, st.log("sandbox"))
     web = st.start("web", ["-m", "bridge", "serve", "--port", str(web_port)], env)
     _wait_http(f"http://127.0.0.1:{web_port}/healthz", web, st.log("web"))

@@ -76,6 +76,12 @@ def banner(config: SandboxConfig, base_url: str, db_path: Path | None) -> str:
     help="Calls per second above which calls get 429 with Retry-After (0: no limit).",
 )
 @click.option("--seed", type=int, default=None, help="Seed of the fault generator.")
+@click.option(
+    "--access-log/--no-access-log",
+    default=True,
+    show_default=True,
+    help="Log every call (turn off under load: benchmarks).",
+)
 def command(
     host: str,
     port: int,
@@ -88,6 +94,7 @@ def command(
     lost_reply_mode: str,
     rate_limit: float,
     seed: int | None,
+    access_log: bool,
 ) -> None:
     try:
         config = load_config(config_path)
@@ -105,4 +112,4 @@ def command(
     app = create_app(config, db_path=db_path, faults=faults)
     click.echo(banner(config, f"http://{host}:{port}/api/", db_path))
     # ws="none": the sandbox speaks plain HTTP and needs no websocket library.
-    uvicorn.run(app, host=host, port=port, ws="none", log_level="info")
+    uvicorn.run(app, host=host, port=port, ws="none", log_level="info", access_log=access_log)
