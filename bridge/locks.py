@@ -11,16 +11,18 @@ from datetime import timedelta
 
 from sqlalchemy import Engine, delete
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
 
 from bridge.db import session
 from bridge.models import Lock, utcnow
 
 
-def acquire(engine: Engine, name: str, owner: str, seconds: float) -> bool:
-    """Take or renew the lease ``name`` for ``owner``; False while someone else holds it."""
+def take(s: Session, name: str, owner: str, seconds: float) -> bool:
+    """Inside a transaction: take or renew the lease ``name`` for ``owner``."""
     now = utcnow()
     until = now + timedelta(seconds=seconds)
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    bind = s.get_bind()
+    dialect = postgresql if bind.dialect.name == "postgresql" else sqlite
     table = Lock.__table__  # type: ignore[attr-defined]
     stmt = (
         dialect.insert(table)
@@ -32,12 +34,22 @@ def acquire(engine: Engine, name: str, owner: str, seconds: float) -> bool:
         )
         .returning(table.c.name)
     )
+    # RETURNING yields the row only when it was inserted or taken over.
+    return s.execute(stmt).scalar_one_or_none() is not None
+
+
+def drop(s: Session, name: str, owner: str) -> None:
+    """Inside a transaction: release ``name`` if ``owner`` holds it."""
+    table = Lock.__table__  # type: ignore[attr-defined]
+    s.execute(delete(table).where(table.c.name == name, table.c.owner == owner))
+
+
+def acquire(engine: Engine, name: str, owner: str, seconds: float) -> bool:
+    """Take or renew the lease ``name`` for ``owner``; False while someone else holds it."""
     with session(engine) as s:
-        # RETURNING yields the row only when it was inserted or taken over.
-        return s.execute(stmt).scalar_one_or_none() is not None
+        return take(s, name, owner, seconds)
 
 
 def release(engine: Engine, name: str, owner: str) -> None:
-    table = Lock.__table__  # type: ignore[attr-defined]
     with session(engine) as s:
-        s.execute(delete(table).where(table.c.name == name, table.c.owner == owner))
+        drop(s, name, owner)

@@ -30,7 +30,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine
 
 from bridge import locks
-from bridge.cryptolens import CryptolensError, OutcomeUnknown, Refused, Transient
+from bridge.cryptolens import CryptolensError, OutcomeUnknown, Transient
 from bridge.cryptolens.models import LicenseKey, TimeRange
 from bridge.db import is_sqlite
 from bridge.intents import Effect
@@ -50,10 +50,6 @@ NOTES_TAG = "[cryptolens-bridge {intent}]"
 T = TypeVar("T")
 
 
-class Waiting(Exception):
-    """The license has no key yet: park the intent until its key exists."""
-
-
 class NeedsReview(Exception):
     """The read-back cannot tell what happened: a person decides, nothing is re-sent."""
 
@@ -63,7 +59,7 @@ class LeaseLost(Exception):
 
 
 class Busy(Exception):
-    """Another worker holds the license (or product) lock: try again shortly."""
+    """Another worker holds the product (or customer) lock: try again shortly."""
 
 
 async def db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -80,14 +76,14 @@ async def db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
 
 
 @asynccontextmanager
-async def held(rt: Runtime, name: str, *, wait: float = 2.0) -> AsyncIterator[None]:
+async def held(rt: Runtime, name: str, owner: str, *, wait: float = 2.0) -> AsyncIterator[None]:
     """Hold the lease ``name``: first among this process's jobs (an asyncio lock, no
     polling), then against other processes (the database lease). Busy if it stays taken."""
     async with rt.local_locks.hold(name, wait):
         deadline = asyncio.get_running_loop().time() + wait
         delay = 0.005
         lease = rt.settings.lease_seconds
-        while not await db(locks.acquire, rt.engine, name, rt.owner, lease):
+        while not await db(locks.acquire, rt.engine, name, owner, lease):
             if asyncio.get_running_loop().time() >= deadline:
                 raise Busy(name)
             await asyncio.sleep(delay * (0.5 + random.random()))
@@ -95,49 +91,58 @@ async def held(rt: Runtime, name: str, *, wait: float = 2.0) -> AsyncIterator[No
         try:
             yield
         finally:
-            await db(locks.release, rt.engine, name, rt.owner)
+            await db(locks.release, rt.engine, name, owner)
 
 
 async def mutate(
-    rt: Runtime, intent_id: str, method: str, detail: dict[str, Any], call: Awaitable[T]
-) -> tuple[T, int]:
-    """Send one mutating call with its attempt row written first and closed after."""
-    attempt_id = await db(store.start_attempt, rt.engine, intent_id, method, detail)
+    rt: Runtime,
+    intent: store.Claimed,
+    method: str,
+    detail: dict[str, Any],
+    call: Awaitable[T],
+    outcome: store.Outcome,
+    *,
+    supersedes: int | None = None,
+) -> T:
+    """Send one mutating call with its attempt row written first.
+
+    On success the attempt is settled as applied with the run's outcome (one transaction
+    at the end); on failure it is settled now, since the run ends with an exception.
+    """
+    attempt_id = await db(
+        store.start_attempt, rt.engine, intent.id, method, detail, supersedes=supersedes
+    )
     try:
         result = await call
-    except Transient:
-        await db(store.finish_attempt, rt.engine, attempt_id, "not_applied")
+    except CryptolensError as exc:
+        await db(store.finish_attempt, rt.engine, attempt_id, failed_outcome(exc))
         raise
-    except OutcomeUnknown:
-        await db(store.finish_attempt, rt.engine, attempt_id, "unknown")
-        raise
-    except Refused:
-        await db(store.finish_attempt, rt.engine, attempt_id, "refused")
-        raise
-    return result, attempt_id
+    outcome.attempts[attempt_id] = "applied"
+    return result
 
 
-async def apply(rt: Runtime, intent: store.Claimed) -> dict[str, Any]:
-    """Run one claimed intent under its license's lock; returns the intent's result."""
-    ref = await db(store.resolve_ref, rt.engine, intent.license_ref)
-    async with held(rt, f"license:{ref}"):
-        if intent.effect is Effect.CREATE_KEY:
-            return await create_key(rt, intent, ref)
-        license_ = await db(store.get_license, rt.engine, ref)
-        if license_ is None or license_.key is None or license_.product_id is None:
-            raise Waiting(ref)
-        product_id, key = license_.product_id, license_.key
-        if intent.effect is Effect.EXTEND:
-            return await extend(rt, intent, product_id, key)
-        if intent.effect in (Effect.BLOCK, Effect.UNBLOCK):
-            return await set_block(
-                rt, intent, ref, product_id, key, license_.block_decided_at, license_.block_reason
-            )
-        if intent.effect is Effect.REGISTER_EVENT:
-            return await register_event(rt, intent, product_id, key)
-        if intent.effect is Effect.RECORD_USAGE:
-            return await record_usage(rt, intent, product_id, key)
-        raise NeedsReview(f"unknown effect {intent.effect}")
+def failed_outcome(exc: CryptolensError) -> str:
+    if isinstance(exc, OutcomeUnknown):
+        return "unknown"
+    return "not_applied" if isinstance(exc, Transient) else "refused"
+
+
+async def apply(rt: Runtime, intent: store.Claimed, outcome: store.Outcome) -> dict[str, Any]:
+    """Run one claimed intent (its license lease is held); returns the intent's result."""
+    if intent.effect is Effect.CREATE_KEY:
+        return await create_key(rt, intent, outcome)
+    license_ = intent.license
+    # claim() parks intents whose license has no key, so these hold for the others.
+    assert license_ is not None and license_.key is not None and license_.product_id
+    if intent.effect is Effect.EXTEND:
+        return await extend(rt, intent, license_, outcome)
+    if intent.effect in (Effect.BLOCK, Effect.UNBLOCK):
+        return await set_block(rt, intent, license_, outcome)
+    if intent.effect is Effect.REGISTER_EVENT:
+        return await register_event(rt, intent, license_, outcome)
+    if intent.effect is Effect.RECORD_USAGE:
+        return await record_usage(rt, intent, license_, outcome)
+    raise NeedsReview(f"unknown effect {intent.effect}")
 
 
 # -- extend --------------------------------------------------------------------------------
@@ -147,68 +152,72 @@ def _unix(value: datetime) -> int:
     return int(value.replace(tzinfo=value.tzinfo or UTC).timestamp())
 
 
-async def extend(rt: Runtime, intent: store.Claimed, product_id: int, key: str) -> dict[str, Any]:
+async def extend(
+    rt: Runtime, intent: store.Claimed, license_: store.LicenseView, outcome: store.Outcome
+) -> dict[str, Any]:
+    assert license_.product_id is not None and license_.key is not None
+    method = "key/ExtendLicense"
     target = int(intent.params["expires_at"])
-    current = await rt.client.get_key(product_id, key)
+    current = await rt.client.get_key(license_.product_id, license_.key)
     expires = _unix(current.expires)
-    pending = await db(store.open_attempt, rt.engine, intent.id, "key/ExtendLicense")
-    if pending is not None:
-        if expires != pending.detail.get("before"):
-            # The expiry moved since we sent it (we hold the license lock): it was applied.
-            await db(store.finish_attempt, rt.engine, pending.id, "applied")
-            return {"expires": expires, "extended_days": pending.detail.get("days")}
-        await db(store.finish_attempt, rt.engine, pending.id, "not_applied")
+    pending = intent.open_attempts.get(method)
+    if pending is not None and expires != pending.detail.get("before"):
+        # The expiry moved since we sent it (we hold the license lease): it was applied.
+        outcome.attempts[pending.id] = "applied"
+        return {"expires": expires, "extended_days": pending.detail.get("days")}
     if expires >= target:
+        if pending is not None:
+            outcome.attempts[pending.id] = "not_applied"
         return {"expires": expires, "extended_days": 0}
     now = int(datetime.now(UTC).timestamp())
     # ExtendLicense adds to the expiry, or to today when the key has already expired.
     days = math.ceil((target - max(expires, now)) / 86400)
     detail = {"before": expires, "days": days, "target": target}
-    call = rt.client.extend_license(product_id, key, days)
-    _, attempt_id = await mutate(rt, intent.id, "key/ExtendLicense", detail, call)
-    await db(store.finish_attempt, rt.engine, attempt_id, "applied")
+    call = rt.client.extend_license(license_.product_id, license_.key, days)
+    await mutate(
+        rt, intent, method, detail, call, outcome, supersedes=pending.id if pending else None
+    )
     return {"expires_before": expires, "extended_days": days, "target": target}
-
-
-def _close_open(rt: Runtime, intent_id: str, method: str) -> None:
-    pending = store.open_attempt(rt.engine, intent_id, method)
-    if pending is not None:
-        store.finish_attempt(rt.engine, pending.id, "applied")
 
 
 # -- block / unblock -------------------------------------------------------------------------
 
 
 async def set_block(
-    rt: Runtime,
-    intent: store.Claimed,
-    ref: str,
-    product_id: int,
-    key: str,
-    decided_at: int | None,
-    decided_reason: str | None,
+    rt: Runtime, intent: store.Claimed, license_: store.LicenseView, outcome: store.Outcome
 ) -> dict[str, Any]:
+    assert license_.product_id is not None and license_.key is not None
     block = intent.effect is Effect.BLOCK
     reason = str(intent.params.get("reason", ""))
+    decided_at = license_.block_decided_at
     if decided_at is not None and intent.occurred_at < decided_at:
         return {"superseded_by": decided_at}
-    if not block and decided_reason in STICKY_BLOCKS:
-        return {"kept_blocked": decided_reason}
-    current = await rt.client.get_key(product_id, key)
+    if not block and license_.block_reason in STICKY_BLOCKS:
+        return {"kept_blocked": license_.block_reason}
     method = "key/BlockKey" if block else "key/UnblockKey"
+    pending = intent.open_attempts.get(method)
+    current = await rt.client.get_key(license_.product_id, license_.key)
     changed = False
     if current.block != block:
         call = (
-            rt.client.block_key(product_id, key)
+            rt.client.block_key(license_.product_id, license_.key)
             if block
-            else rt.client.unblock_key(product_id, key)
+            else rt.client.unblock_key(license_.product_id, license_.key)
         )
-        changed, attempt_id = await mutate(rt, intent.id, method, {"reason": reason}, call)
-        await db(store.finish_attempt, rt.engine, attempt_id, "applied")
-    # An earlier attempt whose reply was lost is settled by the state just read.
-    await db(_close_open, rt, intent.id, method)
-    await db(
-        store.record_block_decision, rt.engine, ref, intent.occurred_at, reason if block else None
+        changed = await mutate(
+            rt,
+            intent,
+            method,
+            {"reason": reason},
+            call,
+            outcome,
+            supersedes=pending.id if pending else None,
+        )
+    elif pending is not None:
+        # An earlier attempt whose reply was lost is settled by the state just read.
+        outcome.attempts[pending.id] = "applied"
+    outcome.license.update(
+        block_decided_at=intent.occurred_at, block_reason=reason if block else None
     )
     return {"blocked": block, "changed": changed}
 
@@ -224,139 +233,139 @@ def event_metadata(intent: store.Claimed) -> str:
 
 
 async def register_event(
-    rt: Runtime, intent: store.Claimed, product_id: int, key: str
+    rt: Runtime, intent: store.Claimed, license_: store.LicenseView, outcome: store.Outcome
 ) -> dict[str, Any]:
+    assert license_.product_id is not None and license_.key is not None
     metadata = event_metadata(intent)
     method = "ai/RegisterEvent"
-    pending = await db(store.open_attempt, rt.engine, intent.id, method)
+    pending = intent.open_attempts.get(method)
     if pending is not None:
         found = await rt.client.get_events(
-            product_id=product_id,
-            key=key,
+            product_id=license_.product_id,
+            key=license_.key,
             metadata=metadata,
             time=TimeRange(gte=int(pending.sent_at.timestamp()) - READ_BACK_SLACK),
             limit=10,
         )
         if found:
-            await db(store.finish_attempt, rt.engine, pending.id, "applied")
+            outcome.attempts[pending.id] = "applied"
             return {"event_id": found[0].id, "recovered": True}
-        await db(store.finish_attempt, rt.engine, pending.id, "not_applied")
     p = intent.params
     call = rt.client.register_event(
-        product_id=product_id,
-        key=key,
+        product_id=license_.product_id,
+        key=license_.key,
         event_name=str(p["event_name"]),
         value=int(p["value"]) if p.get("value") is not None else None,
         currency=p.get("currency"),
         metadata=metadata,
     )
-    _, attempt_id = await mutate(rt, intent.id, method, {}, call)
-    await db(store.finish_attempt, rt.engine, attempt_id, "applied")
+    await mutate(rt, intent, method, {}, call, outcome, supersedes=pending.id if pending else None)
     return {"registered": True}
 
 
 async def record_usage(
-    rt: Runtime, intent: store.Claimed, product_id: int, key: str
+    rt: Runtime, intent: store.Claimed, license_: store.LicenseView, outcome: store.Outcome
 ) -> dict[str, Any]:
+    assert license_.product_id is not None and license_.key is not None
     method = "subscription/RecordUsage"
-    if await db(store.open_attempt, rt.engine, intent.id, method) is not None:
+    if method in intent.open_attempts:
         # Cryptolens offers no way to read a usage counter back.
         raise NeedsReview("a RecordUsage reply was lost and usage cannot be read back")
     amount = int(intent.params["amount"])
-    call = rt.client.record_usage(product_id, key, amount)
-    _, attempt_id = await mutate(rt, intent.id, method, {"amount": amount}, call)
-    await db(store.finish_attempt, rt.engine, attempt_id, "applied")
+    call = rt.client.record_usage(license_.product_id, license_.key, amount)
+    await mutate(rt, intent, method, {"amount": amount}, call, outcome)
     return {"recorded": amount}
 
 
 # -- create key --------------------------------------------------------------------------------
 
 
-async def create_key(rt: Runtime, intent: store.Claimed, ref: str) -> dict[str, Any]:
-    progress = dict(intent.progress)
-    license_ = await db(store.get_license, rt.engine, ref)
-    if license_ is not None and license_.key is not None and license_.product_id is not None:
+async def create_key(rt: Runtime, intent: store.Claimed, outcome: store.Outcome) -> dict[str, Any]:
+    license_ = intent.license
+    fresh_notes: str | None = None
+    if license_ is not None and license_.key and license_.product_id is not None:
         product_id, key = license_.product_id, license_.key
     else:
         template_id = await resolve_template(rt, intent.params)
-        product_id = await rt.templates.product_of(template_id)
-        await db(
-            store.ensure_license,
-            rt.engine,
-            ref,
-            product_id=product_id,
-            template_id=template_id,
-            created_by=intent.id,
-        )
-        key = await _create_or_recover(rt, intent, ref, product_id, template_id)
-    progress.update(key=key, product_id=product_id)
-    await db(store.save_progress, rt.engine, intent.id, progress)
+        template = await rt.templates.get(template_id)
+        product_id = template.product_id
+        key, fresh = await _create_or_recover(rt, intent, product_id, template_id)
+        if fresh:
+            fresh_notes = template.notes or ""
 
-    if not progress.get("tagged"):
-        await _tag(rt, intent, product_id, key)
-        progress["tagged"] = True
-        await db(store.save_progress, rt.engine, intent.id, progress)
+    await _tag(rt, intent, product_id, key, fresh_notes)
 
+    result: dict[str, Any] = {"key": key, "product_id": product_id, "tagged": True}
     customer = intent.params.get("customer") or {}
     email = customer.get("email")
-    if email and not progress.get("customer_id"):
+    customer_id = license_.customer_id if license_ is not None else None
+    if email and not customer_id:
         customer_id = await _find_or_add_customer(rt, intent, email, customer.get("name"))
         await rt.client.change_customer(product_id, key, customer_id)  # idempotent (7019)
-        await db(store.set_customer, rt.engine, ref, customer_id)
-        progress["customer_id"] = customer_id
-    return progress
+        outcome.license["customer_id"] = customer_id
+    if customer_id:
+        result["customer_id"] = customer_id
+    return result
 
 
-async def _tag(rt: Runtime, intent: store.Claimed, product_id: int, key: str) -> None:
+async def _tag(
+    rt: Runtime, intent: store.Claimed, product_id: int, key: str, fresh_notes: str | None
+) -> None:
+    """Write the intent's tag into the key's notes (what a read-back recognises).
+
+    A key this run just created has its template's notes: no need to read them back.
+    """
     tag = NOTES_TAG.format(intent=intent.id)
-    current = await rt.client.get_key(product_id, key)
-    if current.notes and tag in current.notes:
-        return
-    notes = f"{current.notes} {tag}".strip() if current.notes else tag
-    await rt.client.change_notes(product_id, key, notes[-500:])
+    notes = fresh_notes
+    if notes is None:
+        notes = (await rt.client.get_key(product_id, key)).notes or ""
+        if tag in notes:
+            return
+    tagged = f"{notes} {tag}".strip() if notes else tag
+    await rt.client.change_notes(product_id, key, tagged[-500:])
 
 
 async def _create_or_recover(
-    rt: Runtime, intent: store.Claimed, ref: str, product_id: int, template_id: int
-) -> str:
+    rt: Runtime, intent: store.Claimed, product_id: int, template_id: int
+) -> tuple[str, bool]:
+    """The license's key, and whether this call created it."""
     scope = f"create:{product_id}"
-    async with held(rt, scope, wait=30.0):
+    async with held(rt, scope, intent.owner, wait=30.0):
         # Invariant: at most one CreateKeyFromTemplate of a product is ever unresolved, so
         # the one key the read-back may find unclaimed can only be that attempt's.
-        await _settle_creates(rt, product_id, scope)
-        license_ = await db(store.get_license, rt.engine, ref)
-        if license_ is not None and license_.key is not None:
-            return license_.key  # settled just now, from this intent's own lost reply
-        if not await db(store.still_owned, rt.engine, intent.id, rt.owner):
-            # Settling found our own earlier attempt ambiguous (needs review), or our lease
-            # ran out and another worker took the intent: never create a key then.
-            raise LeaseLost(intent.id)
-        attempt_id = await db(
-            store.start_attempt,
-            rt.engine,
-            intent.id,
-            "key/CreateKeyFromTemplate",
-            {"template_id": template_id},
-            scope,
-        )
+        for _ in range(3):
+            step = await db(
+                store.begin_create,
+                rt.engine,
+                intent,
+                product_id=product_id,
+                template_id=template_id,
+                scope=scope,
+            )
+            if step.key is not None:
+                return step.key, False  # settled just now, from our own lost reply
+            if step.lost:
+                raise LeaseLost(intent.id)
+            if step.attempt_id is not None:
+                break
+            await _settle_creates(rt, product_id, step.unresolved)
+        else:  # pragma: no cover - settling always resolves or parks every attempt
+            raise Busy(scope)
+        assert step.attempt_id is not None
         try:
             created = await rt.client.create_key_from_template(template_id)
         except CryptolensError as exc:
-            await db(store.finish_attempt, rt.engine, attempt_id, _outcome(exc))
+            await db(store.finish_attempt, rt.engine, step.attempt_id, failed_outcome(exc))
             raise
-        await db(store.set_license_key, rt.engine, ref, created.key, attempt_id)
-        return created.key
+        await db(store.set_license_key, rt.engine, intent.ref, created.key, step.attempt_id)
+        return created.key, True
 
 
-def _outcome(exc: CryptolensError) -> str:
-    if isinstance(exc, OutcomeUnknown):
-        return "unknown"
-    return "not_applied" if isinstance(exc, Transient) else "refused"
-
-
-async def _settle_creates(rt: Runtime, product_id: int, scope: str) -> None:
+async def _settle_creates(
+    rt: Runtime, product_id: int, unresolved: list[store.OpenAttempt]
+) -> None:
     """Decide every unresolved key creation of the product (held under its lock)."""
-    for pending in await db(store.unresolved_in_scope, rt.engine, scope):
+    for pending in unresolved:
         try:
             found = await _recover_key(rt, pending.intent_id, product_id, pending.sent_at)
         except NeedsReview as exc:
@@ -408,19 +417,29 @@ async def _recover_key(
 async def _find_or_add_customer(
     rt: Runtime, intent: store.Claimed, email: str, name: str | None
 ) -> int:
-    async with held(rt, f"customer:{email.lower()}", wait=10.0):
-        # Searching first makes AddCustomer safe to retry: a lost reply's customer is found.
-        for customer in sorted(await rt.client.get_customers(search=email), key=lambda c: c.id):
-            if customer.email and customer.email.lower() == email.lower():
-                return customer.id
-        added, attempt_id = await mutate(
-            rt,
-            intent.id,
-            "customer/AddCustomer",
-            {},
-            rt.client.add_customer(
-                name=(name or email)[:100], email=email[:100], company_name=(name or "")[:100]
-            ),
+    """The Cryptolens customer with this email, added if there is none.
+
+    AddCustomer needs no attempt row: searching by email first is its read-back, so a
+    lost reply's customer is found by the next run instead of being added twice. The
+    customer lease keeps two licenses of one buyer from adding them twice concurrently.
+    """
+    found = await _customer_by_email(rt, email)
+    if found is not None:
+        return found
+    async with held(rt, f"customer:{email.lower()}", intent.owner, wait=10.0):
+        found = await _customer_by_email(rt, email)
+        if found is not None:
+            return found
+        added = await rt.client.add_customer(
+            name=(name or email)[:100], email=email[:100], company_name=(name or "")[:100]
         )
-        await db(store.finish_attempt, rt.engine, attempt_id, "applied")
         return added.customer_id
+
+
+async def _customer_by_email(rt: Runtime, email: str) -> int | None:
+    matches = [
+        c.id
+        for c in await rt.client.get_customers(search=email)
+        if c.email and c.email.lower() == email.lower()
+    ]
+    return min(matches) if matches else None

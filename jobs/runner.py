@@ -5,8 +5,8 @@
                                                      backoff with jitter (an unknown outcome
                                                      is read back on the next run), failed
                                                      once ``max_attempts`` is spent
-    Busy (a license lock)                         -> tried again shortly, not an attempt
-    Waiting (no key yet)                          -> parked until the key exists
+    license or product busy                       -> tried again shortly, not an attempt
+    no key yet                                    -> parked as waiting (in the claim)
     NeedsReview                                   -> parked for a person; nothing re-sent
 
 arq re-queues a job only when it raises ``Retry``; everything else ends it, so the job
@@ -16,17 +16,18 @@ never lets an exception escape, and the database (not arq) counts attempts.
 from __future__ import annotations
 
 import random
+import uuid
 from typing import Any
 
 from arq import Retry
 
 from bridge.cryptolens import CryptolensError, OutcomeUnknown, RateLimited, Refused
-from bridge.intents import Status
+from bridge.intents import Effect, Status
 from bridge.logs import get_logger
 from bridge.queue import enqueue
 from bridge.stripe_api import PermanentStripeError
 from jobs import store
-from jobs.effects import Busy, LeaseLost, NeedsReview, Waiting, apply, db
+from jobs.effects import Busy, LeaseLost, NeedsReview, apply, db
 from jobs.runtime import Runtime
 from jobs.templates import NoTemplate
 
@@ -43,72 +44,64 @@ def _permanent(exc: BaseException) -> bool:
     return isinstance(exc, Refused | NoTemplate | PermanentStripeError)
 
 
+def _busy_delay(base: float) -> float:
+    return base + random.uniform(0, base * 2)
+
+
 async def run_intent(ctx: dict[str, Any], intent_id: str) -> str:
     rt: Runtime = ctx["runtime"]
-    claimed = await db(store.claim, rt.engine, intent_id, rt.owner, rt.settings.lease_seconds)
+    # One owner per run: leases taken by this run are this run's, not the process's.
+    owner = f"{rt.owner}:{uuid.uuid4().hex[:12]}"
+    claimed = await db(store.claim, rt.engine, intent_id, owner, rt.settings.lease_seconds)
     if isinstance(claimed, store.NotClaimed):
         if claimed.retry_in is not None:
-            raise Retry(defer=claimed.retry_in)
+            raise Retry(defer=_busy_delay(claimed.retry_in))
         return claimed.reason
     bound = log.bind(intent=intent_id, effect=claimed.effect.value)
+    outcome = store.Outcome()
     try:
-        result = await apply(rt, claimed)
+        result = await apply(rt, claimed, outcome)
     except Busy:
-        await db(store.reschedule, rt.engine, intent_id, rt.owner, delay=0, error=None, count=False)
-        raise Retry(defer=0.02 + random.uniform(0, 0.05)) from None
+        await db(store.reschedule, rt.engine, claimed, outcome, delay=0, error=None, count=False)
+        raise Retry(defer=_busy_delay(store.BUSY_RETRY)) from None
     except LeaseLost:
+        await db(store.release, rt.engine, claimed)
         bound.warning("intent run stopped: it is no longer this worker's")
         return "lease_lost"
-    except Waiting:
-        await db(store.finish, rt.engine, intent_id, rt.owner, Status.WAITING)
-        bound.info("intent waits for its license key")
-        return "waiting"
     except NeedsReview as exc:
-        await db(
-            store.finish,
-            rt.engine,
-            intent_id,
-            rt.owner,
-            Status.NEEDS_REVIEW,
-            error=str(exc),
-            count_attempt=True,
-        )
+        await db(store.finish, rt.engine, claimed, Status.NEEDS_REVIEW, outcome, error=str(exc))
         # The reason may list license keys: it goes to the database, not the log.
         bound.warning("intent needs review; see: cryptolens-bridge intents --status needs_review")
         return "needs_review"
     except Exception as exc:
-        return await _failed_run(rt, claimed, exc)
+        return await _failed_run(rt, claimed, outcome, exc)
 
-    await db(
-        store.finish, rt.engine, intent_id, rt.owner, Status.DONE, result=result, count_attempt=True
+    woken = await db(
+        store.finish,
+        rt.engine,
+        claimed,
+        Status.DONE,
+        outcome,
+        result=result,
+        wake=claimed.effect is Effect.CREATE_KEY,
     )
     # The key string stays out of logs: it is a credential of the vendor's customer.
     bound.info("intent done", result={k: v for k, v in result.items() if k != "key"})
-    if claimed.effect.value == "create_key":
-        ref = await db(store.resolve_ref, rt.engine, claimed.license_ref)
-        woken = await db(store.wake_waiting, rt.engine, ref)
-        if woken and rt.redis is not None:
-            await enqueue(rt.redis, woken)
+    if woken and rt.redis is not None:
+        await enqueue(rt.redis, woken)
     return "done"
 
 
-async def _failed_run(rt: Runtime, claimed: store.Claimed, exc: Exception) -> str:
-    intent_id = claimed.id
+async def _failed_run(
+    rt: Runtime, claimed: store.Claimed, outcome: store.Outcome, exc: Exception
+) -> str:
     message = str(exc) if isinstance(exc, CryptolensError) else f"{type(exc).__name__}: {exc}"
-    bound = log.bind(intent=intent_id, effect=claimed.effect.value)
+    bound = log.bind(intent=claimed.id, effect=claimed.effect.value)
     attempts = claimed.attempts + 1
     if _permanent(exc) or attempts >= rt.settings.max_attempts:
         if not _permanent(exc):
             message = f"gave up after {attempts} attempts: {message}"
-        await db(
-            store.finish,
-            rt.engine,
-            intent_id,
-            rt.owner,
-            Status.FAILED,
-            error=message,
-            count_attempt=True,
-        )
+        await db(store.finish, rt.engine, claimed, Status.FAILED, outcome, error=message)
         bound.error("intent failed", error=message, attempts=attempts)
         return "failed"
     delay = backoff(
@@ -126,7 +119,5 @@ async def _failed_run(rt: Runtime, claimed: store.Claimed, exc: Exception) -> st
             outcome_unknown=isinstance(exc, OutcomeUnknown),
             delay=round(delay, 3),
         )
-    await db(
-        store.reschedule, rt.engine, intent_id, rt.owner, delay=delay, error=message, count=True
-    )
+    await db(store.reschedule, rt.engine, claimed, outcome, delay=delay, error=message, count=True)
     raise Retry(defer=delay) from None

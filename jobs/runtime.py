@@ -20,30 +20,34 @@ from sqlalchemy import Engine
 
 from bridge import stripe_api
 from bridge.cryptolens import CryptolensClient, NotFound, make_http_client
+from bridge.cryptolens.models import LicenseTemplate
 from bridge.db import make_engine
 from bridge.settings import BridgeConfig, Settings
 
 
 class TemplateCache:
-    """License template id -> product id, from GetLicenseTemplates, refreshed on a miss."""
+    """License templates by id, from GetLicenseTemplates, refreshed on a miss."""
 
     def __init__(self, client: CryptolensClient) -> None:
         self._client = client
-        self._products: dict[int, int] = {}
+        self._templates: dict[int, LicenseTemplate] = {}
         self._lock = asyncio.Lock()
 
-    async def product_of(self, template_id: int) -> int:
-        if template_id in self._products:
-            return self._products[template_id]
-        async with self._lock:
-            if template_id not in self._products:
-                templates = await self._client.get_license_templates()
-                self._products = {t.id: t.product_id for t in templates}
-        if template_id not in self._products:
+    async def get(self, template_id: int) -> LicenseTemplate:
+        if template_id not in self._templates:
+            async with self._lock:
+                if template_id not in self._templates:
+                    templates = await self._client.get_license_templates()
+                    self._templates = {t.id: t for t in templates}
+        template = self._templates.get(template_id)
+        if template is None:
             raise NotFound(
                 "licensetemplate/GetLicenseTemplates", "Could not find the license template."
             )
-        return self._products[template_id]
+        return template
+
+    async def product_of(self, template_id: int) -> int:
+        return (await self.get(template_id)).product_id
 
 
 class LocalLocks:

@@ -83,18 +83,28 @@ class LicenseTemplate(_Model):
     product_id: int = Field(validation_alias=_aliases("product_id"))
     parameters: str | None = Field(default=None, validation_alias=_aliases("parameters"))
 
-    def period(self) -> int | None:
-        """The template's license period in days, from its ``parameters`` JSON."""
+    def _key_parameters(self) -> dict[str, Any]:
+        """The CreateKey parameters in ``parameters`` (v1: an object; v2: a list of calls)."""
         if not self.parameters:
-            return None
+            return {}
         try:
             params: Any = json.loads(self.parameters)
         except ValueError:
-            return None
-        if isinstance(params, list):  # v2 templates: a list of API calls
+            return {}
+        if isinstance(params, list):
             params = next((p.get("Parameters", {}) for p in params if isinstance(p, dict)), {})
-        period = params.get("Period") if isinstance(params, dict) else None
+        return params if isinstance(params, dict) else {}
+
+    def period(self) -> int | None:
+        """The template's license period in days."""
+        period = self._key_parameters().get("Period")
         return period if isinstance(period, int) else None
+
+    @property
+    def notes(self) -> str | None:
+        """The notes a key made from this template starts with."""
+        notes = self._key_parameters().get("Notes")
+        return notes if isinstance(notes, str) else None
 
 
 class Event(_Model):
