@@ -328,37 +328,75 @@ async def _tag(
 async def _create_or_recover(
     rt: Runtime, intent: store.Claimed, product_id: int, template_id: int
 ) -> tuple[str, bool]:
-    """The license's key, and whether this call created it."""
+    """The license's key, and whether this call created it.
+
+    Creations in one product are serialized: among this process's jobs by an asyncio lock
+    (no polling), across processes by the product's lease, which ``begin_create`` takes
+    and ``set_license_key`` drops in the transactions they run anyway.
+    """
     scope = f"create:{product_id}"
-    async with held(rt, scope, intent.owner, wait=30.0):
-        # Invariant: at most one CreateKeyFromTemplate of a product is ever unresolved, so
-        # the one key the read-back may find unclaimed can only be that attempt's.
-        for _ in range(3):
-            step = await db(
-                store.begin_create,
-                rt.engine,
-                intent,
-                product_id=product_id,
-                template_id=template_id,
-                scope=scope,
-            )
+    lease = (scope, intent.owner)
+    async with rt.local_locks.hold(scope, 30.0):
+        released = False
+        try:
+            step = await _begin_create(rt, intent, product_id, template_id, scope)
             if step.key is not None:
                 return step.key, False  # settled just now, from our own lost reply
-            if step.lost:
-                raise LeaseLost(intent.id)
-            if step.attempt_id is not None:
-                break
+            assert step.attempt_id is not None
+            try:
+                created = await rt.client.create_key_from_template(template_id)
+            except CryptolensError as exc:
+                await db(store.finish_attempt, rt.engine, step.attempt_id, failed_outcome(exc))
+                raise
+            await db(
+                store.set_license_key,
+                rt.engine,
+                intent.ref,
+                created.key,
+                step.attempt_id,
+                release=lease,
+            )
+            released = True
+            return created.key, True
+        finally:
+            if not released:
+                await db(locks.release, rt.engine, *lease)
+
+
+async def _begin_create(
+    rt: Runtime, intent: store.Claimed, product_id: int, template_id: int, scope: str
+) -> store.CreateStep:
+    """Take the product's lease (waiting for another process to let go), settle what is
+    unresolved, and return a key or a recorded attempt."""
+    deadline = asyncio.get_running_loop().time() + 30.0
+    delay = 0.005
+    settled = 0
+    while True:
+        step = await db(
+            store.begin_create,
+            rt.engine,
+            intent,
+            product_id=product_id,
+            template_id=template_id,
+            scope=scope,
+            lease=rt.settings.lease_seconds,
+        )
+        if step.lost:
+            raise LeaseLost(intent.id)
+        if step.key is not None or step.attempt_id is not None:
+            return step
+        if step.unresolved:
+            # Invariant: at most one CreateKeyFromTemplate of a product is ever
+            # unresolved, so the one key a read-back may find unclaimed is that attempt's.
+            settled += 1
+            if settled > 3:  # pragma: no cover - settling resolves or parks every attempt
+                raise Busy(scope)
             await _settle_creates(rt, product_id, step.unresolved)
-        else:  # pragma: no cover - settling always resolves or parks every attempt
+            continue
+        if asyncio.get_running_loop().time() >= deadline:
             raise Busy(scope)
-        assert step.attempt_id is not None
-        try:
-            created = await rt.client.create_key_from_template(template_id)
-        except CryptolensError as exc:
-            await db(store.finish_attempt, rt.engine, step.attempt_id, failed_outcome(exc))
-            raise
-        await db(store.set_license_key, rt.engine, intent.ref, created.key, step.attempt_id)
-        return created.key, True
+        await asyncio.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 0.1)
 
 
 async def _settle_creates(
@@ -423,9 +461,6 @@ async def _find_or_add_customer(
     lost reply's customer is found by the next run instead of being added twice. The
     customer lease keeps two licenses of one buyer from adding them twice concurrently.
     """
-    found = await _customer_by_email(rt, email)
-    if found is not None:
-        return found
     async with held(rt, f"customer:{email.lower()}", intent.owner, wait=10.0):
         found = await _customer_by_email(rt, email)
         if found is not None:

@@ -301,6 +301,7 @@ class CreateStep:
     unresolved: list[OpenAttempt] = field(default_factory=list)
     attempt_id: int | None = None
     lost: bool = False  # the run no longer owns its intent
+    busy: bool = False  # another worker holds the product's creation lease
 
 
 def begin_create(
@@ -310,11 +311,15 @@ def begin_create(
     product_id: int,
     template_id: int,
     scope: str,
+    lease: float,
 ) -> CreateStep:
-    """Under the product's creation lease, in one transaction: make sure the license row
-    exists; if it has a key, say so; if any creation in the product is unresolved, list
-    them (they are settled before anything is sent); else record the new attempt."""
+    """In one transaction: take (or renew) the product's creation lease ``scope``; make
+    sure the license row exists; if it has a key, say so; if any creation in the product
+    is unresolved, list them (they are settled before anything is sent); else record the
+    new attempt. The lease stays held until :func:`set_license_key` or :func:`drop_lease`."""
     with session(engine) as s:
+        if not locks.take(s, scope, claimed.owner, lease):
+            return CreateStep(busy=True)
         license_ = s.get(License, claimed.ref, with_for_update=True)
         if license_ is None:
             license_ = License(
@@ -355,9 +360,19 @@ def begin_create(
         return CreateStep(attempt_id=attempt.id)
 
 
-def set_license_key(engine: Engine, ref: str, key: str, attempt_id: int) -> None:
-    """Claim ``key`` for the license, and close the attempt that made it, atomically."""
+def set_license_key(
+    engine: Engine,
+    ref: str,
+    key: str,
+    attempt_id: int,
+    *,
+    release: tuple[str, str] | None = None,
+) -> None:
+    """Claim ``key`` for the license, and close the attempt that made it, atomically;
+    ``release`` (name, owner) lets go of the creation lease in the same transaction."""
     with session(engine) as s:
+        if release is not None:
+            locks.drop(s, *release)
         s.execute(update(License).where(col(License.ref) == ref).values(key=key))
         s.execute(
             update(Attempt)
