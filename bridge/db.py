@@ -22,7 +22,7 @@ from typing import Any
 import click
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
@@ -90,6 +90,14 @@ def session(engine: Engine) -> Iterator[Session]:
     """A session whose transaction commits on success and rolls back on any error."""
     with writer_lock(engine), Session(engine, expire_on_commit=False) as s, s.begin():
         yield s
+
+
+@contextmanager
+def transaction(engine: Engine) -> Iterator[Connection]:
+    """A Core connection in one transaction: the worker's hot paths, where the ORM's
+    per-statement cost is most of a job's CPU."""
+    with writer_lock(engine), engine.begin() as connection:
+        yield connection
 
 
 def alembic_config(url: str) -> AlembicConfig:

@@ -8,48 +8,64 @@ PostgreSQL. A worker that dies holding a lease blocks that name until ``until`` 
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Connection, Engine, bindparam, delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
-from bridge.db import session
+from bridge.db import transaction
 from bridge.models import Lock, utcnow
 
+_table: Any = Lock.__table__  # type: ignore[attr-defined]
 
-def take(s: Session, name: str, owner: str, seconds: float) -> bool:
-    """Inside a transaction: take or renew the lease ``name`` for ``owner``."""
-    now = utcnow()
-    until = now + timedelta(seconds=seconds)
-    bind = s.get_bind()
-    dialect = postgresql if bind.dialect.name == "postgresql" else sqlite
-    table = Lock.__table__  # type: ignore[attr-defined]
-    stmt = (
-        dialect.insert(table)
-        .values(name=name, owner=owner, until=until)
+
+def _take_statement(dialect: Any) -> Any:
+    return (
+        dialect.insert(_table)
+        .values(name=bindparam("name"), owner=bindparam("owner"), until=bindparam("until"))
         .on_conflict_do_update(
             index_elements=["name"],
-            set_={"owner": owner, "until": until},
-            where=(table.c.until < now) | (table.c.owner == owner),
+            set_={"owner": bindparam("owner"), "until": bindparam("until")},
+            where=(_table.c.until < bindparam("now")) | (_table.c.owner == bindparam("owner")),
         )
-        .returning(table.c.name)
+        .returning(_table.c.name)
     )
+
+
+# Built once: constructing a statement costs more than running a compiled one.
+_TAKE = {"sqlite": _take_statement(sqlite), "postgresql": _take_statement(postgresql)}
+_DROP = delete(_table).where(
+    _table.c.name == bindparam("name"), _table.c.owner == bindparam("owner")
+)
+
+
+def _dialect_name(conn: Connection | Session) -> str:
+    if isinstance(conn, Session):
+        return conn.get_bind().dialect.name
+    return conn.dialect.name
+
+
+def take(conn: Connection | Session, name: str, owner: str, seconds: float) -> bool:
+    """Inside a transaction: take or renew the lease ``name`` for ``owner``."""
+    now = utcnow()
+    params = {"name": name, "owner": owner, "until": now + timedelta(seconds=seconds), "now": now}
+    stmt = _TAKE["postgresql" if _dialect_name(conn) == "postgresql" else "sqlite"]
     # RETURNING yields the row only when it was inserted or taken over.
-    return s.execute(stmt).scalar_one_or_none() is not None
+    return conn.execute(stmt, params).scalar_one_or_none() is not None
 
 
-def drop(s: Session, name: str, owner: str) -> None:
+def drop(conn: Connection | Session, name: str, owner: str) -> None:
     """Inside a transaction: release ``name`` if ``owner`` holds it."""
-    table = Lock.__table__  # type: ignore[attr-defined]
-    s.execute(delete(table).where(table.c.name == name, table.c.owner == owner))
+    conn.execute(_DROP, {"name": name, "owner": owner})
 
 
 def acquire(engine: Engine, name: str, owner: str, seconds: float) -> bool:
     """Take or renew the lease ``name`` for ``owner``; False while someone else holds it."""
-    with session(engine) as s:
-        return take(s, name, owner, seconds)
+    with transaction(engine) as conn:
+        return take(conn, name, owner, seconds)
 
 
 def release(engine: Engine, name: str, owner: str) -> None:
-    with session(engine) as s:
-        drop(s, name, owner)
+    with transaction(engine) as conn:
+        drop(conn, name, owner)

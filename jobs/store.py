@@ -21,16 +21,54 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, or_, update
+from sqlalchemy import Connection, Engine, RowMapping, bindparam, insert, or_, update
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from bridge import locks
-from bridge.db import session
+from bridge.db import session, transaction
 from bridge.intents import TERMINAL, Effect, Status
 from bridge.models import Attempt, Intent, License, LicenseAlias, utcnow
 
 # How long a job waits before trying a license that another run holds.
 BUSY_RETRY = 0.02
+
+# The hot paths run prebuilt Core statements: building and ORM-loading per call was most
+# of a job's CPU. (Rare paths below keep the ORM.)
+_I: Any = Intent.__table__  # type: ignore[attr-defined]
+_L: Any = License.__table__  # type: ignore[attr-defined]
+_A: Any = Attempt.__table__  # type: ignore[attr-defined]
+_LA: Any = LicenseAlias.__table__  # type: ignore[attr-defined]
+
+_GET_INTENT = core_select(_I).where(_I.c.id == bindparam("id")).with_for_update()
+_GET_ALIAS = core_select(_LA.c.ref).where(_LA.c.alias == bindparam("alias"))
+_GET_LICENSE = core_select(_L).where(_L.c.ref == bindparam("ref")).with_for_update()
+_INTENT_ATTEMPTS = (
+    core_select(_A.c.id, _A.c.method, _A.c.sent_at, _A.c.detail, _A.c.outcome)
+    .where(_A.c.intent_id == bindparam("intent_id"))
+    .order_by(_A.c.id)
+)
+_SCOPE_UNRESOLVED = (
+    core_select(_A.c.id, _A.c.intent_id, _A.c.sent_at, _A.c.detail)
+    .where(_A.c.scope == bindparam("scope"))
+    .where(or_(_A.c.outcome.is_(None), _A.c.outcome == "unknown"))
+    .order_by(_A.c.id)
+)
+_SETTLE_ATTEMPT = (
+    update(_A)
+    .where(_A.c.id == bindparam("attempt_id"))
+    .values(outcome=bindparam("outcome"), finished_at=bindparam("finished_at"))
+)
+_NEW_ATTEMPT = insert(_A).returning(_A.c.id)
+_OWNED = (
+    core_select(_I.c.id, _I.c.attempts)
+    .where(
+        _I.c.id == bindparam("id"),
+        _I.c.lease_owner == bindparam("owner"),
+        _I.c.status == Status.RUNNING.value,
+    )
+    .with_for_update()
+)
 
 
 @dataclass(frozen=True)
@@ -88,100 +126,109 @@ def _aware(value: datetime) -> datetime:
     return value if value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)
 
 
-def _resolve(s: Session, ref: str) -> str:
-    alias = s.get(LicenseAlias, ref)
-    return alias.ref if alias is not None else ref
+def _resolve(s: Session | Connection, ref: str) -> str:
+    alias = s.execute(_GET_ALIAS, {"alias": ref}).scalar_one_or_none()
+    return alias if alias is not None else ref
 
 
 def license_lock(ref: str) -> str:
     return f"license:{ref}"
 
 
+def _set_intent(conn: Connection, intent_id: str, **values: Any) -> None:
+    conn.execute(update(_I).where(_I.c.id == intent_id).values(**values))
+
+
 def claim(engine: Engine, intent_id: str, owner: str, lease: float) -> Claimed | NotClaimed:
     now = utcnow()
-    with session(engine) as s:
-        intent = s.get(Intent, intent_id, with_for_update=True)
+    with transaction(engine) as conn:
+        intent = conn.execute(_GET_INTENT, {"id": intent_id}).mappings().first()
         if intent is None:
             return NotClaimed("no such intent", None)
-        status = Status(intent.status)
+        status = Status(intent["status"])
+        lease_until, next_at = intent["lease_until"], intent["next_attempt_at"]
         if status in TERMINAL or status is Status.WAITING:
             return NotClaimed(f"intent is {status.value}", None)
-        if status is Status.RUNNING and intent.lease_until and _aware(intent.lease_until) > now:
-            left = (_aware(intent.lease_until) - now).total_seconds()
+        if status is Status.RUNNING and lease_until and _aware(lease_until) > now:
+            left = (_aware(lease_until) - now).total_seconds()
             return NotClaimed("running elsewhere", max(left, 0.05))
-        if intent.next_attempt_at and _aware(intent.next_attempt_at) > now:
-            return NotClaimed("backing off", (_aware(intent.next_attempt_at) - now).total_seconds())
-        ref = _resolve(s, intent.license_ref)
-        if not locks.take(s, license_lock(ref), owner, lease):
+        if next_at and _aware(next_at) > now:
+            return NotClaimed("backing off", (_aware(next_at) - now).total_seconds())
+        ref = _resolve(conn, intent["license_ref"])
+        if not locks.take(conn, license_lock(ref), owner, lease):
             return NotClaimed("license busy", BUSY_RETRY)
-        license_ = s.get(License, ref)
-        if intent.effect != Effect.CREATE_KEY.value and (license_ is None or not license_.key):
+        license_ = conn.execute(_GET_LICENSE, {"ref": ref}).mappings().first()
+        if intent["effect"] != Effect.CREATE_KEY.value and (
+            license_ is None or not license_["key"]
+        ):
             # Parked until the key exists: the key's creation (or the relay) wakes it.
-            intent.status = Status.WAITING.value
-            intent.updated_at = now
-            locks.drop(s, license_lock(ref), owner)
+            _set_intent(conn, intent_id, status=Status.WAITING.value, updated_at=now)
+            locks.drop(conn, license_lock(ref), owner)
             return NotClaimed("waiting for the license key", None)
-        intent.status = Status.RUNNING.value
-        intent.lease_owner = owner
-        intent.lease_until = now + timedelta(seconds=lease)
-        intent.updated_at = now
+        _set_intent(
+            conn,
+            intent_id,
+            status=Status.RUNNING.value,
+            lease_owner=owner,
+            lease_until=now + timedelta(seconds=lease),
+            updated_at=now,
+        )
         view = None
         if license_ is not None:
             view = LicenseView(
                 ref,
-                license_.product_id,
-                license_.key,
-                license_.customer_id,
-                license_.block_decided_at,
-                license_.block_reason,
+                license_["product_id"],
+                license_["key"],
+                license_["customer_id"],
+                license_["block_decided_at"],
+                license_["block_reason"],
             )
         return Claimed(
-            id=intent.id,
-            effect=Effect(intent.effect),
-            license_ref=intent.license_ref,
+            id=intent_id,
+            effect=Effect(intent["effect"]),
+            license_ref=intent["license_ref"],
             ref=ref,
-            params=json.loads(intent.params),
-            occurred_at=intent.occurred_at,
-            attempts=intent.attempts,
+            params=json.loads(intent["params"]),
+            occurred_at=intent["occurred_at"],
+            attempts=intent["attempts"],
             owner=owner,
             license=view,
-            open_attempts=_open_attempts(s, intent.id),
+            open_attempts=_open_attempts(conn, intent_id),
         )
 
 
-def _open_attempts(s: Session, intent_id: str) -> dict[str, OpenAttempt]:
+def _open_attempt(row: RowMapping, intent_id: str) -> OpenAttempt:
+    return OpenAttempt(
+        row["id"], _aware(row["sent_at"]), json.loads(row["detail"] or "{}"), intent_id
+    )
+
+
+def _open_attempts(conn: Connection, intent_id: str) -> dict[str, OpenAttempt]:
     """Per method, the newest attempt if its effect is not known."""
-    newest: dict[str, Attempt] = {}
-    for row in s.exec(
-        select(Attempt).where(col(Attempt.intent_id) == intent_id).order_by(col(Attempt.id))
-    ):
-        newest[row.method] = row
+    newest: dict[str, RowMapping] = {}
+    for row in conn.execute(_INTENT_ATTEMPTS, {"intent_id": intent_id}).mappings():
+        newest[row["method"]] = row
     return {
-        method: OpenAttempt(
-            row.id or 0, _aware(row.sent_at), json.loads(row.detail or "{}"), intent_id
-        )
+        method: _open_attempt(row, intent_id)
         for method, row in newest.items()
-        if row.outcome in (None, "unknown")
+        if row["outcome"] in (None, "unknown")
     }
 
 
-def _owned(s: Session, intent_id: str, owner: str) -> Intent | None:
-    intent: Intent | None = s.get(Intent, intent_id, with_for_update=True)
-    if intent is None or intent.lease_owner != owner or intent.status != Status.RUNNING.value:
-        return None  # the lease was lost to another worker, or a person took it over
-    return intent
+def _owned(conn: Connection, intent_id: str, owner: str) -> RowMapping | None:
+    """The intent's row if this run still owns it (else another worker, or a person, has
+    taken it over, and the run must leave it alone)."""
+    return conn.execute(_OWNED, {"id": intent_id, "owner": owner}).mappings().first()
 
 
-def _settle(s: Session, claimed: Claimed, outcome: Outcome) -> None:
+def _settle(conn: Connection, claimed: Claimed, outcome: Outcome) -> None:
     now = utcnow()
     for attempt_id, result in outcome.attempts.items():
-        s.execute(
-            update(Attempt)
-            .where(col(Attempt.id) == attempt_id)
-            .values(outcome=result, finished_at=now)
+        conn.execute(
+            _SETTLE_ATTEMPT, {"attempt_id": attempt_id, "outcome": result, "finished_at": now}
         )
     if outcome.license:
-        s.execute(update(License).where(col(License.ref) == claimed.ref).values(**outcome.license))
+        conn.execute(update(_L).where(_L.c.ref == claimed.ref).values(**outcome.license))
 
 
 def finish(
@@ -199,22 +246,25 @@ def finish(
     Returns the waiting intents this run woke (``wake``: a key now exists), or None when
     the run had lost its intent and wrote nothing.
     """
-    with session(engine) as s:
-        locks.drop(s, license_lock(claimed.ref), claimed.owner)
-        intent = _owned(s, claimed.id, claimed.owner)
+    with transaction(engine) as conn:
+        locks.drop(conn, license_lock(claimed.ref), claimed.owner)
+        intent = _owned(conn, claimed.id, claimed.owner)
         if intent is None:
             return None
-        _settle(s, claimed, outcome)
-        intent.status = status.value
+        _settle(conn, claimed, outcome)
+        values: dict[str, Any] = {
+            "status": status.value,
+            "last_error": error,
+            "attempts": intent["attempts"] + 1,
+            "lease_owner": None,
+            "lease_until": None,
+            "next_attempt_at": None,
+            "updated_at": utcnow(),
+        }
         if result is not None:
-            intent.result = json.dumps(result, sort_keys=True)
-        intent.last_error = error
-        intent.attempts += 1
-        intent.lease_owner = None
-        intent.lease_until = None
-        intent.next_attempt_at = None
-        intent.updated_at = utcnow()
-        return _wake(s, claimed.ref) if wake else []
+            values["result"] = json.dumps(result, sort_keys=True)
+        _set_intent(conn, claimed.id, **values)
+        return _wake(conn, claimed.ref) if wake else []
 
 
 def reschedule(
@@ -227,31 +277,49 @@ def reschedule(
     count: bool,
 ) -> None:
     """Back to pending after ``delay`` seconds, the license lease released."""
-    with session(engine) as s:
-        locks.drop(s, license_lock(claimed.ref), claimed.owner)
-        intent = _owned(s, claimed.id, claimed.owner)
+    with transaction(engine) as conn:
+        locks.drop(conn, license_lock(claimed.ref), claimed.owner)
+        intent = _owned(conn, claimed.id, claimed.owner)
         if intent is None:
             return
-        _settle(s, claimed, outcome)
+        _settle(conn, claimed, outcome)
         now = utcnow()
-        intent.status = Status.PENDING.value
-        if count:
-            intent.attempts += 1
+        values: dict[str, Any] = {
+            "status": Status.PENDING.value,
+            "attempts": intent["attempts"] + (1 if count else 0),
+            "lease_owner": None,
+            "lease_until": None,
+            "next_attempt_at": now + timedelta(seconds=delay) if delay > 0 else None,
+            "updated_at": now,
+        }
         if error is not None:
-            intent.last_error = error
-        intent.lease_owner = None
-        intent.lease_until = None
-        intent.next_attempt_at = now + timedelta(seconds=delay) if delay > 0 else None
-        intent.updated_at = now
+            values["last_error"] = error
+        _set_intent(conn, claimed.id, **values)
 
 
 def release(engine: Engine, claimed: Claimed) -> None:
     """Let go of the license without touching the intent (it is no longer ours)."""
-    with session(engine) as s:
-        locks.drop(s, license_lock(claimed.ref), claimed.owner)
+    with transaction(engine) as conn:
+        locks.drop(conn, license_lock(claimed.ref), claimed.owner)
 
 
 # -- attempts (the ledger of mutating calls) ---------------------------------------------
+
+
+def _insert_attempt(
+    conn: Connection, intent_id: str, method: str, detail: dict[str, Any], scope: str | None
+) -> int:
+    attempt_id: int = conn.execute(
+        _NEW_ATTEMPT,
+        {
+            "intent_id": intent_id,
+            "method": method,
+            "scope": scope,
+            "detail": json.dumps(detail),
+            "sent_at": utcnow(),
+        },
+    ).scalar_one()
+    return attempt_id
 
 
 def start_attempt(
@@ -265,28 +333,20 @@ def start_attempt(
 ) -> int:
     """Record a call about to be sent; ``supersedes`` is an earlier attempt the caller's
     read-back showed was not applied."""
-    with session(engine) as s:
+    with transaction(engine) as conn:
         if supersedes is not None:
-            s.execute(
-                update(Attempt)
-                .where(col(Attempt.id) == supersedes)
-                .values(outcome="not_applied", finished_at=utcnow())
+            conn.execute(
+                _SETTLE_ATTEMPT,
+                {"attempt_id": supersedes, "outcome": "not_applied", "finished_at": utcnow()},
             )
-        attempt = Attempt(
-            intent_id=intent_id, method=method, detail=json.dumps(detail), scope=scope
-        )
-        s.add(attempt)
-        s.flush()
-        assert attempt.id is not None
-        return attempt.id
+        return _insert_attempt(conn, intent_id, method, detail, scope)
 
 
 def finish_attempt(engine: Engine, attempt_id: int, outcome: str) -> None:
-    with session(engine) as s:
-        s.execute(
-            update(Attempt)
-            .where(col(Attempt.id) == attempt_id)
-            .values(outcome=outcome, finished_at=utcnow())
+    with transaction(engine) as conn:
+        conn.execute(
+            _SETTLE_ATTEMPT,
+            {"attempt_id": attempt_id, "outcome": outcome, "finished_at": utcnow()},
         )
 
 
@@ -316,48 +376,43 @@ def begin_create(
     """In one transaction: take (or renew) the product's creation lease ``scope``; make
     sure the license row exists; if it has a key, say so; if any creation in the product
     is unresolved, list them (they are settled before anything is sent); else record the
-    new attempt. The lease stays held until :func:`set_license_key` or :func:`drop_lease`."""
-    with session(engine) as s:
-        if not locks.take(s, scope, claimed.owner, lease):
+    new attempt. The lease stays held until :func:`set_license_key` or ``locks.release``."""
+    with transaction(engine) as conn:
+        if not locks.take(conn, scope, claimed.owner, lease):
             return CreateStep(busy=True)
-        license_ = s.get(License, claimed.ref, with_for_update=True)
+        license_ = conn.execute(_GET_LICENSE, {"ref": claimed.ref}).mappings().first()
         if license_ is None:
-            license_ = License(
-                ref=claimed.ref,
-                product_id=product_id,
-                template_id=template_id,
-                created_by=claimed.id,
+            conn.execute(
+                insert(_L).values(
+                    ref=claimed.ref,
+                    product_id=product_id,
+                    template_id=template_id,
+                    created_by=claimed.id,
+                    created_at=utcnow(),
+                )
             )
-            s.add(license_)
-        elif license_.key:
-            return CreateStep(key=license_.key)
+        elif license_["key"]:
+            return CreateStep(key=license_["key"])
         else:
-            license_.product_id = product_id
-            license_.template_id = template_id
-        unresolved = [
-            OpenAttempt(r.id or 0, _aware(r.sent_at), json.loads(r.detail or "{}"), r.intent_id)
-            for r in s.exec(
-                select(Attempt)
-                .where(col(Attempt.scope) == scope)
-                .where(or_(col(Attempt.outcome).is_(None), col(Attempt.outcome) == "unknown"))
-                .order_by(col(Attempt.id))
+            conn.execute(
+                update(_L)
+                .where(_L.c.ref == claimed.ref)
+                .values(product_id=product_id, template_id=template_id)
             )
+        unresolved = [
+            _open_attempt(row, row["intent_id"])
+            for row in conn.execute(_SCOPE_UNRESOLVED, {"scope": scope}).mappings()
         ]
         if unresolved:
             return CreateStep(unresolved=unresolved)
-        if _owned(s, claimed.id, claimed.owner) is None:
+        if _owned(conn, claimed.id, claimed.owner) is None:
             # Settling found our own earlier attempt ambiguous (needs review), or the lease
             # ran out and another worker took the intent: never create a key then.
             return CreateStep(lost=True)
-        attempt = Attempt(
-            intent_id=claimed.id,
-            method="key/CreateKeyFromTemplate",
-            detail=json.dumps({"template_id": template_id}),
-            scope=scope,
+        attempt_id = _insert_attempt(
+            conn, claimed.id, "key/CreateKeyFromTemplate", {"template_id": template_id}, scope
         )
-        s.add(attempt)
-        s.flush()
-        return CreateStep(attempt_id=attempt.id)
+        return CreateStep(attempt_id=attempt_id)
 
 
 def set_license_key(
@@ -370,14 +425,13 @@ def set_license_key(
 ) -> None:
     """Claim ``key`` for the license, and close the attempt that made it, atomically;
     ``release`` (name, owner) lets go of the creation lease in the same transaction."""
-    with session(engine) as s:
+    with transaction(engine) as conn:
         if release is not None:
-            locks.drop(s, *release)
-        s.execute(update(License).where(col(License.ref) == ref).values(key=key))
-        s.execute(
-            update(Attempt)
-            .where(col(Attempt.id) == attempt_id)
-            .values(outcome="applied", finished_at=utcnow())
+            locks.drop(conn, *release)
+        conn.execute(update(_L).where(_L.c.ref == ref).values(key=key))
+        conn.execute(
+            _SETTLE_ATTEMPT,
+            {"attempt_id": attempt_id, "outcome": "applied", "finished_at": utcnow()},
         )
 
 
@@ -419,7 +473,7 @@ def set_needs_review(engine: Engine, intent_id: str, error: str) -> None:
 # -- waking ----------------------------------------------------------------------------------
 
 
-def _wake(s: Session, ref: str) -> list[str]:
+def _wake(s: Session | Connection, ref: str) -> list[str]:
     """Waiting intents of a license (under its ref or an alias) become pending again."""
     aliases = select(col(LicenseAlias.alias)).where(col(LicenseAlias.ref) == ref)
     ids = list(
@@ -451,7 +505,7 @@ def wake_ready_waiting(engine: Engine, limit: int = 1000) -> list[str]:
         return ready
 
 
-def _make_pending(s: Session, ids: list[str]) -> None:
+def _make_pending(s: Session | Connection, ids: list[str]) -> None:
     if ids:
         s.execute(
             update(Intent)
