@@ -16,6 +16,7 @@ Few, larger transactions are what keeps a worker fast: every commit is a round t
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -135,8 +136,25 @@ def license_lock(ref: str) -> str:
     return f"license:{ref}"
 
 
+@functools.cache
+def _updater(table: str, columns: tuple[str, ...]) -> Any:
+    """``UPDATE table SET columns... WHERE primary key = :pk``, built once per shape."""
+    t, key = {"intent": (_I, "id"), "license": (_L, "ref")}[table]
+    return (
+        update(t)
+        .where(t.c[key] == bindparam("pk"))
+        .values({column: bindparam(f"v_{column}") for column in columns})
+    )
+
+
+def _update(conn: Connection, table: str, pk: str, values: dict[str, Any]) -> None:
+    columns = tuple(sorted(values))
+    params = {f"v_{column}": values[column] for column in columns}
+    conn.execute(_updater(table, columns), {"pk": pk, **params})
+
+
 def _set_intent(conn: Connection, intent_id: str, **values: Any) -> None:
-    conn.execute(update(_I).where(_I.c.id == intent_id).values(**values))
+    _update(conn, "intent", intent_id, values)
 
 
 def claim(engine: Engine, intent_id: str, owner: str, lease: float) -> Claimed | NotClaimed:
@@ -228,7 +246,7 @@ def _settle(conn: Connection, claimed: Claimed, outcome: Outcome) -> None:
             _SETTLE_ATTEMPT, {"attempt_id": attempt_id, "outcome": result, "finished_at": now}
         )
     if outcome.license:
-        conn.execute(update(_L).where(_L.c.ref == claimed.ref).values(**outcome.license))
+        _update(conn, "license", claimed.ref, outcome.license)
 
 
 def finish(
@@ -394,10 +412,8 @@ def begin_create(
         elif license_["key"]:
             return CreateStep(key=license_["key"])
         else:
-            conn.execute(
-                update(_L)
-                .where(_L.c.ref == claimed.ref)
-                .values(product_id=product_id, template_id=template_id)
+            _update(
+                conn, "license", claimed.ref, {"product_id": product_id, "template_id": template_id}
             )
         unresolved = [
             _open_attempt(row, row["intent_id"])
@@ -428,7 +444,7 @@ def set_license_key(
     with transaction(engine) as conn:
         if release is not None:
             locks.drop(conn, *release)
-        conn.execute(update(_L).where(_L.c.ref == ref).values(key=key))
+        _update(conn, "license", ref, {"key": key})
         conn.execute(
             _SETTLE_ATTEMPT,
             {"attempt_id": attempt_id, "outcome": "applied", "finished_at": utcnow()},
