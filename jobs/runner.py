@@ -50,13 +50,32 @@ def _busy_delay(base: float) -> float:
 
 async def run_intent(ctx: dict[str, Any], intent_id: str) -> str:
     rt: Runtime = ctx["runtime"]
+    status, woken = await _run(rt, intent_id)
+    # What a new key woke (the purchase event, a renewal that came first, ...) runs here
+    # and now, not as jobs of their own: no queue round trip, no second poll.
+    for follower in woken:
+        try:
+            await _run(rt, follower)
+        except Retry as retry:
+            defer = (retry.defer_score or 0) / 1000
+            if rt.redis is not None:
+                await enqueue(rt.redis, [follower], defer=defer)
+        except Exception:  # its own job (or the relay) will run it
+            log.exception("woken intent could not run inline", intent=follower)
+            if rt.redis is not None:
+                await enqueue(rt.redis, [follower])
+    return status
+
+
+async def _run(rt: Runtime, intent_id: str) -> tuple[str, list[str]]:
+    """One run of one intent: its status afterwards, and the intents it woke."""
     # One owner per run: leases taken by this run are this run's, not the process's.
     owner = f"{rt.owner}:{uuid.uuid4().hex[:12]}"
     claimed = await db(store.claim, rt.engine, intent_id, owner, rt.settings.lease_seconds)
     if isinstance(claimed, store.NotClaimed):
         if claimed.retry_in is not None:
             raise Retry(defer=_busy_delay(claimed.retry_in))
-        return claimed.reason
+        return claimed.reason, []
     bound = log.bind(intent=intent_id, effect=claimed.effect.value)
     outcome = store.Outcome()
     try:
@@ -67,14 +86,14 @@ async def run_intent(ctx: dict[str, Any], intent_id: str) -> str:
     except LeaseLost:
         await db(store.release, rt.engine, claimed)
         bound.warning("intent run stopped: it is no longer this worker's")
-        return "lease_lost"
+        return "lease_lost", []
     except NeedsReview as exc:
         await db(store.finish, rt.engine, claimed, Status.NEEDS_REVIEW, outcome, error=str(exc))
         # The reason may list license keys: it goes to the database, not the log.
         bound.warning("intent needs review; see: cryptolens-bridge intents --status needs_review")
-        return "needs_review"
+        return "needs_review", []
     except Exception as exc:
-        return await _failed_run(rt, claimed, outcome, exc)
+        return await _failed_run(rt, claimed, outcome, exc), []
 
     woken = await db(
         store.finish,
@@ -87,9 +106,7 @@ async def run_intent(ctx: dict[str, Any], intent_id: str) -> str:
     )
     # The key string stays out of logs: it is a credential of the vendor's customer.
     bound.info("intent done", result={k: v for k, v in result.items() if k != "key"})
-    if woken and rt.redis is not None:
-        await enqueue(rt.redis, woken)
-    return "done"
+    return "done", woken or []
 
 
 async def _failed_run(
