@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge import stripe_webhook
+from bridge.batcher import Batcher
 from bridge.db import make_engine
 from bridge.queue import connect
 from bridge.settings import Settings
@@ -67,10 +68,12 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette
         own_engine = engine is None
         db_engine = engine or make_engine(settings.database_url)
         redis = connect(settings.redis_url)
-        state = AppState(settings, config, db_engine, redis, secrets)
+        batcher = Batcher(db_engine, redis)
+        state = AppState(settings, config, db_engine, redis, secrets, batcher)
         try:
             yield {"bridge": state}
         finally:
+            await batcher.aclose()
             await redis.aclose()
             if own_engine:
                 db_engine.dispose()

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
+from bridge.batcher import Batcher
 from bridge.settings import BridgeConfig, Settings
 
 
@@ -17,3 +18,4 @@ class AppState:
     engine: Engine
     redis: ArqRedis | None
     webhook_secrets: tuple[str, ...]
+    batcher: Batcher

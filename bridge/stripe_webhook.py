@@ -7,14 +7,13 @@
     503  the database cannot take the write        Stripe retries later
     200  recorded (or a duplicate, or a type we do not handle, recorded as ignored)
 
-Redis being down after the commit still answers 200: the intents are in the database
-and the worker's relay queues them once Redis is back.
+Concurrent deliveries are stored in one transaction (``bridge.batcher``); each is
+answered as if it had been stored alone. Redis being down after the commit still answers
+200: the intents are in the database and the worker's relay queues them once Redis is back.
 """
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import json
 from typing import Any
 
@@ -23,17 +22,17 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from bridge import inbox, metrics
-from bridge.db import is_sqlite
 from bridge.logs import get_logger
-from bridge.queue import enqueue
 from bridge.state import AppState
 from bridge.stripe_plan import PayloadError, plan
 from bridge.stripe_signature import InvalidSignature, MalformedHeader, verify
 
 log = get_logger(__name__)
 
-# How long a webhook may wait on Redis before we answer anyway (the relay has it).
-ENQUEUE_TIMEOUT = 1.0
+_DUPLICATE, _IGNORED, _RECORDED = (
+    metrics.WEBHOOKS.labels(provider="stripe", outcome=outcome)
+    for outcome in ("duplicate", "ignored", "recorded")
+)
 
 
 class BodyTooLarge(Exception):
@@ -99,49 +98,31 @@ async def receive(request: Request) -> Response:
         log.warning("stripe event not understood", event_id=event["id"], error=str(exc))
         return _problem(400, "bad_payload", str(exc))
 
-    store = functools.partial(
-        inbox.record,
-        state.engine,
+    delivery = inbox.Delivery(
         provider="stripe",
         external_id=event["id"],
         event_type=event["type"],
         api_version=_str_or_none(event.get("api_version")),
         livemode=bool(event.get("livemode")),
-        payload=event,
+        payload=inbox.stored_body(body, event),
         plan=implied,
     )
     try:
-        # SQLite is a local file with one writer at a time: a thread per request would
-        # only queue on its lock (and cost a loop turn); the commit itself takes well
-        # under a millisecond. A database over the network gets a thread.
-        recorded = store() if is_sqlite(state.engine) else await asyncio.to_thread(store)
-    except SQLAlchemyError as exc:
-        log.error("database unavailable; asking Stripe to retry", error=type(exc).__name__)
+        # Shares one transaction and one Redis round trip with concurrent deliveries;
+        # answers once this delivery is committed (and its intents enqueued, or left to
+        # the relay if Redis failed).
+        recorded = await state.batcher.record(delivery)
+    except SQLAlchemyError:  # logged by the batcher
         return _problem(503, "database_unavailable", "try again later")
 
-    if recorded.new_intents:
-        await _enqueue(state, recorded.new_intents)
-    outcome = "duplicate" if recorded.duplicate else ("ignored" if implied.ignored else "recorded")
-    metrics.WEBHOOKS.labels(provider="stripe", outcome=outcome).inc()
-    return JSONResponse(
-        {"received": True, "duplicate": recorded.duplicate, "intents": len(recorded.new_intents)}
+    outcome = _DUPLICATE if recorded.duplicate else _IGNORED if implied.ignored else _RECORDED
+    outcome.inc()
+    return Response(
+        b'{"received":true,"duplicate":%s,"intents":%d}'
+        % (b"true" if recorded.duplicate else b"false", len(recorded.new_intents)),
+        media_type="application/json",
     )
 
 
 def _str_or_none(value: object) -> str | None:
     return value if isinstance(value, str) else None
-
-
-async def _enqueue(state: AppState, intent_ids: list[str]) -> None:
-    redis = state.redis
-    if redis is None:
-        return
-    try:
-        await asyncio.wait_for(enqueue(redis, intent_ids), ENQUEUE_TIMEOUT)
-    except Exception as exc:  # any Redis trouble: the relay will queue them
-        metrics.ENQUEUE_FAILURES.inc()
-        log.warning(
-            "enqueue failed; the relay will retry",
-            error=type(exc).__name__,
-            intents=len(intent_ids),
-        )

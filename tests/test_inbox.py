@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
@@ -103,3 +104,58 @@ class TestPending:
     def test_lists_pending_intents(self, engine: Engine) -> None:
         record(engine, "evt_1", Plan(intents=[spec("i1"), spec("i2")]))
         assert sorted(inbox.pending_intents(engine)) == ["i1", "i2"]
+
+
+class TestStoredBody:
+    def stored(self, body: bytes) -> str:
+        return inbox.stored_body(body, json.loads(body))
+
+    def test_a_body_without_secrets_is_kept_as_received(self) -> None:
+        body = b'{"id": "evt_1", "data": {"object": {"client_secret": null, "note": "a token"}}}'
+        assert self.stored(body) == body.decode()
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            b'{"data": {"object": {"client_secret": "cs_live_abc"}}}',
+            b'{"data": {"object": {"client_secret" :\n "cs_live_abc"}}}',
+            b'{"x": [{"token": 1}], "api_key": null}',
+            b'{"data": {"object": {"client\\u005fsecret": "cs_live_abc"}}}',
+            '{"secret": "x"}'.encode("utf-16"),
+        ],
+    )
+    def test_a_body_with_a_secret_is_stored_redacted(self, body: bytes) -> None:
+        stored = self.stored(body)
+        assert "cs_live_abc" not in stored
+        assert stored == inbox.stored_payload(json.loads(body))
+        assert inbox.REDACTED in stored
+
+
+class TestRecordMany:
+    def test_is_the_same_as_one_after_the_other(self, engine: Engine) -> None:
+        def delivery(event_id: str, *intent_ids: str) -> inbox.Delivery:
+            return inbox.Delivery(
+                "stripe",
+                event_id,
+                "invoice.paid",
+                None,
+                False,
+                "{}",
+                Plan([spec(i) for i in intent_ids]),
+            )
+
+        results = inbox.record_many(
+            engine,
+            [delivery("evt_1", "i1"), delivery("evt_1", "i1"), delivery("evt_2", "i1", "i2")],
+        )
+        assert [(r.duplicate, r.new_intents) for r in results] == [
+            (False, ["i1"]),
+            (True, []),
+            (False, ["i2"]),
+        ]
+        with Session(engine) as s:
+            assert len(s.exec(select(WebhookEvent)).all()) == 2
+            assert {i.id: i.event_id for i in s.exec(select(Intent)).all()} == {
+                "i1": results[0].event_id,
+                "i2": results[2].event_id,
+            }

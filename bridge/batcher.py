@@ -1,0 +1,162 @@
+"""Group commit: concurrent webhook deliveries share one transaction and one Redis trip.
+
+A request hands its verified, planned :class:`~bridge.inbox.Delivery` to the process's
+:class:`Batcher` and waits. One flusher task stores everything pending in one
+transaction (:func:`bridge.inbox.record_many`), enqueues the new intents in one round
+trip, then answers each waiting request with its own :class:`~bridge.inbox.Recorded`.
+It flushes as soon as the previous flush is done: a lone request waits for no timer, and
+under load a batch is whatever arrived during the previous flush (at most ``max_batch``).
+
+What a request sees is what it would see alone:
+
+- its answer comes after its event and intents are committed;
+- a database that cannot take the batch fails every request in it (nothing of theirs is
+  stored: one transaction); any other error falls back to storing the batch's
+  deliveries one by one, so that one poisoned delivery fails alone;
+- Redis trouble after the commit is logged and counted, never raised: the intents are
+  in the database and the worker's relay queues them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from arq.connections import ArqRedis
+from sqlalchemy import Engine
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+from bridge import inbox, metrics
+from bridge.db import is_sqlite
+from bridge.inbox import Delivery, Recorded
+from bridge.logs import get_logger
+from bridge.queue import enqueue
+
+log = get_logger(__name__)
+
+# How long a flush may wait on Redis before it answers anyway (the relay has the intents).
+ENQUEUE_TIMEOUT = 1.0
+MAX_BATCH = 256
+
+# The database is not there or not taking writes: retrying delivery by delivery would only
+# fail again, slower.
+_UNAVAILABLE = (OperationalError, InterfaceError, PoolTimeout)
+
+_Waiting = tuple[Delivery, "asyncio.Future[Recorded]"]
+
+
+class Batcher:
+    def __init__(
+        self,
+        engine: Engine,
+        redis: ArqRedis | None,
+        *,
+        max_batch: int = MAX_BATCH,
+        enqueue_timeout: float = ENQUEUE_TIMEOUT,
+    ) -> None:
+        self.engine = engine
+        self.redis = redis
+        self.max_batch = max_batch
+        self.enqueue_timeout = enqueue_timeout
+        self._pending: list[_Waiting] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def record(self, delivery: Delivery) -> Recorded:
+        """Store ``delivery`` with whatever else is pending; raises what storing raised."""
+        future: asyncio.Future[Recorded] = asyncio.get_running_loop().create_future()
+        self._pending.append((delivery, future))
+        if self._flusher is None:
+            self._flusher = asyncio.create_task(self._run())
+        return await future
+
+    async def aclose(self) -> None:
+        """Wait for the flush under way and whatever is pending (the app's shutdown)."""
+        if self._flusher is not None:
+            await self._flusher
+
+    async def _run(self) -> None:
+        try:
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                await self._flush(batch)
+        except BaseException as exc:  # cancelled: nobody may wait forever
+            for _, future in self._pending:
+                _fail(future, exc)
+            self._pending.clear()
+            raise
+        finally:
+            self._flusher = None
+
+    async def _flush(self, batch: list[_Waiting]) -> None:
+        outcomes: list[Recorded | BaseException]
+        deliveries = [d for d, _ in batch]
+        try:
+            try:
+                outcomes = list(await self._store(deliveries))
+            except _UNAVAILABLE as exc:
+                log.error("database unavailable", error=type(exc).__name__, batch=len(batch))
+                outcomes = [exc] * len(batch)
+            except Exception as exc:
+                if len(batch) == 1:
+                    log.error("storing a delivery failed", error=type(exc).__name__)
+                    outcomes = [exc]
+                else:
+                    log.warning(
+                        "batch insert failed; storing one by one",
+                        error=type(exc).__name__,
+                        batch=len(batch),
+                    )
+                    outcomes = [await self._store_alone(d) for d in deliveries]
+            new = [i for o in outcomes if isinstance(o, Recorded) for i in o.new_intents]
+            if new:
+                await self._enqueue(new)
+        except BaseException as exc:  # cancelled mid-flush
+            for _, future in batch:
+                _fail(future, exc)
+            raise
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():  # its request was cancelled (client gone)
+                continue
+            if isinstance(outcome, Recorded):
+                future.set_result(outcome)
+            else:
+                future.set_exception(outcome)
+
+    async def _store(self, deliveries: Sequence[Delivery]) -> list[Recorded]:
+        # SQLite is a local file with one writer at a time (see bridge.db): a thread would
+        # only queue on its lock and cost a loop turn. A database over the network gets one.
+        if is_sqlite(self.engine):
+            return inbox.record_many(self.engine, deliveries)
+        return await asyncio.to_thread(inbox.record_many, self.engine, deliveries)
+
+    async def _store_alone(self, delivery: Delivery) -> Recorded | BaseException:
+        try:
+            [recorded] = await self._store([delivery])
+        except Exception as exc:
+            log.error("storing a delivery failed", error=type(exc).__name__)
+            return exc
+        return recorded
+
+    async def _enqueue(self, intent_ids: list[str]) -> None:
+        if self.redis is None:
+            return
+        try:
+            await asyncio.wait_for(enqueue(self.redis, intent_ids), self.enqueue_timeout)
+        except Exception as exc:  # any Redis trouble: the relay will queue them
+            metrics.ENQUEUE_FAILURES.inc()
+            log.warning(
+                "enqueue failed; the relay will retry",
+                error=type(exc).__name__,
+                intents=len(intent_ids),
+            )
+
+
+def _fail(future: asyncio.Future[Recorded], exc: BaseException) -> None:
+    if future.done():
+        return
+    if isinstance(exc, asyncio.CancelledError):
+        future.cancel()
+    else:
+        future.set_exception(exc)

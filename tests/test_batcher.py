@@ -1,0 +1,232 @@
+"""Group commit: deliveries stored together answer exactly as if stored one by one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from arq.connections import ArqRedis
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
+from sqlmodel import Session, select
+
+from bridge import inbox, metrics
+from bridge.batcher import Batcher
+from bridge.db import make_engine
+from bridge.inbox import Delivery, Recorded
+from bridge.intents import Effect, IntentSpec, Plan
+from bridge.models import Intent, LicenseAlias, WebhookEvent
+from bridge.queue import connect
+
+
+def spec(intent_id: str, **params: Any) -> IntentSpec:
+    return IntentSpec(
+        id=intent_id,
+        effect=Effect.EXTEND,
+        license_ref="stripe:sub:sub_1",
+        params={"expires_at": 100, **params},
+        occurred_at=1,
+    )
+
+
+def delivery(
+    event_id: str, *intents: IntentSpec, aliases: Sequence[tuple[str, str]] = ()
+) -> Delivery:
+    return Delivery(
+        provider="stripe",
+        external_id=event_id,
+        event_type="invoice.paid",
+        api_version="2024-06-20",
+        livemode=False,
+        payload=f'{{"id":"{event_id}"}}',
+        plan=Plan(intents=list(intents), aliases=list(aliases)),
+    )
+
+
+class Spy:
+    """Counts the batches ``record_many`` is called with."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.sizes: list[int] = []
+        real = inbox.record_many
+
+        def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded]:
+            self.sizes.append(len(deliveries))
+            return real(engine, deliveries)
+
+        monkeypatch.setattr(inbox, "record_many", record_many)
+
+
+@pytest.fixture
+def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
+    return Spy(monkeypatch)
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[ArqRedis]:
+    handle = connect(redis_url)
+    yield handle
+    await handle.aclose()
+
+
+@pytest.fixture
+async def batcher(engine: Engine, redis: ArqRedis) -> AsyncIterator[Batcher]:
+    b = Batcher(engine, redis)
+    yield b
+    await b.aclose()
+
+
+async def together(batcher: Batcher, *deliveries: Delivery) -> list[Recorded | BaseException]:
+    """Submit all before the flusher runs, so that they form one batch."""
+    return await asyncio.gather(*(batcher.record(d) for d in deliveries), return_exceptions=True)
+
+
+def events(engine: Engine) -> list[WebhookEvent]:
+    with Session(engine) as s:
+        return list(s.exec(select(WebhookEvent)).all())
+
+
+def intents(engine: Engine) -> list[Intent]:
+    with Session(engine) as s:
+        return list(s.exec(select(Intent)).all())
+
+
+class TestOneBatch:
+    async def test_concurrent_deliveries_share_one_transaction(
+        self, batcher: Batcher, spy: Spy
+    ) -> None:
+        results = await together(batcher, *(delivery(f"evt_{n}", spec(f"i{n}")) for n in range(5)))
+        assert spy.sizes == [5]
+        assert [r.new_intents for r in results if isinstance(r, Recorded)] == [
+            [f"i{n}"] for n in range(5)
+        ]
+
+    async def test_same_event_twice_is_stored_once_and_the_second_is_a_duplicate(
+        self, batcher: Batcher, engine: Engine, spy: Spy
+    ) -> None:
+        first, second = await together(
+            batcher, delivery("evt_1", spec("i1")), delivery("evt_1", spec("i1"))
+        )
+        assert spy.sizes == [2]
+        assert isinstance(first, Recorded)
+        assert (first.duplicate, first.new_intents) == (False, ["i1"])
+        assert second == Recorded(duplicate=True, event_id=None, new_intents=[])
+        assert len(events(engine)) == 1
+
+    async def test_an_intent_implied_twice_is_new_for_the_first_delivery_only(
+        self, batcher: Batcher, engine: Engine, spy: Spy
+    ) -> None:
+        # invoice.paid and invoice.payment_succeeded of one invoice in the same batch.
+        paid, succeeded = await together(
+            batcher,
+            delivery("evt_paid", spec("in_1:extend")),
+            delivery("evt_succeeded", spec("in_1:extend"), spec("in_1:event")),
+        )
+        assert spy.sizes == [2]
+        assert isinstance(paid, Recorded) and isinstance(succeeded, Recorded)
+        assert (paid.duplicate, paid.new_intents) == (False, ["in_1:extend"])
+        assert (succeeded.duplicate, succeeded.new_intents) == (False, ["in_1:event"])
+        stored = {i.id: i.event_id for i in intents(engine)}
+        assert stored == {"in_1:extend": paid.event_id, "in_1:event": succeeded.event_id}
+        assert len(events(engine)) == 2
+
+    async def test_a_redelivery_of_a_stored_event_in_a_batch_is_a_duplicate(
+        self, batcher: Batcher, engine: Engine
+    ) -> None:
+        await batcher.record(delivery("evt_1", spec("i1")))
+        old, new = await together(
+            batcher, delivery("evt_1", spec("i1")), delivery("evt_2", spec("i1"), spec("i2"))
+        )
+        assert old == Recorded(duplicate=True, event_id=None, new_intents=[])
+        assert isinstance(new, Recorded) and new.new_intents == ["i2"]
+
+    async def test_aliases_keep_the_first_mapping(self, batcher: Batcher, engine: Engine) -> None:
+        await together(
+            batcher,
+            delivery("evt_1", aliases=[("stripe:pi:pi_1", "stripe:sub:sub_1")]),
+            delivery("evt_2", aliases=[("stripe:pi:pi_1", "stripe:sub:sub_2")]),
+        )
+        with Session(engine) as s:
+            assert s.exec(select(LicenseAlias)).one().ref == "stripe:sub:sub_1"
+
+    async def test_batches_are_capped(self, engine: Engine, spy: Spy) -> None:
+        small = Batcher(engine, None, max_batch=2)
+        results = await together(small, *(delivery(f"evt_{n}") for n in range(5)))
+        assert spy.sizes == [2, 2, 1]
+        assert all(isinstance(r, Recorded) and not r.duplicate for r in results)
+
+    async def test_a_lone_delivery_is_stored_at_once(self, batcher: Batcher, spy: Spy) -> None:
+        recorded = await batcher.record(delivery("evt_1", spec("i1")))
+        assert spy.sizes == [1]
+        assert recorded.new_intents == ["i1"]
+
+
+class TestFailures:
+    async def test_database_down_fails_every_delivery_of_the_batch(self, tmp_path: Path) -> None:
+        engine = make_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'bridge.db'}")
+        try:
+            results = await together(
+                Batcher(engine, None), delivery("evt_1", spec("i1")), delivery("evt_2")
+            )
+        finally:
+            engine.dispose()
+        assert all(isinstance(r, OperationalError) for r in results)
+
+    async def test_a_poisoned_delivery_fails_alone(
+        self, batcher: Batcher, engine: Engine, spy: Spy
+    ) -> None:
+        poisoned = delivery("evt_bad", spec("i_bad", not_json=object()))
+        good, bad, other = await together(
+            batcher, delivery("evt_1", spec("i1")), poisoned, delivery("evt_2", spec("i2"))
+        )
+        assert spy.sizes == [3, 1, 1, 1]  # the batch, then one by one
+        assert isinstance(bad, TypeError)
+        assert isinstance(good, Recorded) and good.new_intents == ["i1"]
+        assert isinstance(other, Recorded) and other.new_intents == ["i2"]
+        assert sorted(e.external_id for e in events(engine)) == ["evt_1", "evt_2"]
+        assert sorted(i.id for i in intents(engine)) == ["i1", "i2"]
+
+    async def test_a_failed_batch_leaves_nothing_stored(
+        self, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        real = inbox._insert_intents
+
+        def fail_after_events(*args: Any) -> set[str]:
+            real(*args)
+            raise OperationalError("INSERT", {}, Exception("disk I/O error"))
+
+        monkeypatch.setattr(inbox, "_insert_intents", fail_after_events)
+        results = await together(Batcher(engine, None), delivery("evt_1", spec("i1")))
+        assert isinstance(results[0], OperationalError)
+        assert events(engine) == []
+        assert intents(engine) == []
+
+    async def test_redis_down_after_the_commit_still_records(self, engine: Engine) -> None:
+        redis = connect("redis://127.0.0.1:1/0")  # nothing listens on port 1
+        before = metrics.ENQUEUE_FAILURES._value.get()
+        try:
+            recorded = await Batcher(engine, redis, enqueue_timeout=2).record(
+                delivery("evt_1", spec("i1"))
+            )
+        finally:
+            await redis.aclose()
+        assert recorded.new_intents == ["i1"]
+        assert metrics.ENQUEUE_FAILURES._value.get() == before + 1
+        assert [i.id for i in intents(engine)] == ["i1"]
+
+
+class TestEnqueue:
+    async def test_new_intents_of_a_batch_are_queued_once(
+        self, batcher: Batcher, redis: ArqRedis
+    ) -> None:
+        await together(
+            batcher,
+            delivery("evt_1", spec("i1")),
+            delivery("evt_1", spec("i1")),
+            delivery("evt_2", spec("i1"), spec("i2")),
+        )
+        queued = await redis.zrange(redis.default_queue_name, 0, -1)
+        assert sorted(queued) == [b"i1", b"i2"]
