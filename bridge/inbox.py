@@ -18,7 +18,7 @@ import json
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import col, select
 
 from bridge.db import session, writer_lock
-from bridge.intents import IntentSpec, Plan, Status
+from bridge.intents import Effect, IntentSpec, Plan, Status
 from bridge.models import Intent, WebhookEvent, utcnow
 
 # Keys whose values are secrets even inside a provider's payload (a Checkout Session's
@@ -48,9 +48,13 @@ _ROWS_PER_STATEMENT = 500
 
 @dataclass(frozen=True)
 class Recorded:
+    """``new_intents`` are the intents to enqueue now; ``parked`` were stored waiting for
+    a key that an intent of the same delivery creates (its job runs them after)."""
+
     duplicate: bool
     event_id: int | None
     new_intents: list[str]
+    parked: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +147,7 @@ def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded
             for alias, ref in d.plan.aliases:
                 aliases.setdefault(alias, ref)
         inserted = _insert_intents(cursor, sql, intents, now)
+        parked = _park_behind_new_keys(cursor, sql, [spec for spec, _ in intents], inserted)
         _insert_aliases(cursor, sql, aliases)
     results: list[Recorded] = []
     for i, d in enumerate(deliveries):
@@ -152,7 +157,14 @@ def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded
             results.append(Recorded(duplicate=True, event_id=None, new_intents=[]))
             continue
         new = [s.id for s in d.plan.intents if owner.get(s.id) == i and s.id in inserted]
-        results.append(Recorded(duplicate=False, event_id=event_id, new_intents=new))
+        results.append(
+            Recorded(
+                duplicate=False,
+                event_id=event_id,
+                new_intents=[i for i in new if i not in parked],
+                parked=[i for i in new if i in parked],
+            )
+        )
     return results
 
 
@@ -273,6 +285,31 @@ def _insert_intents(
         "ON CONFLICT (id) DO NOTHING RETURNING id",
     )
     return {id_ for (id_,) in returned}
+
+
+def _park_behind_new_keys(
+    cursor: Any, sql: _Sql, specs: list[IntentSpec], inserted: set[str]
+) -> set[str]:
+    """Store as waiting the new intents of a license whose key a new intent creates.
+
+    Sent to a worker now they would only find no key and park themselves; the key's job
+    runs them the moment the key exists. Only when the creating intent is new in this
+    very transaction: then it cannot have finished, and its end is what wakes them.
+    """
+    creating = {s.license_ref for s in specs if s.effect is Effect.CREATE_KEY and s.id in inserted}
+    parked = {
+        s.id
+        for s in specs
+        if s.license_ref in creating and s.effect is not Effect.CREATE_KEY and s.id in inserted
+    }
+    if parked:
+        ids = sorted(parked)
+        marks = ", ".join([sql.mark] * len(ids))
+        cursor.execute(
+            f"UPDATE intent SET status = {sql.mark} WHERE id IN ({marks})",  # noqa: S608
+            [Status.WAITING.value, *ids],
+        )
+    return parked
 
 
 def _insert_aliases(cursor: Any, sql: _Sql, aliases: dict[str, str]) -> None:

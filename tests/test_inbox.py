@@ -159,3 +159,41 @@ class TestRecordMany:
                 "i1": results[0].event_id,
                 "i2": results[2].event_id,
             }
+
+
+class TestParking:
+    def test_intents_behind_a_new_key_are_stored_waiting(self, engine: Engine) -> None:
+        create = IntentSpec(
+            id="stripe:pi:pi_1:create_key",
+            effect=Effect.CREATE_KEY,
+            license_ref="stripe:pi:pi_1",
+            params={},
+            occurred_at=1,
+        )
+        event = IntentSpec(
+            id="stripe:pi:pi_1:event:purchase:cs_1",
+            effect=Effect.REGISTER_EVENT,
+            license_ref="stripe:pi:pi_1",
+            params={},
+            occurred_at=1,
+        )
+        recorded = record(engine, "evt_1", Plan(intents=[create, event]))
+        assert recorded.new_intents == [create.id]
+        assert recorded.parked == [event.id]
+        with Session(engine) as s:
+            stored = s.get(Intent, event.id)
+        assert stored is not None and stored.status == "waiting"
+
+    def test_intents_of_a_key_created_earlier_are_not_parked(self, engine: Engine) -> None:
+        create = IntentSpec(
+            id="stripe:sub:sub_1:create_key",
+            effect=Effect.CREATE_KEY,
+            license_ref="stripe:sub:sub_1",
+            params={},
+            occurred_at=1,
+        )
+        record(engine, "evt_1", Plan(intents=[create]))
+        again = record(engine, "evt_2", Plan(intents=[create, spec("stripe:sub:sub_1:x")]))
+        # The creating intent is not new here: it may be done, and nothing would wake these.
+        assert again.new_intents == ["stripe:sub:sub_1:x"]
+        assert again.parked == []
