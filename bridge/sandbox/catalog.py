@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bridge.sandbox.call import Call, Handler, iso, ok
+from bridge.sandbox.call import Call, Handler, ok
 from bridge.sandbox.config import Template
+from bridge.sandbox.keys import customer_json
 from bridge.sandbox.params import INCORRECT_INPUT, Refusal
 from bridge.sandbox.store import CustomerRecord
 
@@ -44,12 +45,9 @@ def add_customer(call: Call) -> dict[str, Any]:
 
 
 def _customer_json(customer: CustomerRecord) -> dict[str, Any]:
+    """GetCustomers' Customer model: the key's customer object and the extended fields."""
     return {
-        "id": customer.id,
-        "name": customer.name,
-        "email": customer.email,
-        "companyName": customer.company_name,
-        "created": iso(customer.created),
+        **customer_json(customer),
         "enableCustomerAssociation": False,
         "maxNoOfDevices": 0,
         "secret": customer.secret,
