@@ -1,8 +1,10 @@
 """One Cryptolens effect per intent, even when a reply is lost after the effect happened.
 
-The rule every effect follows: before sending a mutating call, write an attempt row;
-if a previous attempt's outcome is unknown (no reply, or the worker died), *read back*
-first and only send again once the read-back shows the effect is absent.
+The rule every effect follows: before sending a call whose repetition would be a second
+effect, write an attempt row; if a previous attempt's outcome is unknown (no reply, or the
+worker died), *read back* first and only send again once the read-back shows the effect
+is absent. Setting calls (ChangeNotes, ChangeCustomer) are repeated freely; AddCustomer
+is always preceded by a search by email, under a per-email lease.
 
 - EXTEND aims at an absolute expiry: read the key, extend by the difference or not at all.
   After a lost reply, an expiry that moved since the attempt means it was applied.
@@ -10,10 +12,12 @@ first and only send again once the read-back shows the effect is absent.
   applied to the license is superseded, so reordered deliveries converge.
 - REGISTER_EVENT carries the intent id in its Metadata; a lost reply is settled by
   GetEvents filtered on that exact Metadata string.
-- CREATE_KEY is serialized per product: a lost reply is settled by the Web API Log
-  (state 3010) since the attempt, minus every key the bridge already holds, checked
-  against the notes tag each new key gets (ChangeNotes) — exactly one candidate is ours;
-  none means not created; several means a person must look (needs_review).
+- CREATE_KEY is serialized per product, and at most one creation per product is ever
+  unresolved: before any new one is sent, every unresolved one is settled from the Web
+  API Log (state 3010) since its attempt, minus every key the bridge already holds,
+  checked against the notes tag each new key gets (ChangeNotes). One candidate is that
+  attempt's key; none means it was not created; several (someone else made keys in the
+  window) means a person must look (needs_review).
 """
 
 from __future__ import annotations

@@ -46,9 +46,6 @@ class TemplateCache:
             )
         return template
 
-    async def product_of(self, template_id: int) -> int:
-        return (await self.get(template_id)).product_id
-
 
 class LocalLocks:
     """Named asyncio locks for the jobs of one process, dropped when nobody uses them."""
