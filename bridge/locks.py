@@ -8,64 +8,44 @@ PostgreSQL. A worker that dies holding a lease blocks that name until ``until`` 
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, delete
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session
+from sqlalchemy import Engine
 
-from bridge.db import transaction
-from bridge.models import Lock, utcnow
+from bridge.dbapi import Sql, Tx, tx
+from bridge.models import utcnow
 
-_table: Any = Lock.__table__  # type: ignore[attr-defined]
-
-
-def _take_statement(dialect: Any) -> Any:
-    return (
-        dialect.insert(_table)
-        .values(name=bindparam("name"), owner=bindparam("owner"), until=bindparam("until"))
-        .on_conflict_do_update(
-            index_elements=["name"],
-            set_={"owner": bindparam("owner"), "until": bindparam("until")},
-            where=(_table.c.until < bindparam("now")) | (_table.c.owner == bindparam("owner")),
-        )
-        .returning(_table.c.name)
-    )
-
-
-# Built once: constructing a statement costs more than running a compiled one.
-_TAKE = {"sqlite": _take_statement(sqlite), "postgresql": _take_statement(postgresql)}
-_DROP = delete(_table).where(
-    _table.c.name == bindparam("name"), _table.c.owner == bindparam("owner")
+# RETURNING yields the row only when it was inserted or taken over.
+_TAKE = Sql(
+    """INSERT INTO lock (name, owner, until) VALUES (:name, :owner, :until)
+    ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until
+    WHERE lock.until < :now OR lock.owner = :owner RETURNING name"""
 )
+_DROP = Sql("DELETE FROM lock WHERE name = :name AND owner = :owner")
 
 
-def _dialect_name(conn: Connection | Session) -> str:
-    if isinstance(conn, Session):
-        return conn.get_bind().dialect.name
-    return conn.dialect.name
-
-
-def take(conn: Connection | Session, name: str, owner: str, seconds: float) -> bool:
+def take(t: Tx, name: str, owner: str, seconds: float) -> bool:
     """Inside a transaction: take or renew the lease ``name`` for ``owner``."""
     now = utcnow()
-    params = {"name": name, "owner": owner, "until": now + timedelta(seconds=seconds), "now": now}
-    stmt = _TAKE["postgresql" if _dialect_name(conn) == "postgresql" else "sqlite"]
-    # RETURNING yields the row only when it was inserted or taken over.
-    return conn.execute(stmt, params).scalar_one_or_none() is not None
+    params = {
+        "name": name,
+        "owner": owner,
+        "until": t.time(now + timedelta(seconds=seconds)),
+        "now": t.time(now),
+    }
+    return t.one(_TAKE, params) is not None
 
 
-def drop(conn: Connection | Session, name: str, owner: str) -> None:
+def drop(t: Tx, name: str, owner: str) -> None:
     """Inside a transaction: release ``name`` if ``owner`` holds it."""
-    conn.execute(_DROP, {"name": name, "owner": owner})
+    t.run(_DROP, {"name": name, "owner": owner})
 
 
 def acquire(engine: Engine, name: str, owner: str, seconds: float) -> bool:
     """Take or renew the lease ``name`` for ``owner``; False while someone else holds it."""
-    with transaction(engine) as conn:
-        return take(conn, name, owner, seconds)
+    with tx(engine) as t:
+        return take(t, name, owner, seconds)
 
 
 def release(engine: Engine, name: str, owner: str) -> None:
-    with transaction(engine) as conn:
-        drop(conn, name, owner)
+    with tx(engine) as t:
+        drop(t, name, owner)

@@ -16,60 +16,98 @@ Few, larger transactions are what keeps a worker fast: every commit is a round t
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, RowMapping, bindparam, insert, or_, update
-from sqlalchemy import select as core_select
+from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from bridge import locks
-from bridge.db import session, transaction
+from bridge.db import session
+from bridge.dbapi import Sql, Tx, tx
 from bridge.intents import TERMINAL, Effect, Status
-from bridge.models import Attempt, Intent, License, LicenseAlias, utcnow
+from bridge.models import Intent, License, LicenseAlias, utcnow
 
 # How long a job waits before trying a license that another run holds.
 BUSY_RETRY = 0.02
 
-# The hot paths run prebuilt Core statements: building and ORM-loading per call was most
-# of a job's CPU. (Rare paths below keep the ORM.)
-_I: Any = Intent.__table__  # type: ignore[attr-defined]
-_L: Any = License.__table__  # type: ignore[attr-defined]
-_A: Any = Attempt.__table__  # type: ignore[attr-defined]
-_LA: Any = LicenseAlias.__table__  # type: ignore[attr-defined]
+# The hot paths run plain SQL on the driver's cursor (bridge.dbapi): through SQLAlchemy's
+# execution layer they cost several times what the database takes to run them. Rare
+# paths below keep the ORM.
+_GET_INTENT = Sql(
+    """SELECT effect, license_ref, params, occurred_at, status, attempts, lease_until,
+    next_attempt_at FROM intent WHERE id = :id {for_update}"""
+)
+_RESOLVE = Sql("SELECT ref FROM license_alias WHERE alias = :alias")
+_GET_LICENSE = Sql(
+    """SELECT product_id, "key", customer_id, block_decided_at, block_reason
+    FROM license WHERE ref = :ref {for_update}"""
+)
+_INTENT_ATTEMPTS = Sql(
+    "SELECT id, method, sent_at, detail, outcome FROM attempt WHERE intent_id = :intent_id"
+    " ORDER BY id"
+)
+_SCOPE_UNRESOLVED = Sql(
+    """SELECT id, intent_id, sent_at, detail FROM attempt WHERE scope = :scope
+    AND (outcome IS NULL OR outcome = 'unknown') ORDER BY id"""
+)
+_SETTLE_ATTEMPT = Sql(
+    "UPDATE attempt SET outcome = :outcome, finished_at = :finished_at WHERE id = :id"
+)
+_NEW_ATTEMPT = Sql(
+    """INSERT INTO attempt (intent_id, method, scope, sent_at, detail)
+    VALUES (:intent_id, :method, :scope, :sent_at, :detail) RETURNING id"""
+)
+_OWNED = Sql(
+    """SELECT attempts FROM intent WHERE id = :id AND lease_owner = :owner
+    AND status = 'running' {for_update}"""
+)
+_RUN = Sql(
+    """UPDATE intent SET status = 'running', lease_owner = :owner, lease_until = :until,
+    updated_at = :now WHERE id = :id"""
+)
+_PARK = Sql("UPDATE intent SET status = 'waiting', updated_at = :now WHERE id = :id")
+_END = Sql(
+    """UPDATE intent SET status = :status, attempts = :attempts, last_error = :error,
+    result = COALESCE(:result, result), lease_owner = NULL, lease_until = NULL,
+    next_attempt_at = :next_at, updated_at = :now WHERE id = :id"""
+)
+# Back to pending: an error of None keeps the last one.
+_AGAIN = Sql(
+    """UPDATE intent SET status = :status, attempts = :attempts,
+    last_error = COALESCE(:error, last_error), result = COALESCE(:result, result),
+    lease_owner = NULL, lease_until = NULL, next_attempt_at = :next_at, updated_at = :now
+    WHERE id = :id"""
+)
+_NEW_LICENSE = Sql(
+    """INSERT INTO license (ref, product_id, template_id, created_by, created_at)
+    VALUES (:ref, :product_id, :template_id, :created_by, :created_at)"""
+)
+_LICENSE_TEMPLATE = Sql(
+    "UPDATE license SET product_id = :product_id, template_id = :template_id WHERE ref = :ref"
+)
+_LICENSE_KEY = Sql('UPDATE license SET "key" = :key WHERE ref = :ref')
+_WAITING = Sql(
+    """SELECT id FROM intent WHERE status = 'waiting' AND (license_ref = :ref
+    OR license_ref IN (SELECT alias FROM license_alias WHERE ref = :ref)) ORDER BY id"""
+)
+_UNPARK = Sql("UPDATE intent SET status = 'pending', updated_at = :now WHERE id = :id")
 
-_GET_INTENT = core_select(_I).where(_I.c.id == bindparam("id")).with_for_update()
-_GET_ALIAS = core_select(_LA.c.ref).where(_LA.c.alias == bindparam("alias"))
-_GET_LICENSE = core_select(_L).where(_L.c.ref == bindparam("ref")).with_for_update()
-_INTENT_ATTEMPTS = (
-    core_select(_A.c.id, _A.c.method, _A.c.sent_at, _A.c.detail, _A.c.outcome)
-    .where(_A.c.intent_id == bindparam("intent_id"))
-    .order_by(_A.c.id)
-)
-_SCOPE_UNRESOLVED = (
-    core_select(_A.c.id, _A.c.intent_id, _A.c.sent_at, _A.c.detail)
-    .where(_A.c.scope == bindparam("scope"))
-    .where(or_(_A.c.outcome.is_(None), _A.c.outcome == "unknown"))
-    .order_by(_A.c.id)
-)
-_SETTLE_ATTEMPT = (
-    update(_A)
-    .where(_A.c.id == bindparam("attempt_id"))
-    .values(outcome=bindparam("outcome"), finished_at=bindparam("finished_at"))
-)
-_NEW_ATTEMPT = insert(_A).returning(_A.c.id)
-_OWNED = (
-    core_select(_I.c.id, _I.c.attempts)
-    .where(
-        _I.c.id == bindparam("id"),
-        _I.c.lease_owner == bindparam("owner"),
-        _I.c.status == Status.RUNNING.value,
+# What a run may learn about its license and write with its outcome.
+_LICENSE_FACTS = ("customer_id", "block_decided_at", "block_reason")
+_LICENSE_UPDATES = {
+    columns: Sql(
+        # Column names from the fixed tuple above, never from input.
+        "UPDATE license SET "  # noqa: S608
+        + ", ".join(f"{c} = :{c}" for c in columns)
+        + " WHERE ref = :ref"
     )
-    .with_for_update()
-)
+    for columns in (
+        tuple(c for i, c in enumerate(_LICENSE_FACTS) if mask >> i & 1) for mask in range(1, 8)
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -122,131 +160,132 @@ class Outcome:
     license: dict[str, Any] = field(default_factory=dict)  # License column -> value
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes for timezone-aware columns; they were written in UTC.
-    return value if value.tzinfo else value.replace(tzinfo=utcnow().tzinfo)
-
-
-def _resolve(s: Session | Connection, ref: str) -> str:
-    alias = s.execute(_GET_ALIAS, {"alias": ref}).scalar_one_or_none()
+def _resolve_orm(s: Session, ref: str) -> str:
+    alias = s.execute(
+        select(col(LicenseAlias.ref)).where(col(LicenseAlias.alias) == ref)
+    ).scalar_one_or_none()
     return alias if alias is not None else ref
+
+
+def _resolve(t: Tx, ref: str) -> str:
+    row = t.one(_RESOLVE, {"alias": ref})
+    return row[0] if row is not None else ref
 
 
 def license_lock(ref: str) -> str:
     return f"license:{ref}"
 
 
-@functools.cache
-def _updater(table: str, columns: tuple[str, ...]) -> Any:
-    """``UPDATE table SET columns... WHERE primary key = :pk``, built once per shape."""
-    t, key = {"intent": (_I, "id"), "license": (_L, "ref")}[table]
-    return (
-        update(t)
-        .where(t.c[key] == bindparam("pk"))
-        .values({column: bindparam(f"v_{column}") for column in columns})
-    )
-
-
-def _update(conn: Connection, table: str, pk: str, values: dict[str, Any]) -> None:
-    columns = tuple(sorted(values))
-    params = {f"v_{column}": values[column] for column in columns}
-    conn.execute(_updater(table, columns), {"pk": pk, **params})
-
-
-def _set_intent(conn: Connection, intent_id: str, **values: Any) -> None:
-    _update(conn, "intent", intent_id, values)
-
-
 def claim(engine: Engine, intent_id: str, owner: str, lease: float) -> Claimed | NotClaimed:
     now = utcnow()
-    with transaction(engine) as conn:
-        intent = conn.execute(_GET_INTENT, {"id": intent_id}).mappings().first()
+    with tx(engine) as t:
+        intent = t.one(_GET_INTENT, {"id": intent_id})
         if intent is None:
             return NotClaimed("no such intent", None)
-        status = Status(intent["status"])
-        lease_until, next_at = intent["lease_until"], intent["next_attempt_at"]
+        effect, license_ref, params, occurred_at, status_, attempts, until, next_at = intent
+        status = Status(status_)
+        lease_until, next_attempt_at = t.read_time(until), t.read_time(next_at)
         if status in TERMINAL or status is Status.WAITING:
             return NotClaimed(f"intent is {status.value}", None)
-        if status is Status.RUNNING and lease_until and _aware(lease_until) > now:
-            left = (_aware(lease_until) - now).total_seconds()
+        if status is Status.RUNNING and lease_until and lease_until > now:
+            left = (lease_until - now).total_seconds()
             return NotClaimed("running elsewhere", max(left, 0.05))
-        if next_at and _aware(next_at) > now:
-            return NotClaimed("backing off", (_aware(next_at) - now).total_seconds())
-        ref = _resolve(conn, intent["license_ref"])
-        if not locks.take(conn, license_lock(ref), owner, lease):
+        if next_attempt_at and next_attempt_at > now:
+            return NotClaimed("backing off", (next_attempt_at - now).total_seconds())
+        ref = _resolve(t, license_ref)
+        if not locks.take(t, license_lock(ref), owner, lease):
             return NotClaimed("license busy", BUSY_RETRY)
-        license_ = conn.execute(_GET_LICENSE, {"ref": ref}).mappings().first()
-        if intent["effect"] != Effect.CREATE_KEY.value and (
-            license_ is None or not license_["key"]
-        ):
+        row = t.one(_GET_LICENSE, {"ref": ref})
+        if effect != Effect.CREATE_KEY.value and (row is None or not row[1]):
             # Parked until the key exists: the key's creation (or the relay) wakes it.
-            _set_intent(conn, intent_id, status=Status.WAITING.value, updated_at=now)
-            locks.drop(conn, license_lock(ref), owner)
+            t.run(_PARK, {"id": intent_id, "now": t.time(now)})
+            locks.drop(t, license_lock(ref), owner)
             return NotClaimed("waiting for the license key", None)
-        _set_intent(
-            conn,
-            intent_id,
-            status=Status.RUNNING.value,
-            lease_owner=owner,
-            lease_until=now + timedelta(seconds=lease),
-            updated_at=now,
+        t.run(
+            _RUN,
+            {
+                "id": intent_id,
+                "owner": owner,
+                "until": t.time(now + timedelta(seconds=lease)),
+                "now": t.time(now),
+            },
         )
-        view = None
-        if license_ is not None:
-            view = LicenseView(
-                ref,
-                license_["product_id"],
-                license_["key"],
-                license_["customer_id"],
-                license_["block_decided_at"],
-                license_["block_reason"],
-            )
         return Claimed(
             id=intent_id,
-            effect=Effect(intent["effect"]),
-            license_ref=intent["license_ref"],
+            effect=Effect(effect),
+            license_ref=license_ref,
             ref=ref,
-            params=json.loads(intent["params"]),
-            occurred_at=intent["occurred_at"],
-            attempts=intent["attempts"],
+            params=json.loads(params),
+            occurred_at=occurred_at,
+            attempts=attempts,
             owner=owner,
-            license=view,
-            open_attempts=_open_attempts(conn, intent_id),
+            license=None if row is None else LicenseView(ref, *row),
+            open_attempts=_open_attempts(t, intent_id),
         )
 
 
-def _open_attempt(row: RowMapping, intent_id: str) -> OpenAttempt:
-    return OpenAttempt(
-        row["id"], _aware(row["sent_at"]), json.loads(row["detail"] or "{}"), intent_id
-    )
+def _open_attempt(t: Tx, id_: int, sent_at: Any, detail: str | None, intent_id: str) -> OpenAttempt:
+    sent = t.read_time(sent_at)
+    assert sent is not None
+    return OpenAttempt(id_, sent, json.loads(detail or "{}"), intent_id)
 
 
-def _open_attempts(conn: Connection, intent_id: str) -> dict[str, OpenAttempt]:
+def _open_attempts(t: Tx, intent_id: str) -> dict[str, OpenAttempt]:
     """Per method, the newest attempt if its effect is not known."""
-    newest: dict[str, RowMapping] = {}
-    for row in conn.execute(_INTENT_ATTEMPTS, {"intent_id": intent_id}).mappings():
-        newest[row["method"]] = row
+    newest: dict[str, tuple[Any, ...]] = {}
+    for row in t.all(_INTENT_ATTEMPTS, {"intent_id": intent_id}):
+        newest[row[1]] = row
     return {
-        method: _open_attempt(row, intent_id)
-        for method, row in newest.items()
-        if row["outcome"] in (None, "unknown")
+        method: _open_attempt(t, id_, sent_at, detail, intent_id)
+        for method, (id_, _, sent_at, detail, outcome) in newest.items()
+        if outcome in (None, "unknown")
     }
 
 
-def _owned(conn: Connection, intent_id: str, owner: str) -> RowMapping | None:
-    """The intent's row if this run still owns it (else another worker, or a person, has
-    taken it over, and the run must leave it alone)."""
-    return conn.execute(_OWNED, {"id": intent_id, "owner": owner}).mappings().first()
+def _owned(t: Tx, intent_id: str, owner: str) -> int | None:
+    """The intent's attempt count if this run still owns it (else another worker, or a
+    person, has taken it over, and the run must leave it alone)."""
+    row = t.one(_OWNED, {"id": intent_id, "owner": owner})
+    return None if row is None else int(row[0])
 
 
-def _settle(conn: Connection, claimed: Claimed, outcome: Outcome) -> None:
-    now = utcnow()
+def _settle_attempt(t: Tx, attempt_id: int, outcome: str) -> None:
+    t.run(_SETTLE_ATTEMPT, {"id": attempt_id, "outcome": outcome, "finished_at": t.time(utcnow())})
+
+
+def _settle(t: Tx, claimed: Claimed, outcome: Outcome) -> None:
     for attempt_id, result in outcome.attempts.items():
-        conn.execute(
-            _SETTLE_ATTEMPT, {"attempt_id": attempt_id, "outcome": result, "finished_at": now}
-        )
+        _settle_attempt(t, attempt_id, result)
     if outcome.license:
-        _update(conn, "license", claimed.ref, outcome.license)
+        unknown = set(outcome.license) - set(_LICENSE_FACTS)
+        if unknown:  # pragma: no cover - effects only learn these facts
+            raise ValueError(f"not a license fact: {sorted(unknown)}")
+        columns = tuple(c for c in _LICENSE_FACTS if c in outcome.license)
+        t.run(_LICENSE_UPDATES[columns], {"ref": claimed.ref, **outcome.license})
+
+
+def _end(
+    t: Tx,
+    claimed: Claimed,
+    status: Status,
+    attempts: int,
+    *,
+    error: str | None,
+    result: dict[str, Any] | None = None,
+    next_at: datetime | None = None,
+) -> None:
+    t.run(
+        _AGAIN if status is Status.PENDING else _END,
+        {
+            "id": claimed.id,
+            "status": status.value,
+            "attempts": attempts,
+            "error": error,
+            "result": None if result is None else json.dumps(result, sort_keys=True),
+            "next_at": t.time(next_at),
+            "now": t.time(utcnow()),
+        },
+    )
 
 
 def finish(
@@ -264,25 +303,14 @@ def finish(
     Returns the waiting intents this run woke (``wake``: a key now exists), or None when
     the run had lost its intent and wrote nothing.
     """
-    with transaction(engine) as conn:
-        locks.drop(conn, license_lock(claimed.ref), claimed.owner)
-        intent = _owned(conn, claimed.id, claimed.owner)
-        if intent is None:
+    with tx(engine) as t:
+        locks.drop(t, license_lock(claimed.ref), claimed.owner)
+        attempts = _owned(t, claimed.id, claimed.owner)
+        if attempts is None:
             return None
-        _settle(conn, claimed, outcome)
-        values: dict[str, Any] = {
-            "status": status.value,
-            "last_error": error,
-            "attempts": intent["attempts"] + 1,
-            "lease_owner": None,
-            "lease_until": None,
-            "next_attempt_at": None,
-            "updated_at": utcnow(),
-        }
-        if result is not None:
-            values["result"] = json.dumps(result, sort_keys=True)
-        _set_intent(conn, claimed.id, **values)
-        return _wake(conn, claimed.ref) if wake else []
+        _settle(t, claimed, outcome)
+        _end(t, claimed, status, attempts + 1, error=error, result=result)
+        return _wake(t, claimed.ref) if wake else []
 
 
 def reschedule(
@@ -294,50 +322,49 @@ def reschedule(
     error: str | None,
     count: bool,
 ) -> None:
-    """Back to pending after ``delay`` seconds, the license lease released."""
-    with transaction(engine) as conn:
-        locks.drop(conn, license_lock(claimed.ref), claimed.owner)
-        intent = _owned(conn, claimed.id, claimed.owner)
-        if intent is None:
+    """Back to pending after ``delay`` seconds, the license lease released. An ``error``
+    of None keeps the last one."""
+    with tx(engine) as t:
+        locks.drop(t, license_lock(claimed.ref), claimed.owner)
+        attempts = _owned(t, claimed.id, claimed.owner)
+        if attempts is None:
             return
-        _settle(conn, claimed, outcome)
-        now = utcnow()
-        values: dict[str, Any] = {
-            "status": Status.PENDING.value,
-            "attempts": intent["attempts"] + (1 if count else 0),
-            "lease_owner": None,
-            "lease_until": None,
-            "next_attempt_at": now + timedelta(seconds=delay) if delay > 0 else None,
-            "updated_at": now,
-        }
-        if error is not None:
-            values["last_error"] = error
-        _set_intent(conn, claimed.id, **values)
+        _settle(t, claimed, outcome)
+        next_at = utcnow() + timedelta(seconds=delay) if delay > 0 else None
+        _end(
+            t,
+            claimed,
+            Status.PENDING,
+            attempts + (1 if count else 0),
+            error=error,
+            next_at=next_at,
+        )
 
 
 def release(engine: Engine, claimed: Claimed) -> None:
     """Let go of the license without touching the intent (it is no longer ours)."""
-    with transaction(engine) as conn:
-        locks.drop(conn, license_lock(claimed.ref), claimed.owner)
+    with tx(engine) as t:
+        locks.drop(t, license_lock(claimed.ref), claimed.owner)
 
 
 # -- attempts (the ledger of mutating calls) ---------------------------------------------
 
 
 def _insert_attempt(
-    conn: Connection, intent_id: str, method: str, detail: dict[str, Any], scope: str | None
+    t: Tx, intent_id: str, method: str, detail: dict[str, Any], scope: str | None
 ) -> int:
-    attempt_id: int = conn.execute(
+    row = t.one(
         _NEW_ATTEMPT,
         {
             "intent_id": intent_id,
             "method": method,
             "scope": scope,
             "detail": json.dumps(detail),
-            "sent_at": utcnow(),
+            "sent_at": t.time(utcnow()),
         },
-    ).scalar_one()
-    return attempt_id
+    )
+    assert row is not None
+    return int(row[0])
 
 
 def start_attempt(
@@ -351,21 +378,15 @@ def start_attempt(
 ) -> int:
     """Record a call about to be sent; ``supersedes`` is an earlier attempt the caller's
     read-back showed was not applied."""
-    with transaction(engine) as conn:
+    with tx(engine) as t:
         if supersedes is not None:
-            conn.execute(
-                _SETTLE_ATTEMPT,
-                {"attempt_id": supersedes, "outcome": "not_applied", "finished_at": utcnow()},
-            )
-        return _insert_attempt(conn, intent_id, method, detail, scope)
+            _settle_attempt(t, supersedes, "not_applied")
+        return _insert_attempt(t, intent_id, method, detail, scope)
 
 
 def finish_attempt(engine: Engine, attempt_id: int, outcome: str) -> None:
-    with transaction(engine) as conn:
-        conn.execute(
-            _SETTLE_ATTEMPT,
-            {"attempt_id": attempt_id, "outcome": outcome, "finished_at": utcnow()},
-        )
+    with tx(engine) as t:
+        _settle_attempt(t, attempt_id, outcome)
 
 
 # -- key creation ----------------------------------------------------------------------------
@@ -395,38 +416,40 @@ def begin_create(
     sure the license row exists; if it has a key, say so; if any creation in the product
     is unresolved, list them (they are settled before anything is sent); else record the
     new attempt. The lease stays held until :func:`set_license_key` or ``locks.release``."""
-    with transaction(engine) as conn:
-        if not locks.take(conn, scope, claimed.owner, lease):
+    with tx(engine) as t:
+        if not locks.take(t, scope, claimed.owner, lease):
             return CreateStep(busy=True)
-        license_ = conn.execute(_GET_LICENSE, {"ref": claimed.ref}).mappings().first()
-        if license_ is None:
-            conn.execute(
-                insert(_L).values(
-                    ref=claimed.ref,
-                    product_id=product_id,
-                    template_id=template_id,
-                    created_by=claimed.id,
-                    created_at=utcnow(),
-                )
+        row = t.one(_GET_LICENSE, {"ref": claimed.ref})
+        if row is None:
+            t.run(
+                _NEW_LICENSE,
+                {
+                    "ref": claimed.ref,
+                    "product_id": product_id,
+                    "template_id": template_id,
+                    "created_by": claimed.id,
+                    "created_at": t.time(utcnow()),
+                },
             )
-        elif license_["key"]:
-            return CreateStep(key=license_["key"])
+        elif row[1]:
+            return CreateStep(key=row[1])
         else:
-            _update(
-                conn, "license", claimed.ref, {"product_id": product_id, "template_id": template_id}
+            t.run(
+                _LICENSE_TEMPLATE,
+                {"ref": claimed.ref, "product_id": product_id, "template_id": template_id},
             )
         unresolved = [
-            _open_attempt(row, row["intent_id"])
-            for row in conn.execute(_SCOPE_UNRESOLVED, {"scope": scope}).mappings()
+            _open_attempt(t, id_, sent_at, detail, intent_id)
+            for id_, intent_id, sent_at, detail in t.all(_SCOPE_UNRESOLVED, {"scope": scope})
         ]
         if unresolved:
             return CreateStep(unresolved=unresolved)
-        if _owned(conn, claimed.id, claimed.owner) is None:
+        if _owned(t, claimed.id, claimed.owner) is None:
             # Settling found our own earlier attempt ambiguous (needs review), or the lease
             # ran out and another worker took the intent: never create a key then.
             return CreateStep(lost=True)
         attempt_id = _insert_attempt(
-            conn, claimed.id, "key/CreateKeyFromTemplate", {"template_id": template_id}, scope
+            t, claimed.id, "key/CreateKeyFromTemplate", {"template_id": template_id}, scope
         )
         return CreateStep(attempt_id=attempt_id)
 
@@ -441,14 +464,11 @@ def set_license_key(
 ) -> None:
     """Claim ``key`` for the license, and close the attempt that made it, atomically;
     ``release`` (name, owner) lets go of the creation lease in the same transaction."""
-    with transaction(engine) as conn:
+    with tx(engine) as t:
         if release is not None:
-            locks.drop(conn, *release)
-        _update(conn, "license", ref, {"key": key})
-        conn.execute(
-            _SETTLE_ATTEMPT,
-            {"attempt_id": attempt_id, "outcome": "applied", "finished_at": utcnow()},
-        )
+            locks.drop(t, *release)
+        t.run(_LICENSE_KEY, {"ref": ref, "key": key})
+        _settle_attempt(t, attempt_id, "applied")
 
 
 def claimed_keys(engine: Engine, product_id: int, keys: set[str]) -> set[str]:
@@ -468,7 +488,7 @@ def intent_ref(engine: Engine, intent_id: str) -> str | None:
     """The license ref an intent applies to, aliases resolved."""
     with session(engine) as s:
         intent = s.get(Intent, intent_id)
-        return _resolve(s, intent.license_ref) if intent is not None else None
+        return _resolve_orm(s, intent.license_ref) if intent is not None else None
 
 
 def set_needs_review(engine: Engine, intent_id: str, error: str) -> None:
@@ -489,18 +509,12 @@ def set_needs_review(engine: Engine, intent_id: str, error: str) -> None:
 # -- waking ----------------------------------------------------------------------------------
 
 
-def _wake(s: Session | Connection, ref: str) -> list[str]:
+def _wake(t: Tx, ref: str) -> list[str]:
     """Waiting intents of a license (under its ref or an alias) become pending again."""
-    aliases = select(col(LicenseAlias.alias)).where(col(LicenseAlias.ref) == ref)
-    ids = list(
-        s.execute(
-            select(col(Intent.id)).where(
-                col(Intent.status) == Status.WAITING.value,
-                or_(col(Intent.license_ref) == ref, col(Intent.license_ref).in_(aliases)),
-            )
-        ).scalars()
-    )
-    _make_pending(s, ids)
+    ids = [id_ for (id_,) in t.all(_WAITING, {"ref": ref})]
+    now = t.time(utcnow())
+    for id_ in ids:
+        t.run(_UNPARK, {"id": id_, "now": now})
     return ids
 
 
@@ -514,14 +528,14 @@ def wake_ready_waiting(engine: Engine, limit: int = 1000) -> list[str]:
         ).all()
         ready: list[str] = []
         for intent_id, ref in waiting:
-            license_ = s.get(License, _resolve(s, ref))
+            license_ = s.get(License, _resolve_orm(s, ref))
             if license_ is not None and license_.key is not None:
                 ready.append(intent_id)
         _make_pending(s, ready)
         return ready
 
 
-def _make_pending(s: Session | Connection, ids: list[str]) -> None:
+def _make_pending(s: Session, ids: list[str]) -> None:
     if ids:
         s.execute(
             update(Intent)

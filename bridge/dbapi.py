@@ -1,0 +1,160 @@
+"""Transactions on the driver's own connection, for the statements a job runs every time.
+
+A job runs a handful of short transactions. Through SQLAlchemy each one paid for a pool
+checkout with its event hooks, a ``Transaction`` object and, per statement, a cache-key
+walk and result wrapping: about four times what SQLite takes to run the SQL. Here a
+statement is plain SQL written once, with ``:name`` parameters, rendered per dialect the
+first time it runs, and executed on the DBAPI cursor. Everything else stays as
+``bridge.db`` sets it up: the same engine and pool, SQLite's ``BEGIN IMMEDIATE`` and the
+per-process writer lock, and driver errors raised as SQLAlchemy's (what callers catch).
+
+Values cross as SQLAlchemy would bind and read them (:func:`Tx.time`, :func:`aware`), so
+rows written here and through the ORM are the same rows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import DateTime, Dialect, Engine
+from sqlalchemy.exc import DBAPIError
+
+from bridge.db import is_sqlite, writer_lock
+
+_PARAM = re.compile(r"(?<![:\w]):(\w+)")
+
+
+class Sql:
+    """One statement, written with ``:name`` parameters; ``{for_update}`` marks where
+    PostgreSQL takes row locks (SQLite's BEGIN IMMEDIATE already holds the database)."""
+
+    __slots__ = ("_rendered", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = " ".join(text.split())
+        self._rendered: dict[str, str] = {}
+
+    def render(self, dialect: str) -> str:
+        rendered = self._rendered.get(dialect)
+        if rendered is None:
+            if dialect == "sqlite":
+                rendered = self.text.replace(" {for_update}", "")
+            else:
+                rendered = _PARAM.sub(r"%(\1)s", self.text.replace("{for_update}", "FOR UPDATE"))
+            self._rendered[dialect] = rendered
+        return rendered
+
+
+@dataclass(frozen=True)
+class _Binding:
+    name: str
+    bind_time: Any  # datetime -> what the driver stores
+    read_time: Any  # what the driver returns -> datetime
+
+
+@cache
+def _binding(dialect: Dialect) -> _Binding:
+    column = DateTime(timezone=True).dialect_impl(dialect)
+    bind = column.bind_processor(dialect)
+    read = column.result_processor(dialect, None)
+    return _Binding(
+        name="sqlite" if dialect.name == "sqlite" else "postgresql",
+        bind_time=bind if bind is not None else (lambda value: value),
+        read_time=read if read is not None else (lambda value: value),
+    )
+
+
+class Tx:
+    """The statements of one transaction. Rows are plain tuples, in the SELECT's order."""
+
+    __slots__ = ("_binding", "_cursor", "dialect")
+
+    def __init__(self, cursor: Any, binding: _Binding) -> None:
+        self._cursor = cursor
+        self._binding = binding
+        self.dialect = binding.name
+
+    def run(self, sql: Sql, params: Mapping[str, Any] | None = None) -> int:
+        """Execute; returns the number of rows changed."""
+        self._cursor.execute(sql.render(self.dialect), params or {})
+        rowcount: int = self._cursor.rowcount
+        return rowcount
+
+    def one(self, sql: Sql, params: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
+        self._cursor.execute(sql.render(self.dialect), params or {})
+        row: tuple[Any, ...] | None = self._cursor.fetchone()
+        if row is not None:
+            # RETURNING on SQLite: the statement completes only once its rows are read.
+            self._cursor.fetchall()
+        return row
+
+    def all(self, sql: Sql, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        self._cursor.execute(sql.render(self.dialect), params or {})
+        rows: list[tuple[Any, ...]] = self._cursor.fetchall()
+        return rows
+
+    def time(self, value: datetime | None) -> Any:
+        """A datetime as this driver stores it (SQLite: SQLAlchemy's text format)."""
+        return None if value is None else self._binding.bind_time(value)
+
+    def read_time(self, value: Any) -> datetime | None:
+        """A stored datetime back, timezone-aware (SQLite's are written in UTC)."""
+        if value is None:
+            return None
+        return aware(self._binding.read_time(value))
+
+
+def aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+@contextmanager
+def tx(engine: Engine) -> Iterator[Tx]:
+    """One transaction on a pooled driver connection: committed when the block ends,
+    rolled back if it raises. Driver errors come out as SQLAlchemy's ``DBAPIError``s, and
+    a connection the error shows broken is dropped from the pool, as SQLAlchemy would."""
+    dialect = engine.dialect
+    dbapi_error = dialect.loaded_dbapi.Error
+    binding = _binding(dialect)
+    with writer_lock(engine):
+        connection = engine.raw_connection()
+        cursor = None
+        try:
+            cursor = connection.cursor()
+            if is_sqlite(engine):
+                # The driver is in autocommit mode (bridge.db); take the write lock first,
+                # so that two writers never both read before writing.
+                cursor.execute("BEGIN IMMEDIATE")
+            yield Tx(cursor, binding)
+            connection.commit()
+        except BaseException as exc:
+            broken = isinstance(exc, dbapi_error) and dialect.is_disconnect(
+                exc, connection.dbapi_connection, cursor
+            )
+            if broken:
+                connection.invalidate(exc)
+            else:
+                with suppress(dbapi_error):
+                    connection.rollback()
+            if isinstance(exc, dbapi_error):
+                raise DBAPIError.instance(
+                    None,
+                    None,
+                    exc,
+                    dbapi_error,
+                    hide_parameters=True,
+                    dialect=dialect,
+                    connection_invalidated=broken,
+                ) from exc
+            raise
+        finally:
+            if cursor is not None:
+                with suppress(dbapi_error):
+                    cursor.close()
+            connection.close()
