@@ -58,7 +58,10 @@ class LocalLocks:
         lock, users = self._locks.get(name, (asyncio.Lock(), 0))
         self._locks[name] = (lock, users + 1)
         try:
-            await asyncio.wait_for(lock.acquire(), wait)
+            if lock.locked():
+                await asyncio.wait_for(lock.acquire(), wait)
+            else:  # the common case: no task, no timer
+                await lock.acquire()
             try:
                 yield
             finally:
