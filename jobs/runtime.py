@@ -13,13 +13,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import httpx
 import stripe
 from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
 from bridge import stripe_api
-from bridge.cryptolens import CryptolensClient, NotFound, make_http_client
+from bridge.cryptolens import CryptolensClient, HTTPPool, NotFound, make_http_client
 from bridge.cryptolens.models import LicenseTemplate
 from bridge.db import make_engine
 from bridge.settings import BridgeConfig, Settings
@@ -83,7 +82,7 @@ class Runtime:
     settings: Settings
     config: BridgeConfig
     engine: Engine
-    http: httpx.AsyncClient
+    http: HTTPPool
     client: CryptolensClient
     templates: TemplateCache
     stripe_http: stripe.HTTPClient | None = None

@@ -1,11 +1,13 @@
 """The client against fakes at the transport: what it sends, and how each failure is classified.
 
-The same client runs against the sandbox over real HTTP in test_cryptolens_contract.py.
+Most fakes are ``httpx.MockTransport``s behind the httpx adapter; ``TestPoolErrors`` raises
+the pool's own errors. The same client runs against the sandbox over real HTTP in
+test_cryptolens_contract.py, and the pool itself over sockets in test_cryptolens_http.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
@@ -21,6 +23,16 @@ from bridge.cryptolens import (
     RateLimited,
     Refused,
     Transient,
+)
+from bridge.cryptolens.http import (
+    ConnectFailed,
+    ConnectionLost,
+    HTTPError,
+    NotSent,
+    PoolTimeout,
+    ProtocolError,
+    ReplyTimeout,
+    Response,
 )
 from bridge.cryptolens.models import EventInput, TimeRange
 
@@ -235,3 +247,53 @@ class TestErrors:
         with pytest.raises(AccessDenied) as refused:
             await denied.get_key(1, "K")
         assert TOKEN not in str(refused.value)
+
+
+class FailingPoster:
+    """A transport that fails every call with ``error``, recording the forms it was given."""
+
+    def __init__(self, error: HTTPError) -> None:
+        self.error = error
+        self.forms: list[Mapping[str, str]] = []
+
+    async def post_form(self, url: str, form: Mapping[str, str]) -> Response:
+        self.forms.append(form)
+        raise self.error
+
+    async def aclose(self) -> None:
+        pass
+
+
+class TestPoolErrors:
+    """The pool's errors meet the same classification as httpx's."""
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            ConnectFailed("ConnectionRefusedError"),
+            ConnectFailed("connect timeout"),
+            PoolTimeout("no free connection"),
+            NotSent("connection closed before the request was written"),
+        ],
+    )
+    async def test_not_sent_is_transient(self, error: HTTPError) -> None:
+        client = CryptolensClient(FailingPoster(error), token=TOKEN, base_url="https://x/api/")
+        with pytest.raises(Transient) as caught:
+            await client.extend_license(1, "K", 1)
+        assert not isinstance(caught.value, OutcomeUnknown)
+
+    @pytest.mark.parametrize(
+        ("error", "words"),
+        [
+            (ReplyTimeout("no complete reply"), "no reply in time"),
+            (ConnectionLost("closed before the reply was complete"), "connection lost"),
+            (ProtocolError("unreadable reply"), "connection lost"),
+        ],
+    )
+    async def test_maybe_sent_is_outcome_unknown(self, error: HTTPError, words: str) -> None:
+        poster = FailingPoster(error)
+        client = CryptolensClient(poster, token=TOKEN, base_url="https://x/api/")
+        with pytest.raises(OutcomeUnknown, match=words) as caught:
+            await client.extend_license(1, "K", 1)
+        assert TOKEN not in str(caught.value)
+        assert poster.forms[0]["token"] == TOKEN

@@ -3,7 +3,8 @@
 It speaks the real protocol: POST, form-encoded, PascalCase parameter names, the access
 token in every call's body (never in a URL, so it cannot leak through access logs), lower
 camel JSON back, and ``result != 0`` is an error even with HTTP 200. One instance wraps
-one shared ``httpx.AsyncClient`` for the whole process (see :func:`make_http_client`).
+one transport shared by the whole process: the lean pool of :mod:`bridge.cryptolens.http`
+(see :func:`make_http_client`), or an ``httpx.AsyncClient`` (tests' ``MockTransport``, proxies).
 
 Failures are classified into the tree in :mod:`bridge.cryptolens.errors`; the important
 line is between *transient* (certainly not applied) and *outcome unknown* (maybe applied).
@@ -26,6 +27,17 @@ from bridge.cryptolens.errors import (
     Transient,
     refused_from_message,
 )
+from bridge.cryptolens.http import (
+    ConnectFailed,
+    ConnectionLost,
+    FormPoster,
+    HTTPPool,
+    MaybeSent,
+    NotSent,
+    PoolTimeout,
+    ReplyTimeout,
+    Response,
+)
 from bridge.cryptolens.models import (
     AddedCustomer,
     CreatedKey,
@@ -46,13 +58,40 @@ Param = str | int | bool | None
 
 def make_http_client(
     *, connect_timeout: float = 5.0, read_timeout: float = 20.0, max_connections: int = 50
-) -> httpx.AsyncClient:
+) -> HTTPPool:
     """The process-wide HTTP client: explicit timeouts, pooled keep-alive connections."""
-    return httpx.AsyncClient(
-        timeout=httpx.Timeout(read_timeout, connect=connect_timeout, pool=connect_timeout),
-        limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=20),
-        headers={"User-Agent": "cryptolens-bridge"},
+    return HTTPPool(
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
+        max_connections=max_connections,
     )
+
+
+class HttpxPoster:
+    """An ``httpx.AsyncClient`` as a :class:`FormPoster`: its failures sorted by whether the
+    request may have been sent, as :class:`HTTPPool` sorts its own."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def post_form(self, url: str, form: Mapping[str, str]) -> Response:
+        try:
+            reply = await self.client.post(url, data=form)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            raise ConnectFailed(type(exc).__name__) from None
+        except httpx.PoolTimeout as exc:
+            raise PoolTimeout(type(exc).__name__) from None
+        except httpx.TimeoutException as exc:
+            # Read/write timeout: the request was (at least partly) sent.
+            raise ReplyTimeout(type(exc).__name__) from None
+        except httpx.TransportError as exc:
+            # Reset or closed mid-exchange, or anything else: it may have been sent.
+            raise ConnectionLost(type(exc).__name__) from None
+        headers = {k.lower(): v for k, v in reply.headers.items()}
+        return Response(reply.status_code, headers, reply.content)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
 
 
 def _wire(value: Param) -> str | None:
@@ -67,8 +106,14 @@ def _wire(value: Param) -> str | None:
 class CryptolensClient:
     """Typed calls to Web API 3. Every method raises only :class:`CryptolensError`s."""
 
-    def __init__(self, http: httpx.AsyncClient, *, token: str, base_url: str = DEFAULT_BASE_URL):
-        self._http = http
+    def __init__(
+        self,
+        http: FormPoster | httpx.AsyncClient,
+        *,
+        token: str,
+        base_url: str = DEFAULT_BASE_URL,
+    ) -> None:
+        self._http = HttpxPoster(http) if isinstance(http, httpx.AsyncClient) else http
         self.__token = token
         self.base_url = base_url if base_url.endswith("/") else base_url + "/"
 
@@ -82,20 +127,20 @@ class CryptolensClient:
         form = {k: w for k, v in params.items() if (w := _wire(v)) is not None}
         form["token"] = self.__token
         try:
-            response = await self._http.post(self.base_url + method, data=form)
-        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            # Nothing reached the service.
-            raise Transient(method, f"could not connect: {type(exc).__name__}") from None
-        except httpx.TimeoutException as exc:
-            # Read/write timeout: the request was (at least partly) sent.
-            raise OutcomeUnknown(method, f"no reply in time: {type(exc).__name__}") from None
-        except httpx.TransportError as exc:
+            response = await self._http.post_form(self.base_url + method, form)
+        except NotSent as exc:
+            # No byte of the request reached a socket.
+            raise Transient(method, f"could not connect: {exc}") from None
+        except ReplyTimeout as exc:
+            # The request was (at least partly) sent.
+            raise OutcomeUnknown(method, f"no reply in time: {exc}") from None
+        except MaybeSent as exc:
             # Reset or closed mid-exchange: the service may have applied it.
-            raise OutcomeUnknown(method, f"connection lost: {type(exc).__name__}") from None
+            raise OutcomeUnknown(method, f"connection lost: {exc}") from None
         return self._parse(method, response)
 
     @staticmethod
-    def _parse(method: str, response: httpx.Response) -> dict[str, Any]:
+    def _parse(method: str, response: Response) -> dict[str, Any]:
         status = response.status_code
         if status == 429:
             raise RateLimited(method, "rate limited (HTTP 429)", _retry_after(response))
@@ -109,8 +154,8 @@ class CryptolensClient:
         if status != 200:
             raise Refused(method, f"HTTP {status}: {response.text[:200]}")
         try:
-            body = response.json()
-        except ValueError:
+            body = json.loads(response.content)
+        except ValueError:  # not JSON, or not UTF-8 (UnicodeDecodeError is a ValueError)
             raise OutcomeUnknown(method, "the reply is not JSON") from None
         if not isinstance(body, dict):
             raise OutcomeUnknown(method, "the reply is not a JSON object")
@@ -304,12 +349,18 @@ def _changed(body: Mapping[str, Any]) -> bool:
     return not (isinstance(message, str) and message.strip().lower() == "not changed")
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
+def _retry_after(response: Response) -> float | None:
+    value = response.headers.get("retry-after")
     try:
         return float(value) if value is not None else None
     except ValueError:
         return None
 
 
-__all__ = ["DEFAULT_BASE_URL", "CryptolensClient", "CryptolensError", "make_http_client"]
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "CryptolensClient",
+    "CryptolensError",
+    "HttpxPoster",
+    "make_http_client",
+]
