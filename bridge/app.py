@@ -68,18 +68,20 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette
         own_engine = engine is None
         db_engine = engine or make_engine(settings.database_url)
         redis = connect(settings.redis_url)
-        batcher = Batcher(db_engine, redis)
+        queue = connect(settings.redis_url, single_connection=True)  # one flush at a time
+        batcher = Batcher(db_engine, queue)
         state = AppState(settings, config, db_engine, redis, secrets, batcher)
         try:
             yield {"bridge": state}
         finally:
             await batcher.aclose()
+            await queue.aclose()
             await redis.aclose()
             if own_engine:
                 db_engine.dispose()
 
     routes = [
-        Route("/webhooks/stripe", stripe_webhook.receive, methods=["POST"]),
+        Route("/webhooks/stripe", stripe_webhook.endpoint, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

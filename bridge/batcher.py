@@ -143,7 +143,8 @@ class Batcher:
         if self.redis is None:
             return
         try:
-            await asyncio.wait_for(enqueue(self.redis, intent_ids), self.enqueue_timeout)
+            async with asyncio.timeout(self.enqueue_timeout):  # no task, unlike wait_for
+                await enqueue(self.redis, intent_ids)
         except Exception as exc:  # any Redis trouble: the relay will queue them
             metrics.ENQUEUE_FAILURES.inc()
             log.warning(

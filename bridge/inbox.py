@@ -9,7 +9,8 @@ inserted are returned for enqueueing.
 group commit, see ``bridge.batcher``) with exactly the outcome of storing them one after
 the other: a second delivery of an event id is a duplicate, an intent implied by two
 deliveries is new for the first only. The statements are plain SQL with multi-row
-``VALUES``: building them through the ORM cost ten times the commit.
+``VALUES`` on the driver's cursor: building them through the ORM cost ten times the
+commit, and SQLAlchemy's transaction around them more than SQLite took to store a batch.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import chain
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import Dialect, Engine
+from sqlalchemy.exc import DBAPIError, StatementError
 from sqlmodel import col, select
 
 from bridge.db import session, writer_lock
@@ -44,6 +46,10 @@ _SECRET_VALUE = re.compile(
 
 # Rows per INSERT: far below SQLite's (32766) and PostgreSQL's (65535) parameter limits.
 _ROWS_PER_STATEMENT = 500
+
+_PENDING, _WAITING = Status.PENDING.value, Status.WAITING.value
+# json.dumps builds an encoder per call; the params of every intent share this one.
+_params_json = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 
 
 @dataclass(frozen=True)
@@ -120,8 +126,9 @@ def record(
 def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded]:
     """Store ``deliveries`` in one transaction, as if one after the other, in order.
 
-    Rows are inserted sorted by their unique keys, so that concurrent transactions on
-    PostgreSQL take the keys' locks in one order and cannot deadlock.
+    Rows are inserted sorted by their unique keys (key creations first, see
+    :func:`_insert_intents`), so that concurrent transactions on PostgreSQL take the keys'
+    locks in one order and cannot deadlock.
     """
     sql = _sql(engine.dialect)
     now = utcnow()
@@ -130,7 +137,7 @@ def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded
     first: dict[tuple[str, str], int] = {}
     for i, d in enumerate(deliveries):
         first.setdefault((d.provider, d.external_id), i)
-    with writer_lock(engine), engine.begin() as connection, _cursor(connection) as cursor:
+    with _transaction(engine) as cursor:
         event_ids = _insert_events(cursor, sql, [deliveries[i] for i in first.values()], now)
         owner: dict[str, int] = {}  # intent id -> the delivery that implied it first
         intents: list[tuple[IntentSpec, int]] = []
@@ -146,8 +153,7 @@ def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded
                     intents.append((spec, event_id))
             for alias, ref in d.plan.aliases:
                 aliases.setdefault(alias, ref)
-        inserted = _insert_intents(cursor, sql, intents, now)
-        parked = _park_behind_new_keys(cursor, sql, [spec for spec, _ in intents], inserted)
+        inserted, parked = _insert_intents(cursor, sql, intents, now)
         _insert_aliases(cursor, sql, aliases)
     results: list[Recorded] = []
     for i, d in enumerate(deliveries):
@@ -190,25 +196,67 @@ def _sql(dialect: Dialect) -> _Sql:
 
 
 @contextmanager
-def _cursor(connection: Connection) -> Iterator[Any]:
-    """The driver's cursor in the connection's transaction, its errors raised as
-    SQLAlchemy's (what callers catch). SQLAlchemy's execution layer costs more per
-    statement than SQLite takes to run it."""
-    dbapi = connection.dialect.loaded_dbapi
-    cursor = connection.connection.cursor()
-    try:
-        yield cursor
-    except dbapi.Error as exc:
-        raise DBAPIError.instance(
-            None, None, exc, dbapi.Error, hide_parameters=True, dialect=connection.dialect
-        ) from exc
-    finally:
-        cursor.close()
+def _transaction(engine: Engine) -> Iterator[Any]:
+    """A driver cursor in one transaction on a pooled connection: committed when the
+    block ends, rolled back if it raises.
+
+    Through ``engine.begin()`` a batch paid more for the pool checkout's events, the
+    ``Transaction`` object and the ``begin`` hook than SQLite took to store it. What
+    ``bridge.db`` sets up still holds: the per-process writer lock, and on SQLite
+    ``BEGIN IMMEDIATE`` (the driver is in autocommit mode there), so that the write lock
+    is taken before anything is read. Driver errors, connecting included, come out as
+    SQLAlchemy's (what callers catch); a connection the error shows broken is dropped
+    from the pool, as SQLAlchemy would.
+    """
+    dialect = engine.dialect
+    error = dialect.loaded_dbapi.Error
+    with writer_lock(engine):
+        try:
+            connection = engine.raw_connection()
+        except error as exc:
+            raise _wrapped(exc, dialect, invalidated=False) from exc
+        cursor = None
+        try:
+            cursor = connection.cursor()
+            if dialect.name == "sqlite":
+                cursor.execute("BEGIN IMMEDIATE")
+            yield cursor
+            connection.commit()
+        except BaseException as exc:
+            broken = isinstance(exc, error) and dialect.is_disconnect(
+                exc, connection.dbapi_connection, cursor
+            )
+            if broken:
+                connection.invalidate(exc)
+            else:
+                with suppress(error):
+                    connection.rollback()
+            if isinstance(exc, error):
+                raise _wrapped(exc, dialect, invalidated=broken) from exc
+            raise
+        finally:
+            if cursor is not None:
+                with suppress(error):
+                    cursor.close()
+            connection.close()
 
 
-def _chunks(rows: list[tuple[Any, ...]]) -> Iterator[list[tuple[Any, ...]]]:
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        yield rows[start : start + _ROWS_PER_STATEMENT]
+def _wrapped(exc: Exception, dialect: Dialect, *, invalidated: bool) -> StatementError:
+    return DBAPIError.instance(
+        None,
+        None,
+        exc,
+        dialect.loaded_dbapi.Error,
+        hide_parameters=True,
+        dialect=dialect,
+        connection_invalidated=invalidated,
+    )
+
+
+@cache
+def _statement(head: str, tail: str, mark: str, width: int, rows: int) -> str:
+    group = "(" + ",".join([mark] * width) + ")"
+    return f"{head} VALUES {','.join([group] * rows)} {tail}"
 
 
 def _insert(cursor: Any, sql: _Sql, head: str, rows: list[tuple[Any, ...]], tail: str) -> list[Any]:
@@ -216,10 +264,11 @@ def _insert(cursor: Any, sql: _Sql, head: str, rows: list[tuple[Any, ...]], tail
     returned: list[Any] = []
     if not rows:
         return returned
-    group = "(" + ",".join([sql.mark] * len(rows[0])) + ")"
-    for chunk in _chunks(rows):
-        statement = f"{head} VALUES {','.join([group] * len(chunk))} {tail}"
-        cursor.execute(statement, tuple(v for row in chunk for v in row))
+    width = len(rows[0])
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        statement = _statement(head, tail, sql.mark, width, len(chunk))
+        cursor.execute(statement, list(chain.from_iterable(chunk)))
         if cursor.description is not None:
             returned.extend(cursor.fetchall())
     return returned
@@ -257,18 +306,43 @@ def _insert_events(
 
 def _insert_intents(
     cursor: Any, sql: _Sql, intents: list[tuple[IntentSpec, int]], now: Any
+) -> tuple[set[str], set[str]]:
+    """Insert the intents that are not stored yet; returns the ids inserted, and those of
+    them stored waiting.
+
+    An intent on a license whose key a new intent creates is stored waiting: sent to a
+    worker now it would only find no key and park itself; the key's job runs it the
+    moment the key exists. Only when the creating intent is new in this very
+    transaction: then it cannot have finished, and its end is what wakes them. So key
+    creations are inserted first, the rest after with the status that follows. (A given
+    id is always one or the other, so every transaction still takes the locks in one
+    order: key creations by id, then the rest by id.)
+    """
+    creations = [(s, e) for s, e in intents if s.effect is Effect.CREATE_KEY]
+    rest = [(s, e) for s, e in intents if s.effect is not Effect.CREATE_KEY]
+    inserted = _insert_intent_rows(cursor, sql, creations, now, frozenset())
+    creating = frozenset(s.license_ref for s, _ in creations if s.id in inserted)
+    inserted_rest = _insert_intent_rows(cursor, sql, rest, now, creating)
+    waiting = {s.id for s, _ in rest if s.license_ref in creating and s.id in inserted_rest}
+    return inserted | inserted_rest, waiting
+
+
+def _insert_intent_rows(
+    cursor: Any,
+    sql: _Sql,
+    intents: list[tuple[IntentSpec, int]],
+    now: Any,
+    waiting_on: frozenset[str],
 ) -> set[str]:
-    """Insert the intents that are not stored yet; returns the ids inserted."""
     created = sql.timestamp(now)
-    pending = Status.PENDING.value
     rows = sorted(
         (
             spec.id,
             spec.effect.value,
             spec.license_ref,
-            json.dumps(spec.params, separators=(",", ":"), sort_keys=True),
+            _params_json(spec.params),
             spec.occurred_at,
-            pending,
+            _WAITING if spec.license_ref in waiting_on else _PENDING,
             0,
             event_id,
             created,
@@ -285,31 +359,6 @@ def _insert_intents(
         "ON CONFLICT (id) DO NOTHING RETURNING id",
     )
     return {id_ for (id_,) in returned}
-
-
-def _park_behind_new_keys(
-    cursor: Any, sql: _Sql, specs: list[IntentSpec], inserted: set[str]
-) -> set[str]:
-    """Store as waiting the new intents of a license whose key a new intent creates.
-
-    Sent to a worker now they would only find no key and park themselves; the key's job
-    runs them the moment the key exists. Only when the creating intent is new in this
-    very transaction: then it cannot have finished, and its end is what wakes them.
-    """
-    creating = {s.license_ref for s in specs if s.effect is Effect.CREATE_KEY and s.id in inserted}
-    parked = {
-        s.id
-        for s in specs
-        if s.license_ref in creating and s.effect is not Effect.CREATE_KEY and s.id in inserted
-    }
-    if parked:
-        ids = sorted(parked)
-        marks = ", ".join([sql.mark] * len(ids))
-        cursor.execute(
-            f"UPDATE intent SET status = {sql.mark} WHERE id IN ({marks})",  # noqa: S608
-            [Status.WAITING.value, *ids],
-        )
-    return parked
 
 
 def _insert_aliases(cursor: Any, sql: _Sql, aliases: dict[str, str]) -> None:
