@@ -12,13 +12,14 @@ import sqlite3
 import string
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from bridge.sandbox.config import SandboxConfig, Template
+from bridge.sandbox.customer_index import CustomerIndex
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS keys (
@@ -38,6 +39,8 @@ CREATE TABLE IF NOT EXISTS keys (
     template_id INTEGER,
     usage INTEGER NOT NULL DEFAULT 0
 );
+-- CreateKeyFromTemplate numbers keys per product (MAX(id) + 1): without this, a scan.
+CREATE INDEX IF NOT EXISTS keys_by_product ON keys (product_id, id);
 CREATE TABLE IF NOT EXISTS customers (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
@@ -100,8 +103,9 @@ EXTENDED = 7015
 NOTES_CHANGED = 7017
 CUSTOMER_CHANGED = 7019
 
-CallStage = Literal["received", "applied", "succeeded"]
 Paged = Literal["events", "web_api_log"]
+# The integers SQLite can store; binding another one raises OverflowError.
+SQLITE_INTEGERS = range(-(2**63), 2**63)
 # gt/gte/lt/lte as in the Time filter; "eq" for a bare timestamp.
 TimeFilter = dict[str, int]
 _TIME_OPS = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "eq": "="}
@@ -154,9 +158,45 @@ class Page:
     cursor: Literal["id", "time"] = "id"  # what StartingAfter/EndingBefore compare with
 
 
+# Bytes below this are uniform modulo 26; the rest are drawn again.
+_LETTER_BYTES = 256 // 26 * 26
+
+
 def _new_key_string() -> str:
-    letters = "".join(secrets.choice(string.ascii_uppercase) for _ in range(20))
+    """20 letters, each uniform and independent (as ``secrets.choice`` would give), from
+    one read of the OS's generator rather than one per letter."""
+    letters = ""
+    while len(letters) < 20:
+        letters += "".join(
+            string.ascii_uppercase[b % 26] for b in secrets.token_bytes(24) if b < _LETTER_BYTES
+        )
     return "-".join(letters[i : i + 5] for i in range(0, 20, 5))
+
+
+class _Transaction:
+    """``Store.transaction()``: a class, not a generator, as every call enters it several
+    times. It keeps no state of its own, so one serves every (nested) use."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def __enter__(self) -> None:
+        store = self._store
+        store._lock.acquire()
+        store._depth += 1
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        store = self._store
+        try:
+            if store._depth == 1:
+                if kind is None:
+                    store._db.commit()
+                else:
+                    store._db.rollback()
+                    store._customers = None  # it may hold a customer that was rolled back
+        finally:
+            store._depth -= 1
+            store._lock.release()
 
 
 class Store:
@@ -169,6 +209,11 @@ class Store:
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
         self._depth = 0
+        self._transaction = _Transaction(self)
+        # Customers are read far more than written (GetCustomers before every
+        # AddCustomer), so they are also kept in memory; None means "rebuild from SQL".
+        self._customers: CustomerIndex | None = None
+        self._data_version: int | None = None
         with self.transaction():
             self._db.executescript(_SCHEMA)
             self._seed()
@@ -177,22 +222,9 @@ class Store:
         with self._lock:
             self._db.close()
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
+    def transaction(self) -> AbstractContextManager[None]:
         """Hold the lock; the outermost block commits, or rolls back on an exception."""
-        with self._lock:
-            self._depth += 1
-            try:
-                yield
-            except BaseException:
-                if self._depth == 1:
-                    self._db.rollback()
-                raise
-            else:
-                if self._depth == 1:
-                    self._db.commit()
-            finally:
-                self._depth -= 1
+        return self._transaction
 
     def _seed(self) -> None:
         if self._db.execute("SELECT COUNT(*) FROM customers").fetchone()[0]:
@@ -204,6 +236,7 @@ class Store:
         with self.transaction():
             for table in _TABLES:
                 self._db.execute(f"DELETE FROM {table}")  # noqa: S608 - constant names
+            self._customers = None
             self._seed()
 
     # keys
@@ -261,16 +294,13 @@ class Store:
             ).fetchone()
         return KeyRecord(**dict(found)) if found else None
 
-    def update_key(self, record: KeyRecord, **changes: Any) -> KeyRecord:
+    def update_key(self, record: KeyRecord, **changes: Any) -> None:
         columns = ", ".join(f"{name} = ?" for name in changes)
         with self.transaction():
             self._db.execute(
                 f"UPDATE keys SET {columns} WHERE global_id = ?",  # noqa: S608 - our names
                 (*changes.values(), record.global_id),
             )
-            updated = self.key_by_id(record.global_id)
-        assert updated is not None
-        return updated
 
     def record_usage(self, record: KeyRecord, amount: int, now: int) -> None:
         with self.transaction():
@@ -294,21 +324,47 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (name, email, company_name, now, secrets.token_hex(16), notes),
             )
-            customer = self.customer(int(cursor.lastrowid or 0))
-        assert customer is not None
+            # Read back, so the record holds what SQLite stored.
+            found = self._db.execute(
+                "SELECT * FROM customers WHERE id = ?", (cursor.lastrowid,)
+            ).fetchone()
+            customer = CustomerRecord(**dict(found))
+            if self._customers is not None:
+                self._customers.add(customer)
         return customer
 
     def customer(self, customer_id: int) -> CustomerRecord | None:
+        if customer_id not in SQLITE_INTEGERS:
+            # What the SQL lookup this replaced did (an HTTP 500), so no answer changes.
+            raise OverflowError("Python int too large to convert to SQLite INTEGER")
         with self.transaction():
-            found = self._db.execute(
-                "SELECT * FROM customers WHERE id = ?", (customer_id,)
-            ).fetchone()
-        return CustomerRecord(**dict(found)) if found else None
+            return self._customer_index().get(customer_id)
 
     def customers(self) -> list[CustomerRecord]:
+        """Every customer, in id order."""
         with self.transaction():
-            rows = self._db.execute("SELECT * FROM customers ORDER BY id").fetchall()
-        return [CustomerRecord(**dict(row)) for row in rows]
+            return self._customer_index().all()
+
+    def customers_containing(self, needle: str) -> list[CustomerRecord]:
+        """A superset, in id order, of the customers with ``needle`` (lower-cased) in their
+        name, company name, email or secret, lower-cased (``CustomerIndex.containing``)."""
+        with self.transaction():
+            return self._customer_index().containing(needle)
+
+    def _customer_index(self) -> CustomerIndex:
+        # A file may have a second writer (another sandbox on it); SQLite's data_version
+        # changes when another connection commits, and a rebuild then picks that up.
+        # A memory database is this connection's alone.
+        if self.path is not None:
+            version = self._db.execute("PRAGMA data_version").fetchone()[0]
+            if version != self._data_version:
+                self._customers, self._data_version = None, version
+        if self._customers is None:
+            index = CustomerIndex()
+            for row in self._db.execute("SELECT * FROM customers ORDER BY id"):
+                index.add(CustomerRecord(**dict(row)))
+            self._customers = index
+        return self._customers
 
     # analytics
 
@@ -365,12 +421,17 @@ class Store:
 
     # inspection
 
-    def count_call(self, method: str, stage: CallStage) -> None:
+    def count_call(
+        self, method: str, *, received: int = 0, applied: int = 0, succeeded: int = 0
+    ) -> None:
+        """Add to the method's counts of calls received, applied and succeeded."""
         with self.transaction():
             self._db.execute(
-                f"INSERT INTO calls (method, {stage}) VALUES (?, 1) ON CONFLICT(method)"  # noqa: S608
-                f" DO UPDATE SET {stage} = {stage} + 1",
-                (method,),
+                "INSERT INTO calls (method, received, applied, succeeded) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(method) DO UPDATE SET received = received + excluded.received,"
+                " applied = applied + excluded.applied,"
+                " succeeded = succeeded + excluded.succeeded",
+                (method, received, applied, succeeded),
             )
 
     def snapshot(self) -> dict[str, Any]:
