@@ -105,8 +105,10 @@ class Settings(BaseSettings):
     retry_cap_seconds: float = Field(default=300.0, gt=0, alias="BRIDGE_RETRY_CAP_SECONDS")
     # How long a claimed intent is protected; past this a crashed worker's intent is retaken.
     lease_seconds: float = Field(default=60.0, gt=0, alias="BRIDGE_LEASE_SECONDS")
-    # arq's poll delay: its default (0.5 s) alone would dominate webhook-to-key latency.
-    worker_poll_delay: float = Field(default=0.01, gt=0, alias="BRIDGE_WORKER_POLL_DELAY")
+    # arq's poll delay: its default (0.5 s) alone would dominate webhook-to-key latency. A
+    # job waits half of it on average; 5 ms measured better than 10 (wait) and 2 (the
+    # polling's own CPU) at 100 purchases/s in the bench.
+    worker_poll_delay: float = Field(default=0.005, gt=0, alias="BRIDGE_WORKER_POLL_DELAY")
     relay_interval_seconds: int = Field(default=30, ge=1, alias="BRIDGE_RELAY_INTERVAL")
 
     log_level: str = Field(default="INFO", alias="BRIDGE_LOG_LEVEL")
