@@ -22,7 +22,7 @@ from starlette.routing import Route
 from bridge import stripe_webhook
 from bridge.batcher import Batcher
 from bridge.db import make_engine
-from bridge.queue import connect
+from bridge.queue import Enqueuer, connect
 from bridge.settings import Settings
 from bridge.state import AppState
 
@@ -68,7 +68,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> Starlette
         own_engine = engine is None
         db_engine = engine or make_engine(settings.database_url)
         redis = connect(settings.redis_url)
-        queue = connect(settings.redis_url, single_connection=True)  # one flush at a time
+        queue = Enqueuer(settings.redis_url)
         batcher = Batcher(db_engine, queue)
         state = AppState(settings, config, db_engine, redis, secrets, batcher)
         try:

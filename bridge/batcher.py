@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from arq.connections import ArqRedis
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -31,7 +30,7 @@ from bridge import inbox, metrics
 from bridge.db import is_sqlite
 from bridge.inbox import Delivery, Recorded
 from bridge.logs import get_logger
-from bridge.queue import enqueue
+from bridge.queue import Enqueuer
 
 log = get_logger(__name__)
 
@@ -50,13 +49,13 @@ class Batcher:
     def __init__(
         self,
         engine: Engine,
-        redis: ArqRedis | None,
+        queue: Enqueuer | None,
         *,
         max_batch: int = MAX_BATCH,
         enqueue_timeout: float = ENQUEUE_TIMEOUT,
     ) -> None:
         self.engine = engine
-        self.redis = redis
+        self.queue = queue
         self.max_batch = max_batch
         self.enqueue_timeout = enqueue_timeout
         self._pending: list[_Waiting] = []
@@ -140,11 +139,11 @@ class Batcher:
         return recorded
 
     async def _enqueue(self, intent_ids: list[str]) -> None:
-        if self.redis is None:
+        if self.queue is None:
             return
         try:
             async with asyncio.timeout(self.enqueue_timeout):  # no task, unlike wait_for
-                await enqueue(self.redis, intent_ids)
+                await self.queue.enqueue(intent_ids)
         except Exception as exc:  # any Redis trouble: the relay will queue them
             metrics.ENQUEUE_FAILURES.inc()
             log.warning(

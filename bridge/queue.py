@@ -13,14 +13,16 @@ dedupe by id are exactly arq's.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix, result_key_prefix
-from arq.jobs import serialize_job
+from arq.constants import default_queue_name, expires_extra_ms, job_key_prefix, result_key_prefix
+from arq.jobs import Serializer, serialize_job
 from arq.utils import timestamp_ms
+from redis.asyncio import ConnectionPool
 from redis.exceptions import NoScriptError
 
 JOB_NAME = "run_intent"
@@ -46,21 +48,29 @@ return added
 _ENQUEUE_SHA = hashlib.sha1(_ENQUEUE.encode(), usedforsecurity=False).hexdigest()
 
 
-def connect(redis_url: str, *, single_connection: bool = False) -> ArqRedis:
-    """A Redis handle that connects on first use, so a web process starts without Redis.
-
-    ``single_connection`` suits a caller that sends one command at a time (the web
-    process's group commit): a pooled handle takes a connection from the pool per
-    command and first probes it with a zero-timeout read, which costs a loop turn and a
-    cancelled future each time. The single connection reconnects after an error.
-    """
-    redis: ArqRedis = ArqRedis.from_url(
-        redis_url,
-        socket_connect_timeout=2,
-        socket_timeout=5,
-        single_connection_client=single_connection,
-    )
+def connect(redis_url: str) -> ArqRedis:
+    """A Redis handle that connects on first use, so a web process starts without Redis."""
+    redis: ArqRedis = ArqRedis.from_url(redis_url, socket_connect_timeout=2, socket_timeout=5)
     return redis
+
+
+def _script_args(
+    intent_ids: list[str],
+    *,
+    queue: str,
+    expires_extra_ms: int,
+    serializer: Serializer | None,
+    defer: float,
+) -> tuple[list[str], list[str | bytes | int]]:
+    """The script's KEYS and ARGV for ``intent_ids`` (no duplicates)."""
+    now = timestamp_ms()
+    defer_ms = round(defer * 1000)
+    keys = [queue]
+    argv: list[str | bytes | int] = [defer_ms + expires_extra_ms, now + defer_ms]
+    for job_id in intent_ids:
+        keys += [job_key_prefix + job_id, result_key_prefix + job_id]
+        argv += [job_id, serialize_job(JOB_NAME, (job_id,), {}, None, now, serializer=serializer)]
+    return keys, argv
 
 
 async def enqueue(redis: ArqRedis, intent_ids: Iterable[str], *, defer: float = 0) -> int:
@@ -68,18 +78,78 @@ async def enqueue(redis: ArqRedis, intent_ids: Iterable[str], *, defer: float = 
     ids = list(dict.fromkeys(intent_ids))
     if not ids:
         return 0
-    now = timestamp_ms()
-    defer_ms = round(defer * 1000)
-    score = now + defer_ms
-    keys: list[str] = [redis.default_queue_name]
-    argv: list[str | bytes | int] = [defer_ms + redis.expires_extra_ms, score]
-    for job_id in ids:
-        keys += [job_key_prefix + job_id, result_key_prefix + job_id]
-        job = serialize_job(JOB_NAME, (job_id,), {}, None, now, serializer=redis.job_serializer)
-        argv += [job_id, job]
+    keys, argv = _script_args(
+        ids,
+        queue=redis.default_queue_name,
+        expires_extra_ms=redis.expires_extra_ms,
+        serializer=redis.job_serializer,
+        defer=defer,
+    )
     execute: Callable[..., Awaitable[Any]] = redis.execute_command
     try:
         added = await execute("EVALSHA", _ENQUEUE_SHA, len(keys), *keys, *argv)
     except NoScriptError:
         added = await execute("EVAL", _ENQUEUE, len(keys), *keys, *argv)
     return int(added)
+
+
+class Enqueuer:
+    """The web process's way into the queue: one connection, one enqueue at a time.
+
+    Through ``ArqRedis`` each enqueue paid for redis-py's command layer: a connection
+    taken from the pool and probed with a zero-timeout read, every argument through its
+    encoder, a task per socket timeout. The group commit sends one script call per batch,
+    one after the other, so this packs the call itself and writes it on a connection of
+    its own. Jobs are exactly those of :func:`enqueue` with arq's defaults (queue,
+    expiry, pickle). There is no socket timeout: the caller bounds each call
+    (``asyncio.timeout``); an error or a cancellation drops the connection, and the next
+    call connects again.
+    """
+
+    def __init__(self, redis_url: str) -> None:
+        pool = ConnectionPool.from_url(redis_url, socket_connect_timeout=2)
+        self._connection = pool.connection_class(**pool.connection_kwargs)  # not yet open
+        self._lock = asyncio.Lock()
+
+    async def enqueue(self, intent_ids: Iterable[str]) -> int:
+        """Enqueue each intent; returns how many jobs were new."""
+        ids = list(dict.fromkeys(intent_ids))
+        if not ids:
+            return 0
+        keys, argv = _script_args(
+            ids,
+            queue=default_queue_name,
+            expires_extra_ms=expires_extra_ms,
+            serializer=None,
+            defer=0,
+        )
+        args = [str(len(keys)).encode(), *(k.encode() for k in keys), *map(_bytes, argv)]
+        async with self._lock:
+            try:
+                added = await self._call(_pack([b"EVALSHA", _ENQUEUE_SHA.encode(), *args]))
+            except NoScriptError:
+                added = await self._call(_pack([b"EVAL", _ENQUEUE.encode(), *args]))
+        return int(added)
+
+    async def _call(self, command: bytes) -> Any:
+        # Both disconnect on any error, cancellation included, so that a reply can
+        # never be read as the answer to a later command.
+        await self._connection.send_packed_command(command, check_health=False)
+        return await self._connection.read_response()
+
+    async def aclose(self) -> None:
+        await self._connection.disconnect()
+
+
+def _bytes(value: str | bytes | int) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode()
+
+
+def _pack(args: list[bytes]) -> bytes:
+    """One command in the Redis protocol (RESP): ``*<n>``, then ``$<len>`` and each arg."""
+    parts = [b"*%d\r\n" % len(args)]
+    for arg in args:
+        parts += (b"$%d\r\n" % len(arg), arg, b"\r\n")
+    return b"".join(parts)

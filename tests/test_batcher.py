@@ -19,7 +19,7 @@ from bridge.db import make_engine
 from bridge.inbox import Delivery, Recorded
 from bridge.intents import Effect, IntentSpec, Plan
 from bridge.models import Intent, LicenseAlias, WebhookEvent
-from bridge.queue import connect
+from bridge.queue import Enqueuer, connect
 
 
 def spec(intent_id: str, **params: Any) -> IntentSpec:
@@ -73,10 +73,12 @@ async def redis(redis_url: str) -> AsyncIterator[ArqRedis]:
 
 
 @pytest.fixture
-async def batcher(engine: Engine, redis: ArqRedis) -> AsyncIterator[Batcher]:
-    b = Batcher(engine, redis)
+async def batcher(engine: Engine, redis_url: str) -> AsyncIterator[Batcher]:
+    queue = Enqueuer(redis_url)
+    b = Batcher(engine, queue)
     yield b
     await b.aclose()
+    await queue.aclose()
 
 
 async def together(batcher: Batcher, *deliveries: Delivery) -> list[Recorded | BaseException]:
@@ -205,14 +207,14 @@ class TestFailures:
         assert intents(engine) == []
 
     async def test_redis_down_after_the_commit_still_records(self, engine: Engine) -> None:
-        redis = connect("redis://127.0.0.1:1/0")  # nothing listens on port 1
+        queue = Enqueuer("redis://127.0.0.1:1/0")  # nothing listens on port 1
         before = metrics.ENQUEUE_FAILURES._value.get()
         try:
-            recorded = await Batcher(engine, redis, enqueue_timeout=2).record(
+            recorded = await Batcher(engine, queue, enqueue_timeout=2).record(
                 delivery("evt_1", spec("i1"))
             )
         finally:
-            await redis.aclose()
+            await queue.aclose()
         assert recorded.new_intents == ["i1"]
         assert metrics.ENQUEUE_FAILURES._value.get() == before + 1
         assert [i.id for i in intents(engine)] == ["i1"]

@@ -119,6 +119,7 @@ class TestStoredBody:
         [
             b'{"data": {"object": {"client_secret": "cs_live_abc"}}}',
             b'{"data": {"object": {"client_secret" :\n "cs_live_abc"}}}',
+            b'{"client_secret": null, "data": {"object": {"client_secret": "cs_live_abc"}}}',
             b'{"x": [{"token": 1}], "api_key": null}',
             b'{"data": {"object": {"client\\u005fsecret": "cs_live_abc"}}}',
             '{"secret": "x"}'.encode("utf-16"),
