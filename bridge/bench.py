@@ -290,6 +290,8 @@ def latency(
     warm_refs = [loadgen.license_ref("w", n) for n in range(warm)]
     _wait_keys(database_url, warm_refs, worker, st, timeout=START_TIMEOUT)
 
+    procs = {"web": web, "worker": worker, "sandbox": sandbox}
+    cpu_before = {n: cpu_seconds(p.pid) for n, p in procs.items()}
     sent = run_loadgen(
         st,
         ["open", "--port", str(web_port), "--run", "l", "--rate", str(rate),
@@ -298,9 +300,13 @@ def latency(
     refs = [loadgen.license_ref("l", n) for n in range(sent["sent"])]
     made = _wait_keys(database_url, refs, worker, st, timeout=settle)
     memory = {"web": peak_rss_mb(web.pid), "worker": peak_rss_mb(worker.pid)}
-    cpu = {
-        n: cpu_seconds(p.pid) for n, p in (("web", web), ("worker", worker), ("sandbox", sandbox))
-    }
+    # CPU each process spent on the measured events (from the first send to the last key),
+    # per event: where the time goes when a latency figure moves.
+    cpu_ms: dict[str, float] = {}
+    for name, proc in procs.items():
+        before, after = cpu_before[name], cpu_seconds(proc.pid)
+        if before is not None and after is not None and refs:
+            cpu_ms[name] = (after - before) * 1000 / len(refs)
 
     state = httpx.get(f"{sandbox_root}/sandbox/state", timeout=30).json()
     created = {k["key"]: k["created_ns"] for k in state["keys"]}
@@ -323,7 +329,7 @@ def latency(
             "max": _round(max(to_key) if to_key else None),
         },
         "peak_rss_mb": {k: _round(v) for k, v in memory.items()},
-        "cpu_seconds": {k: _round(v) for k, v in cpu.items()},
+        "cpu_ms_per_event": {k: _round(v) for k, v in cpu_ms.items()},
     }
 
 
@@ -477,4 +483,10 @@ def command(
         click.echo(json.dumps(report, indent=2))
         return
     click.echo(table(rows))
+    cpu = timed["cpu_ms_per_event"]
+    if cpu:
+        click.echo(
+            "\nCPU per event at the measured rate: "
+            + ", ".join(f"{name} {ms:g} ms" for name, ms in cpu.items())
+        )
     click.echo(f"\nmissed: {', '.join(missed)}" if missed else "\nall targets met")

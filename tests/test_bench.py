@@ -60,6 +60,9 @@ class TestBench:
         # Five warm-up events come first, each with its own key.
         assert timed["sandbox_keys"] == 25
         assert set(timed["webhook_to_key_ms"]) == {"p50", "p90", "p99", "max"}
+        # Where the time goes: CPU per event of each process, measured over the events.
+        assert set(timed["cpu_ms_per_event"]) == {"web", "worker", "sandbox"}
+        assert all(ms > 0 for ms in timed["cpu_ms_per_event"].values())
 
     def test_ingest_stores_every_acknowledged_event(self, report: dict[str, Any]) -> None:
         ingest = report["ingest"]
