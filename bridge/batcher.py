@@ -15,6 +15,10 @@ What a request sees is what it would see alone:
   deliveries one by one, so that one poisoned delivery fails alone;
 - Redis trouble after the commit is logged and counted, never raised: the intents are
   in the database and the worker's relay queues them.
+
+On SQLite the flusher also runs the WAL checkpoints, in a thread every
+``checkpoint_every`` commits, rather than letting a commit run one on the event loop
+(see :func:`bridge.inbox.checkpoint`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,9 @@ log = get_logger(__name__)
 # How long a flush may wait on Redis before it answers anyway (the relay has the intents).
 ENQUEUE_TIMEOUT = 1.0
 MAX_BATCH = 256
+# SQLite commits between two checkpoints (``bridge.inbox.checkpoint``): about the 1000
+# WAL pages after which SQLite would checkpoint by itself, at ingest's batch sizes.
+CHECKPOINT_EVERY = 64
 
 # The database is not there or not taking writes: retrying delivery by delivery would only
 # fail again, slower.
@@ -53,13 +60,17 @@ class Batcher:
         *,
         max_batch: int = MAX_BATCH,
         enqueue_timeout: float = ENQUEUE_TIMEOUT,
+        checkpoint_every: int = CHECKPOINT_EVERY,
     ) -> None:
         self.engine = engine
         self.queue = queue
         self.max_batch = max_batch
         self.enqueue_timeout = enqueue_timeout
+        self.checkpoint_every = checkpoint_every
         self._pending: list[_Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._commits = 0
+        self._checkpoint: asyncio.Task[None] | None = None
 
     async def record(self, delivery: Delivery) -> Recorded:
         """Store ``delivery`` with whatever else is pending; raises what storing raised."""
@@ -73,6 +84,8 @@ class Batcher:
         """Wait for the flush under way and whatever is pending (the app's shutdown)."""
         if self._flusher is not None:
             await self._flusher
+        if self._checkpoint is not None:
+            await self._checkpoint
 
     async def _run(self) -> None:
         try:
@@ -127,8 +140,21 @@ class Batcher:
         # SQLite is a local file with one writer at a time (see bridge.db): a thread would
         # only queue on its lock and cost a loop turn. A database over the network gets one.
         if is_sqlite(self.engine):
-            return inbox.record_many(self.engine, deliveries)
+            recorded = inbox.record_many(self.engine, deliveries)
+            self._commits += 1
+            if self._commits % self.checkpoint_every == 0 and self._checkpoint is None:
+                self._checkpoint = asyncio.create_task(self._run_checkpoint())
+            return recorded
         return await asyncio.to_thread(inbox.record_many, self.engine, deliveries)
+
+    async def _run_checkpoint(self) -> None:
+        # In a thread: the driver lets go of the GIL for the whole checkpoint.
+        try:
+            await asyncio.to_thread(inbox.checkpoint, self.engine)
+        except Exception as exc:  # the next one catches up
+            log.warning("checkpoint failed", error=type(exc).__name__)
+        finally:
+            self._checkpoint = None
 
     async def _store_alone(self, delivery: Delivery) -> Recorded | BaseException:
         try:

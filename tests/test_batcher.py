@@ -232,3 +232,39 @@ class TestEnqueue:
         )
         queued = await redis.zrange(redis.default_queue_name, 0, -1)
         assert sorted(queued) == [b"i1", b"i2"]
+
+
+class TestCheckpoint:
+    async def test_sqlite_checkpoints_every_so_many_commits(
+        self, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        if engine.dialect.name != "sqlite":
+            pytest.skip("PostgreSQL has no WAL file of ours to checkpoint")
+        ran: list[Engine] = []
+        real = inbox.checkpoint
+
+        def checkpoint(target: Engine) -> None:
+            ran.append(target)
+            real(target)
+
+        monkeypatch.setattr(inbox, "checkpoint", checkpoint)
+        batcher = Batcher(engine, None, checkpoint_every=2)
+        for n in range(5):
+            await batcher.record(delivery(f"evt_{n}", spec(f"i{n}")))
+        await batcher.aclose()
+        assert ran == [engine, engine]
+        assert len(events(engine)) == 5
+
+    def test_stored_deliveries_leave_checkpoints_to_the_batcher(self, engine: Engine) -> None:
+        if engine.dialect.name != "sqlite":
+            pytest.skip("SQLite only")
+        inbox.record_many(engine, [delivery("evt_1", spec("i1"))])
+        inbox.checkpoint(engine)  # nothing to wait for: no reader, no writer
+        connection = engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA wal_autocheckpoint")
+            assert cursor.fetchone() == (0,)
+            cursor.close()
+        finally:
+            connection.close()
