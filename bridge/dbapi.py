@@ -15,7 +15,7 @@ rows written here and through the ORM are the same rows.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,7 +23,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import DateTime, Dialect, Engine
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, StatementError
 
 from bridge.db import is_sqlite, writer_lock
 
@@ -76,7 +76,7 @@ class Tx:
     __slots__ = ("_binding", "_cursor", "dialect")
 
     def __init__(self, cursor: Any, binding: _Binding) -> None:
-        self._cursor = cursor
+        self._cursor = cursor  # also for callers with SQL of their own: ``cursor``
         self._binding = binding
         self.dialect = binding.name
 
@@ -99,6 +99,11 @@ class Tx:
         rows: list[tuple[Any, ...]] = self._cursor.fetchall()
         return rows
 
+    @property
+    def cursor(self) -> Any:
+        """The driver's cursor, for statements built at run time (multi-row inserts)."""
+        return self._cursor
+
     def time(self, value: datetime | None) -> Any:
         """A datetime as this driver stores it (SQLite: SQLAlchemy's text format)."""
         return None if value is None else self._binding.bind_time(value)
@@ -115,18 +120,26 @@ def aware(value: datetime) -> datetime:
 
 
 @contextmanager
-def tx(engine: Engine) -> Iterator[Tx]:
+def tx(engine: Engine, *, setup: Callable[[Any], None] | None = None) -> Iterator[Tx]:
     """One transaction on a pooled driver connection: committed when the block ends,
-    rolled back if it raises. Driver errors come out as SQLAlchemy's ``DBAPIError``s, and
-    a connection the error shows broken is dropped from the pool, as SQLAlchemy would."""
+    rolled back if it raises. Driver errors, connecting included, come out as
+    SQLAlchemy's ``DBAPIError``s, and a connection the error shows broken is dropped from
+    the pool, as SQLAlchemy would. ``setup`` runs once per pooled connection, on its
+    cursor, before its first transaction here (a caller's own pragmas)."""
     dialect = engine.dialect
     dbapi_error = dialect.loaded_dbapi.Error
     binding = _binding(dialect)
     with writer_lock(engine):
-        connection = engine.raw_connection()
+        try:
+            connection = engine.raw_connection()
+        except dbapi_error as exc:
+            raise _wrapped(exc, dialect, invalidated=False) from exc
         cursor = None
         try:
             cursor = connection.cursor()
+            if setup is not None and setup not in connection.info:
+                setup(cursor)
+                connection.info[setup] = True
             if is_sqlite(engine):
                 # The driver is in autocommit mode (bridge.db); take the write lock first,
                 # so that two writers never both read before writing.
@@ -143,18 +156,23 @@ def tx(engine: Engine) -> Iterator[Tx]:
                 with suppress(dbapi_error):
                     connection.rollback()
             if isinstance(exc, dbapi_error):
-                raise DBAPIError.instance(
-                    None,
-                    None,
-                    exc,
-                    dbapi_error,
-                    hide_parameters=True,
-                    dialect=dialect,
-                    connection_invalidated=broken,
-                ) from exc
+                raise _wrapped(exc, dialect, invalidated=broken) from exc
             raise
         finally:
             if cursor is not None:
                 with suppress(dbapi_error):
                     cursor.close()
             connection.close()
+
+
+def _wrapped(exc: Exception, dialect: Dialect, *, invalidated: bool) -> StatementError:
+    """A driver error as SQLAlchemy raises it (IntegrityError, OperationalError, ...)."""
+    return DBAPIError.instance(
+        None,
+        None,
+        exc,
+        dialect.loaded_dbapi.Error,
+        hide_parameters=True,
+        dialect=dialect,
+        connection_invalidated=invalidated,
+    )

@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from itertools import chain
 from typing import Any
 
 from sqlalchemy import Dialect, Engine
-from sqlalchemy.exc import DBAPIError, StatementError
 from sqlmodel import col, select
 
-from bridge.db import session, writer_lock
+from bridge.db import is_sqlite, session
+from bridge.dbapi import tx
 from bridge.intents import Effect, IntentSpec, Plan, Status
 from bridge.models import Intent, WebhookEvent, utcnow
 
@@ -48,7 +47,6 @@ _ROWS_PER_STATEMENT = 500
 
 _PENDING, _WAITING = Status.PENDING.value, Status.WAITING.value
 # Marks a pooled SQLite connection whose commits no longer checkpoint (see checkpoint()).
-_CHECKPOINTS_APART = "bridge.inbox.checkpoints_apart"
 # json.dumps builds an encoder per call; the params of every intent share this one.
 _params_json = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
 
@@ -151,7 +149,9 @@ def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded
     first: dict[tuple[str, str], int] = {}
     for i, d in enumerate(deliveries):
         first.setdefault((d.provider, d.external_id), i)
-    with _transaction(engine) as cursor:
+    setup = _checkpoints_apart if is_sqlite(engine) else None
+    with tx(engine, setup=setup) as t:
+        cursor = t.cursor
         event_ids = _insert_events(cursor, sql, [deliveries[i] for i in first.values()], now)
         owner: dict[str, int] = {}  # intent id -> the delivery that implied it first
         intents: list[tuple[IntentSpec, int]] = []
@@ -209,53 +209,9 @@ def _sql(dialect: Dialect) -> _Sql:
     )
 
 
-@contextmanager
-def _transaction(engine: Engine) -> Iterator[Any]:
-    """A driver cursor in one transaction on a pooled connection: committed when the
-    block ends, rolled back if it raises.
-
-    Through ``engine.begin()`` a batch paid more for the pool checkout's events, the
-    ``Transaction`` object and the ``begin`` hook than SQLite took to store it. What
-    ``bridge.db`` sets up still holds: the per-process writer lock, and on SQLite
-    ``BEGIN IMMEDIATE`` (the driver is in autocommit mode there), so that the write lock
-    is taken before anything is read. Driver errors, connecting included, come out as
-    SQLAlchemy's (what callers catch); a connection the error shows broken is dropped
-    from the pool, as SQLAlchemy would.
-    """
-    dialect = engine.dialect
-    error = dialect.loaded_dbapi.Error
-    with writer_lock(engine):
-        try:
-            connection = engine.raw_connection()
-        except error as exc:
-            raise _wrapped(exc, dialect, invalidated=False) from exc
-        cursor = None
-        try:
-            cursor = connection.cursor()
-            if dialect.name == "sqlite":
-                if _CHECKPOINTS_APART not in connection.info:
-                    cursor.execute("PRAGMA wal_autocheckpoint=0")  # see checkpoint()
-                    connection.info[_CHECKPOINTS_APART] = True
-                cursor.execute("BEGIN IMMEDIATE")
-            yield cursor
-            connection.commit()
-        except BaseException as exc:
-            broken = isinstance(exc, error) and dialect.is_disconnect(
-                exc, connection.dbapi_connection, cursor
-            )
-            if broken:
-                connection.invalidate(exc)
-            else:
-                with suppress(error):
-                    connection.rollback()
-            if isinstance(exc, error):
-                raise _wrapped(exc, dialect, invalidated=broken) from exc
-            raise
-        finally:
-            if cursor is not None:
-                with suppress(error):
-                    cursor.close()
-            connection.close()
+def _checkpoints_apart(cursor: Any) -> None:
+    """SQLite connections that store deliveries leave WAL checkpoints to :func:`checkpoint`."""
+    cursor.execute("PRAGMA wal_autocheckpoint=0")
 
 
 def checkpoint(engine: Engine) -> None:
@@ -278,18 +234,6 @@ def checkpoint(engine: Engine) -> None:
             cursor.close()
     finally:
         connection.close()
-
-
-def _wrapped(exc: Exception, dialect: Dialect, *, invalidated: bool) -> StatementError:
-    return DBAPIError.instance(
-        None,
-        None,
-        exc,
-        dialect.loaded_dbapi.Error,
-        hide_parameters=True,
-        dialect=dialect,
-        connection_invalidated=invalidated,
-    )
 
 
 @cache
