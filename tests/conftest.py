@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.servers",
     "tests.fixtures.stack",
     "tests.fixtures.pipeline",
+    "tests.fixtures.queue",
 ]

@@ -19,7 +19,7 @@ from bridge.db import make_engine
 from bridge.inbox import Delivery, Recorded
 from bridge.intents import Effect, IntentSpec, Plan
 from bridge.models import Intent, LicenseAlias, WebhookEvent
-from bridge.queue import Enqueuer, connect
+from bridge.queue import Enqueuer
 
 
 def spec(intent_id: str, **params: Any) -> IntentSpec:
@@ -63,13 +63,6 @@ class Spy:
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> Spy:
     return Spy(monkeypatch)
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[ArqRedis]:
-    handle = connect(redis_url)
-    yield handle
-    await handle.aclose()
 
 
 @pytest.fixture

@@ -9,14 +9,7 @@ from arq.connections import ArqRedis
 from arq.jobs import Job
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bridge.queue import JOB_NAME, Enqueuer, connect, enqueue
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[ArqRedis]:
-    handle = connect(redis_url)
-    yield handle
-    await handle.aclose()
+from bridge.queue import JOB_NAME, Enqueuer, enqueue
 
 
 @pytest.fixture
