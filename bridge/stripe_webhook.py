@@ -124,6 +124,8 @@ def _delivery(state: AppState, scope: Scope, body: bytes) -> inbox.Delivery:
         event = _parse(body)
     except (ValueError, UnicodeDecodeError):
         raise _Refused(400, "bad_json", "the body is not JSON") from None
+    except RecursionError:  # the parser recurses per level of nesting
+        raise _Refused(400, "bad_json", "the body is nested too deeply") from None
     if not (
         type(event) is dict
         and isinstance(event.get("id"), str)
@@ -139,13 +141,19 @@ def _delivery(state: AppState, scope: Scope, body: bytes) -> inbox.Delivery:
         log.warning("stripe event not understood", event_id=event["id"], error=str(exc))
         raise _Refused(400, "bad_payload", str(exc)) from None
     api_version = event.get("api_version")
+    try:
+        # Redaction walks the payload recursively: a body the parser only just took
+        # could still be too deep for it.
+        payload = inbox.stored_body(body, event)
+    except RecursionError:
+        raise _Refused(400, "bad_json", "the body is nested too deeply") from None
     return inbox.Delivery(
         provider="stripe",
         external_id=event["id"],
         event_type=event["type"],
         api_version=api_version if isinstance(api_version, str) else None,
         livemode=bool(event.get("livemode")),
-        payload=inbox.stored_body(body, event),
+        payload=payload,
         plan=implied,
     )
 

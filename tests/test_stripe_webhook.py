@@ -71,6 +71,17 @@ class TestRefused:
         [
             (b"{not json", "bad_json"),
             (b"\xff\xfe\x00", "bad_json"),
+            # Nested deeper than the parser recurses: still a 400, not a crash.
+            (b"[" * 100_000 + b"]" * 100_000, "bad_json"),
+            (b'{"id": "evt_1", "type": "x", "data": ' + b"[" * 100_000, "bad_json"),
+            # A secret to redact sends the redaction down every level: too deep for it.
+            (
+                b'{"id": "evt_1", "type": "x", "data": {"client_secret": "s", "deep": '
+                + b"[" * 900
+                + b"]" * 900
+                + b"}}",
+                "bad_json",
+            ),
             (b"[1, 2]", "not_an_event"),
             (b'{"id": 1, "type": "x", "data": {}}', "not_an_event"),
             (b'{"id": "evt_1", "type": "invoice.paid"}', "not_an_event"),
