@@ -4,8 +4,11 @@ A request hands its verified, planned :class:`~bridge.inbox.Delivery` to the pro
 :class:`Batcher` and waits. One flusher task stores everything pending in one
 transaction (:func:`bridge.inbox.record_many`), enqueues the new intents in one round
 trip, then answers each waiting request with its own :class:`~bridge.inbox.Recorded`.
-It flushes as soon as the previous flush is done: a lone request waits for no timer, and
-under load a batch is whatever arrived during the previous flush (at most ``max_batch``).
+It flushes as soon as the previous flush is done, with one exception borrowed from
+PostgreSQL's ``commit_delay``: when the previous batch held more than one delivery
+(deliveries are arriving together), it first waits ``commit_delay`` (a quarter of a
+millisecond) for those in flight to join. A lone request waits for no timer. A batch is
+at most ``max_batch`` deliveries.
 
 What a request sees is what it would see alone:
 
@@ -44,6 +47,10 @@ MAX_BATCH = 256
 # SQLite commits between two checkpoints (``bridge.inbox.checkpoint``): about the 1000
 # WAL pages after which SQLite would checkpoint by itself, at ingest's batch sizes.
 CHECKPOINT_EVERY = 64
+# Under concurrent load, how long a flush waits for deliveries in flight. Measured with the
+# bench's closed loop (8 connections): 0.2-0.3 ms took batches from about 3.5 to 6 and
+# acks/s up 13%, at the same p99; 0.5 ms and more gave back the gain as idle time.
+COMMIT_DELAY = 0.00025
 
 # The database is not there or not taking writes: retrying delivery by delivery would only
 # fail again, slower.
@@ -61,12 +68,15 @@ class Batcher:
         max_batch: int = MAX_BATCH,
         enqueue_timeout: float = ENQUEUE_TIMEOUT,
         checkpoint_every: int = CHECKPOINT_EVERY,
+        commit_delay: float = COMMIT_DELAY,
     ) -> None:
         self.engine = engine
         self.queue = queue
         self.max_batch = max_batch
         self.enqueue_timeout = enqueue_timeout
         self.checkpoint_every = checkpoint_every
+        self.commit_delay = commit_delay
+        self._last_batch = 0
         self._pending: list[_Waiting] = []
         self._flusher: asyncio.Task[None] | None = None
         self._commits = 0
@@ -90,8 +100,11 @@ class Batcher:
     async def _run(self) -> None:
         try:
             while self._pending:
+                if self._last_batch > 1 and self.commit_delay > 0:
+                    await asyncio.sleep(self.commit_delay)
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
+                self._last_batch = len(batch)
                 await self._flush(batch)
         except BaseException as exc:  # cancelled: nobody may wait forever
             for _, future in self._pending:

@@ -159,6 +159,37 @@ class TestOneBatch:
         assert recorded.new_intents == ["i1"]
 
 
+class TestCommitDelay:
+    async def test_under_concurrent_load_a_flush_waits_for_deliveries_in_flight(
+        self, engine: Engine, spy: Spy
+    ) -> None:
+        batcher = Batcher(engine, None, commit_delay=0.5)
+        await together(batcher, delivery("evt_1"), delivery("evt_2"))
+        # The last batch held two: the next flush waits, and a delivery arriving during
+        # the wait joins the one that started it.
+        first = asyncio.create_task(batcher.record(delivery("evt_3")))
+        await asyncio.sleep(0.05)
+        await batcher.record(delivery("evt_4"))
+        await first
+        assert spy.sizes == [2, 2]
+
+    async def test_without_it_each_arrival_is_its_own_batch(self, engine: Engine, spy: Spy) -> None:
+        batcher = Batcher(engine, None, commit_delay=0)
+        await together(batcher, delivery("evt_1"), delivery("evt_2"))
+        first = asyncio.create_task(batcher.record(delivery("evt_3")))
+        await asyncio.sleep(0.05)
+        await batcher.record(delivery("evt_4"))
+        await first
+        assert spy.sizes == [2, 1, 1]
+
+    async def test_lone_deliveries_never_wait(self, engine: Engine, spy: Spy) -> None:
+        # A delay no test could sit through: lone deliveries must not meet it.
+        batcher = Batcher(engine, None, commit_delay=3600)
+        for n in range(3):
+            await asyncio.wait_for(batcher.record(delivery(f"evt_{n}")), 30)
+        assert spy.sizes == [1, 1, 1]
+
+
 class TestFailures:
     async def test_database_down_fails_every_delivery_of_the_batch(self, tmp_path: Path) -> None:
         engine = make_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir' / 'bridge.db'}")
