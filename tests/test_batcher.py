@@ -160,27 +160,26 @@ class TestOneBatch:
 
 
 class TestCommitDelay:
+    @pytest.mark.parametrize(
+        ("delay", "sizes"),
+        [
+            # The last batch held two: the next flush waits, and a delivery arriving
+            # during the wait joins the one that started it.
+            (0.5, [2, 2]),
+            # Without the delay each arrival is a batch of its own.
+            (0, [2, 1, 1]),
+        ],
+    )
     async def test_under_concurrent_load_a_flush_waits_for_deliveries_in_flight(
-        self, engine: Engine, spy: Spy
+        self, engine: Engine, spy: Spy, delay: float, sizes: list[int]
     ) -> None:
-        batcher = Batcher(engine, None, commit_delay=0.5)
-        await together(batcher, delivery("evt_1"), delivery("evt_2"))
-        # The last batch held two: the next flush waits, and a delivery arriving during
-        # the wait joins the one that started it.
-        first = asyncio.create_task(batcher.record(delivery("evt_3")))
-        await asyncio.sleep(0.05)
-        await batcher.record(delivery("evt_4"))
-        await first
-        assert spy.sizes == [2, 2]
-
-    async def test_without_it_each_arrival_is_its_own_batch(self, engine: Engine, spy: Spy) -> None:
-        batcher = Batcher(engine, None, commit_delay=0)
+        batcher = Batcher(engine, None, commit_delay=delay)
         await together(batcher, delivery("evt_1"), delivery("evt_2"))
         first = asyncio.create_task(batcher.record(delivery("evt_3")))
         await asyncio.sleep(0.05)
         await batcher.record(delivery("evt_4"))
         await first
-        assert spy.sizes == [2, 1, 1]
+        assert spy.sizes == sizes
 
     async def test_lone_deliveries_never_wait(self, engine: Engine, spy: Spy) -> None:
         # A delay no test could sit through: lone deliveries must not meet it.
