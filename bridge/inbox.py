@@ -143,7 +143,6 @@ def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded
     locks in one order and cannot deadlock.
     """
     sql = _sql(engine.dialect)
-    now = utcnow()
     # The first delivery of each event id is the one that may be new; later ones in the
     # same batch are duplicates, as they would be one after the other.
     first: dict[tuple[str, str], int] = {}
@@ -152,6 +151,7 @@ def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded
     setup = _checkpoints_apart if is_sqlite(engine) else None
     with tx(engine, setup=setup) as t:
         cursor = t.cursor
+        now = t.time(utcnow())  # as the driver stores it
         event_ids = _insert_events(cursor, sql, [deliveries[i] for i in first.values()], now)
         owner: dict[str, int] = {}  # intent id -> the delivery that implied it first
         intents: list[tuple[IntentSpec, int]] = []
@@ -191,7 +191,6 @@ def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded
 @dataclass(frozen=True)
 class _Sql:
     mark: str  # the driver's positional placeholder
-    timestamp: Any  # datetime -> what the driver stores, as SQLAlchemy would bind it
     boolean: Any
 
 
@@ -204,7 +203,6 @@ def _sql(dialect: Dialect) -> _Sql:
     table = WebhookEvent.__table__  # type: ignore[attr-defined]
     return _Sql(
         mark="?" if dialect.paramstyle == "qmark" else "%s",
-        timestamp=processor(table.c.received_at),
         boolean=processor(table.c.livemode),
     )
 
@@ -261,7 +259,7 @@ def _insert_events(
     cursor: Any, sql: _Sql, deliveries: list[Delivery], now: Any
 ) -> dict[tuple[str, str], int]:
     """Insert the events that are not stored yet; returns their ids by (provider, id)."""
-    received = sql.timestamp(now)
+    received = now
     rows = sorted(
         (
             d.provider,
@@ -317,7 +315,7 @@ def _insert_intent_rows(
     now: Any,
     waiting_on: frozenset[str],
 ) -> set[str]:
-    created = sql.timestamp(now)
+    created = now
     rows = sorted(
         (
             spec.id,
