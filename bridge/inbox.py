@@ -15,6 +15,7 @@ commit, and SQLAlchemy's transaction around them more than SQLite took to store 
 
 from __future__ import annotations
 
+import codecs
 import json
 import re
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ from functools import cache
 from itertools import chain
 from typing import Any
 
+import orjson
 from sqlalchemy import Dialect, Engine
 from sqlmodel import col, select
 
@@ -41,14 +43,18 @@ REDACTED = "[redacted]"
 # null. A match inside a string value only costs the slow path.
 _SECRET_NAMES = tuple(b'"%s"' % k.encode() for k in sorted(SECRET_KEYS))
 _NULL_VALUE = re.compile(rb"\s*:\s*null\b")
+_BOM = codecs.BOM_UTF8
 
 # Rows per INSERT: far below SQLite's (32766) and PostgreSQL's (65535) parameter limits.
 _ROWS_PER_STATEMENT = 500
 
 _PENDING, _WAITING = Status.PENDING.value, Status.WAITING.value
-# Marks a pooled SQLite connection whose commits no longer checkpoint (see checkpoint()).
-# json.dumps builds an encoder per call; the params of every intent share this one.
-_params_json = json.JSONEncoder(separators=(",", ":"), sort_keys=True).encode
+
+
+def _params_json(params: dict[str, Any]) -> str:
+    """An intent's params as stored: compact JSON, keys sorted (orjson: a tenth of the
+    standard library's time, and the same value when read back)."""
+    return orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,9 @@ def stored_payload(payload: dict[str, Any]) -> str:
 def stored_body(body: bytes, payload: dict[str, Any]) -> str:
     """What to store for a raw JSON ``body`` that parsed to ``payload``: the body itself
     when it provably holds no secret to redact (no secret key with a non-null value, no
-    ``\\u`` escape that could spell one, UTF-8), else :func:`stored_payload`."""
-    if b"\\u" not in body and not _names_a_secret(body):
+    ``\\u`` escape that could spell one) and is UTF-8 without a byte order mark (which
+    JSON text may not start with once decoded), else :func:`stored_payload`."""
+    if b"\\u" not in body and not body.startswith(_BOM) and not _names_a_secret(body):
         try:
             return body.decode("utf-8")
         except UnicodeDecodeError:  # UTF-16/32 JSON: json.loads accepts it, we re-encode

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Receive, Scope, Send
 
@@ -53,7 +54,6 @@ _DUPLICATE, _IGNORED, _RECORDED = (
     _COUNTERS["recorded"],
 )
 _JSON = b"application/json"
-_DECODER = json.JSONDecoder()
 
 
 class _Refused(Exception):
@@ -96,14 +96,16 @@ def _signature_header(scope: Scope) -> str | None:
 
 
 def _parse(body: bytes) -> Any:
-    """``json.loads(body)``, minus its encoding sniffing for the usual UTF-8 body."""
+    """The body's JSON value. orjson reads the UTF-8 JSON Stripe sends in a fifth of the
+    standard library's time; whatever it refuses (a BOM, UTF-16/32, lone surrogates,
+    NaN, nesting past 1024 levels) goes to ``json.loads``, which has the last word, so
+    that what is accepted is exactly what ``json.loads`` accepts. (orjson reads an
+    integer past 64 bits as a float; the planner refuses a float where it needs an int.)
+    """
     try:
-        text = body.decode()
-    except UnicodeDecodeError:  # UTF-16/32, or lone surrogates: json.loads copes
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
         return json.loads(body)
-    if text.startswith("\ufeff"):  # a BOM, which json.loads skips in bytes
-        return json.loads(body)
-    return _DECODER.decode(text)
 
 
 def _delivery(state: AppState, scope: Scope, body: bytes) -> inbox.Delivery:

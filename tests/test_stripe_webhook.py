@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -130,6 +131,27 @@ class TestRefused:
         response = await bridge.http.get(f"{bridge.url}/webhooks/stripe")
         assert response.status_code == 405
 
+    async def test_trailing_slash_goes_through_starlette(self, bridge: Pipeline) -> None:
+        # Only the exact path skips Starlette's router; anything else is routed as usual.
+        body = json.dumps(sb.load("checkout.session.completed.payment")).encode()
+        response = await bridge.http.post(
+            f"{bridge.url}/webhooks/stripe/",
+            content=body,
+            headers={"Stripe-Signature": sign(body, SECRET)},
+        )
+        assert response.status_code == 307
+        assert response.headers["location"].endswith("/webhooks/stripe")
+        nothing_happened(bridge)
+
+    async def test_integer_past_64_bits_is_a_bad_payload(self, bridge: Pipeline) -> None:
+        # The fast parser reads it as a float, which no amount may be.
+        event = sb.load("checkout.session.completed.payment")
+        sb.obj(event)["amount_total"] = 10**30
+        response = await bridge.post(event)
+        assert response.status_code == 400
+        assert response.json()["error"] == "bad_payload"
+        nothing_happened(bridge)
+
 
 class TestAccepted:
     async def test_unhandled_type_is_recorded_as_ignored(self, bridge: Pipeline) -> None:
@@ -140,6 +162,24 @@ class TestAccepted:
         [stored] = bridge.events()
         assert (stored.outcome, stored.type) == ("ignored", "customer.created")
         assert stored.note is not None and "customer.created" in stored.note
+
+    @pytest.mark.parametrize(
+        "encode",
+        [
+            pytest.param(lambda text: b"\xef\xbb\xbf" + text.encode(), id="utf-8 with BOM"),
+            pytest.param(lambda text: text.encode("utf-16"), id="utf-16"),
+        ],
+    )
+    async def test_json_the_fast_parser_refuses_is_still_read(
+        self, bridge: Pipeline, encode: Any
+    ) -> None:
+        # The standard library has the last word on what is JSON.
+        event = sb.envelope("customer.created", {"id": "cus_1", "object": "customer"}, created=1)
+        response = await bridge.post(encode(json.dumps(event)))
+        assert response.status_code == 200
+        [stored] = bridge.events()
+        assert stored.external_id == event["id"]
+        assert json.loads(stored.payload) == event
 
     async def test_rotated_secrets_both_verify(
         self, bridge: Pipeline, engine: Engine, sandbox_server: SandboxServer, tmp_path: Path
