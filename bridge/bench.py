@@ -9,7 +9,8 @@ SQLite file in a temporary directory.
 1. Ingest: signed events acknowledged per second by ``POST /webhooks/stripe``, closed
    loop at a fixed concurrency, as a ratio to a bare Starlette endpoint that reads the
    body and answers 200 (same uvicorn options, same client, same bodies); and the p99
-   of the acknowledgement latency.
+   of the acknowledgement latency. The two endpoints take turns, several rounds: the
+   ratio is the median of the rounds' ratios, the p99 the worst round's.
 2. Webhook to key: events sent open loop at a fixed rate with web, worker and sandbox
    running; per event, the time from sending it to its key's creation in the sandbox
    (``created_ns`` in ``/sandbox/state``; the event's license ref names the key in the
@@ -27,6 +28,7 @@ import os
 import platform
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -210,42 +212,73 @@ def cpu_seconds(pid: int) -> float | None:
 # -- phases --------------------------------------------------------------------------------
 
 
-def ingest(st: Stack, redis_url: str, *, seconds: float, concurrency: int) -> dict[str, Any]:
+def ingest(
+    st: Stack, redis_url: str, *, seconds: float, concurrency: int, rounds: int = 1
+) -> dict[str, Any]:
+    """Both endpoints run side by side and take turns under the load, ``rounds`` times.
+
+    The two share the machine's cores with the load generator (and the bridge with
+    Redis), so what either reaches moves with whatever else runs: the bare endpoint's
+    figure has varied by half between runs. Turns taken back to back see the same
+    machine, and the median of the rounds' ratios is steadier than any one of them.
+    """
     config = st.workdir / "bridge.toml"
     config.write_text(CONFIG)
     database_url = f"sqlite:///{st.workdir / 'ingest.db'}"
     migrate(database_url)
     env = bridge_env(database_url, f"{redis_url}/0", config, "http://127.0.0.1:9/api/")
-    results: dict[str, Any] = {}
+    ports: dict[str, int] = {}
+    procs: list[subprocess.Popen[bytes]] = []
     for name, args in (
         ("bare", ["-m", "bridge.loadgen", "bare"]),
         ("bridge", ["-m", "bridge", "serve"]),
     ):
-        port = free_port()
-        proc = st.start(f"ingest-{name}", [*args, "--port", str(port)], env)
-        _wait_http(f"http://127.0.0.1:{port}/healthz", proc, st.log(f"ingest-{name}"))
-        results[name] = run_loadgen(
-            st,
-            [
-                "closed",
-                "--port",
-                str(port),
-                "--run",
-                f"i{name[0]}",
-                "--seconds",
-                str(seconds),
-                "--concurrency",
-                str(concurrency),
-            ],
-        )
+        ports[name] = free_port()
+        proc = st.start(f"ingest-{name}", [*args, "--port", str(ports[name])], env)
+        _wait_http(f"http://127.0.0.1:{ports[name]}/healthz", proc, st.log(f"ingest-{name}"))
+        procs.append(proc)
+    turns: list[dict[str, Any]] = []
+    for n in range(rounds):
+        turn: dict[str, Any] = {}
+        for name, port in ports.items():
+            load = ["closed", "--port", str(port), "--run", f"i{name[0]}{n}"]
+            load += ["--seconds", str(seconds), "--concurrency", str(concurrency)]
+            turn[name] = run_loadgen(st, load)
+        bare = turn["bare"]["per_second"]
+        turn["ratio"] = turn["bridge"]["per_second"] / bare if bare else None
+        turns.append(turn)
+    for proc in procs:
         st.stop(proc)
+    results: dict[str, Any] = {
+        "rounds": turns,
+        "bare": _summary([t["bare"] for t in turns]),
+        "bridge": _summary([t["bridge"] for t in turns]),
+        "ratio": _median([t["ratio"] for t in turns if t["ratio"] is not None]),
+    }
     with _engine(database_url) as connection:
         results["events_stored"] = connection.execute(
             text("SELECT COUNT(*) FROM webhook_event")
         ).scalar_one()
-    bare, bridge = results["bare"]["per_second"], results["bridge"]["per_second"]
-    results["ratio"] = bridge / bare if bare else None
     return results
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One endpoint over all rounds: counts summed, the median rate, the worst p99."""
+    statuses: dict[str, int] = {}
+    for run in runs:
+        for status, count in run["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + count
+    p99s = [r["latency_ms"]["p99"] for r in runs if r["latency_ms"]["p99"] is not None]
+    return {
+        "ok": sum(r["ok"] for r in runs),
+        "statuses": statuses,
+        "per_second": _median([r["per_second"] for r in runs]),
+        "latency_ms": {"p99": max(p99s) if p99s else None},
+    }
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 @contextlib.contextmanager
@@ -425,7 +458,16 @@ def table(rows: list[Figure]) -> str:
 
 
 @click.command("bench")
-@click.option("--ingest-seconds", default=5.0, show_default=True, help="Measured, per endpoint.")
+@click.option(
+    "--ingest-seconds", default=5.0, show_default=True, help="Measured, per endpoint and round."
+)
+@click.option(
+    "--rounds",
+    default=3,
+    show_default=True,
+    type=click.IntRange(1, 20),
+    help="Ingest turns per endpoint; the ratio is the median of the rounds' ratios.",
+)
 @click.option("--concurrency", default=8, show_default=True, help="Ingest connections.")
 @click.option("--rate", default=100.0, show_default=True, help="Events/s for webhook to key.")
 @click.option("--seconds", default=15.0, show_default=True, help="How long to send at --rate.")
@@ -440,6 +482,7 @@ def table(rows: list[Figure]) -> str:
 )
 def command(
     ingest_seconds: float,
+    rounds: int,
     concurrency: int,
     rate: float,
     seconds: float,
@@ -456,13 +499,16 @@ def command(
     if not as_json:
         click.echo(
             f"machine: {host['cores']} cores, {host['cpu']}, Python {host['python']}\n"
-            f"ingest: {ingest_seconds:g} s per endpoint at concurrency {concurrency}; "
+            f"ingest: {rounds} rounds of {ingest_seconds:g} s per endpoint at concurrency "
+            f"{concurrency}; "
             f"webhook to key: {rate:g} events/s for {seconds:g} s\n",
             err=True,
         )
     with stack(keep) as st:
         redis_url = start_redis(st)
-        ingested = ingest(st, redis_url, seconds=ingest_seconds, concurrency=concurrency)
+        ingested = ingest(
+            st, redis_url, seconds=ingest_seconds, concurrency=concurrency, rounds=rounds
+        )
         timed = latency(st, redis_url, rate=rate, seconds=seconds, settle=settle)
     rows = figures(ingested, timed)
     missed = [f.name for f in rows if f.passed is False]
@@ -471,6 +517,7 @@ def command(
             "machine": host,
             "options": {
                 "ingest_seconds": ingest_seconds,
+                "rounds": rounds,
                 "concurrency": concurrency,
                 "rate": rate,
                 "seconds": seconds,

@@ -30,7 +30,7 @@ FIGURES = {
 
 @pytest.fixture(scope="module")
 def report() -> dict[str, Any]:
-    args = ["bench", "--json", "--ingest-seconds", "0.3", "--concurrency", "2"]
+    args = ["bench", "--json", "--ingest-seconds", "0.3", "--rounds", "2", "--concurrency", "2"]
     args += ["--rate", "20", "--seconds", "1", "--settle", "60"]
     result = CliRunner().invoke(main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
@@ -70,6 +70,18 @@ class TestBench:
         assert set(ingest["bridge"]["statuses"]) == {"200"}
         # Warm-up requests are stored too, so at least every measured one is.
         assert ingest["events_stored"] >= ingest["bridge"]["ok"]
+
+    def test_ingest_takes_turns_and_reports_the_median_ratio(self, report: dict[str, Any]) -> None:
+        ingest = report["ingest"]
+        rounds = ingest["rounds"]
+        assert len(rounds) == 2
+        for turn in rounds:
+            assert turn["ratio"] == turn["bridge"]["per_second"] / turn["bare"]["per_second"]
+        assert ingest["ratio"] == pytest.approx(sum(t["ratio"] for t in rounds) / 2)
+        assert ingest["bridge"]["ok"] == sum(t["bridge"]["ok"] for t in rounds)
+        assert ingest["bridge"]["latency_ms"]["p99"] == max(
+            t["bridge"]["latency_ms"]["p99"] for t in rounds
+        )
 
     def test_reports_the_machine(self, report: dict[str, Any]) -> None:
         assert report["machine"]["cores"] >= 1
