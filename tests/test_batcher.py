@@ -293,13 +293,17 @@ class TestCheckpoint:
             payload = f'{{"id":"evt_{n}","p":"{padding}"}}'
             return dataclasses.replace(delivery(f"evt_{n}", spec(f"i{n}")), payload=payload)
 
-        # Two deliveries per commit, 600 commits back to back: 3.6 MB of payload alone,
-        # and about 8 MB of WAL if it never started over (about 0.5 MB when it does).
+        # Two deliveries per commit, 600 commits back to back.
         batcher = Batcher(engine, None, max_batch=2, checkpoint_every=8, commit_delay=0.0001)
         await asyncio.gather(*(batcher.record(padded(n)) for n in range(1200)))
         await batcher.aclose()
         assert len(events(engine)) == 1200
-        assert wal.stat().st_size < 2_000_000
+        # Each time the WAL starts over, SQLite bumps the checkpoint sequence number in its
+        # header (bytes 12-15). A checkpoint that never catches up leaves it at 0 and the
+        # WAL only grows; how far it gets between two restarts depends on the disk.
+        with wal.open("rb") as f:
+            header = f.read(32)
+        assert int.from_bytes(header[12:16], "big") >= 3
 
     def test_stored_deliveries_leave_checkpoints_to_the_batcher(self, engine: Engine) -> None:
         if engine.dialect.name != "sqlite":
