@@ -240,10 +240,17 @@ def ingest(
     turns: list[dict[str, Any]] = []
     for n in range(rounds):
         turn: dict[str, Any] = {}
-        for name, port in ports.items():
+        for (name, port), proc in zip(ports.items(), procs, strict=True):
             load = ["closed", "--port", str(port), "--run", f"i{name[0]}{n}"]
             load += ["--seconds", str(seconds), "--concurrency", str(concurrency)]
+            before = cpu_seconds(proc.pid)
             turn[name] = run_loadgen(st, load)
+            after = cpu_seconds(proc.pid)
+            # The server's CPU per request, warm-up included: steadier than acks/s, which
+            # also moves with what the load generator gets of the cores.
+            answered = turn[name]["answered"]
+            if before is not None and after is not None and answered:
+                turn[name]["cpu_us_per_request"] = (after - before) * 1e6 / answered
         bare = turn["bare"]["per_second"]
         turn["ratio"] = turn["bridge"]["per_second"] / bare if bare else None
         turns.append(turn)
@@ -274,6 +281,9 @@ def _summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "statuses": statuses,
         "per_second": _median([r["per_second"] for r in runs]),
         "latency_ms": {"p99": max(p99s) if p99s else None},
+        "cpu_us_per_request": _median(
+            [r["cpu_us_per_request"] for r in runs if "cpu_us_per_request" in r]
+        ),
     }
 
 
@@ -530,6 +540,12 @@ def command(
         click.echo(json.dumps(report, indent=2))
         return
     click.echo(table(rows))
+    served = {n: ingested[n]["cpu_us_per_request"] for n in ("bare", "bridge")}
+    if all(v is not None for v in served.values()):
+        click.echo(
+            "\nServer CPU per ingest request (median of the rounds): "
+            + ", ".join(f"{name} {us:.0f} µs" for name, us in served.items())
+        )
     cpu = timed["cpu_ms_per_event"]
     if cpu:
         click.echo(

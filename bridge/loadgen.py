@@ -174,18 +174,21 @@ async def closed_loop(
     counter = iter(range(10**9))
     latencies: list[float] = []
     statuses: dict[int, int] = {}
+    answered = 0  # warm-up included: what the server did while it was watched
     loop = asyncio.get_running_loop()
     start = loop.time()
     measure_from = start + warmup
     stop = measure_from + seconds
 
     async def drive(conn: Connection) -> None:
+        nonlocal answered
         while True:
             request = make(next(counter))
             sent = loop.time()
             if sent >= stop:
                 return
             status = await asyncio.wait_for(conn.send(request), REQUEST_TIMEOUT)
+            answered += 1
             done = loop.time()
             if sent >= measure_from and done <= stop:
                 latencies.append(done - sent)
@@ -199,6 +202,7 @@ async def closed_loop(
         "concurrency": concurrency,
         "seconds": seconds,
         "requests": len(latencies),
+        "answered": answered,
         "ok": ok,
         "statuses": {str(k): v for k, v in statuses.items()},
         "per_second": ok / seconds,

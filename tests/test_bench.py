@@ -82,6 +82,10 @@ class TestBench:
         assert ingest["bridge"]["latency_ms"]["p99"] == max(
             t["bridge"]["latency_ms"]["p99"] for t in rounds
         )
+        # The CPU each server spent per request it answered, warm-up included.
+        for name in ("bare", "bridge"):
+            assert all(t[name]["answered"] >= t[name]["ok"] for t in rounds)
+            assert ingest[name]["cpu_us_per_request"] > 0
 
     def test_reports_the_machine(self, report: dict[str, Any]) -> None:
         assert report["machine"]["cores"] >= 1
