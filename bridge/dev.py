@@ -45,7 +45,9 @@ from bridge.settings import BridgeConfig, ConfigError, Settings
 DEMO_SAMPLE = "checkout.session.completed.payment"
 DEV_CONFIG = "[stripe]\ndefault_template_id = 1\n"
 _STARTUP_TIMEOUT = 30.0
-_STOP_TIMEOUT = 10.0
+# Longer than the worker's default BRIDGE_WORKER_SHUTDOWN_WAIT, so that it finishes or
+# cancels its own jobs before it is killed.
+_STOP_TIMEOUT = 15.0
 _POLL = 0.1
 
 

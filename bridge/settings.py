@@ -110,6 +110,10 @@ class Settings(BaseSettings):
     # polling's own CPU) at 100 purchases/s in the bench.
     worker_poll_delay: float = Field(default=0.005, gt=0, alias="BRIDGE_WORKER_POLL_DELAY")
     relay_interval_seconds: int = Field(default=30, ge=1, alias="BRIDGE_RELAY_INTERVAL")
+    # On SIGTERM or SIGINT the worker takes no new job and lets those under way finish for
+    # up to this long before cancelling them (arq's job_completion_wait). A cancelled job
+    # is safe (its intent is retaken with a read-back once its lease runs out) but later.
+    worker_shutdown_wait: int = Field(default=10, ge=0, alias="BRIDGE_WORKER_SHUTDOWN_WAIT")
 
     log_level: str = Field(default="INFO", alias="BRIDGE_LOG_LEVEL")
 

@@ -71,6 +71,7 @@ def worker_options(
         "on_shutdown": on_shutdown,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "poll_delay": settings.worker_poll_delay,
+        "job_completion_wait": settings.worker_shutdown_wait,
         "keep_result": 0,
         "max_jobs": 20,
         "handle_signals": True,

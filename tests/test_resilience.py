@@ -149,6 +149,36 @@ class TestWorkerCrash:
         assert bridge.intents()[creating.id].result is not None
         assert orphan in (bridge.intents()[creating.id].result or "")
 
+    async def test_worker_stopped_mid_job_lets_it_finish(
+        self, bridge: Pipeline, tmp_path: Path
+    ) -> None:
+        # Every call is applied, then answered 0.3 s later: a purchase's job takes seconds.
+        bridge.sandbox.set_faults(reply_delay_ms=300)
+        await bridge.post(sb.load("checkout.session.completed.payment"))
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "bridge", "worker"],
+            env=_worker_env(bridge.settings),
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            await _wait_for(lambda: bridge.counts()["keys_created"] == 1, timeout=30)
+            worker.send_signal(signal.SIGTERM)  # a deploy, mid-job
+            _, stderr = worker.communicate(timeout=30)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+                worker.communicate()
+        assert worker.returncode == 0, stderr.decode()[-3000:]
+        assert b"Traceback" not in stderr
+        # The job took no new work but finished what it had: the key tagged and linked to
+        # its customer, the purchase registered, nothing left for another worker.
+        statuses = {i.id: i.status for i in bridge.intents().values()}
+        assert set(statuses.values()) == {"done"}, statuses
+        counts = bridge.counts()
+        assert (counts["keys_created"], counts["events"]) == (1, 1)
+
 
 def _short_timeout_functions(settings: Settings) -> list[Any]:
     from arq.worker import func
