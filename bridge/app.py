@@ -60,6 +60,9 @@ async def metrics_endpoint(_: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
+WEBHOOK_PATH = "/webhooks/stripe"
+
+
 class BridgeApp(Starlette):
     """Starlette, with ``POST /webhooks/stripe`` handed straight to its endpoint.
 
@@ -80,9 +83,6 @@ class BridgeApp(Starlette):
             await stripe_webhook.endpoint(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
-
-
-WEBHOOK_PATH = "/webhooks/stripe"
 
 
 def create_app(settings: Settings, *, engine: Engine | None = None) -> BridgeApp:

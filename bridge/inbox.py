@@ -225,11 +225,9 @@ def checkpoint(engine: Engine) -> None:
     SQLite runs this inside a commit once the WAL passes 1000 pages: a few milliseconds
     of copying and two fsyncs that would stall every request waiting on the event loop
     (the p99 of ingest). The connections that store deliveries leave it out
-    (``wal_autocheckpoint=0``), and the batcher runs it every so many commits in a
-    thread instead, between two of its own transactions: a PASSIVE checkpoint never
-    waits for a lock, and with no commit of ours beside it, it copies the whole WAL, so
-    that the next commit starts the WAL over rather than making it longer. Driver
-    errors are raised as they are (the batcher logs them).
+    (``wal_autocheckpoint=0``), and the batcher runs it in a thread instead, in two
+    steps so that the WAL starts over (see ``bridge.batcher``). A PASSIVE checkpoint
+    never waits for a lock. Driver errors are raised as they are (the batcher logs them).
     """
     connection = engine.raw_connection()
     try:
