@@ -82,6 +82,17 @@ class TestRedisOutage:
         assert bridge.counts()["events"] == 4
 
 
+def _start_worker(settings: Settings, cwd: Path) -> subprocess.Popen[bytes]:
+    """``cryptolens-bridge worker`` as a process of its own (stderr kept for the asserts)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bridge", "worker"],
+        env=_worker_env(settings),
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
 def _worker_env(settings: Settings) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "STRIPE_"))}
     env.update(
@@ -115,13 +126,7 @@ class TestWorkerCrash:
         # killed in that window leaves a key that Cryptolens has and the bridge does not.
         bridge.sandbox.set_faults(reply_delay_ms=2000)
         await bridge.post(sb.load("checkout.session.completed.payment"))
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "worker"],
-            env=_worker_env(bridge.settings),
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        worker = _start_worker(bridge.settings, tmp_path)
         try:
             await _wait_for(lambda: bridge.counts()["keys_created"] == 1, timeout=30)
         finally:
@@ -155,13 +160,7 @@ class TestWorkerCrash:
         # Every call is applied, then answered 0.3 s later: a purchase's job takes seconds.
         bridge.sandbox.set_faults(reply_delay_ms=300)
         await bridge.post(sb.load("checkout.session.completed.payment"))
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "bridge", "worker"],
-            env=_worker_env(bridge.settings),
-            cwd=tmp_path,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        worker = _start_worker(bridge.settings, tmp_path)
         try:
             await _wait_for(lambda: bridge.counts()["keys_created"] == 1, timeout=30)
             worker.send_signal(signal.SIGTERM)  # a deploy, mid-job
