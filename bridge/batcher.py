@@ -6,9 +6,8 @@ transaction (:func:`bridge.inbox.record_many`), enqueues the new intents in one 
 trip, then answers each waiting request with its own :class:`~bridge.inbox.Recorded`.
 It flushes as soon as the previous flush is done, with one exception borrowed from
 PostgreSQL's ``commit_delay``: when the previous batch held more than one delivery
-(deliveries are arriving together), it first waits ``commit_delay`` (a quarter of a
-millisecond) for those in flight to join. A lone request waits for no timer. A batch is
-at most ``max_batch`` deliveries.
+(deliveries are arriving together), it first waits ``commit_delay`` for those in flight
+to join. A lone request waits for no timer. A batch is at most ``max_batch`` deliveries.
 
 What a request sees is what it would see alone:
 
@@ -52,9 +51,12 @@ MAX_BATCH = 256
 # SQLite commits between two checkpoints (``bridge.inbox.checkpoint``): about the 1000
 # WAL pages after which SQLite would checkpoint by itself, at ingest's batch sizes.
 CHECKPOINT_EVERY = 64
-# Under concurrent load, how long a flush waits for deliveries in flight. Measured with the
-# bench's closed loop (8 connections): 0.2-0.3 ms took batches from about 3.5 to 6 and
-# acks/s up 13%, at the same p99; 0.5 ms and more gave back the gain as idle time.
+# Under concurrent load, how long a flush waits for deliveries in flight. uvloop (what
+# `serve` runs) rounds timers to whole milliseconds, so this is a 0 ms timer there: the
+# flush waits one turn of the loop, whose I/O poll lets the requests already sent join
+# (a plain ``sleep(0)`` resumes before their tasks run, and measured no better). With the
+# bench's closed loop (8 connections) that took batches from about 3.5 to 6 and acks/s
+# up 13%, at the same p99; a 1 ms timer gave back the gain as idle time.
 COMMIT_DELAY = 0.00025
 
 # The database is not there or not taking writes: retrying delivery by delivery would only
