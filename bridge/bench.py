@@ -227,20 +227,19 @@ def ingest(
     database_url = f"sqlite:///{st.workdir / 'ingest.db'}"
     migrate(database_url)
     env = bridge_env(database_url, f"{redis_url}/0", config, "http://127.0.0.1:9/api/")
-    ports: dict[str, int] = {}
-    procs: list[subprocess.Popen[bytes]] = []
+    servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
     for name, args in (
         ("bare", ["-m", "bridge.loadgen", "bare"]),
         ("bridge", ["-m", "bridge", "serve"]),
     ):
-        ports[name] = free_port()
-        proc = st.start(f"ingest-{name}", [*args, "--port", str(ports[name])], env)
-        _wait_http(f"http://127.0.0.1:{ports[name]}/healthz", proc, st.log(f"ingest-{name}"))
-        procs.append(proc)
+        port = free_port()
+        proc = st.start(f"ingest-{name}", [*args, "--port", str(port)], env)
+        _wait_http(f"http://127.0.0.1:{port}/healthz", proc, st.log(f"ingest-{name}"))
+        servers[name] = (port, proc)
     turns: list[dict[str, Any]] = []
     for n in range(rounds):
         turn: dict[str, Any] = {}
-        for (name, port), proc in zip(ports.items(), procs, strict=True):
+        for name, (port, proc) in servers.items():
             load = ["closed", "--port", str(port), "--run", f"i{name[0]}{n}"]
             load += ["--seconds", str(seconds), "--concurrency", str(concurrency)]
             before = cpu_seconds(proc.pid)
@@ -254,7 +253,7 @@ def ingest(
         bare = turn["bare"]["per_second"]
         turn["ratio"] = turn["bridge"]["per_second"] / bare if bare else None
         turns.append(turn)
-    for proc in procs:
+    for _, proc in servers.values():
         st.stop(proc)
     results: dict[str, Any] = {
         "rounds": turns,
