@@ -266,7 +266,6 @@ def _insert_events(
     cursor: Any, sql: _Sql, deliveries: list[Delivery], now: Any
 ) -> dict[tuple[str, str], int]:
     """Insert the events that are not stored yet; returns their ids by (provider, id)."""
-    received = now
     rows = sorted(
         (
             d.provider,
@@ -275,7 +274,7 @@ def _insert_events(
             d.api_version,
             sql.boolean(d.livemode),
             d.payload,
-            received,
+            now,  # received_at
             "ignored" if d.plan.ignored is not None or not d.plan.intents else "planned",
             (d.plan.ignored or "")[:500] or None,
         )
@@ -322,7 +321,6 @@ def _insert_intent_rows(
     now: Any,
     waiting_on: frozenset[str],
 ) -> set[str]:
-    created = now
     rows = sorted(
         (
             spec.id,
@@ -333,8 +331,8 @@ def _insert_intent_rows(
             _WAITING if spec.license_ref in waiting_on else _PENDING,
             0,
             event_id,
-            created,
-            created,
+            now,  # created_at
+            now,  # updated_at
         )
         for spec, event_id in intents
     )
