@@ -20,12 +20,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bridge import stripe_webhook
-from bridge.batcher import Batcher
-from bridge.db import make_engine
-from bridge.queue import Enqueuer, connect
-from bridge.settings import Settings
-from bridge.state import AppState
+from bridge.core.batcher import Batcher
+from bridge.core.db import make_engine
+from bridge.core.queue import Enqueuer, connect
+from bridge.core.settings import Settings
+from bridge.core.state import AppState
+from bridge.stripe import webhook as stripe_webhook
 
 
 def _ping_db(engine: Engine) -> None:

@@ -16,12 +16,12 @@ _COMMANDS = {
     "serve": "bridge.serve:command",
     "worker": "jobs.worker:command",
     "sandbox": "bridge.sandbox.cli:command",
-    "migrate": "bridge.db:migrate_command",
-    "dev": "bridge.dev:command",
-    "send": "bridge.send:command",
-    "bench": "bridge.bench:command",
-    "intents": "bridge.ops:intents_command",
-    "replay": "bridge.ops:replay_command",
+    "migrate": "bridge.core.db:migrate_command",
+    "dev": "bridge.tools.dev:command",
+    "send": "bridge.tools.send:command",
+    "bench": "bridge.tools.bench:command",
+    "intents": "bridge.tools.ops:intents_command",
+    "replay": "bridge.tools.ops:replay_command",
 }
 
 _HELP = {

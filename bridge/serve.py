@@ -7,9 +7,9 @@ from typing import Any
 import click
 import uvicorn
 
-from bridge import logs
 from bridge.app import create_app
-from bridge.settings import ConfigError, Settings
+from bridge.core import logs
+from bridge.core.settings import ConfigError, Settings
 
 # One set of server options, shared with the bench's bare reference endpoint so that the
 # two are compared under the same server. uvloop and httptools come with uvicorn[standard].

@@ -33,12 +33,12 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from bridge import locks
+from bridge.core import locks
+from bridge.core.db import is_sqlite
+from bridge.core.intents import Effect
+from bridge.core.logs import get_logger
 from bridge.cryptolens import CryptolensError, OutcomeUnknown, Transient
 from bridge.cryptolens.models import LicenseKey, TimeRange
-from bridge.db import is_sqlite
-from bridge.intents import Effect
-from bridge.logs import get_logger
 from jobs import store
 from jobs.runtime import Runtime
 from jobs.templates import resolve_template
@@ -70,7 +70,7 @@ async def db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a store function: in a thread, or inline when its engine is SQLite.
 
     SQLite is a local file with one writer at a time (one lock per process, see
-    ``bridge.db``): a thread buys no parallelism there, and each hop back costs a turn of
+    ``bridge.core.db``): a thread buys no parallelism there, and each hop back costs a turn of
     a busy event loop, which stretches every section held under a lease (a product's key
     creation above all) and with it the latency of every job queued behind it.
     """

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.inbox import pending_intents
-from bridge.logs import get_logger
-from bridge.queue import enqueue
+from bridge.core.inbox import pending_intents
+from bridge.core.logs import get_logger
+from bridge.core.queue import enqueue
 from jobs import store
 from jobs.effects import db
 from jobs.runtime import Runtime

@@ -21,11 +21,11 @@ from typing import Any
 
 from arq import Retry
 
+from bridge.core.intents import Effect, Status
+from bridge.core.logs import get_logger
+from bridge.core.queue import enqueue
 from bridge.cryptolens import CryptolensError, OutcomeUnknown, RateLimited, Refused
-from bridge.intents import Effect, Status
-from bridge.logs import get_logger
-from bridge.queue import enqueue
-from bridge.stripe_api import PermanentStripeError
+from bridge.stripe.api import PermanentStripeError
 from jobs import store
 from jobs.effects import Busy, LeaseLost, NeedsReview, apply, db
 from jobs.runtime import Runtime

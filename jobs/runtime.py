@@ -17,11 +17,11 @@ import stripe
 from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
-from bridge import stripe_api
+from bridge.core.db import make_engine
+from bridge.core.settings import BridgeConfig, Settings
 from bridge.cryptolens import CryptolensClient, HTTPPool, NotFound, make_http_client
 from bridge.cryptolens.models import LicenseTemplate
-from bridge.db import make_engine
-from bridge.settings import BridgeConfig, Settings
+from bridge.stripe import api as stripe_api
 
 
 class TemplateCache:

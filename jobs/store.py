@@ -24,16 +24,16 @@ from typing import Any
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
-from bridge import locks
-from bridge.db import session
-from bridge.dbapi import Sql, Tx, tx
-from bridge.intents import TERMINAL, Effect, Status
-from bridge.models import Intent, License, LicenseAlias, utcnow
+from bridge.core import locks
+from bridge.core.db import session
+from bridge.core.dbapi import Sql, Tx, tx
+from bridge.core.intents import TERMINAL, Effect, Status
+from bridge.core.models import Intent, License, LicenseAlias, utcnow
 
 # How long a job waits before trying a license that another run holds.
 BUSY_RETRY = 0.02
 
-# The hot paths run plain SQL on the driver's cursor (bridge.dbapi): through SQLAlchemy's
+# The hot paths run plain SQL on the driver's cursor (bridge.core.dbapi): through SQLAlchemy's
 # execution layer they cost several times what the database takes to run them. Rare
 # paths below keep the ORM.
 _GET_INTENT = Sql(

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.settings import StripeConfig
-from bridge.stripe_api import checkout_template_hints
+from bridge.core.settings import StripeConfig
+from bridge.stripe.api import checkout_template_hints
 
 
 class NoTemplate(Exception):

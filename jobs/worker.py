@@ -15,10 +15,10 @@ from arq.connections import RedisSettings
 from arq.worker import Worker, func
 from sqlalchemy import Engine
 
-from bridge import logs
-from bridge.logs import get_logger
-from bridge.queue import JOB_NAME
-from bridge.settings import Settings
+from bridge.core import logs
+from bridge.core.logs import get_logger
+from bridge.core.queue import JOB_NAME
+from bridge.core.settings import Settings
 from jobs.relay import relay, relay_once
 from jobs.runner import run_intent
 from jobs.runtime import Runtime

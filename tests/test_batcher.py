@@ -14,13 +14,13 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
-from bridge import inbox, metrics
-from bridge.batcher import Batcher
-from bridge.db import make_engine
-from bridge.inbox import Delivery, Recorded
-from bridge.intents import Effect, IntentSpec, Plan
-from bridge.models import Intent, LicenseAlias, WebhookEvent
-from bridge.queue import Enqueuer
+from bridge.core import inbox, metrics
+from bridge.core.batcher import Batcher
+from bridge.core.db import make_engine
+from bridge.core.inbox import Delivery, Recorded
+from bridge.core.intents import Effect, IntentSpec, Plan
+from bridge.core.models import Intent, LicenseAlias, WebhookEvent
+from bridge.core.queue import Enqueuer
 
 
 def spec(intent_id: str, **params: Any) -> IntentSpec:

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from bridge.bench import Figure, table
 from bridge.cli import main
+from bridge.tools.bench import Figure, table
 
 FIGURES = {
     "ingest: bridge acks/s",

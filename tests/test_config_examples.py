@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bridge.core.settings import BridgeConfig, ConfigError, Settings
 from bridge.sandbox.config import DEFAULT_TOKEN, load_config
-from bridge.settings import BridgeConfig, ConfigError, Settings
 
 CONFIG = Path(__file__).parent.parent / "config"
 

@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from bridge import inbox
-from bridge.intents import Effect, IntentSpec, Plan
-from bridge.models import Intent, LicenseAlias, WebhookEvent
+from bridge.core import inbox
+from bridge.core.intents import Effect, IntentSpec, Plan
+from bridge.core.models import Intent, LicenseAlias, WebhookEvent
 
 
 def spec(intent_id: str, effect: Effect = Effect.EXTEND) -> IntentSpec:

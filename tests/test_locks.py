@@ -6,7 +6,7 @@ import time
 
 from sqlalchemy import Engine
 
-from bridge import locks
+from bridge.core import locks
 
 
 class TestLease:

@@ -8,7 +8,7 @@ import logging
 import pytest
 import structlog
 
-from bridge import logs
+from bridge.core import logs
 
 
 @pytest.fixture(autouse=True)

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from bridge.money import THREE_DECIMAL, ZERO_DECIMAL, currency_code, to_cryptolens_value
+from bridge.core.money import THREE_DECIMAL, ZERO_DECIMAL, currency_code, to_cryptolens_value
 
 TWO_DECIMAL = ["USD", "EUR", "GBP", "MXN", "CHF", "INR", "BRL", "AUD", "CAD", "SEK"]
 # Stripe's special cases: two-decimal in the API whatever their payout or card rules.

@@ -8,9 +8,9 @@ from click.testing import CliRunner
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from bridge import ops
-from bridge.intents import Status
-from bridge.models import Intent
+from bridge.core.intents import Status
+from bridge.core.models import Intent
+from bridge.tools import ops
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import Pipeline
 

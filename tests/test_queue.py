@@ -9,7 +9,7 @@ from arq.connections import ArqRedis
 from arq.jobs import Job
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from bridge.queue import JOB_NAME, Enqueuer, enqueue
+from bridge.core.queue import JOB_NAME, Enqueuer, enqueue
 
 
 @pytest.fixture

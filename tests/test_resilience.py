@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import Engine
 
 from bridge.app import create_app
-from bridge.settings import Settings
+from bridge.core.settings import Settings
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import CONFIG, Pipeline, make_settings
 from tests.fixtures.servers import SandboxServer, run_asgi
@@ -182,7 +182,7 @@ class TestWorkerCrash:
 def _short_timeout_functions(settings: Settings) -> list[Any]:
     from arq.worker import func
 
-    from bridge.queue import JOB_NAME
+    from bridge.core.queue import JOB_NAME
     from jobs.runner import run_intent
 
     return [func(run_intent, name=JOB_NAME, max_tries=1_000_000, timeout=5)]

@@ -14,9 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bridge import send
 from bridge.cli import main
-from bridge.stripe_signature import InvalidSignature, verify
+from bridge.stripe.signature import InvalidSignature, verify
+from bridge.tools import send
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import SECRET
 from tests.fixtures.servers import run_asgi

@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bridge.stripe_api import (
+from bridge.stripe.api import (
     LineItemHint,
     PermanentStripeError,
     StripeApiError,

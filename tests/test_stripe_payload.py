@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.stripe_payload import Obj, PayloadError
+from bridge.stripe.payload import Obj, PayloadError
 
 
 def invoice() -> Obj:

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from bridge.intents import Effect, IntentSpec, Plan
-from bridge.settings import PriceMapping, StripeConfig
-from bridge.stripe_plan import HANDLED_TYPES, PayloadError, plan
+from bridge.core.intents import Effect, IntentSpec, Plan
+from bridge.core.settings import PriceMapping, StripeConfig
+from bridge.stripe.plan import HANDLED_TYPES, PayloadError, plan
 from tests.fixtures import stripe_builders as b
 
 CONFIG = StripeConfig()  # grace_days 3, unpaid_policy "unpaid", no price mapping

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import stripe
 
-from bridge.stripe_signature import (
+from bridge.stripe.signature import (
     InvalidSignature,
     MalformedHeader,
     SignatureError,

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import bridge.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from bridge.db import make_engine
+import bridge.core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from bridge.core.db import make_engine
 
 target_metadata = SQLModel.metadata
 

@@ -10,7 +10,7 @@
 Errors answer ``{"error": ..., "detail": ...}``; a client gone before its body arrived
 gets an empty 400.
 
-Concurrent deliveries are stored in one transaction (``bridge.batcher``); each is
+Concurrent deliveries are stored in one transaction (``bridge.core.batcher``); each is
 answered as if it had been stored alone. Redis being down after the commit still answers
 200: the intents are in the database and the worker's relay queues them once Redis is back.
 
@@ -27,11 +27,11 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Receive, Scope, Send
 
-from bridge import inbox, metrics
-from bridge.logs import get_logger
-from bridge.state import AppState
-from bridge.stripe_plan import PayloadError, plan
-from bridge.stripe_signature import InvalidSignature, MalformedHeader, verify
+from bridge.core import inbox, metrics
+from bridge.core.logs import get_logger
+from bridge.core.state import AppState
+from bridge.stripe.plan import PayloadError, plan
+from bridge.stripe.signature import InvalidSignature, MalformedHeader, verify
 
 log = get_logger(__name__)
 

@@ -37,10 +37,10 @@ import redis
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
-from bridge.db import migrate
+from bridge.core.db import migrate
+from bridge.core.settings import BridgeConfig, ConfigError, Settings
 from bridge.sandbox.config import DEFAULT_TOKEN
-from bridge.send import fresh_id, load_event, post, shift_to
-from bridge.settings import BridgeConfig, ConfigError, Settings
+from bridge.tools.send import fresh_id, load_event, post, shift_to
 
 DEMO_SAMPLE = "checkout.session.completed.payment"
 DEV_CONFIG = "[stripe]\ndefault_template_id = 1\n"

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
-from bridge.batcher import Batcher
-from bridge.settings import BridgeConfig, Settings
+from bridge.core.batcher import Batcher
+from bridge.core.settings import BridgeConfig, Settings
 
 
 @dataclass

@@ -6,7 +6,7 @@ different events that mean the same effect store it once. Only the intents a del
 inserted are returned for enqueueing.
 
 :func:`record_many` stores several deliveries in one transaction (the web process's
-group commit, see ``bridge.batcher``) with exactly the outcome of storing them one after
+group commit, see ``bridge.core.batcher``) with exactly the outcome of storing them one after
 the other: a second delivery of an event id is a duplicate, an intent implied by two
 deliveries is new for the first only. The statements are plain SQL with multi-row
 ``VALUES`` on the driver's cursor: building them through the ORM cost ten times the
@@ -28,10 +28,10 @@ import orjson
 from sqlalchemy import Dialect, Engine
 from sqlmodel import col, select
 
-from bridge.db import is_sqlite, session
-from bridge.dbapi import tx
-from bridge.intents import Effect, IntentSpec, Plan, Status
-from bridge.models import Intent, WebhookEvent, utcnow
+from bridge.core.db import is_sqlite, session
+from bridge.core.dbapi import tx
+from bridge.core.intents import Effect, IntentSpec, Plan, Status
+from bridge.core.models import Intent, WebhookEvent, utcnow
 
 # Keys whose values are secrets even inside a provider's payload (a Checkout Session's
 # client_secret lets anyone complete it from a browser). They are never stored.
@@ -226,7 +226,7 @@ def checkpoint(engine: Engine) -> None:
     of copying and two fsyncs that would stall every request waiting on the event loop
     (the p99 of ingest). The connections that store deliveries leave it out
     (``wal_autocheckpoint=0``), and the batcher runs it in a thread instead, in two
-    steps so that the WAL starts over (see ``bridge.batcher``). A PASSIVE checkpoint
+    steps so that the WAL starts over (see ``bridge.core.batcher``). A PASSIVE checkpoint
     never waits for a lock. Driver errors are raised as they are (the batcher logs them).
     """
     connection = engine.raw_connection()

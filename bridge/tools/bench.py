@@ -3,7 +3,7 @@
 Every process the figures talk about runs on its own, as in production: the web app
 (``python -m bridge serve``), the worker (``python -m bridge worker``), the sandbox
 standing in for Cryptolens, a private ``redis-server`` on a free port (the machine's
-Redis is never touched) and the load generator (``bridge.loadgen``). The database is a
+Redis is never touched) and the load generator (``bridge.tools.loadgen``). The database is a
 SQLite file in a temporary directory.
 
 1. Ingest: signed events acknowledged per second by ``POST /webhooks/stripe``, closed
@@ -42,8 +42,8 @@ import click
 import httpx
 from sqlalchemy import create_engine, text
 
-from bridge import loadgen
-from bridge.db import migrate
+from bridge.core.db import migrate
+from bridge.tools import loadgen
 
 SECRET = "whsec_bench_only_not_a_real_secret"  # noqa: S105 - signs local bench events
 TOKEN = "sandbox-demo-token-0001"  # noqa: S105 - the sandbox default token
@@ -177,7 +177,7 @@ def bridge_env(database_url: str, redis_url: str, config: Path, sandbox: str) ->
 def run_loadgen(st: Stack, args: list[str]) -> dict[str, Any]:
     env = {**os.environ, loadgen.SECRET_ENV: SECRET}
     done = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "bridge.loadgen", *args],
+        [sys.executable, "-m", "bridge.tools.loadgen", *args],
         env=env,
         capture_output=True,
         check=False,
@@ -229,7 +229,7 @@ def ingest(
     env = bridge_env(database_url, f"{redis_url}/0", config, "http://127.0.0.1:9/api/")
     servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
     for name, args in (
-        ("bare", ["-m", "bridge.loadgen", "bare"]),
+        ("bare", ["-m", "bridge.tools.loadgen", "bare"]),
         ("bridge", ["-m", "bridge", "serve"]),
     ):
         port = free_port()

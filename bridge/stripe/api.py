@@ -24,8 +24,8 @@ from typing import Any, NoReturn
 
 import stripe
 
-from bridge.logs import register_secrets, scrub
-from bridge.stripe_plan import TEMPLATE_KEY
+from bridge.core.logs import register_secrets, scrub
+from bridge.stripe.plan import TEMPLATE_KEY
 
 DEFAULT_TIMEOUT = 20.0
 _PAGE = 100
@@ -62,7 +62,7 @@ class LineItemHint:
 class _ScrubStripeLogs(logging.Filter):
     """The library logs error messages and (at DEBUG) raw bodies on the "stripe" logger;
     Stripe masks keys in them, a proxy or a fake might not. Filtering at the logger
-    covers every handler, not only the ones bridge.logs configures."""
+    covers every handler, not only the ones bridge.core.logs configures."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg, record.args = scrub(record.getMessage()), None

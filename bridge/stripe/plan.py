@@ -37,10 +37,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.intents import Effect, IntentSpec, Plan
-from bridge.money import currency_code, to_cryptolens_value
-from bridge.settings import StripeConfig
-from bridge.stripe_payload import Obj, PayloadError
+from bridge.core.intents import Effect, IntentSpec, Plan
+from bridge.core.money import currency_code, to_cryptolens_value
+from bridge.core.settings import StripeConfig
+from bridge.stripe.payload import Obj, PayloadError
 
 __all__ = ["HANDLED_TYPES", "TEMPLATE_KEY", "PayloadError", "plan"]
 

@@ -19,11 +19,11 @@ import click
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from bridge.db import make_engine, session
-from bridge.intents import Effect, Status
-from bridge.models import Intent, License, LicenseAlias, utcnow
-from bridge.queue import connect, enqueue
-from bridge.settings import Settings
+from bridge.core.db import make_engine, session
+from bridge.core.intents import Effect, Status
+from bridge.core.models import Intent, License, LicenseAlias, utcnow
+from bridge.core.queue import connect, enqueue
+from bridge.core.settings import Settings
 
 REPLAYABLE = {Status.FAILED.value, Status.NEEDS_REVIEW.value}
 

@@ -1,6 +1,6 @@
 """``cryptolens-bridge send stripe <fixture>``: sign a Stripe event and post it to the bridge.
 
-The bundled samples (``bridge/fixtures/*.json``) are copies of the vendor fixtures in
+The bundled samples (``bridge/stripe/samples/*.json``) are copies of the vendor fixtures in
 ``tests/fixtures/stripe``: Stripe's own published objects in 2024-06-20 event envelopes.
 They are dated 2023-2024, and a subscription timeline in the past would mean expired
 keys, so by default the timestamps are shifted to start now and the event gets a fresh
@@ -19,9 +19,9 @@ from typing import Any
 import click
 import httpx
 
-from bridge.stripe_signature import sign
+from bridge.stripe.signature import sign
 
-SAMPLES = Path(__file__).parent / "fixtures"
+SAMPLES = Path(__file__).parent.parent / "stripe" / "samples"
 DEFAULT_URL = "http://127.0.0.1:8000/webhooks/stripe"
 
 # Unix times a payload may plausibly carry (2017-07 .. 2033-05). Stripe-mock's placeholder
