@@ -74,6 +74,9 @@ def test_block_key(sdk: SandboxServer) -> None:
 def test_record_usage_to_stripe(sdk: SandboxServer) -> None:
     key = _new_key(sdk.token)
     result, message = Subscription.record_usage_to_stripe(sdk.token, PRODUCT, key, 7)
+    assert (result, message) == (None, "The subscription item id could not be found.")
+    sdk.link_subscription_item(PRODUCT, key)
+    result, message = Subscription.record_usage_to_stripe(sdk.token, PRODUCT, key, 7)
     assert result is not None and result["result"] == 0, message
     Subscription.record_usage_to_stripe(sdk.token, PRODUCT, key, 3)
     assert sdk.state()["usage"][key] == 10
