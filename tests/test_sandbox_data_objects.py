@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from bridge.cryptolens.models import DataObject, LicenseKey
 from bridge.sandbox.app import create_app
 from bridge.sandbox.config import DEFAULT_PRODUCT_ID, DEFAULT_TOKEN, SandboxConfig, Token
 from bridge.sandbox.store import Store
@@ -117,6 +118,31 @@ class TestAdd:
         body = sandbox_server.call("data/AddDataObjectToKey", ProductId=9, Key="A", Name="a")
         assert body == _refused(NO_PRODUCT)
         assert sandbox_server.call("data/AddDataObjectToKey", Name="a") == _refused(INCORRECT)
+
+
+class TestModels:
+    def test_the_clients_models_read_the_answers(
+        self, sandbox_server: SandboxServer, key: str
+    ) -> None:
+        object_id = _add(sandbox_server, key, Name="seats", IntValue=2)
+        body = sandbox_server.call("key/GetKey", ProductId=PRODUCT, Key=key)
+        license_key = LicenseKey.model_validate(body["licenseKey"])
+        assert license_key.data_objects == (
+            DataObject(id=object_id, name="seats", string_value=None, int_value=2),
+        )
+        every = sandbox_server.call("data/ListDataObjects", ShowAll=True)["dataObjects"]
+        listed = DataObject.model_validate(every[0])
+        assert (listed.referencer_type, listed.referencer_id) == (
+            2,
+            license_key_global_id(sandbox_server),
+        )
+        hidden = {**body["licenseKey"], "dataObjects": None}
+        assert LicenseKey.model_validate(hidden).data_objects == ()
+
+
+def license_key_global_id(sandbox: SandboxServer) -> int:
+    global_id: int = sandbox.state()["keys"][0]["global_id"]
+    return global_id
 
 
 class TestIncrementDecrement:
