@@ -75,6 +75,7 @@ class TestKeys:
         self, client: CryptolensClient, sandbox_server: SandboxServer
     ) -> None:
         created = await client.create_key_from_template(1)
+        sandbox_server.link_subscription_item(PRODUCT, created.key)
         await client.record_usage(PRODUCT, created.key, 5)
         await client.record_usage(PRODUCT, created.key, 2)
         assert sandbox_server.state()["counts"]["usage_total"] == 7

@@ -77,9 +77,41 @@ def test_toml(tmp_path: Path) -> None:
     assert config.token(DEFAULT_TOKEN) is None  # a file replaces the default
 
 
+ACCOUNT = """
+[account]
+stripe_payment_processor = false
+data_object_limit = 50
+
+[[products]]
+id = 1
+
+[[templates]]
+id = 1
+name = "Metered"
+product = 1
+subscription = true
+
+[[tokens]]
+value = "t"
+"""
+
+
+def test_account_and_subscription_templates(tmp_path: Path) -> None:
+    path = tmp_path / "sandbox.toml"
+    path.write_text(ACCOUNT)
+    config = load_config(path)
+    assert (config.stripe_payment_processor, config.data_object_limit) == (False, 50)
+    assert config.templates[0].subscription is True
+    default = load_config(None)
+    assert (default.stripe_payment_processor, default.data_object_limit) == (True, 0)
+    assert not any(t.subscription for t in default.templates)
+
+
 @pytest.mark.parametrize(
     "text",
     [
+        "[account]\nstripe = true\n[[products]]\nid = 1\n[[tokens]]\nvalue = 't'\n",
+        "[account]\ndata_object_limit = -1\n[[products]]\nid = 1\n[[tokens]]\nvalue = 't'\n",
         "not = [toml",
         "[[tokens]]\nvalue = 'x'\n",  # no products
         "[[products]]\nid = 1\n",  # no tokens

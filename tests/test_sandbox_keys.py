@@ -7,6 +7,8 @@ import re
 import time
 from typing import Any
 
+import httpx
+
 from bridge.sandbox.config import DEFAULT_PRODUCT_ID
 from tests.fixtures.servers import SandboxServer
 
@@ -226,9 +228,16 @@ class TestBlockUnblock:
         assert [e["state"] for e in state["web_api_log"]] == [3010, 7013, 7014]
 
 
+def _linked(sandbox: SandboxServer) -> str:
+    """A key recurring billing linked to a Stripe subscription item."""
+    key = _create(sandbox)
+    sandbox.link_subscription_item(PRODUCT, key)
+    return key
+
+
 class TestRecordUsage:
     def test_counts_per_key(self, sandbox_server: SandboxServer) -> None:
-        first, second = _create(sandbox_server), _create(sandbox_server)
+        first, second = _linked(sandbox_server), _linked(sandbox_server)
         for key, amount in ((first, 2), (first, 5), (second, 1)):
             body = sandbox_server.call(
                 "subscription/RecordUsage", ProductId=PRODUCT, Key=key, Amount=amount
@@ -239,8 +248,36 @@ class TestRecordUsage:
         assert (state["counts"]["usage_records"], state["counts"]["usage_total"]) == (3, 8)
 
     def test_negative_amount_is_refused(self, sandbox_server: SandboxServer) -> None:
-        key = _create(sandbox_server)
+        key = _linked(sandbox_server)
         body = sandbox_server.call(
             "subscription/RecordUsage", ProductId=PRODUCT, Key=key, Amount=-1
         )
         assert body == {"result": 1, "message": "The input parameters were incorrect."}
+
+    def test_a_key_without_a_subscription_item_is_refused(
+        self, sandbox_server: SandboxServer
+    ) -> None:
+        key = _create(sandbox_server)
+        body = sandbox_server.call("subscription/RecordUsage", ProductId=PRODUCT, Key=key, Amount=1)
+        assert body == {"result": 1, "message": "The subscription item id could not be found."}
+        state = sandbox_server.state()
+        assert state["usage"] == {key: 0} and state["usage_records"] == []
+        assert state["calls"]["subscription/RecordUsage"]["succeeded"] == 0
+
+    def test_link_then_unlink(self, sandbox_server: SandboxServer) -> None:
+        key = _create(sandbox_server)
+        linked = sandbox_server.link_subscription_item(PRODUCT, key, "si_123")
+        assert linked == {"product_id": PRODUCT, "key": key, "subscription_item": "si_123"}
+        assert _key_row(sandbox_server, key)["subscription_item"] == "si_123"
+        target: dict[str, Any] = {"ProductId": PRODUCT, "Key": key, "Amount": 1}
+        assert sandbox_server.call("subscription/RecordUsage", **target)["result"] == 0
+        sandbox_server.link_subscription_item(PRODUCT, key, None)
+        assert sandbox_server.call("subscription/RecordUsage", **target)["result"] == 1
+        assert sandbox_server.state()["counts"]["subscription_items"] == 0
+
+    def test_linking_an_unknown_key_is_404(self, sandbox_server: SandboxServer) -> None:
+        body = {"product_id": PRODUCT, "key": "AAAAA-AAAAA-AAAAA-AAAAA"}
+        response = httpx.post(f"{sandbox_server.root}/sandbox/subscription-items", json=body)
+        assert response.status_code == 404
+        bad = httpx.post(f"{sandbox_server.root}/sandbox/subscription-items", json={"key": 1})
+        assert bad.status_code == 400

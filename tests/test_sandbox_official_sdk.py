@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from licensing.internal import HelperMethods
-from licensing.methods import AI, Customer, Key, Subscription
+from licensing.methods import AI, Customer, Data, Key, Subscription
 
 from bridge.sandbox.config import DEFAULT_PRODUCT_ID
 from tests.fixtures.servers import SandboxServer
@@ -74,9 +74,42 @@ def test_block_key(sdk: SandboxServer) -> None:
 def test_record_usage_to_stripe(sdk: SandboxServer) -> None:
     key = _new_key(sdk.token)
     result, message = Subscription.record_usage_to_stripe(sdk.token, PRODUCT, key, 7)
+    assert (result, message) == (None, "The subscription item id could not be found.")
+    sdk.link_subscription_item(PRODUCT, key)
+    result, message = Subscription.record_usage_to_stripe(sdk.token, PRODUCT, key, 7)
     assert result is not None and result["result"] == 0, message
     Subscription.record_usage_to_stripe(sdk.token, PRODUCT, key, 3)
     assert sdk.state()["usage"][key] == 10
+
+
+def test_data_objects_on_a_key(sdk: SandboxServer) -> None:
+    key = _new_key(sdk.token)
+    added, message = Data.add_data_object_to_key(
+        sdk.token, PRODUCT, key, name="calls", int_value=1, check_for_duplicates=True
+    )
+    assert added is not None, message
+    object_id = added["id"]
+    assert Data.add_data_object_to_key(
+        sdk.token, PRODUCT, key, name="calls", check_for_duplicates=True
+    ) == (None, "Data object with the same name already exists.")
+    assert Data.increment_int_value_to_key(sdk.token, PRODUCT, key, object_id, int_value=5)[0]
+    assert Data.decrement_int_value_to_key(sdk.token, PRODUCT, key, name="calls", int_value=2)[0]
+    bounded = Data.increment_int_value_to_key(
+        sdk.token, PRODUCT, key, object_id, int_value=1, enable_bound=True, bound=4
+    )
+    assert bounded[0] is None and bounded[1]
+    listed, message = Data.list_key_data_objects(sdk.token, PRODUCT, key, "cal")
+    assert listed is not None, message
+    assert listed["dataObjects"] == [
+        {"id": object_id, "name": "calls", "stringValue": None, "intValue": 4}
+    ]
+    removed, message = Data.remove_data_object_to_key(sdk.token, PRODUCT, key, object_id)
+    assert removed is not None, message
+    assert sdk.state()["data_objects"] == []
+    assert Data.increment_int_value_to_key(sdk.token, PRODUCT, key, object_id, int_value=1) == (
+        None,
+        "Not enough permission.",
+    )
 
 
 def test_register_and_get_events(sdk: SandboxServer) -> None:

@@ -22,6 +22,7 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         sandbox.call("key/ExtendLicense", ProductId=PRODUCT, Key=key, NoOfDays=3)
         customer = sandbox.call("customer/AddCustomer", Name="Ada")["customerId"]
         sandbox.call("ai/RegisterEvent", EventName="start")
+        sandbox.link_subscription_item(PRODUCT, key, "si_kept")
         sandbox.call("subscription/RecordUsage", ProductId=PRODUCT, Key=key, Amount=4)
         before = sandbox.state()
     with run_asgi(create_app(db_path=db)) as root:

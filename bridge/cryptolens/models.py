@@ -44,6 +44,22 @@ class Customer(_Model):
     _created = field_validator("created", mode="before")(_utc)
 
 
+class DataObject(_Model):
+    """A data object (additional variable) on a key, a product or the account. The
+    referencer fields come only from ListDataObjects with ShowAll."""
+
+    id: int = Field(validation_alias=_aliases("id"))
+    name: str | None = Field(default=None, validation_alias=_aliases("name"))
+    string_value: str | None = Field(default=None, validation_alias=_aliases("string_value"))
+    int_value: int = Field(default=0, validation_alias=_aliases("int_value"))
+    referencer_type: int | None = Field(default=None, validation_alias=_aliases("referencer_type"))
+    referencer_id: int | None = Field(default=None, validation_alias=_aliases("referencer_id"))
+
+
+class AddedDataObject(_Model):
+    id: int = Field(validation_alias=_aliases("id"))
+
+
 class LicenseKey(_Model):
     product_id: int = Field(validation_alias=_aliases("product_id"))
     id: int | None = Field(default=None, validation_alias=_aliases("id"))
@@ -62,8 +78,17 @@ class LicenseKey(_Model):
     f6: bool = Field(default=False, validation_alias=_aliases("f6"))
     f7: bool = Field(default=False, validation_alias=_aliases("f7"))
     f8: bool = Field(default=False, validation_alias=_aliases("f8"))
+    data_objects: tuple[DataObject, ...] = Field(
+        default=(), validation_alias=_aliases("data_objects")
+    )
 
     _dates = field_validator("created", "expires", mode="before")(_utc)
+
+    @field_validator("data_objects", mode="before")
+    @classmethod
+    def _hidden_is_empty(cls, value: Any) -> Any:
+        # A field hidden by FieldsToReturn is null, not absent.
+        return () if value is None else value
 
 
 class CreatedKey(_Model):

@@ -205,8 +205,8 @@ def _log_json(row: dict[str, Any]) -> dict[str, Any]:
         "machineCode": row["machine_code"],
         "friendlyName": row["friendly_name"],
         "floatingExpires": None,
-        "doIntValue": 0,
-        "doId": 0,
+        "doIntValue": row["do_int_value"],
+        "doId": row["do_id"],
     }
 
 

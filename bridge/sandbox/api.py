@@ -23,7 +23,7 @@ from starlette.datastructures import URL
 from starlette.requests import ClientDisconnect
 from starlette.types import Message, Receive, Scope, Send
 
-from bridge.sandbox import analytics, catalog, keys
+from bridge.sandbox import analytics, catalog, data, keys
 from bridge.sandbox.call import Call, Handler
 from bridge.sandbox.config import SandboxConfig
 from bridge.sandbox.faults import Faults
@@ -33,9 +33,11 @@ from bridge.sandbox.store import Store
 # lower-cased "group/method" -> (canonical name, handler)
 METHODS: dict[str, tuple[str, Handler]] = {
     name.lower(): (name, handler)
-    for module in (keys, analytics, catalog)
+    for module in (keys, analytics, catalog, data)
     for name, handler in module.HANDLERS.items()
 }
+# canonical name -> the access token permission it needs, where that is not its own name
+PERMISSIONS: dict[str, str] = {**keys.PERMISSIONS, **data.PERMISSIONS}
 
 # Starlette's JSONResponse rendering, with the encoder built once instead of per call.
 _encode: Callable[[Any], str] = json.JSONEncoder(
@@ -59,7 +61,7 @@ class Sandbox:
         with self.store.transaction():
             token = self.config.token(params.string("token"))
             try:
-                if token is None or not token.allows(name):
+                if token is None or not token.allows(PERMISSIONS.get(name, name)):
                     raise Refusal(ACCESS_DENIED)
                 call = Call(params, token, self.store, self.config, ip, int(time.time()))
                 body = handler(call)

@@ -20,7 +20,7 @@ from starlette.types import Receive, Scope, Send
 from bridge.sandbox.api import Api, Sandbox, fast_entry
 from bridge.sandbox.config import SandboxConfig
 from bridge.sandbox.faults import FaultConfig, FaultError, Faults
-from bridge.sandbox.store import Store
+from bridge.sandbox.store import Store, subscription_item_for
 
 
 def _sandbox(request: Request) -> Sandbox:
@@ -49,6 +49,34 @@ async def set_faults(request: Request) -> Response:
         except (ValueError, FaultError) as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
     return JSONResponse(sandbox.faults.config.as_json())
+
+
+async def link_subscription_item(request: Request) -> Response:
+    """Link a key to a Stripe subscription item, as recurring billing does for the keys it
+    makes, so that RecordUsage accepts it: ``{"product_id": 1001, "key": "...",
+    "subscription_item": "si_..."}``; the item defaults to ``si_sandbox<globalId>``, and
+    ``null`` unlinks the key."""
+    store = _sandbox(request).store
+    try:
+        data = json.loads(await request.body() or b"{}")
+        if not isinstance(data, dict):
+            raise ValueError("send a JSON object")
+        product_id, key = data.get("product_id"), data.get("key")
+        if type(product_id) is not int or not isinstance(key, str):
+            raise ValueError("give product_id (an integer) and key (a string)")
+        item = data.get("subscription_item", "")
+        if item is not None and not isinstance(item, str):
+            raise ValueError("subscription_item is a string or null")
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    with store.transaction():
+        record = store.find_key(product_id, key) if abs(product_id) < 2**63 else None
+        if record is None:
+            return JSONResponse({"error": "no such key"}, status_code=404)
+        if item == "":
+            item = subscription_item_for(record.global_id)
+        store.link_subscription_item(record, item)
+    return JSONResponse({"product_id": product_id, "key": key, "subscription_item": item})
 
 
 class SandboxApp(Starlette):
@@ -94,6 +122,7 @@ def create_app(
         Route("/sandbox/state", show_state, methods=["GET"]),
         Route("/sandbox/reset", reset_state, methods=["POST"]),
         Route("/sandbox/faults", set_faults, methods=["GET", "POST"]),
+        Route("/sandbox/subscription-items", link_subscription_item, methods=["POST"]),
         Route("/{path:path}", api, methods=["GET", "POST"]),
     ]
     app = SandboxApp(routes=routes, lifespan=lifespan)

@@ -1,4 +1,5 @@
-"""What the sandbox serves: products, license templates, access tokens, seed customers.
+"""What the sandbox serves: products, license templates, access tokens, seed customers,
+and the account settings recurring billing and data objects depend on.
 
 The built-in default (``SandboxConfig()``) is enough for the demo and the tests; a TOML
 file (``load_config``) replaces it as a whole, so what a file declares is all there is.
@@ -45,15 +46,20 @@ class Template:
     notes: str = ""
     max_no_of_machines: int = 0
     trial_activation: bool = False
+    # Keys made from it are linked to a Stripe subscription item, as recurring billing's
+    # keys are: only those accept RecordUsage.
+    subscription: bool = False
 
 
 @dataclass(frozen=True)
 class Token:
     """An access token and its scope, as on the Cryptolens access token page.
 
-    ``methods`` None allows every method. ``product_id`` 0 and ``key`` None lift the
-    product and key locks. ``feature_lock`` restricts CreateKeyFromTemplate to one
-    template id (0: any).
+    ``methods`` None allows every method; a method is allowed by its permission name
+    (``IncrementIntValue`` for every IncrementIntValue* path, ``Subscription`` for
+    RecordUsage). ``product_id`` 0 and ``key`` None lift the product and key locks.
+    ``feature_lock`` (0: none) restricts CreateKeyFromTemplate to one template id and
+    bounds the constant of IncrementIntValue and DecrementIntValue.
     """
 
     value: str
@@ -98,6 +104,10 @@ class SandboxConfig:
     templates: tuple[Template, ...] = DEFAULT_TEMPLATES
     tokens: tuple[Token, ...] = (Token(DEFAULT_TOKEN, name="demo"),)
     customers: tuple[SeedCustomer, ...] = ()
+    # RecordUsage answers "No Stripe payment processor was set up." without one.
+    stripe_payment_processor: bool = True
+    # The account's limit on data objects (the service's depends on the plan); 0: none.
+    data_object_limit: int = 0
     _by_token: dict[str, Token] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -145,7 +155,23 @@ def _parse(data: dict[str, Any]) -> SandboxConfig:
         SeedCustomer(str(c["name"]), str(c.get("email", "")), str(c.get("company_name", "")))
         for c in data.get("customers", [])
     )
-    return SandboxConfig(products, templates, tokens, customers)
+    account = data.get("account", {})
+    if not isinstance(account, dict):
+        raise TypeError("[account] must be a table")
+    unknown = set(account) - {"stripe_payment_processor", "data_object_limit"}
+    if unknown:
+        raise ValueError(f"unknown [account] settings: {sorted(unknown)}")
+    limit = int(account.get("data_object_limit", 0))
+    if limit < 0:
+        raise ValueError("data_object_limit must be 0 (none) or positive")
+    return SandboxConfig(
+        products,
+        templates,
+        tokens,
+        customers,
+        stripe_payment_processor=bool(account.get("stripe_payment_processor", True)),
+        data_object_limit=limit,
+    )
 
 
 def _template(t: dict[str, Any]) -> Template:
@@ -159,6 +185,7 @@ def _template(t: dict[str, Any]) -> Template:
         notes=str(t.get("notes", "")),
         max_no_of_machines=int(t.get("max_machines", 0)),
         trial_activation=bool(t.get("trial_activation", False)),
+        subscription=bool(t.get("subscription", False)),
     )
 
 

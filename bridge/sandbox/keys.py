@@ -12,16 +12,19 @@ from typing import Any
 
 from bridge.sandbox import store as codes
 from bridge.sandbox.call import Call, Handler, iso, ok
+from bridge.sandbox.data import data_object_json
 from bridge.sandbox.params import (
     ACCESS_DENIED,
     CUSTOMER_DISSOCIATED,
     FEATURE_LOCKED,
     INCORRECT_INPUT,
+    NO_STRIPE,
+    NO_SUBSCRIPTION_ITEM,
     NO_TEMPLATE,
     NOTES_TOO_LONG,
     Refusal,
 )
-from bridge.sandbox.store import CustomerRecord, KeyRecord
+from bridge.sandbox.store import KEY, CustomerRecord, KeyRecord
 
 DAY = 86400
 # The sandbox product's feature definitions: F1 marks a time-limited license, F2 a trial.
@@ -57,7 +60,9 @@ def license_key_json(call: Call, record: KeyRecord) -> dict[str, Any]:
         "trialActivation": bool(record.trial_activation),
         "maxNoOfMachines": record.max_no_of_machines,
         "allowedMachines": "",
-        "dataObjects": [],
+        "dataObjects": [
+            data_object_json(o) for o in call.store.data_objects((KEY, record.global_id))
+        ],
         "reseller": None,
         "signDate": iso(call.now),
         "signature": None,
@@ -162,11 +167,18 @@ def unblock_key(call: Call) -> dict[str, Any]:
 
 
 def record_usage(call: Call) -> dict[str, Any]:
-    # The real method needs a Stripe payment processor; the sandbox just counts.
+    """Where the service would add a usage record to the key's Stripe subscription item,
+    the sandbox counts. Only keys recurring billing linked to a subscription item have one
+    (the sandbox: keys from a ``subscription`` template, or linked through
+    ``POST /sandbox/subscription-items``)."""
     record = call.key()
     amount = call.params.integer("Amount", 0)
     if amount is None or amount < 0:
         raise Refusal(INCORRECT_INPUT)
+    if not call.config.stripe_payment_processor:
+        raise Refusal(NO_STRIPE)
+    if not record.subscription_item:
+        raise Refusal(NO_SUBSCRIPTION_ITEM)
     call.store.record_usage(record, amount, call.now)
     return ok("")
 
@@ -181,3 +193,6 @@ HANDLERS: dict[str, Handler] = {
     "key/UnblockKey": unblock_key,
     "subscription/RecordUsage": record_usage,
 }
+
+# "They can all be accessed using an access token with 'Subscription' permission."
+PERMISSIONS: dict[str, str] = {"subscription/RecordUsage": "Subscription"}

@@ -24,6 +24,22 @@ FEATURE_LOCKED = (
 )
 BAD_EVENTS = "Events string is not correctly formatted json string."
 BAD_TIME = "The 'Time' parameter has the wrong format."
+NO_STRIPE = "No Stripe payment processor was set up."
+NO_SUBSCRIPTION_ITEM = "The subscription item id could not be found."
+# Data object methods (reference: AddDataObject ... RemoveDataObject, "Errors").
+NOT_PERMITTED = "Not enough permission."
+NOT_PERMITTED_PRODUCT = "Not enough permission and/or product not found."
+NOT_PERMITTED_KEY = "Not enough permission and/or key not found."
+BAD_REFERENCER_TYPE = (
+    "Incorrect 'ReferencerType'. It can either be 0 (for a User), 1 (for a Product) and 2 "
+    "(for a Key)."
+)
+NAME_TOO_LONG = "The 'Name' should have the size of max 100 chars."
+STRING_VALUE_TOO_LONG = "The 'StringValue' should have the size of max 10000 chars."
+DATA_OBJECT_LIMIT = "The limit of the number of data objects was achieved."
+DUPLICATE_NAME = "Data object with the same name already exists."
+STEP_NOT_ALLOWED = "The increment/decrement value not allowed by security settings."
+INT32_LIMIT = "Cannot increment/decrement value since the limit was reached for an int32."
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}

@@ -85,6 +85,17 @@ CREATE TABLE IF NOT EXISTS key_created_ns (
     global_id INTEGER PRIMARY KEY,
     ns INTEGER NOT NULL
 );
+-- Data objects of the user (0), a product (1) or a key (2, by its global id).
+CREATE TABLE IF NOT EXISTS data_objects (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    referencer_type INTEGER NOT NULL,
+    referencer_id INTEGER NOT NULL,
+    name TEXT,
+    string_value TEXT,
+    int_value INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS data_objects_by_referencer
+    ON data_objects (referencer_type, referencer_id);
 CREATE TABLE IF NOT EXISTS calls (
     method TEXT PRIMARY KEY,
     received INTEGER NOT NULL DEFAULT 0,
@@ -93,7 +104,26 @@ CREATE TABLE IF NOT EXISTS calls (
 );
 """
 
-_TABLES = ("keys", "key_created_ns", "customers", "events", "web_api_log", "usage_records", "calls")
+# Columns added after their table: ``_migrate`` adds them to files written before them,
+# and to new files too, so both take one path.
+_ADDED_COLUMNS = (
+    # The Stripe subscription item recurring billing linked the key to (RecordUsage).
+    ("keys", "subscription_item", "TEXT"),
+    # The Web API Log's DOId and DOIntValue (0 when the call was not on a data object).
+    ("web_api_log", "do_id", "INTEGER NOT NULL DEFAULT 0"),
+    ("web_api_log", "do_int_value", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+_TABLES = (
+    "keys",
+    "key_created_ns",
+    "customers",
+    "events",
+    "web_api_log",
+    "usage_records",
+    "data_objects",
+    "calls",
+)
 
 # Web API Log state codes (reference: model/WebAPILog).
 KEY_CREATED = 3010
@@ -102,6 +132,16 @@ UNBLOCKED = 7014
 EXTENDED = 7015
 NOTES_CHANGED = 7017
 CUSTOMER_CHANGED = 7019
+DATA_OBJECT_ADDED = 8011
+DATA_OBJECT_REMOVED = 8012
+DATA_OBJECTS_LISTED = 8013
+INT_INCREMENTED = 8014
+INT_DECREMENTED = 8015
+INT_SET = 8016
+STRING_SET = 8017
+
+# A data object's ReferencerType.
+USER, PRODUCT, KEY = 0, 1, 2
 
 Paged = Literal["events", "web_api_log"]
 # The integers SQLite can store; binding another one raises OverflowError.
@@ -128,6 +168,7 @@ class KeyRecord:
     trial_activation: int
     template_id: int | None
     usage: int
+    subscription_item: str | None
 
     def feature(self, number: int) -> bool:
         return bool(self.features >> (number - 1) & 1)
@@ -142,6 +183,16 @@ class CustomerRecord:
     created: int
     secret: str
     notes: str
+
+
+@dataclass(frozen=True)
+class DataObjectRecord:
+    id: int
+    referencer_type: int  # USER, PRODUCT or KEY
+    referencer_id: int  # 0, a product id or a key's global id
+    name: str | None
+    string_value: str | None
+    int_value: int
 
 
 @dataclass(frozen=True)
@@ -171,6 +222,11 @@ def _new_key_string() -> str:
             string.ascii_uppercase[b % 26] for b in secrets.token_bytes(24) if b < _LETTER_BYTES
         )
     return "-".join(letters[i : i + 5] for i in range(0, 20, 5))
+
+
+def subscription_item_for(global_id: int) -> str:
+    """The id of the Stripe subscription item a key is linked to when none is given."""
+    return f"si_sandbox{global_id}"
 
 
 class _Transaction:
@@ -216,6 +272,7 @@ class Store:
         self._data_version: int | None = None
         with self.transaction():
             self._db.executescript(_SCHEMA)
+            self._migrate()
             self._seed()
 
     def close(self) -> None:
@@ -225,6 +282,12 @@ class Store:
     def transaction(self) -> AbstractContextManager[None]:
         """Hold the lock; the outermost block commits, or rolls back on an exception."""
         return self._transaction
+
+    def _migrate(self) -> None:
+        for table, column, declaration in _ADDED_COLUMNS:
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def _seed(self) -> None:
         if self._db.execute("SELECT COUNT(*) FROM customers").fetchone()[0]:
@@ -277,6 +340,11 @@ class Store:
                 "INSERT INTO key_created_ns (global_id, ns) VALUES (?, ?)",
                 (cursor.lastrowid, time.time_ns()),
             )
+            if template.subscription:
+                self._db.execute(
+                    "UPDATE keys SET subscription_item = ? WHERE global_id = ?",
+                    (subscription_item_for(int(cursor.lastrowid or 0)), cursor.lastrowid),
+                )
             record = self.key_by_id(int(cursor.lastrowid or 0))
         assert record is not None
         return record
@@ -312,6 +380,73 @@ class Store:
                 "INSERT INTO usage_records (product_id, key, amount, time) VALUES (?, ?, ?, ?)",
                 (record.product_id, record.key, amount, now),
             )
+
+    def link_subscription_item(self, record: KeyRecord, item: str | None) -> None:
+        self.update_key(record, subscription_item=item)
+
+    # data objects
+
+    def add_data_object(
+        self,
+        referencer_type: int,
+        referencer_id: int,
+        name: str | None,
+        string_value: str | None,
+        int_value: int,
+    ) -> DataObjectRecord:
+        with self.transaction():
+            cursor = self._db.execute(
+                "INSERT INTO data_objects (referencer_type, referencer_id, name, string_value,"
+                " int_value) VALUES (?, ?, ?, ?, ?)",
+                (referencer_type, referencer_id, name, string_value, int_value),
+            )
+            found = self.data_object(int(cursor.lastrowid or 0))
+        assert found is not None
+        return found
+
+    def data_object(self, object_id: int) -> DataObjectRecord | None:
+        if object_id not in SQLITE_INTEGERS:
+            return None  # no data object has such an id
+        with self.transaction():
+            row = self._db.execute("SELECT * FROM data_objects WHERE id = ?", (object_id,))
+            found = row.fetchone()
+        return DataObjectRecord(**dict(found)) if found else None
+
+    def data_objects(
+        self, referencer: tuple[int, int] | None = None, contains: str | None = None
+    ) -> list[DataObjectRecord]:
+        """The data objects of one referencer (type, id), or all; in id order. ``contains``
+        keeps those whose name contains it, ignoring case."""
+        where: list[str] = []
+        args: list[Any] = []
+        if referencer is not None:
+            where.append("referencer_type = ? AND referencer_id = ?")
+            args.extend(referencer)
+        if contains:
+            where.append("instr(lower(COALESCE(name, '')), ?) > 0")
+            args.append(contains.lower())
+        sql = "SELECT * FROM data_objects"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self.transaction():
+            rows = self._db.execute(sql + " ORDER BY id", args).fetchall()
+        return [DataObjectRecord(**dict(row)) for row in rows]
+
+    def count_data_objects(self) -> int:
+        with self.transaction():
+            return int(self._db.execute("SELECT COUNT(*) FROM data_objects").fetchone()[0])
+
+    def update_data_object(self, record: DataObjectRecord, **changes: Any) -> None:
+        columns = ", ".join(f"{name} = ?" for name in changes)
+        with self.transaction():
+            self._db.execute(
+                f"UPDATE data_objects SET {columns} WHERE id = ?",  # noqa: S608 - our names
+                (*changes.values(), record.id),
+            )
+
+    def remove_data_object(self, record: DataObjectRecord) -> None:
+        with self.transaction():
+            self._db.execute("DELETE FROM data_objects WHERE id = ?", (record.id,))
 
     # customers
 
@@ -378,12 +513,25 @@ class Store:
             )
         return int(cursor.lastrowid or 0)
 
-    def log(self, record: KeyRecord, state: int, ip: str, now: int) -> None:
+    def log(
+        self,
+        record: KeyRecord | None,
+        state: int,
+        ip: str,
+        now: int,
+        *,
+        product_id: int = 0,
+        do_id: int = 0,
+        do_int_value: int = 0,
+    ) -> None:
+        """A Web API Log entry about ``record``, or about no key (``product_id``, if any)."""
+        if record is not None:
+            product_id = record.product_id
         with self.transaction():
             self._db.execute(
                 "INSERT INTO web_api_log (product_id, key, ip, time, state, machine_code,"
-                " friendly_name) VALUES (?, ?, ?, ?, ?, '', '')",
-                (record.product_id, record.key, ip, now, state),
+                " friendly_name, do_id, do_int_value) VALUES (?, ?, ?, ?, ?, '', '', ?, ?)",
+                (product_id, record.key if record else "", ip, now, state, do_id, do_int_value),
             )
 
     def page(self, table: Paged, query: Page) -> list[dict[str, Any]]:
@@ -443,6 +591,7 @@ class Store:
             events = [dict(r) for r in self._select("events", "id")]
             log = [dict(r) for r in self._select("web_api_log", "id")]
             usage = [dict(r) for r in self._select("usage_records", "id")]
+            data_objects = [dict(r) for r in self._select("data_objects", "id")]
             calls = {
                 r["method"]: {s: r[s] for s in ("received", "applied", "succeeded")}
                 for r in self._select("calls", "method")
@@ -461,6 +610,15 @@ class Store:
             "unblocks": states.count(UNBLOCKED),
             "notes_changes": states.count(NOTES_CHANGED),
             "customer_changes": states.count(CUSTOMER_CHANGED),
+            "data_objects": len(data_objects),
+            "data_objects_added": states.count(DATA_OBJECT_ADDED),
+            "data_objects_removed": states.count(DATA_OBJECT_REMOVED),
+            "data_object_lists": states.count(DATA_OBJECTS_LISTED),
+            "int_increments": states.count(INT_INCREMENTED),
+            "int_decrements": states.count(INT_DECREMENTED),
+            "int_sets": states.count(INT_SET),
+            "string_sets": states.count(STRING_SET),
+            "subscription_items": sum(1 for k in keys if k["subscription_item"]),
             "customers": len(customers),
             "events": len(events),
             "usage_records": len(usage),
@@ -478,6 +636,7 @@ class Store:
             "web_api_log": log,
             "usage": {k["key"]: k["usage"] for k in keys},
             "usage_records": usage,
+            "data_objects": data_objects,
         }
 
     def _select(self, table: str, order: str) -> list[sqlite3.Row]:
