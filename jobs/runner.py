@@ -5,12 +5,16 @@
                                                      backoff with jitter (an unknown outcome
                                                      is read back on the next run), failed
                                                      once ``max_attempts`` is spent
-    license or product busy                       -> tried again shortly, not an attempt
+    Busy (license, product or customer held)      -> tried again shortly, not an attempt
+    NotYet (a call may still land; a start wait)  -> tried again when the clock allows,
+                                                     not an attempt
+    LeaseLost                                     -> stops: nothing sent, nothing written
     no key yet                                    -> parked as waiting (in the claim)
     NeedsReview                                   -> parked for a person; nothing re-sent
 
 arq re-queues a job only when it raises ``Retry``; everything else ends it, so the job
-never lets an exception escape, and the database (not arq) counts attempts.
+never lets an exception escape, and the database (not arq) counts attempts. Each run
+holds its leases through a heartbeat (``jobs.lease``) from the claim to its outcome.
 """
 
 from __future__ import annotations
@@ -27,7 +31,10 @@ from bridge.core.queue import enqueue
 from bridge.cryptolens import CryptolensError, OutcomeUnknown, RateLimited, Refused
 from bridge.stripe.api import PermanentStripeError
 from jobs import store
-from jobs.effects import Busy, LeaseLost, NeedsReview, apply, db
+from jobs.dbcall import db
+from jobs.effects import Run, apply
+from jobs.errors import Busy, LeaseLost, NeedsReview, NotYet
+from jobs.lease import RunLease
 from jobs.runtime import Runtime
 from jobs.templates import NoTemplate
 
@@ -78,11 +85,25 @@ async def _run(rt: Runtime, intent_id: str) -> tuple[str, list[str]]:
         return claimed.reason, []
     bound = log.bind(intent=intent_id, effect=claimed.effect.value)
     outcome = store.Outcome()
+    lease = RunLease(rt, intent_id, owner, {store.license_lock(claimed.ref)})
     try:
-        result = await apply(rt, claimed, outcome)
+        async with lease.beating():
+            result = await apply(Run(rt, claimed, outcome, lease))
     except Busy:
         await db(store.reschedule, rt.engine, claimed, outcome, delay=0, error=None, count=False)
         raise Retry(defer=_busy_delay(store.BUSY_RETRY)) from None
+    except NotYet as wait:
+        await db(
+            store.reschedule,
+            rt.engine,
+            claimed,
+            outcome,
+            delay=wait.retry_in,
+            error=None,
+            count=False,
+        )
+        bound.info("intent waits", reason=str(wait), seconds=round(wait.retry_in, 3))
+        raise Retry(defer=wait.retry_in) from None
     except LeaseLost:
         await db(store.release, rt.engine, claimed)
         bound.warning("intent run stopped: it is no longer this worker's")

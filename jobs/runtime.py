@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import stripe
 from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
 from bridge.core.db import make_engine
+from bridge.core.models import utcnow
 from bridge.core.settings import BridgeConfig, Settings
 from bridge.cryptolens import CryptolensClient, HTTPPool, NotFound, make_http_client
 from bridge.cryptolens.models import LicenseTemplate
 from bridge.stripe import api as stripe_api
+from jobs.errors import Busy
 
 
 class TemplateCache:
@@ -66,8 +70,6 @@ class LocalLocks:
             finally:
                 lock.release()
         except TimeoutError:
-            from jobs.effects import Busy
-
             raise Busy(name) from None
         finally:
             lock, users = self._locks[name]
@@ -89,6 +91,15 @@ class Runtime:
     redis: ArqRedis | None = None
     local_locks: LocalLocks = field(default_factory=lambda: LocalLocks())
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    # The clock the effects decide by (settle windows, start waits): tests set their own.
+    clock: Callable[[], datetime] = utcnow
+    rng: random.Random = field(default_factory=random.Random)
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    def random(self) -> float:
+        return self.rng.random()
 
     @classmethod
     def build(cls, settings: Settings, *, engine: Engine | None = None) -> Runtime:

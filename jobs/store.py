@@ -27,7 +27,7 @@ from sqlmodel import Session, col, select
 from bridge.core import locks
 from bridge.core.db import session
 from bridge.core.dbapi import Sql, Tx, tx
-from bridge.core.intents import TERMINAL, Effect, Status
+from bridge.core.intents import TERMINAL, Effect, Status, merge_start
 from bridge.core.models import Intent, License, LicenseAlias, utcnow
 
 # How long a job waits before trying a license that another run holds.
@@ -38,19 +38,29 @@ BUSY_RETRY = 0.02
 # paths below keep the ORM.
 _GET_INTENT = Sql(
     """SELECT effect, license_ref, params, occurred_at, status, attempts, lease_until,
-    next_attempt_at FROM intent WHERE id = :id {for_update}"""
+    next_attempt_at, created_at FROM intent WHERE id = :id {for_update}"""
 )
 _RESOLVE = Sql("SELECT ref FROM license_alias WHERE alias = :alias")
 _GET_LICENSE = Sql(
-    """SELECT product_id, "key", customer_id, block_decided_at, block_reason
+    """SELECT product_id, "key", customer_id, block_decided_at, block_reason, ended_by
     FROM license WHERE ref = :ref {for_update}"""
 )
+_START_HINTS = Sql("SELECT params FROM start_hint WHERE intent_id = :intent_id ORDER BY id")
+_RENEW_INTENT = Sql(
+    """UPDATE intent SET lease_until = :until WHERE id = :id AND lease_owner = :owner
+    AND status = 'running'"""
+)
+_RENEW_LOCK = Sql("UPDATE lock SET until = :until WHERE name = :name AND owner = :owner")
 _INTENT_ATTEMPTS = Sql(
     "SELECT id, method, sent_at, detail, outcome FROM attempt WHERE intent_id = :intent_id"
     " ORDER BY id"
 )
 _SCOPE_UNRESOLVED = Sql(
     """SELECT id, intent_id, sent_at, detail FROM attempt WHERE scope = :scope
+    AND (outcome IS NULL OR outcome = 'unknown') ORDER BY id"""
+)
+_SCOPE_OPEN = Sql(
+    """SELECT id, intent_id, sent_at, detail, method FROM attempt WHERE scope = :scope
     AND (outcome IS NULL OR outcome = 'unknown') ORDER BY id"""
 )
 _SETTLE_ATTEMPT = Sql(
@@ -96,7 +106,7 @@ _WAITING = Sql(
 _UNPARK = Sql("UPDATE intent SET status = 'pending', updated_at = :now WHERE id = :id")
 
 # What a run may learn about its license and write with its outcome.
-_LICENSE_FACTS = ("customer_id", "block_decided_at", "block_reason")
+_LICENSE_FACTS = ("customer_id", "block_decided_at", "block_reason", "ended_by")
 _LICENSE_UPDATES = {
     columns: Sql(
         # Column names from the fixed tuple above, never from input.
@@ -105,7 +115,8 @@ _LICENSE_UPDATES = {
         + " WHERE ref = :ref"
     )
     for columns in (
-        tuple(c for i, c in enumerate(_LICENSE_FACTS) if mask >> i & 1) for mask in range(1, 8)
+        tuple(c for i, c in enumerate(_LICENSE_FACTS) if mask >> i & 1)
+        for mask in range(1, 2 ** len(_LICENSE_FACTS))
     )
 }
 
@@ -118,6 +129,7 @@ class LicenseView:
     customer_id: int | None
     block_decided_at: int | None
     block_reason: str | None
+    ended_by: str | None = None  # the block that ended the license, never lifted
 
 
 @dataclass(frozen=True)
@@ -128,6 +140,7 @@ class OpenAttempt:
     sent_at: datetime
     detail: dict[str, Any]
     intent_id: str = ""
+    method: str = ""
 
 
 @dataclass(frozen=True)
@@ -142,6 +155,10 @@ class Claimed:
     owner: str  # this run's lease owner
     license: LicenseView | None
     open_attempts: dict[str, OpenAttempt]  # method -> the newest unresolved attempt
+    # Key creations: how many later deliveries' hints ``params`` merges (start_hint rows);
+    # begin_create checks that none arrived since, before a template is chosen for good.
+    created_at: datetime = field(default_factory=utcnow)  # when the intent was stored
+    hints: int = 0
 
 
 @dataclass(frozen=True)
@@ -182,7 +199,9 @@ def claim(engine: Engine, intent_id: str, owner: str, lease: float) -> Claimed |
         intent = t.one(_GET_INTENT, {"id": intent_id})
         if intent is None:
             return NotClaimed("no such intent", None)
-        effect, license_ref, params, occurred_at, status_, attempts, until, next_at = intent
+        effect, license_ref, params, occurred_at, status_, attempts, until, next_at, created = (
+            intent
+        )
         status = Status(status_)
         lease_until, next_attempt_at = t.read_time(until), t.read_time(next_at)
         if status in TERMINAL or status is Status.WAITING:
@@ -210,24 +229,56 @@ def claim(engine: Engine, intent_id: str, owner: str, lease: float) -> Claimed |
                 "now": t.time(now),
             },
         )
+        merged, hints = json.loads(params), 0
+        if effect == Effect.CREATE_KEY.value:
+            merged, hints = _merged_start(t, intent_id, merged)
         return Claimed(
             id=intent_id,
             effect=Effect(effect),
             license_ref=license_ref,
             ref=ref,
-            params=json.loads(params),
+            params=merged,
             occurred_at=occurred_at,
             attempts=attempts,
             owner=owner,
             license=None if row is None else LicenseView(ref, *row),
             open_attempts=_open_attempts(t, intent_id),
+            created_at=t.read_time(created) or now,
+            hints=hints,
         )
 
 
-def _open_attempt(t: Tx, id_: int, sent_at: Any, detail: str | None, intent_id: str) -> OpenAttempt:
+def _merged_start(t: Tx, intent_id: str, params: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """A key creation's params with every later delivery's hints merged in, in order."""
+    rows = t.all(_START_HINTS, {"intent_id": intent_id})
+    for (hint,) in rows:
+        params = merge_start(params, json.loads(hint))
+    return params, len(rows)
+
+
+def renew_leases(
+    engine: Engine, intent_id: str, owner: str, names: list[str], seconds: float
+) -> list[str] | None:
+    """Extend the run's intent lease and its named leases. None if the intent is no
+    longer the run's, else the names it no longer holds (released meanwhile, or lost)."""
+    until = utcnow() + timedelta(seconds=seconds)
+    with tx(engine) as t:
+        at = t.time(until)
+        if t.run(_RENEW_INTENT, {"id": intent_id, "owner": owner, "until": at}) != 1:
+            return None
+        return [
+            name
+            for name in names
+            if t.run(_RENEW_LOCK, {"name": name, "owner": owner, "until": at}) != 1
+        ]
+
+
+def _open_attempt(
+    t: Tx, id_: int, sent_at: Any, detail: str | None, intent_id: str, method: str = ""
+) -> OpenAttempt:
     sent = t.read_time(sent_at)
     assert sent is not None
-    return OpenAttempt(id_, sent, json.loads(detail or "{}"), intent_id)
+    return OpenAttempt(id_, sent, json.loads(detail or "{}"), intent_id, method)
 
 
 def _open_attempts(t: Tx, intent_id: str) -> dict[str, OpenAttempt]:
@@ -236,7 +287,7 @@ def _open_attempts(t: Tx, intent_id: str) -> dict[str, OpenAttempt]:
     for row in t.all(_INTENT_ATTEMPTS, {"intent_id": intent_id}):
         newest[row[1]] = row
     return {
-        method: _open_attempt(t, id_, sent_at, detail, intent_id)
+        method: _open_attempt(t, id_, sent_at, detail, intent_id, method)
         for method, (id_, _, sent_at, detail, outcome) in newest.items()
         if outcome in (None, "unknown")
     }
@@ -389,6 +440,15 @@ def finish_attempt(engine: Engine, attempt_id: int, outcome: str) -> None:
         _settle_attempt(t, attempt_id, outcome)
 
 
+def open_in_scope(engine: Engine, scope: str) -> list[OpenAttempt]:
+    """Every attempt in ``scope`` whose effect is not known yet, of any intent."""
+    with tx(engine) as t:
+        return [
+            _open_attempt(t, id_, sent_at, detail, intent_id, method)
+            for id_, intent_id, sent_at, detail, method in t.all(_SCOPE_OPEN, {"scope": scope})
+        ]
+
+
 # -- key creation ----------------------------------------------------------------------------
 
 
@@ -401,6 +461,7 @@ class CreateStep:
     attempt_id: int | None = None
     lost: bool = False  # the run no longer owns its intent
     busy: bool = False  # another worker holds the product's creation lease
+    changed: bool = False  # a later delivery's hint arrived since the claim: run again
 
 
 def begin_create(
@@ -448,6 +509,11 @@ def begin_create(
             # Settling found our own earlier attempt ambiguous (needs review), or the lease
             # ran out and another worker took the intent: never create a key then.
             return CreateStep(lost=True)
+        if len(t.all(_START_HINTS, {"intent_id": claimed.id})) != claimed.hints:
+            # Another start event of this purchase was stored since the claim: it may name
+            # a more specific template. The template is chosen for good only here, in the
+            # transaction that records the creation.
+            return CreateStep(changed=True)
         attempt_id = _insert_attempt(
             t, claimed.id, "key/CreateKeyFromTemplate", {"template_id": template_id}, scope
         )

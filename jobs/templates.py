@@ -34,13 +34,19 @@ def template_from_hints(hints: list[Any], config: StripeConfig) -> int | None:
     return None
 
 
-async def resolve_template(rt: Any, params: dict[str, Any]) -> int:
+async def resolve_template(
+    rt: Any, params: dict[str, Any], *, default: bool = True
+) -> tuple[int, str] | None:
+    """The template a purchase names, and what named it: the planner's hint, the price
+    mapping, the checkout's line items from Stripe (with ``STRIPE_API_KEY``), and, with
+    ``default``, ``default_template_id`` (NoTemplate if there is none). Without
+    ``default``, None when nothing names one."""
     config: StripeConfig = rt.config.stripe
     if params.get("template_id") is not None:
-        return int(params["template_id"])
+        return int(params["template_id"]), str(params.get("template_source") or "purchase")
     mapping = config.mapping_for(params.get("price_id"))
     if mapping is not None:
-        return mapping.template_id
+        return mapping.template_id, "mapping"
     session_id = params.get("checkout_session")
     api_key = rt.settings.stripe_api_key
     if session_id and api_key is not None and api_key.get_secret_value():
@@ -52,9 +58,11 @@ async def resolve_template(rt: Any, params: dict[str, Any]) -> int:
         )
         found = template_from_hints(list(hints), config)
         if found is not None:
-            return found
+            return found, "stripe_api"
+    if not default:
+        return None
     if config.default_template_id is not None:
-        return config.default_template_id
+        return config.default_template_id, "default"
     raise NoTemplate(
         f"no license template for price {params.get('price_id')!r}: set "
         "cryptolens_template_id metadata, a [[stripe.price]] mapping or default_template_id"

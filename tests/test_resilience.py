@@ -101,8 +101,11 @@ def _worker_env(settings: Settings) -> dict[str, str]:
         BRIDGE_CONFIG=str(settings.config_path),
         CRYPTOLENS_API_URL=settings.cryptolens_api_url,
         CRYPTOLENS_TOKEN=settings.cryptolens_token.get_secret_value(),
-        CRYPTOLENS_READ_TIMEOUT="2.5",
-        BRIDGE_LEASE_SECONDS="2",
+        CRYPTOLENS_CONNECT_TIMEOUT="0.5",
+        CRYPTOLENS_READ_TIMEOUT="3",
+        # The shortest lease the settings accept for these timeouts: 2 x (0.5 + 3 + 1).
+        BRIDGE_LEASE_SECONDS="9",
+        BRIDGE_SETTLE_SECONDS="0",
         BRIDGE_RETRY_BASE_SECONDS="0.05",
         BRIDGE_RETRY_CAP_SECONDS="0.5",
         BRIDGE_LOG_LEVEL="WARNING",
@@ -140,7 +143,7 @@ class TestWorkerCrash:
         assert creating.status == "running"  # what the dead worker left behind
 
         bridge.sandbox.set_faults(reply_delay_ms=0)
-        # The dead worker's lease (2 s) and arq's in-progress mark must run out first.
+        # The dead worker's lease (9 s) and arq's in-progress mark must run out first.
         await bridge.drain(
             functions=_short_timeout_functions(bridge.settings),
         )

@@ -101,6 +101,8 @@ class TestCheckoutOneOff:
             license_ref=self.REF,
             params={
                 "template_id": None,
+                "template_rank": None,
+                "template_source": None,
                 "price_id": None,
                 "product_id_stripe": None,
                 "checkout_session": b.SESSION,
@@ -110,6 +112,7 @@ class TestCheckoutOneOff:
                     "stripe_customer": None,
                 },
                 "expires_at": None,
+                "start": "payment",
             },
             occurred_at=1234567890,
         )
@@ -263,10 +266,14 @@ class TestSubscriptionStart:
         result = self.starts(MAPPED)["created"]
         assert one(result, Effect.EXTEND).params["expires_at"] == b.T1 + 5 * b.DAY
 
-    def test_checkout_creates_the_key_without_extend_or_event(self) -> None:
+    def test_checkout_creates_the_key_and_links_the_buyer_without_extend_or_event(
+        self,
+    ) -> None:
         result = self.starts()["checkout"]
-        assert [i.effect for i in result.intents] == [Effect.CREATE_KEY]
+        assert [i.effect for i in result.intents] == [Effect.CREATE_KEY, Effect.LINK_CUSTOMER]
+        assert one(result, Effect.LINK_CUSTOMER).id == f"{SUB_REF}:link_customer"
         params = one(result, Effect.CREATE_KEY).params
+        assert params["start"] == "subscription"
         assert params["customer"] == {
             "email": "example@example.com",
             "name": None,

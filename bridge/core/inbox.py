@@ -162,6 +162,7 @@ def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded
         event_ids = _insert_events(cursor, sql, [deliveries[i] for i in first.values()], now)
         owner: dict[str, int] = {}  # intent id -> the delivery that implied it first
         intents: list[tuple[IntentSpec, int]] = []
+        starts: list[tuple[IntentSpec, int, int]] = []  # key creations: spec, event, delivery
         aliases: dict[str, str] = {}
         for i, d in enumerate(deliveries):
             key = (d.provider, d.external_id)
@@ -172,10 +173,19 @@ def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded
                 if spec.id not in owner:
                     owner[spec.id] = i
                     intents.append((spec, event_id))
+                if spec.effect is Effect.CREATE_KEY:
+                    starts.append((spec, event_id, i))
             for alias, ref in d.plan.aliases:
                 aliases.setdefault(alias, ref)
         inserted, parked = _insert_intents(cursor, sql, intents, now)
         _insert_aliases(cursor, sql, aliases)
+        # A key creation already stored (by an earlier delivery or batch) keeps what this
+        # delivery says about it: the worker merges it before creating the key.
+        _insert_start_hints(
+            cursor,
+            sql,
+            [(s, e) for s, e, i in starts if not (s.id in inserted and owner[s.id] == i)],
+        )
     results: list[Recorded] = []
     for i, d in enumerate(deliveries):
         key = (d.provider, d.external_id)
@@ -345,6 +355,17 @@ def _insert_intent_rows(
         "ON CONFLICT (id) DO NOTHING RETURNING id",
     )
     return {id_ for (id_,) in returned}
+
+
+def _insert_start_hints(cursor: Any, sql: _Sql, hints: list[tuple[IntentSpec, int]]) -> None:
+    rows = sorted((spec.id, event_id, _params_json(spec.params)) for spec, event_id in hints)
+    _insert(
+        cursor,
+        sql,
+        "INSERT INTO start_hint (intent_id, event_id, params)",
+        rows,
+        "ON CONFLICT (intent_id, event_id) DO NOTHING",
+    )
 
 
 def _insert_aliases(cursor: Any, sql: _Sql, aliases: dict[str, str]) -> None:

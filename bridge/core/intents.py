@@ -31,6 +31,9 @@ class Effect(StrEnum):
     REGISTER_EVENT = "register_event"
     #: RecordUsage (metered billing): params["amount"].
     RECORD_USAGE = "record_usage"
+    #: Link the key to the buyer's Cryptolens customer (found by email, else added), once
+    #: the key exists and the buyer is known, whichever came first: params["customer"].
+    LINK_CUSTOMER = "link_customer"
 
 
 class Status(StrEnum):
@@ -43,6 +46,40 @@ class Status(StrEnum):
 
 
 TERMINAL = frozenset({Status.DONE, Status.FAILED, Status.NEEDS_REVIEW})
+
+
+#: How specific a ``create_key`` template hint is (``params["template_rank"]``): a later
+#: delivery's hint replaces the stored one only when it ranks higher.
+TEMPLATE_RANKS = {"default": 0, "mapping": 1, "product": 2, "price": 3, "purchase": 4}
+
+
+def merge_start(params: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """A ``create_key`` intent's params with what a later delivery of the same start adds.
+
+    The more specific template hint wins (ties keep the first); every other field, and
+    each field of the buyer, is filled where it is still missing. The result does not
+    depend on which delivery was stored first when their hints rank differently, and
+    merging the same hint twice changes nothing.
+    """
+    merged = dict(params)
+    for name, value in later.items():
+        if name in ("template_id", "template_rank", "template_source", "customer"):
+            continue
+        if merged.get(name) is None and value is not None:
+            merged[name] = value
+    if (
+        later.get("template_id") is not None
+        and int(later.get("template_rank") or 0) > int(merged.get("template_rank") or 0)
+    ) or (merged.get("template_id") is None and later.get("template_id") is not None):
+        for name in ("template_id", "template_rank", "template_source"):
+            merged[name] = later.get(name)
+    buyer = dict(merged.get("customer") or {})
+    for name, value in (later.get("customer") or {}).items():
+        if buyer.get(name) is None and value is not None:
+            buyer[name] = value
+    if buyer:
+        merged["customer"] = buyer
+    return merged
 
 
 @dataclass(frozen=True)

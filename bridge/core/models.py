@@ -78,6 +78,28 @@ class License(SQLModel, table=True):
     # arriving late does not undo it.
     block_decided_at: int | None = None
     block_reason: str | None = Field(default=None, max_length=30)
+    # The block that ended the license (canceled, refund, dispute). Set once, whatever
+    # the order of deliveries; no unblock and no later payment-status block touches it.
+    ended_by: str | None = Field(default=None, max_length=30)
+
+
+class StartHint(SQLModel, table=True):
+    """What a later delivery says about a key creation already stored under its id.
+
+    A subscription starts with three events in no fixed order (the checkout session,
+    ``customer.subscription.created``, the first ``invoice.paid``), all planning the same
+    ``create_key`` intent; the first stored is the intent's row, and each later one
+    leaves its params here. The worker merges them before the key is created, so the
+    most specific template hint wins whatever came first.
+    """
+
+    __tablename__ = "start_hint"
+    __table_args__ = (UniqueConstraint("intent_id", "event_id", name="uq_start_hint_intent_event"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    intent_id: str = Field(max_length=255, foreign_key="intent.id")
+    event_id: int
+    params: str = Field(sa_column=Column(Text, nullable=False))  # JSON
 
 
 class LicenseAlias(SQLModel, table=True):

@@ -12,7 +12,15 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values people paste from examples; a bridge that runs with one of them accepts forgeries.
@@ -53,12 +61,22 @@ class StripeConfig(BaseModel):
         return self.grace_days
 
 
+class CryptolensConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # Products in which nobody but the bridge creates keys. A lost CreateKeyFromTemplate
+    # reply is then settled by the one new untagged key, with no other evidence; elsewhere
+    # the Web API Log's caller IP must show the key is the bridge's (see jobs.effects).
+    sole_key_maker: tuple[int, ...] = ()
+
+
 class BridgeConfig(BaseModel):
     """The TOML file: what each Stripe price becomes in Cryptolens."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     stripe: StripeConfig = StripeConfig()
+    cryptolens: CryptolensConfig = CryptolensConfig()
 
     @classmethod
     def load(cls, path: Path | None) -> BridgeConfig:
@@ -104,7 +122,14 @@ class Settings(BaseSettings):
     retry_base_seconds: float = Field(default=1.0, gt=0, alias="BRIDGE_RETRY_BASE_SECONDS")
     retry_cap_seconds: float = Field(default=300.0, gt=0, alias="BRIDGE_RETRY_CAP_SECONDS")
     # How long a claimed intent is protected; past this a crashed worker's intent is retaken.
+    # A live run renews its leases every third of this; it must outlast two calls (below).
     lease_seconds: float = Field(default=60.0, gt=0, alias="BRIDGE_LEASE_SECONDS")
+    # After a call's reply is lost, how long past the call's own bound the service may
+    # still apply it: a read-back that finds nothing decides "not applied" only then.
+    settle_seconds: float = Field(default=30.0, ge=0, alias="BRIDGE_SETTLE_SECONDS")
+    # A subscription's key creation that no start event names a template for waits this
+    # long (from when it was stored) for the other start events, before the default.
+    start_wait_seconds: float = Field(default=60.0, ge=0, alias="BRIDGE_START_WAIT_SECONDS")
     # arq's poll delay: its default (0.5 s) alone would dominate webhook-to-key latency. A
     # job waits half of it on average; 5 ms measured better than 10 (wait) and 2 (the
     # polling's own CPU) at 100 purchases/s in the bench.
@@ -116,6 +141,25 @@ class Settings(BaseSettings):
     worker_shutdown_wait: int = Field(default=10, ge=0, alias="BRIDGE_WORKER_SHUTDOWN_WAIT")
 
     log_level: str = Field(default="INFO", alias="BRIDGE_LOG_LEVEL")
+
+    @property
+    def call_bound_seconds(self) -> float:
+        """The longest one Cryptolens call may take: connect, then the reply (+1 s to write)."""
+        return self.cryptolens_connect_timeout + self.cryptolens_read_timeout + 1.0
+
+    @model_validator(mode="after")
+    def _lease_outlasts_calls(self) -> Settings:
+        # A run sends a call only while its lease covers the call's bound, and renews the
+        # lease every third of it: shorter, a slow reply would outlive the lease, and
+        # another worker could take the intent over while the call is in flight.
+        needed = 2 * self.call_bound_seconds
+        if self.lease_seconds < needed:
+            raise ValueError(
+                f"BRIDGE_LEASE_SECONDS={self.lease_seconds:g} is shorter than two Cryptolens "
+                f"calls can take ({needed:g} s: 2 x (CRYPTOLENS_CONNECT_TIMEOUT + "
+                "CRYPTOLENS_READ_TIMEOUT + 1)); raise it or lower the timeouts"
+            )
+        return self
 
     @field_validator("cryptolens_api_url")
     @classmethod

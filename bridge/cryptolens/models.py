@@ -151,6 +151,8 @@ class WebApiLog(_Model):
     key: str | None = Field(default=None, validation_alias=_aliases("key"))
     time: int = Field(validation_alias=_aliases("time"))
     state: int = Field(validation_alias=_aliases("state"))
+    # Anonymized by the service (a /24 or /48 network): whose call it was, roughly.
+    ip: str | None = Field(default=None, validation_alias=_aliases("ip"))
     machine_code: str | None = Field(default=None, validation_alias=_aliases("machine_code"))
     friendly_name: str | None = Field(default=None, validation_alias=_aliases("friendly_name"))
 

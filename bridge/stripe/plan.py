@@ -37,7 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.core.intents import Effect, IntentSpec, Plan
+from bridge.core.intents import TEMPLATE_RANKS, Effect, IntentSpec, Plan
 from bridge.core.money import currency_code, to_cryptolens_value
 from bridge.core.settings import StripeConfig
 from bridge.stripe.payload import Obj, PayloadError
@@ -83,16 +83,19 @@ class _Price:
     id: str | None
     product: str | None
     template_id: int | None  # from the price's metadata, else the expanded product's
+    template_source: str | None = None  # "price" or "product": where template_id came from
 
 
 def _price(price: Obj | None, product: Obj | None = None) -> _Price | None:
     if price is None:
         return None
     product = product or price.expanded("product")
+    on_price, on_product = _template(price), _template(product)
     return _Price(
         id=price.opt_text("id"),
         product=price.ref("product"),
-        template_id=_template(price) or _template(product),
+        template_id=on_price or on_product,
+        template_source="price" if on_price else "product" if on_product else None,
     )
 
 
@@ -114,30 +117,63 @@ def _create_key(
     checkout_session: str | None,
     customer: dict[str, str | None],
     expires_at: int | None,
+    start: str,
 ) -> IntentSpec:
     price_id = price.id if price else None
     mapping = config.mapping_for(price_id)
     # The most specific hint wins: the purchase itself, then the price, then the product,
     # then the TOML mapping. None leaves it to the worker (line items, then the default).
-    template_id = (
-        owner_template
-        or (price.template_id if price else None)
-        or (mapping.template_id if mapping else None)
-    )
+    # The source's rank lets a later delivery of the same start replace a vaguer hint
+    # (bridge.core.intents.merge_start).
+    template_id: int | None = None
+    source: str | None = None
+    if owner_template is not None:
+        template_id, source = owner_template, "purchase"
+    elif price is not None and price.template_id is not None:
+        template_id, source = price.template_id, price.template_source
+    elif mapping is not None:
+        template_id, source = mapping.template_id, "mapping"
     return IntentSpec(
         id=f"{ref}:create_key",
         effect=Effect.CREATE_KEY,
         license_ref=ref,
         params={
             "template_id": template_id,
+            "template_rank": TEMPLATE_RANKS[source] if source else None,
+            "template_source": source,
             "price_id": price_id,
             "product_id_stripe": price.product if price else None,
             "checkout_session": checkout_session,
             "customer": customer,
             "expires_at": expires_at,
+            # A subscription has three start events in no fixed order: a key creation
+            # that no hint names a template for waits a while for the others.
+            "start": start,
         },
         occurred_at=occurred_at,
     )
+
+
+def _link_customer(
+    ref: str, customer: dict[str, str | None], *, occurred_at: int
+) -> list[IntentSpec]:
+    """The buyer's link, for a subscription start that names the buyer's email.
+
+    Its own intent, not part of the key's creation: whichever start event names the buyer
+    (the session and the first invoice do; ``customer.subscription.created`` only names a
+    Stripe customer id), the key is linked once the key and the buyer are both known.
+    """
+    if not customer.get("email"):
+        return []
+    return [
+        IntentSpec(
+            id=f"{ref}:link_customer",
+            effect=Effect.LINK_CUSTOMER,
+            license_ref=ref,
+            params={"customer": customer},
+            occurred_at=occurred_at,
+        )
+    ]
 
 
 def _extend(
@@ -251,9 +287,10 @@ def _checkout(ev: _Event, config: StripeConfig) -> Plan:
             # The session does not know the period; the invoice or subscription event
             # that carries it plans the extension.
             expires_at=None,
+            start="subscription",
         )
         # No RegisterEvent: the first invoice's invoice.paid registers the purchase.
-        return Plan(intents=[create])
+        return Plan(intents=[create, *_link_customer(ref, customer, occurred_at=ev.created)])
 
     payment_intent = session.ref("payment_intent")
     ref = f"stripe:pi:{payment_intent}" if payment_intent else f"stripe:cs:{session_id}"
@@ -267,6 +304,7 @@ def _checkout(ev: _Event, config: StripeConfig) -> Plan:
         checkout_session=session_id,
         customer=customer,
         expires_at=None,
+        start="payment",
     )
     event = _register(
         ref,
@@ -309,7 +347,12 @@ def _subscription_start(sub: Obj, ev: _Event, config: StripeConfig) -> list[Inte
     period_end = _subscription_period_end(sub)
     grace = config.grace_for(price.id if price else None)
     expires_at = period_end + grace * _DAY if period_end is not None else None
-    customer = sub.expanded("customer")
+    expanded = sub.expanded("customer")
+    customer = _customer(
+        expanded.opt_text("email") if expanded else None,
+        expanded.opt_text("name") if expanded else None,
+        sub.ref("customer"),
+    )
     intents = [
         _create_key(
             ref,
@@ -318,13 +361,11 @@ def _subscription_start(sub: Obj, ev: _Event, config: StripeConfig) -> list[Inte
             owner_template=_template(sub),
             price=price,
             checkout_session=None,
-            customer=_customer(
-                customer.opt_text("email") if customer else None,
-                customer.opt_text("name") if customer else None,
-                sub.ref("customer"),
-            ),
+            customer=customer,
             expires_at=expires_at,
-        )
+            start="subscription",
+        ),
+        *_link_customer(ref, customer, occurred_at=ev.created),
     ]
     if period_end is not None and expires_at is not None:
         intents.append(
@@ -488,6 +529,11 @@ def _invoice_paid(ev: _Event, config: StripeConfig) -> Plan:
 
     intents: list[IntentSpec] = []
     if reason == _START_REASON:
+        customer = _customer(
+            invoice.opt_text("customer_email"),
+            invoice.opt_text("customer_name"),
+            invoice.ref("customer"),
+        )
         intents.append(
             _create_key(
                 ref,
@@ -496,14 +542,12 @@ def _invoice_paid(ev: _Event, config: StripeConfig) -> Plan:
                 owner_template=_template(sub_details),
                 price=price,
                 checkout_session=None,
-                customer=_customer(
-                    invoice.opt_text("customer_email"),
-                    invoice.opt_text("customer_name"),
-                    invoice.ref("customer"),
-                ),
+                customer=customer,
                 expires_at=expires_at,
+                start="subscription",
             )
         )
+        intents += _link_customer(ref, customer, occurred_at=occurred_at)
     if period_end is not None and expires_at is not None:
         intents.append(
             _extend(
