@@ -13,12 +13,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import httpx
 import stripe
 from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
 from bridge import stripe_api
-from bridge.cryptolens import CryptolensClient, HTTPPool, NotFound, make_http_client
+from bridge.cryptolens import CryptolensClient, NotFound, make_http_client
 from bridge.cryptolens.models import LicenseTemplate
 from bridge.db import make_engine
 from bridge.settings import BridgeConfig, Settings
@@ -82,7 +83,7 @@ class Runtime:
     settings: Settings
     config: BridgeConfig
     engine: Engine
-    http: HTTPPool
+    http: httpx.AsyncClient  # Cryptolens calls; one per process, its pool shared by jobs
     client: CryptolensClient
     templates: TemplateCache
     stripe_http: stripe.HTTPClient | None = None
@@ -95,6 +96,7 @@ class Runtime:
         http = make_http_client(
             connect_timeout=settings.cryptolens_connect_timeout,
             read_timeout=settings.cryptolens_read_timeout,
+            max_connections=settings.cryptolens_max_connections,
         )
         client = CryptolensClient(
             http, token=settings.token(), base_url=settings.cryptolens_api_url
