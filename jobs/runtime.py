@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import httpx
 import stripe
 from arq.connections import ArqRedis
 from sqlalchemy import Engine
@@ -22,7 +23,7 @@ from sqlalchemy import Engine
 from bridge.core.db import make_engine
 from bridge.core.models import utcnow
 from bridge.core.settings import BridgeConfig, Settings
-from bridge.cryptolens import CryptolensClient, HTTPPool, NotFound, make_http_client
+from bridge.cryptolens import CryptolensClient, NotFound, make_http_client
 from bridge.cryptolens.models import LicenseTemplate
 from bridge.stripe import api as stripe_api
 from jobs.errors import Busy
@@ -84,7 +85,7 @@ class Runtime:
     settings: Settings
     config: BridgeConfig
     engine: Engine
-    http: HTTPPool
+    http: httpx.AsyncClient  # Cryptolens calls; one per process, its pool shared by jobs
     client: CryptolensClient
     templates: TemplateCache
     stripe_http: stripe.HTTPClient | None = None
@@ -106,6 +107,7 @@ class Runtime:
         http = make_http_client(
             connect_timeout=settings.cryptolens_connect_timeout,
             read_timeout=settings.cryptolens_read_timeout,
+            max_connections=settings.cryptolens_max_connections,
         )
         client = CryptolensClient(
             http, token=settings.token(), base_url=settings.cryptolens_api_url

@@ -1,13 +1,13 @@
 """The client against fakes at the transport: what it sends, and how each failure is classified.
 
-Most fakes are ``httpx.MockTransport``s behind the httpx adapter; ``TestPoolErrors`` raises
-the pool's own errors. The same client runs against the sandbox over real HTTP in
-test_cryptolens_contract.py, and the pool itself over sockets in test_cryptolens_http.py.
+The fakes are ``httpx.MockTransport``s. The same client runs against the sandbox over real
+HTTP in test_cryptolens_contract.py, and against scripted servers over sockets (keep-alive,
+timeouts, pool waits, TLS, proxies) in test_cryptolens_transport.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
@@ -24,16 +24,7 @@ from bridge.cryptolens import (
     Refused,
     Transient,
 )
-from bridge.cryptolens.http import (
-    ConnectFailed,
-    ConnectionLost,
-    HTTPError,
-    NotSent,
-    PoolTimeout,
-    ProtocolError,
-    ReplyTimeout,
-    Response,
-)
+from bridge.cryptolens.client import classify
 from bridge.cryptolens.models import EventInput, TimeRange
 
 TOKEN = "tok_secret_value_1234"
@@ -203,8 +194,12 @@ class TestErrors:
         [
             _raise(httpx.ConnectError("refused")),
             _raise(httpx.ConnectTimeout("slow")),
+            _raise(httpx.PoolTimeout("every connection busy")),
+            _raise(httpx.ProxyError("the proxy refused the tunnel")),
+            _raise(httpx.UnsupportedProtocol("ftp://")),
             lambda _: httpx.Response(503),
         ],
+        ids=["connect", "connect-timeout", "pool-timeout", "proxy", "scheme", "503"],
     )
     async def test_not_sent_or_not_processed_is_transient(self, handler: Handler) -> None:
         with pytest.raises(Transient) as caught:
@@ -221,8 +216,12 @@ class TestErrors:
         "handler",
         [
             _raise(httpx.ReadTimeout("no reply")),
+            _raise(httpx.WriteTimeout("stuck writing")),
             _raise(httpx.RemoteProtocolError("peer closed")),
+            _raise(httpx.LocalProtocolError("illegal")),
             _raise(httpx.ReadError("reset")),
+            _raise(httpx.WriteError("broken pipe")),
+            _raise(httpx.DecodingError("bad gzip")),
             lambda _: httpx.Response(504),
             lambda _: httpx.Response(502),
             lambda _: httpx.Response(500),
@@ -249,51 +248,38 @@ class TestErrors:
         assert TOKEN not in str(refused.value)
 
 
-class FailingPoster:
-    """A transport that fails every call with ``error``, recording the forms it was given."""
-
-    def __init__(self, error: HTTPError) -> None:
-        self.error = error
-        self.forms: list[Mapping[str, str]] = []
-
-    async def post_form(self, url: str, form: Mapping[str, str]) -> Response:
-        self.forms.append(form)
-        raise self.error
-
-    async def aclose(self) -> None:
-        pass
-
-
-class TestPoolErrors:
-    """The pool's errors meet the same classification as httpx's."""
-
-    @pytest.mark.parametrize(
-        "error",
-        [
-            ConnectFailed("ConnectionRefusedError"),
-            ConnectFailed("connect timeout"),
-            PoolTimeout("no free connection"),
-            NotSent("connection closed before the request was written"),
-        ],
-    )
-    async def test_not_sent_is_transient(self, error: HTTPError) -> None:
-        client = CryptolensClient(FailingPoster(error), token=TOKEN, base_url="https://x/api/")
-        with pytest.raises(Transient) as caught:
-            await client.extend_license(1, "K", 1)
-        assert not isinstance(caught.value, OutcomeUnknown)
+class TestClassify:
+    """Which side of the line each httpx failure falls on, and what the error says."""
 
     @pytest.mark.parametrize(
         ("error", "words"),
         [
-            (ReplyTimeout("no complete reply"), "no reply in time"),
-            (ConnectionLost("closed before the reply was complete"), "connection lost"),
-            (ProtocolError("unreadable reply"), "connection lost"),
+            (httpx.ConnectError("refused"), "not sent: ConnectError"),
+            (httpx.PoolTimeout("busy"), "not sent: PoolTimeout"),
+            (httpx.InvalidURL("bad port"), "not sent: InvalidURL"),
+            (httpx.ReadTimeout("slow"), "no reply in time: ReadTimeout"),
+            (httpx.WriteTimeout("slow"), "no reply in time: WriteTimeout"),
+            (httpx.RemoteProtocolError("closed"), "connection lost: RemoteProtocolError"),
+            (httpx.ReadError("reset"), "connection lost: ReadError"),
         ],
     )
-    async def test_maybe_sent_is_outcome_unknown(self, error: HTTPError, words: str) -> None:
-        poster = FailingPoster(error)
-        client = CryptolensClient(poster, token=TOKEN, base_url="https://x/api/")
-        with pytest.raises(OutcomeUnknown, match=words) as caught:
+    def test_words_name_the_failure_not_the_request(self, error: Exception, words: str) -> None:
+        classified = classify("key/ExtendLicense", error)
+        assert str(classified) == f"key/ExtendLicense: {words}"
+        assert isinstance(classified, Transient) == words.startswith("not sent")
+        assert isinstance(classified, OutcomeUnknown) != words.startswith("not sent")
+
+    async def test_a_closed_client_sends_nothing(self) -> None:
+        seen: list[httpx.Request] = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            seen.append(request)
+            return httpx.Response(200, json={"result": 0, "message": ""})
+
+        http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        client = CryptolensClient(http, token=TOKEN, base_url="https://api.example/api")
+        await http.aclose()
+        with pytest.raises(Transient, match="closed") as caught:
             await client.extend_license(1, "K", 1)
-        assert TOKEN not in str(caught.value)
-        assert poster.forms[0]["token"] == TOKEN
+        assert not isinstance(caught.value, OutcomeUnknown)
+        assert seen == []

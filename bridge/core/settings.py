@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     cryptolens_token: SecretStr = Field(default=SecretStr(""), alias="CRYPTOLENS_TOKEN")
     cryptolens_connect_timeout: float = Field(default=5.0, gt=0, alias="CRYPTOLENS_CONNECT_TIMEOUT")
     cryptolens_read_timeout: float = Field(default=20.0, gt=0, alias="CRYPTOLENS_READ_TIMEOUT")
+    # Connections to Cryptolens per worker process; a call waits up to the connect timeout
+    # for one, then fails as transient (nothing was sent).
+    cryptolens_max_connections: int = Field(default=100, ge=1, alias="CRYPTOLENS_MAX_CONNECTIONS")
 
     stripe_webhook_secret: SecretStr = Field(default=SecretStr(""), alias="STRIPE_WEBHOOK_SECRET")
     stripe_api_key: SecretStr | None = Field(default=None, alias="STRIPE_API_KEY")

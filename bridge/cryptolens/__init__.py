@@ -1,4 +1,4 @@
-"""Cryptolens Web API 3: the async client, its HTTP pool, its typed results and its error tree."""
+"""Cryptolens Web API 3: the async client (over httpx), its typed results and its error tree."""
 
 from bridge.cryptolens.client import DEFAULT_BASE_URL, CryptolensClient, make_http_client
 from bridge.cryptolens.errors import (
@@ -11,14 +11,12 @@ from bridge.cryptolens.errors import (
     Refused,
     Transient,
 )
-from bridge.cryptolens.http import HTTPPool
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "AccessDenied",
     "CryptolensClient",
     "CryptolensError",
-    "HTTPPool",
     "InvalidInput",
     "NotFound",
     "OutcomeUnknown",

@@ -3,16 +3,31 @@
 It speaks the real protocol: POST, form-encoded, PascalCase parameter names, the access
 token in every call's body (never in a URL, so it cannot leak through access logs), lower
 camel JSON back, and ``result != 0`` is an error even with HTTP 200. One instance wraps
-one transport shared by the whole process: the lean pool of :mod:`bridge.cryptolens.http`
-(see :func:`make_http_client`), or an ``httpx.AsyncClient`` (tests' ``MockTransport``, proxies).
+the process's one ``httpx.AsyncClient`` (see :func:`make_http_client`).
 
 Failures are classified into the tree in :mod:`bridge.cryptolens.errors`; the important
 line is between *transient* (certainly not applied) and *outcome unknown* (maybe applied).
+httpx's exceptions fall on either side of it by whether a byte of the request may have
+reached the service:
+
+    not sent: Transient                 maybe sent: OutcomeUnknown
+    ├── ConnectError, ConnectTimeout    ├── ReadTimeout, WriteTimeout
+    ├── PoolTimeout                     ├── RemoteProtocolError (closed after the write)
+    ├── ProxyError (CONNECT refused)    ├── ReadError, WriteError, other transport errors
+    └── UnsupportedProtocol, InvalidURL └── any other protocol or decoding error
+
+httpx never re-sends a request that was written. Before a request, httpcore drops a
+pooled connection the server has closed (its socket reads as ready while idle) or that
+idled past ``keepalive_expiry``, and moves a request to another connection only when the
+one it was given could not take it (``ConnectionNotAvailable``, raised before writing;
+for HTTP/2 also streams above a GOAWAY's last stream id, which the server never saw).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import ssl
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -27,17 +42,6 @@ from bridge.cryptolens.errors import (
     Transient,
     refused_from_message,
 )
-from bridge.cryptolens.http import (
-    ConnectFailed,
-    ConnectionLost,
-    FormPoster,
-    HTTPPool,
-    MaybeSent,
-    NotSent,
-    PoolTimeout,
-    ReplyTimeout,
-    Response,
-)
 from bridge.cryptolens.models import (
     AddedCustomer,
     CreatedKey,
@@ -51,47 +55,86 @@ from bridge.cryptolens.models import (
 )
 
 DEFAULT_BASE_URL = "https://api.cryptolens.io/api/"
+# Seconds a connection may idle in the pool: below uvicorn's 5 s and most servers'
+# keep-alive timeouts, so a server rarely closes one just as a request is written on it
+# (that request would be an unknown outcome).
+KEEPALIVE_EXPIRY = 4.0
+# HTTP/2 only where the h2 package is installed (httpx[http2]): one connection carries
+# every call, and a server's GOAWAY says which calls it never saw.
+HTTP2 = importlib.util.find_spec("h2") is not None
 
 _M = TypeVar("_M", bound=BaseModel)
 Param = str | int | bool | None
 
+# Raised before any byte of the request could reach the service.
+_NOT_SENT: tuple[type[Exception], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.ProxyError,  # the proxy refused the tunnel: nothing reached Cryptolens
+    httpx.UnsupportedProtocol,
+    httpx.InvalidURL,
+)
+
 
 def make_http_client(
-    *, connect_timeout: float = 5.0, read_timeout: float = 20.0, max_connections: int = 50
-) -> HTTPPool:
-    """The process-wide HTTP client: explicit timeouts, pooled keep-alive connections."""
-    return HTTPPool(
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        max_connections=max_connections,
+    *,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 20.0,
+    max_connections: int = 100,
+    pool_timeout: float | None = None,
+    verify: ssl.SSLContext | bool = True,
+) -> httpx.AsyncClient:
+    """The process-wide HTTP client for Cryptolens: made once, closed at exit.
+
+    ``read_timeout`` bounds each wait for the reply's bytes (and each write);
+    ``pool_timeout`` (default: ``connect_timeout``) the wait for one of
+    ``max_connections``. Proxies come from HTTPS_PROXY / NO_PROXY and a CA bundle from
+    SSL_CERT_FILE / SSL_CERT_DIR (``trust_env``); ``verify`` is for tests.
+    """
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
+            connect=connect_timeout,
+            read=read_timeout,
+            write=read_timeout,
+            pool=connect_timeout if pool_timeout is None else pool_timeout,
+        ),
+        limits=httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
+        ),
+        http2=HTTP2,
+        trust_env=True,
+        verify=verify,
+        headers={"User-Agent": "cryptolens-bridge", "Accept": "application/json"},
     )
 
 
-class HttpxPoster:
-    """An ``httpx.AsyncClient`` as a :class:`FormPoster`: its failures sorted by whether the
-    request may have been sent, as :class:`HTTPPool` sorts its own."""
+def classify(method: str, exc: Exception) -> CryptolensError:
+    """An httpx failure as the error the retry logic acts on; its words name only the
+    exception's type, never the request (whose body holds the token)."""
+    kind = type(exc).__name__
+    if isinstance(exc, _NOT_SENT):
+        return Transient(method, f"not sent: {kind}")
+    if isinstance(exc, httpx.TimeoutException):  # read or write: bytes may have gone
+        return OutcomeUnknown(method, f"no reply in time: {kind}")
+    # Closed or reset after the write, an unreadable reply: it may have been applied.
+    return OutcomeUnknown(method, f"connection lost: {kind}")
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self.client = client
 
-    async def post_form(self, url: str, form: Mapping[str, str]) -> Response:
-        try:
-            reply = await self.client.post(url, data=form)
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise ConnectFailed(type(exc).__name__) from None
-        except httpx.PoolTimeout as exc:
-            raise PoolTimeout(type(exc).__name__) from None
-        except httpx.TimeoutException as exc:
-            # Read/write timeout: the request was (at least partly) sent.
-            raise ReplyTimeout(type(exc).__name__) from None
-        except httpx.TransportError as exc:
-            # Reset or closed mid-exchange, or anything else: it may have been sent.
-            raise ConnectionLost(type(exc).__name__) from None
-        headers = {k.lower(): v for k, v in reply.headers.items()}
-        return Response(reply.status_code, headers, reply.content)
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
+def _checked(base_url: str) -> str:
+    """The base URL, refused here if no call could be sent to it (a configuration error)."""
+    try:
+        url = httpx.URL(base_url)
+        port = url.port
+    except httpx.InvalidURL:
+        url, port = None, None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise ValueError(f"not a usable Cryptolens API URL: {base_url!r}")
+    if port is not None and not 0 < port < 65536:
+        raise ValueError(f"not a usable Cryptolens API URL (port): {base_url!r}")
+    return base_url
 
 
 def _wire(value: Param) -> str | None:
@@ -107,15 +150,11 @@ class CryptolensClient:
     """Typed calls to Web API 3. Every method raises only :class:`CryptolensError`s."""
 
     def __init__(
-        self,
-        http: FormPoster | httpx.AsyncClient,
-        *,
-        token: str,
-        base_url: str = DEFAULT_BASE_URL,
+        self, http: httpx.AsyncClient, *, token: str, base_url: str = DEFAULT_BASE_URL
     ) -> None:
-        self._http = HttpxPoster(http) if isinstance(http, httpx.AsyncClient) else http
+        self._http = http
         self.__token = token
-        self.base_url = base_url if base_url.endswith("/") else base_url + "/"
+        self.base_url = _checked(base_url if base_url.endswith("/") else base_url + "/")
 
     def __repr__(self) -> str:  # the token stays out of reprs and tracebacks
         return f"CryptolensClient(base_url={self.base_url!r}, token=[redacted])"
@@ -126,21 +165,16 @@ class CryptolensClient:
         """POST one Web API method and return its JSON body once ``result == 0``."""
         form = {k: w for k, v in params.items() if (w := _wire(v)) is not None}
         form["token"] = self.__token
+        if self._http.is_closed:  # shutting down: httpx would raise a RuntimeError
+            raise Transient(method, "not sent: the HTTP client is closed")
         try:
-            response = await self._http.post_form(self.base_url + method, form)
-        except NotSent as exc:
-            # No byte of the request reached a socket.
-            raise Transient(method, f"could not connect: {exc}") from None
-        except ReplyTimeout as exc:
-            # The request was (at least partly) sent.
-            raise OutcomeUnknown(method, f"no reply in time: {exc}") from None
-        except MaybeSent as exc:
-            # Reset or closed mid-exchange: the service may have applied it.
-            raise OutcomeUnknown(method, f"connection lost: {exc}") from None
+            response = await self._http.post(self.base_url + method, data=form)
+        except (httpx.RequestError, httpx.InvalidURL) as exc:
+            raise classify(method, exc) from None
         return self._parse(method, response)
 
     @staticmethod
-    def _parse(method: str, response: Response) -> dict[str, Any]:
+    def _parse(method: str, response: httpx.Response) -> dict[str, Any]:
         status = response.status_code
         if status == 429:
             raise RateLimited(method, "rate limited (HTTP 429)", _retry_after(response))
@@ -349,7 +383,7 @@ def _changed(body: Mapping[str, Any]) -> bool:
     return not (isinstance(message, str) and message.strip().lower() == "not changed")
 
 
-def _retry_after(response: Response) -> float | None:
+def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after")
     try:
         return float(value) if value is not None else None
@@ -361,6 +395,6 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "CryptolensClient",
     "CryptolensError",
-    "HttpxPoster",
+    "classify",
     "make_http_client",
 ]
