@@ -116,6 +116,7 @@ def _delivery(state: AppState, scope: Scope, body: bytes) -> inbox.Delivery:
             _signature_header(scope),
             state.webhook_secrets,
             tolerance=state.settings.signature_tolerance,
+            now=state.clock(),
         )
     except MalformedHeader as exc:
         raise _Refused(400, "bad_signature_header", str(exc)) from None
