@@ -217,6 +217,14 @@ class TestAccepted:
         assert (stored.outcome, stored.type) == ("ignored", "customer.created")
         assert stored.note is not None and "customer.created" in stored.note
 
+    async def test_an_event_after_2038_is_stored(self, bridge: Pipeline) -> None:
+        # PostgreSQL's INTEGER ends at 2**31 - 1 (2038-01-19): found by the property test.
+        event = sb.load("checkout.session.completed.payment")
+        event["created"] = 2**31
+        response = await bridge.post(event)
+        assert response.status_code == 200
+        assert {i.occurred_at for i in bridge.intents().values()} == {2**31}
+
     async def test_integers_at_the_edges_of_64_bits_and_long_digit_strings_are_read(
         self, bridge: Pipeline
     ) -> None:
