@@ -8,7 +8,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -85,7 +86,13 @@ class BridgeApp(Starlette):
         await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings, *, engine: Engine | None = None) -> BridgeApp:
+def create_app(
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    clock: Callable[[], float] = time.time,
+) -> BridgeApp:
+    """The app; ``clock`` (unix seconds) is what signatures are dated against."""
     secrets = settings.webhook_secrets()  # raises ConfigError before anything listens
     config = settings.bridge_config()
 
@@ -96,7 +103,7 @@ def create_app(settings: Settings, *, engine: Engine | None = None) -> BridgeApp
         redis = connect(settings.redis_url)
         queue = Enqueuer(settings.redis_url)
         batcher = Batcher(db_engine, queue)
-        state = AppState(settings, config, db_engine, redis, secrets, batcher)
+        state = AppState(settings, config, db_engine, redis, secrets, batcher, clock)
         try:
             yield {"bridge": state}
         finally:

@@ -123,6 +123,9 @@ class TestStoredBody:
             b'{"x": [{"token": 1}], "api_key": null}',
             b'{"data": {"object": {"client\\u005fsecret": "cs_live_abc"}}}',
             '{"secret": "x"}'.encode("utf-16"),
+            # ASCII text in UTF-16/32 without a byte order mark is also UTF-8, with NULs.
+            pytest.param('{"client_secret": "cs_live_abc"}'.encode("utf-16-le"), id="utf-16-le"),
+            pytest.param('{"client_secret": "cs_live_abc"}'.encode("utf-32-be"), id="utf-32-be"),
         ],
     )
     def test_a_body_with_a_secret_is_stored_redacted(self, body: bytes) -> None:
@@ -130,6 +133,7 @@ class TestStoredBody:
         assert "cs_live_abc" not in stored
         assert stored == inbox.stored_payload(json.loads(body))
         assert inbox.REDACTED in stored
+        assert "\x00" not in stored
 
 
 class TestRecordMany:

@@ -101,12 +101,19 @@ def stored_payload(payload: dict[str, Any]) -> str:
 def stored_body(body: bytes, payload: dict[str, Any]) -> str:
     """What to store for a raw JSON ``body`` that parsed to ``payload``: the body itself
     when it provably holds no secret to redact (no secret key with a non-null value, no
-    ``\\u`` escape that could spell one) and is UTF-8 without a byte order mark (which
-    JSON text may not start with once decoded), else :func:`stored_payload`."""
-    if b"\\u" not in body and not body.startswith(_BOM) and not _names_a_secret(body):
+    ``\\u`` escape that could spell one) and is UTF-8 without a byte order mark or a NUL,
+    else :func:`stored_payload`. (UTF-16/32 text whose characters are ASCII decodes as
+    UTF-8 with a NUL after each: the search for a secret key would miss it, and
+    PostgreSQL refuses NULs in text.)"""
+    if (
+        b"\\u" not in body
+        and b"\x00" not in body
+        and not body.startswith(_BOM)
+        and not _names_a_secret(body)
+    ):
         try:
             return body.decode("utf-8")
-        except UnicodeDecodeError:  # UTF-16/32 JSON: json.loads accepts it, we re-encode
+        except UnicodeDecodeError:
             pass
     return stored_payload(payload)
 

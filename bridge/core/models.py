@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, DateTime, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -49,7 +49,7 @@ class Intent(SQLModel, table=True):
     effect: str = Field(max_length=30)
     license_ref: str = Field(max_length=255, index=True)
     params: str = Field(sa_column=Column(Text, nullable=False))  # JSON
-    occurred_at: int
+    occurred_at: int = Field(sa_type=BigInteger)  # unix seconds: past 2**31 in 2038
     status: str = Field(max_length=20, index=True)
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
@@ -76,7 +76,7 @@ class License(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     # The newest block/unblock decision applied (provider time), so that an older one
     # arriving late does not undo it.
-    block_decided_at: int | None = None
+    block_decided_at: int | None = Field(default=None, sa_type=BigInteger)
     block_reason: str | None = Field(default=None, max_length=30)
     # The block that ended the license (canceled, refund, dispute). Set once, whatever
     # the order of deliveries; no unblock and no later payment-status block touches it.

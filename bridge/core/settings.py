@@ -120,6 +120,17 @@ class Settings(BaseSettings):
     signature_tolerance: int = Field(default=300, ge=1, alias="BRIDGE_SIGNATURE_TOLERANCE")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, alias="BRIDGE_MAX_BODY_BYTES")
 
+    # What one client may hold of a web process (bridge/serve.py): a request's head must
+    # be complete within header_timeout of the connection opening (or of the previous
+    # response) and within max_header_bytes (431); its body within body_timeout of its
+    # head (408). Past max_connections open connections a request is answered 503; an
+    # idle keep-alive connection is closed after keep_alive_timeout.
+    max_header_bytes: int = Field(default=64 * 1024, ge=1024, alias="BRIDGE_MAX_HEADER_BYTES")
+    header_timeout: float = Field(default=10.0, gt=0, alias="BRIDGE_HEADER_TIMEOUT")
+    body_timeout: float = Field(default=10.0, gt=0, alias="BRIDGE_BODY_TIMEOUT")
+    max_connections: int = Field(default=1000, ge=1, alias="BRIDGE_MAX_CONNECTIONS")
+    keep_alive_timeout: float = Field(default=5.0, gt=0, alias="BRIDGE_KEEP_ALIVE_TIMEOUT")
+
     # Retry policy for transient Cryptolens errors: exponential backoff with full jitter.
     max_attempts: int = Field(default=8, ge=1, alias="BRIDGE_MAX_ATTEMPTS")
     retry_base_seconds: float = Field(default=1.0, gt=0, alias="BRIDGE_RETRY_BASE_SECONDS")

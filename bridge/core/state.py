@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from arq.connections import ArqRedis
@@ -19,3 +21,5 @@ class AppState:
     redis: ArqRedis | None
     webhook_secrets: tuple[str, ...]
     batcher: Batcher
+    # Unix seconds, for the signature's tolerance; tests set it to stand on a boundary.
+    clock: Callable[[], float] = time.time
