@@ -19,8 +19,8 @@ import pytest
 from sqlalchemy import Engine
 
 from bridge.app import create_app
+from bridge.core.settings import Settings
 from bridge.serve import uvicorn_options
-from bridge.settings import Settings
 from tests.fixtures.pipeline import CONFIG, make_settings
 from tests.fixtures.servers import run_asgi
 

@@ -24,9 +24,9 @@ from sqlalchemy import Engine, text
 from starlette.types import Receive, Scope, Send
 
 from bridge.app import create_app
-from bridge.settings import BridgeConfig, Settings
-from bridge.stripe_plan import plan
-from bridge.stripe_signature import sign
+from bridge.core.settings import BridgeConfig, Settings
+from bridge.stripe.plan import plan
+from bridge.stripe.signature import sign
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import CONFIG, SECRET, make_settings
 
