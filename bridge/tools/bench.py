@@ -44,6 +44,7 @@ from sqlalchemy import create_engine, text
 
 from bridge.core.db import migrate
 from bridge.tools import loadgen
+from bridge.tools.procs import REDIS_HINT, free_port, redis_server_binary
 
 SECRET = "whsec_bench_only_not_a_real_secret"  # noqa: S105 - signs local bench events
 TOKEN = "sandbox-demo-token-0001"  # noqa: S105 - the sandbox default token
@@ -71,13 +72,6 @@ class Figure:
 
 
 # -- processes -----------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
@@ -140,9 +134,9 @@ def stack(keep: Path | None) -> Iterator[Stack]:
 
 
 def start_redis(st: Stack) -> str:
-    server = shutil.which("redis-server")
+    server = redis_server_binary()
     if server is None:
-        raise click.ClickException("the bench needs redis-server on PATH (it runs a private one)")
+        raise click.ClickException(f"the bench runs a private redis-server: {REDIS_HINT}")
     port = free_port()
     log = open(st.log("redis"), "ab")  # noqa: SIM115
     proc = subprocess.Popen(  # noqa: S603

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import signal
 import socket
 import subprocess
@@ -40,6 +39,7 @@ from sqlalchemy.engine import make_url
 from bridge.core.db import migrate
 from bridge.core.settings import BridgeConfig, ConfigError, Settings
 from bridge.sandbox.config import DEFAULT_TOKEN
+from bridge.tools.procs import REDIS_HINT, free_port, redis_server_binary
 from bridge.tools.send import fresh_id, load_event, post, shift_to
 
 DEMO_SAMPLE = "checkout.session.completed.payment"
@@ -139,13 +139,6 @@ class _Stack:
         self.children.clear()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 def _require_free(port: int, option: str) -> None:
     with socket.socket() as s:
         try:
@@ -167,13 +160,13 @@ def _redis_answers(url: str) -> bool:
 
 
 def _start_redis(stack: _Stack) -> str:
-    binary = shutil.which("redis-server")
+    binary = redis_server_binary()
     if binary is None:
         raise click.ClickException(
-            "no Redis answers at BRIDGE_REDIS_URL and redis-server is not installed: install "
-            "it (apt install redis-server, brew install redis) or point BRIDGE_REDIS_URL at one"
+            "no Redis answers at BRIDGE_REDIS_URL and no redis-server is installed: "
+            f"{REDIS_HINT}; or point BRIDGE_REDIS_URL at one"
         )
-    port = _free_port()
+    port = free_port()
     argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
     child = stack.start("redis", [*argv, "no", "--loglevel", "warning"], dict(os.environ))
     url = f"redis://127.0.0.1:{port}/0"
