@@ -25,18 +25,17 @@ from typing import Any
 
 from arq import Retry
 
+from bridge.core.errors import Permanent
 from bridge.core.intents import Effect, Status
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
-from bridge.cryptolens import CryptolensError, OutcomeUnknown, RateLimited, Refused
-from bridge.stripe.api import PermanentStripeError
+from bridge.cryptolens import CryptolensError, OutcomeUnknown, RateLimited
 from jobs import store
 from jobs.dbcall import db
 from jobs.effects import Run, apply
 from jobs.errors import Busy, LeaseLost, NeedsReview, NotYet
 from jobs.lease import RunLease
 from jobs.runtime import Runtime
-from jobs.templates import NoTemplate
 
 log = get_logger(__name__)
 
@@ -48,7 +47,7 @@ def backoff(attempt: int, *, base: float, cap: float) -> float:
 
 
 def _permanent(exc: BaseException) -> bool:
-    return isinstance(exc, Refused | NoTemplate | PermanentStripeError)
+    return isinstance(exc, Permanent)
 
 
 def _busy_delay(base: float) -> float:

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from bridge.core.errors import Permanent
 from bridge.core.settings import StripeConfig
 from bridge.stripe.api import checkout_template_hints
 
 
-class NoTemplate(Exception):
+class NoTemplate(Permanent):
     """Nothing says which template to use: a configuration problem, not retried."""
 
 

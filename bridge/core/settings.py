@@ -23,11 +23,13 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bridge.core.errors import Permanent
+
 # Values people paste from examples; a bridge that runs with one of them accepts forgeries.
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "xxx", "whsec_...", "whsec_xxx", "todo"}
 
 
-class ConfigError(Exception):
+class ConfigError(Permanent):
     """The configuration cannot run: a missing secret, a placeholder, a bad TOML file."""
 
 

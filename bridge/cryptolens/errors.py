@@ -23,8 +23,10 @@ error includes, and ``str(error)`` holds only the method name and the service's 
 
 from __future__ import annotations
 
+from bridge.core.errors import BridgeError, Permanent, Retryable, Unknown
 
-class CryptolensError(Exception):
+
+class CryptolensError(BridgeError):
     """Base class: ``method`` is the Web API method, e.g. ``key/ExtendLicense``."""
 
     def __init__(self, method: str, message: str) -> None:
@@ -33,7 +35,7 @@ class CryptolensError(Exception):
         self.message = message
 
 
-class Refused(CryptolensError):
+class Refused(CryptolensError, Permanent):
     """``result: 1``: the service processed the request and refused it. Permanent."""
 
 
@@ -49,7 +51,7 @@ class InvalidInput(Refused):
     pass
 
 
-class Transient(CryptolensError):
+class Transient(CryptolensError, Retryable):
     """The request never took effect (connection refused, 503, 429): send it again."""
 
 
@@ -59,7 +61,7 @@ class RateLimited(Transient):
         self.retry_after = retry_after
 
 
-class OutcomeUnknown(CryptolensError):
+class OutcomeUnknown(CryptolensError, Unknown):
     """The request may have been applied: read back before sending it again."""
 
 

@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 import stripe
 
+from bridge.core.errors import BridgeError, Permanent, Retryable
 from bridge.core.logs import register_secrets, scrub
 from bridge.stripe.plan import TEMPLATE_KEY
 
@@ -32,15 +33,15 @@ _PAGE = 100
 _POSITIVE_INT = re.compile(r"[1-9][0-9]{0,9}")
 
 
-class StripeApiError(Exception):
+class StripeApiError(BridgeError):
     """A Stripe API call failed; see the subclasses for what to do about it."""
 
 
-class TransientStripeError(StripeApiError):
+class TransientStripeError(StripeApiError, Retryable):
     """Worth retrying: Stripe or the network failed, or we were rate limited."""
 
 
-class PermanentStripeError(StripeApiError):
+class PermanentStripeError(StripeApiError, Permanent):
     """Retrying will not help: a bad key, an unknown session, a malformed request."""
 
 

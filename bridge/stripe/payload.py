@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from bridge.core.errors import Rejected
 
-class PayloadError(ValueError):
+
+class PayloadError(Rejected, ValueError):
     """A verified event lacks a field its type must have, or has one of the wrong type."""
 
 

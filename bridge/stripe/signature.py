@@ -22,6 +22,8 @@ import re
 import time
 from collections.abc import Sequence
 
+from bridge.core.errors import Rejected
+
 DEFAULT_TOLERANCE = 300
 
 # Unix seconds; a sign or spaces would let two headers sign the same bytes differently.
@@ -29,7 +31,7 @@ _TIMESTAMP = re.compile(r"[0-9]{1,12}")
 _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class SignatureError(Exception):
+class SignatureError(Rejected):
     """The delivery is not proven to come from Stripe."""
 
 
