@@ -123,11 +123,11 @@ class TestExtensions:
             runtime(bridge_settings, engine) as two,
         ):
             statuses = await asyncio.gather(finish(one, a), finish(two, b))
-        assert statuses == [{a: "done"}, {b: "done"}]
+        assert list(statuses) == [{a: "done"}, {b: "done"}]
         assert expires_of(sandbox_server, key) == start + 34 * DAY
         # Every ExtendLicense the sandbox applied is one some run recorded as applied:
         # whichever ran first, nothing was sent twice and nothing was credited twice.
-        applied = [outcome for i in (a, b) for method, outcome in attempts(engine, i) if outcome]
+        applied = [outcome for i in (a, b) for _, outcome in attempts(engine, i) if outcome]
         assert applied.count("applied") == sandbox_server.state()["counts"]["extensions"]
         assert set(applied) <= {"applied"}
 
