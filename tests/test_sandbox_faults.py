@@ -47,6 +47,16 @@ class TestScriptedFaults:
             "succeeded": 0,
         }
 
+    async def test_lost_request_is_504_and_not_applied(
+        self, sandbox_server: SandboxServer, client: httpx.AsyncClient
+    ) -> None:
+        key = _key(sandbox_server)
+        sandbox_server.set_faults(script=[{"method": "key/ExtendLicense", "fault": "lost_request"}])
+        assert (await _extend(client, key)).status_code == 504
+        state = sandbox_server.state()
+        assert state["counts"]["extensions"] == 0
+        assert state["calls"]["key/ExtendLicense"]["applied"] == 0
+
     async def test_lost_reply_is_504_after_applying(
         self, sandbox_server: SandboxServer, client: httpx.AsyncClient
     ) -> None:

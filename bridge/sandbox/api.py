@@ -219,6 +219,8 @@ class Api:
             return Reply(503, _UNAVAILABLE)
         if fault == "rate_limit":
             return Reply(429, _TOO_MANY, ((b"retry-after", b"1"),))
+        if fault == "lost_request":
+            return Reply(504, _GATEWAY_TIMEOUT)
         params = _params(scope, await _body(receive))
         client = scope.get("client")
         body = sandbox.run(name, handler, params, anonymised(client[0] if client else None))

@@ -4,6 +4,8 @@ Kinds, and whether the call took effect:
 
     fail_before   HTTP 503, not applied
     rate_limit    HTTP 429 with Retry-After, not applied
+    lost_request  HTTP 504, not applied (a proxy gave up before the service saw the call):
+                  the client cannot tell it from ``lost_reply``
     lost_reply    applied, then HTTP 504 (a proxy that gave up waiting)
     drop          applied, then the connection closes mid-body
 
@@ -19,9 +21,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast, get_args
 
-FaultKind = Literal["fail_before", "rate_limit", "lost_reply", "drop"]
+FaultKind = Literal["fail_before", "rate_limit", "lost_request", "lost_reply", "drop"]
 LostReplyMode = Literal["504", "drop", "mixed"]
-BEFORE: frozenset[FaultKind] = frozenset({"fail_before", "rate_limit"})
+BEFORE: frozenset[FaultKind] = frozenset({"fail_before", "rate_limit", "lost_request"})
 
 
 @dataclass

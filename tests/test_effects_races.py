@@ -1,0 +1,275 @@
+"""Two intents on one key, in every order and at once: exactly one effect each.
+
+The arguments of jobs/effects.py's module docstring, one test (or more) each, against
+the sandbox over HTTP on SQLite and PostgreSQL. Runs are driven one job at a time
+(tests/fixtures/runs.py) so each interleaving is the one named, not one the queue
+happened to produce; "two workers" are two Runtimes on one database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import Engine
+
+from bridge.core.models import utcnow
+from bridge.core.settings import Settings
+from jobs.runtime import Runtime
+from tests.fixtures.runs import (
+    DAY,
+    add_intent,
+    add_license,
+    attempts,
+    blocked,
+    due_now,
+    expires_of,
+    finish,
+    intent,
+    later,
+    license_row,
+    runtime,
+    sandbox_key,
+    step,
+)
+from tests.fixtures.servers import SandboxServer
+
+REF = "stripe:sub:sub_race"
+
+
+def _now() -> int:
+    return int(utcnow().timestamp())
+
+
+def extension(engine: Engine, name: str, target: int) -> str:
+    params = {"expires_at": target, "invoice": None, "period_end": target}
+    return add_intent(engine, f"{REF}:expires:{name}", "extend", REF, params, _now())
+
+
+def block(engine: Engine, reason: str, at: int) -> str:
+    effect = "unblock" if reason == "active" else "block"
+    return add_intent(engine, f"{REF}:{effect}:{reason}:{at}", effect, REF, {"reason": reason}, at)
+
+
+class TestExtensions:
+    @pytest.mark.parametrize(("lost", "sent"), [(4, 34), (34, 4)])
+    async def test_a_lost_extension_is_not_credited_with_one_sent_meanwhile(
+        self,
+        bridge_settings: Settings,
+        engine: Engine,
+        sandbox_server: SandboxServer,
+        lost: int,
+        sent: int,
+    ) -> None:
+        """A's reply is lost and its call never landed; B is sent meanwhile. B's effect
+        moves the expiry, which the old read-back ("it moved: applied") credited to A: a
+        lost renewal was then never sent. The key must end at the later target."""
+        key, start = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        a = extension(engine, "a", start + lost * DAY)
+        b = extension(engine, "b", start + sent * DAY)
+        sandbox_server.set_faults(script=[{"method": "key/ExtendLicense", "fault": "lost_request"}])
+        async with runtime(bridge_settings, engine) as rt:
+            assert await step(rt, a) == "retry"
+            assert attempts(engine, a) == [("key/ExtendLicense", "unknown")]
+            # While A may still land, B sends nothing: its read-back could not tell them apart.
+            assert await step(rt, b) == "retry"
+            assert attempts(engine, b) == []
+            assert sandbox_server.state()["counts"]["extensions"] == 0
+
+            rt.clock = later(60)  # A's call can no longer land
+            assert await finish(rt, b) == {b: "done"}
+            assert await finish(rt, a) == {a: "done"}
+
+        assert expires_of(sandbox_server, key) == start + max(lost, sent) * DAY
+        assert attempts(engine, a)[0] == ("key/ExtendLicense", "not_applied")
+        # One call if B's target was the later one, else B's and then A's remainder.
+        assert sandbox_server.state()["counts"]["extensions"] == (1 if sent > lost else 2)
+
+    async def test_a_late_landing_is_counted_before_the_next_extension(
+        self, bridge_settings: Settings, engine: Engine, sandbox_server: SandboxServer
+    ) -> None:
+        """A's reply is lost but its call was applied: B, reading the key afterwards, must
+        credit A and add only the rest, so the key is not extended by A's days twice."""
+        key, start = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        a = extension(engine, "a", start + 4 * DAY)
+        b = extension(engine, "b", start + 34 * DAY)
+        sandbox_server.set_faults(script=[{"method": "key/ExtendLicense", "fault": "lost_reply"}])
+        async with runtime(bridge_settings, engine) as rt:
+            assert await step(rt, a) == "retry"
+            assert await finish(rt, b, a) == {a: "done", b: "done"}
+        assert expires_of(sandbox_server, key) == start + 34 * DAY
+        assert attempts(engine, a) == [("key/ExtendLicense", "applied")]
+        assert attempts(engine, b) == [("key/ExtendLicense", "applied")]
+        assert sandbox_server.state()["counts"]["extensions"] == 2
+
+    @pytest.mark.parametrize("fault", [None, "lost_reply"])
+    async def test_two_extensions_racing_on_two_workers_end_at_the_later_target(
+        self,
+        bridge_settings: Settings,
+        engine: Engine,
+        sandbox_server: SandboxServer,
+        fault: str | None,
+    ) -> None:
+        key, start = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        a = extension(engine, "a", start + 4 * DAY)
+        b = extension(engine, "b", start + 34 * DAY)
+        if fault is not None:
+            sandbox_server.set_faults(script=[{"method": "key/ExtendLicense", "fault": fault}])
+        async with (
+            runtime(bridge_settings, engine) as one,
+            runtime(bridge_settings, engine) as two,
+        ):
+            statuses = await asyncio.gather(finish(one, a), finish(two, b))
+        assert list(statuses) == [{a: "done"}, {b: "done"}]
+        assert expires_of(sandbox_server, key) == start + 34 * DAY
+        # Every ExtendLicense the sandbox applied is one some run recorded as applied:
+        # whichever ran first, nothing was sent twice and nothing was credited twice.
+        applied = [outcome for i in (a, b) for _, outcome in attempts(engine, i) if outcome]
+        assert applied.count("applied") == sandbox_server.state()["counts"]["extensions"]
+        assert set(applied) <= {"applied"}
+
+
+class TestStickyBlocks:
+    @pytest.mark.parametrize("ending", ["dispute", "refund", "canceled"])
+    async def test_an_ending_block_survives_unpaid_then_active_again(
+        self,
+        bridge_settings: Settings,
+        engine: Engine,
+        sandbox_server: SandboxServer,
+        ending: str,
+    ) -> None:
+        """The old code let the newer "unpaid" block overwrite the dispute as the block's
+        reason; "active again" then lifted it."""
+        key, _ = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        t = _now() - 3600
+        ended = block(engine, ending, t)
+        unpaid = block(engine, "unpaid", t + 10)
+        active = block(engine, "active", t + 20)
+        async with runtime(bridge_settings, engine) as rt:
+            for intent_id in (ended, unpaid, active):
+                assert await finish(rt, intent_id) == {intent_id: "done"}
+        assert blocked(sandbox_server, key)
+        license_ = license_row(engine, REF)
+        assert (license_.ended_by, license_.block_reason) == (ending, ending)
+        counts = sandbox_server.state()["counts"]
+        assert (counts["blocks"], counts["unblocks"]) == (1, 0)
+
+    @pytest.mark.parametrize("ending", ["dispute", "refund", "canceled"])
+    async def test_an_older_ending_block_delivered_after_active_again_blocks(
+        self,
+        bridge_settings: Settings,
+        engine: Engine,
+        sandbox_server: SandboxServer,
+        ending: str,
+    ) -> None:
+        """A dispute created 240 s before a subscription update to active, delivered
+        after it: the old code dropped it as superseded and the key stayed usable."""
+        key, _ = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        t = _now() - 600
+        active = block(engine, "active", t)
+        ended = block(engine, ending, t - 240)
+        async with runtime(bridge_settings, engine) as rt:
+            assert await finish(rt, active) == {active: "done"}
+            assert await finish(rt, ended) == {ended: "done"}
+        assert blocked(sandbox_server, key)
+        assert license_row(engine, REF).ended_by == ending
+
+    @pytest.mark.parametrize("newer", ["unpaid", "active"])
+    async def test_payment_status_changes_in_reversed_order_converge_to_the_newer(
+        self,
+        bridge_settings: Settings,
+        engine: Engine,
+        sandbox_server: SandboxServer,
+        newer: str,
+    ) -> None:
+        key, _ = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        t = _now() - 600
+        older = "active" if newer == "unpaid" else "unpaid"
+        first = block(engine, newer, t + 20)
+        late = block(engine, older, t + 10)
+        async with runtime(bridge_settings, engine) as rt:
+            assert await finish(rt, first) == {first: "done"}
+            assert await finish(rt, late) == {late: "done"}
+        assert blocked(sandbox_server, key) is (newer == "unpaid")
+        assert intent(engine, late).result is not None
+        assert "superseded_by" in (intent(engine, late).result or "")
+        assert license_row(engine, REF).ended_by is None
+
+    async def test_a_dispute_racing_active_again_on_two_workers_ends_blocked(
+        self, bridge_settings: Settings, engine: Engine, sandbox_server: SandboxServer
+    ) -> None:
+        key, _ = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        t = _now() - 600
+        dispute = block(engine, "dispute", t)
+        unpaid = block(engine, "unpaid", t + 5)
+        active = block(engine, "active", t + 10)
+        async with (
+            runtime(bridge_settings, engine) as one,
+            runtime(bridge_settings, engine) as two,
+        ):
+            await asyncio.gather(finish(one, dispute, unpaid), finish(two, active))
+        assert blocked(sandbox_server, key)
+        assert license_row(engine, REF).ended_by == "dispute"
+        assert {intent(engine, i).status for i in (dispute, unpaid, active)} == {"done"}
+        assert sandbox_server.state()["counts"]["unblocks"] == 0
+
+
+class TestRegisterEvent:
+    async def test_a_lost_event_is_sent_again_only_once_it_can_no_longer_land(
+        self, bridge_settings: Settings, engine: Engine, sandbox_server: SandboxServer
+    ) -> None:
+        """GetEvents cannot see a RegisterEvent still in flight: finding nothing before
+        ``settle_after`` must not re-send (the old code did at once)."""
+        key, _ = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        params = {"event_name": "renewal", "value": 2000, "currency": "USD", "metadata": {}}
+        event = add_intent(engine, f"{REF}:event:renewal:x", "register_event", REF, params, _now())
+        sandbox_server.set_faults(script=[{"method": "ai/RegisterEvent", "fault": "lost_request"}])
+        async with runtime(bridge_settings, engine) as rt:
+            assert await step(rt, event) == "retry"  # outcome unknown
+            assert await finish_until_waiting(rt, event)
+            calls = sandbox_server.state()["calls"]["ai/RegisterEvent"]
+            assert calls["received"] == 1  # not sent again
+
+            rt.clock = later(bridge_settings.call_bound_seconds + 1)  # past settle_after
+            assert await finish(rt, event) == {event: "done"}
+        state = sandbox_server.state()
+        assert state["calls"]["ai/RegisterEvent"]["received"] == 2
+        assert state["counts"]["events"] == 1
+        assert attempts(engine, event) == [
+            ("ai/RegisterEvent", "not_applied"),
+            ("ai/RegisterEvent", "applied"),
+        ]
+
+    async def test_a_lost_reply_of_an_applied_event_is_found_and_not_sent_again(
+        self, bridge_settings: Settings, engine: Engine, sandbox_server: SandboxServer
+    ) -> None:
+        key, _ = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        params = {"event_name": "renewal", "value": 2000, "currency": "USD", "metadata": {}}
+        event = add_intent(engine, f"{REF}:event:renewal:y", "register_event", REF, params, _now())
+        sandbox_server.set_faults(script=[{"method": "ai/RegisterEvent", "fault": "lost_reply"}])
+        async with runtime(bridge_settings, engine) as rt:
+            assert await finish(rt, event) == {event: "done"}
+        state = sandbox_server.state()
+        assert (state["calls"]["ai/RegisterEvent"]["received"], state["counts"]["events"]) == (1, 1)
+        assert attempts(engine, event) == [("ai/RegisterEvent", "applied")]
+
+
+async def finish_until_waiting(rt: Runtime, intent_id: str) -> bool:
+    """Two more runs of the intent, each told to wait (NotYet): True if both waited and
+    left it pending, the wait not counted as an attempt."""
+    before = intent(rt.engine, intent_id).attempts
+    for _ in range(2):
+        due_now(rt.engine, intent_id)
+        if await step(rt, intent_id) != "retry":
+            return False
+    row = intent(rt.engine, intent_id)
+    return row.status == "pending" and row.attempts == before
