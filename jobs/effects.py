@@ -672,8 +672,12 @@ async def _settle_creates(run: Run, product_id: int, unresolved: list[store.Open
         try:
             found = await _recover_key(run, pending.intent_id, product_id, pending.sent_at)
         except NeedsReview as exc:
-            # Unclaimed keys we cannot attribute: that intent goes to a person, and the
-            # product is free again for the others.
+            if pending.intent_id == run.intent.id:
+                # Our own earlier creation: this run ends in needs_review (the runner
+                # writes it with the attempt), and the product is free again.
+                run.outcome.attempts[pending.id] = "ambiguous"
+                raise
+            # Another intent's: it goes to a person, and the product is free again.
             await db(store.finish_attempt, rt.engine, pending.id, "ambiguous")
             await db(store.set_needs_review, rt.engine, pending.intent_id, str(exc))
             log.warning("key creation needs review", intent=pending.intent_id)
