@@ -15,7 +15,7 @@ from bridge.core.inbox import pending_intents
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
 from jobs import store
-from jobs.effects import db
+from jobs.dbcall import db
 from jobs.runtime import Runtime
 
 log = get_logger(__name__)

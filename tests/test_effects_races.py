@@ -1,6 +1,6 @@
 """Two intents on one key, in every order and at once: exactly one effect each.
 
-The arguments of jobs/effects.py's module docstring, one test (or more) each, against
+The arguments of the jobs.effects package docstring, one test (or more) each, against
 the sandbox over HTTP on SQLite and PostgreSQL. Runs are driven one job at a time
 (tests/fixtures/runs.py) so each interleaving is the one named, not one the queue
 happened to produce; "two workers" are two Runtimes on one database.
@@ -218,7 +218,9 @@ class TestStickyBlocks:
         assert blocked(sandbox_server, key)
         assert license_row(engine, REF).ended_by == "dispute"
         assert {intent(engine, i).status for i in (dispute, unpaid, active)} == {"done"}
-        assert sandbox_server.state()["counts"]["unblocks"] == 0
+        # No assertion on the number of unblocks: "unpaid" and "active" may both run
+        # before the dispute (a legitimate order: the key was unblocked before its end).
+        # What must hold whatever the interleaving is the end state above.
 
 
 class TestRegisterEvent:

@@ -68,7 +68,7 @@ class CryptolensConfig(BaseModel):
 
     # Products in which nobody but the bridge creates keys. A lost CreateKeyFromTemplate
     # reply is then settled by the one new untagged key, with no other evidence; elsewhere
-    # the Web API Log's caller IP must show the key is the bridge's (see jobs.effects).
+    # the Web API Log's caller IP must show the key is the bridge's (see jobs.effects.keys).
     sole_key_maker: tuple[int, ...] = ()
 
 

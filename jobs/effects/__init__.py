@@ -1,0 +1,86 @@
+"""One Cryptolens effect per intent, whatever the order, the faults and the timing.
+
+The rule every effect follows: before sending a call whose repetition would be a second
+effect, write an attempt row; if an attempt's outcome is unknown (no reply, or the worker
+died), *read back* first and send again only once the read-back shows the effect absent
+*and* the call can no longer land (``settle_after``: its longest duration plus
+``BRIDGE_SETTLE_SECONDS``, since a request may still be applied after its client gave
+up). Setting calls (ChangeNotes, ChangeCustomer) are repeated freely.
+
+Why each effect is exactly once when two intents race on one key. Three things hold for
+every run (each with a test in tests/test_effects_races.py):
+
+(a) Runs on one license never overlap: the claim takes the license's lease with the
+    intent's, in one transaction, and both are renewed while the run is alive
+    (``jobs.lease``). A run that cannot renew stops *before* its next call, and a call is
+    only sent while the lease covers its longest duration, so a run that lost its lease
+    has no call in flight when another run takes over.
+(b) Every call is sent only after the run has settled every unresolved attempt that its
+    read-back could confuse with its own (below); so at most one such attempt is ever
+    unresolved, and a read-back never credits one intent with another's effect.
+(c) The run's outcome (status, settled attempts, license facts) is written in one
+    transaction that first checks the run still owns the intent.
+
+- EXTEND aims at an absolute expiry: read the key, extend by the difference or not at all.
+  ExtendLicense, BlockKey and UnblockKey share the attempt scope ``key:<license>``: before
+  any of them is sent, every unresolved attempt in the scope, of any intent, is settled
+  against the exact state it would have produced (an extension: ``before + days``, or
+  today + days for an expired key; a block: the flag). An expiry that is neither that
+  value nor the one before goes to a person. So renewal B can never be read as A's effect.
+- BLOCK / UNBLOCK: a block that ends the license (canceled, refund, dispute) is applied
+  whatever its age and is never lifted or overwritten (``license.ended_by``); payment-
+  status blocks and unblocks (unpaid, past due, active again) apply only when newer than
+  the license's last such decision, so reordered deliveries converge.
+- REGISTER_EVENT carries the intent id in its Metadata; a lost reply is settled by
+  GetEvents filtered on that exact Metadata string, once the call can no longer land.
+- RECORD_USAGE cannot be read back: an unknown outcome goes to a person.
+- LINK_CUSTOMER links the key to the buyer found by email (added if none), once both the
+  key and the buyer are known, whichever start event named the buyer.
+- CREATE_KEY merges what every start event of the purchase said (``start_hint``) and, for
+  a subscription that nothing names a template for yet, waits ``BRIDGE_START_WAIT_SECONDS``
+  for the other start events before the default template. Creations are serialized per
+  product, and at most one is ever unresolved: before any new one is sent, the
+  unresolved one is settled from the Web API Log (state 3010) since its attempt, minus
+  every key the bridge holds. Its own ChangeNotes tag decides at once; an untagged key
+  counts as the bridge's only on evidence: the product is declared the bridge's alone
+  (``[cryptolens] sole_key_maker``), or the log's anonymized caller IP is one the
+  bridge's own creations and tags came from. A key from another IP is someone else's;
+  no evidence, or two keys of the bridge, goes to a person.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.core.intents import Effect
+from jobs.effects.analytics import register_event
+from jobs.effects.blocks import set_block
+from jobs.effects.customers import link_customer
+from jobs.effects.expiry import extend
+from jobs.effects.keys import create_key
+from jobs.effects.run import Run
+from jobs.effects.usage import record_usage
+from jobs.errors import NeedsReview
+
+__all__ = ["Run", "apply"]
+
+
+async def apply(run: Run) -> dict[str, Any]:
+    """Run one claimed intent (its license lease is held); returns the intent's result."""
+    intent = run.intent
+    if intent.effect is Effect.CREATE_KEY:
+        return await create_key(run)
+    license_ = intent.license
+    # claim() parks intents whose license has no key, so these hold for the others.
+    assert license_ is not None and license_.key is not None and license_.product_id
+    if intent.effect is Effect.EXTEND:
+        return await extend(run, license_)
+    if intent.effect in (Effect.BLOCK, Effect.UNBLOCK):
+        return await set_block(run, license_)
+    if intent.effect is Effect.REGISTER_EVENT:
+        return await register_event(run, license_)
+    if intent.effect is Effect.RECORD_USAGE:
+        return await record_usage(run, license_)
+    if intent.effect is Effect.LINK_CUSTOMER:
+        return await link_customer(run, license_)
+    raise NeedsReview(f"unknown effect {intent.effect}")

@@ -1,0 +1,61 @@
+"""LINK_CUSTOMER and the buyer's lookup: found by email, added only after a search."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jobs import store
+from jobs.effects.run import Run, held
+from jobs.runtime import Runtime
+
+
+async def link_customer(run: Run, license_: store.LicenseView) -> dict[str, Any]:
+    assert license_.product_id is not None and license_.key is not None
+    if license_.customer_id is not None:
+        return {"customer_id": license_.customer_id, "already_linked": True}
+    buyer = run.intent.params.get("customer") or {}
+    email = buyer.get("email")
+    if not email:
+        return {"customer_id": None, "no_buyer": True}
+    customer_id = await find_or_add_customer(run, str(email), buyer.get("name"))
+    await change_customer(run, license_.product_id, license_.key, customer_id)
+    return {"customer_id": customer_id}
+
+
+async def change_customer(run: Run, product_id: int, key: str, customer_id: int) -> None:
+    rt = run.rt
+    # Idempotent (a setting, 7019 in the log): repeated freely, no attempt row.
+    await run.send(
+        "key/ChangeCustomer", lambda: rt.client.change_customer(product_id, key, customer_id)
+    )
+    run.outcome.license["customer_id"] = customer_id
+
+
+async def find_or_add_customer(run: Run, email: str, name: str | None) -> int:
+    """The Cryptolens customer with this email, added if there is none.
+
+    AddCustomer needs no attempt row: searching by email first is its read-back, so a
+    lost reply's customer is found by the next run instead of being added twice. The
+    customer lease keeps two licenses of one buyer from adding them twice concurrently.
+    """
+    rt = run.rt
+    async with held(run, f"customer:{email.lower()}", wait=10.0):
+        found = await _customer_by_email(rt, email)
+        if found is not None:
+            return found
+        added = await run.send(
+            "customer/AddCustomer",
+            lambda: rt.client.add_customer(
+                name=(name or email)[:100], email=email[:100], company_name=(name or "")[:100]
+            ),
+        )
+        return added.customer_id
+
+
+async def _customer_by_email(rt: Runtime, email: str) -> int | None:
+    matches = [
+        c.id
+        for c in await rt.client.get_customers(search=email)
+        if c.email and c.email.lower() == email.lower()
+    ]
+    return min(matches) if matches else None

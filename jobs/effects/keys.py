@@ -1,0 +1,304 @@
+"""CREATE_KEY: one key per license, whatever the order of its start events, and a lost
+creation settled from the Web API Log on evidence, never by guess."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from bridge.core import locks
+from bridge.core.logs import get_logger
+from bridge.cryptolens import CryptolensError
+from bridge.cryptolens.models import TimeRange, WebApiLog
+from jobs import store
+from jobs.dbcall import db
+from jobs.effects.customers import change_customer, find_or_add_customer
+from jobs.effects.run import DAY, READ_BACK_SLACK, Run, failed_outcome, together, unix
+from jobs.errors import Busy, LeaseLost, NeedsReview, NotYet
+from jobs.runtime import Runtime
+from jobs.templates import resolve_template
+
+log = get_logger(__name__)
+
+NOTES_TAG = "[cryptolens-bridge {intent}]"
+TAG_PREFIX = "[cryptolens-bridge "
+# States of the Web API Log written by the calls the bridge makes on the keys it creates
+# (CreateKeyFromTemplate, ChangeNotes): their callers' IPs are the bridge's.
+_BRIDGE_STATES = (3010, 7017)
+_LOG_PAGE = 1000  # GetWebAPILog's Limit is at most 1,000
+# How far back the bridge's own IPs are looked for, before a lost creation's window.
+_IP_LOOKBACK = 7 * DAY
+
+
+async def create_key(run: Run) -> dict[str, Any]:
+    rt, intent = run.rt, run.intent
+    license_ = intent.license
+    buyer = intent.params.get("customer") or {}
+    email = buyer.get("email")
+    customer_id = license_.customer_id if license_ is not None else None
+    fresh_notes: str | None = None
+    source: str | None = None
+    if license_ is not None and license_.key and license_.product_id is not None:
+        product_id, key = license_.product_id, license_.key
+        if email and customer_id is None:
+            customer_id = await find_or_add_customer(run, str(email), buyer.get("name"))
+    else:
+        template_id, source = await _choose_template(run)
+        template = await rt.templates.get(template_id)
+        product_id = template.product_id
+        # The buyer's search (and addition) does not depend on the key: beside it.
+        if email and customer_id is None:
+            (key, fresh), customer_id = await together(
+                _create_or_recover(run, product_id, template_id),
+                find_or_add_customer(run, str(email), buyer.get("name")),
+            )
+        else:
+            key, fresh = await _create_or_recover(run, product_id, template_id)
+        if fresh:
+            fresh_notes = template.notes or ""
+
+    # The tag and the link do not depend on each other: together.
+    if customer_id is not None and (license_ is None or license_.customer_id is None):
+        await together(
+            _tag(run, product_id, key, fresh_notes),
+            change_customer(run, product_id, key, customer_id),
+        )
+    else:
+        await _tag(run, product_id, key, fresh_notes)
+
+    result: dict[str, Any] = {"key": key, "product_id": product_id, "tagged": True}
+    if source is not None:
+        result["template_source"] = source
+    if customer_id is not None:
+        result["customer_id"] = customer_id
+    return result
+
+
+async def _choose_template(run: Run) -> tuple[int, str]:
+    """The template the key is created from, and what named it.
+
+    A subscription start that nothing names a template for waits for its other start
+    events (the session may carry metadata, the invoice the price) up to
+    ``BRIDGE_START_WAIT_SECONDS`` from when it was stored; only then the default.
+    """
+    rt, intent = run.rt, run.intent
+    params = intent.params
+    if params.get("template_id") is not None:
+        return int(params["template_id"]), str(params.get("template_source") or "purchase")
+    named = await resolve_template(rt, params, default=False)
+    if named is not None:
+        return named
+    if params.get("start") == "subscription":
+        waited = (rt.now() - intent.created_at).total_seconds()
+        left = rt.settings.start_wait_seconds - waited
+        if left > 0:
+            raise NotYet("waiting for the subscription's other start events", left)
+    fallback = await resolve_template(rt, params, default=True)
+    assert fallback is not None  # resolve_template raises NoTemplate otherwise
+    log.warning(
+        "no template named for this purchase: the default template is used",
+        intent=intent.id,
+        template_id=fallback[0],
+    )
+    return fallback
+
+
+async def _tag(run: Run, product_id: int, key: str, fresh_notes: str | None) -> None:
+    """Write the intent's tag into the key's notes (what a read-back recognises).
+
+    A key this run just created has its template's notes: no need to read them back.
+    """
+    rt = run.rt
+    tag = NOTES_TAG.format(intent=run.intent.id)
+    notes = fresh_notes
+    if notes is None:
+        notes = (await rt.client.get_key(product_id, key)).notes or ""
+        if tag in notes:
+            return
+    tagged = (f"{notes} {tag}".strip() if notes else tag)[-500:]
+    await run.send("key/ChangeNotes", lambda: rt.client.change_notes(product_id, key, tagged))
+
+
+async def _create_or_recover(run: Run, product_id: int, template_id: int) -> tuple[str, bool]:
+    """The license's key, and whether this call created it.
+
+    Creations in one product are serialized: among this process's jobs by an asyncio lock
+    (no polling), across processes by the product's lease, which ``begin_create`` takes
+    and ``set_license_key`` drops in the transactions they run anyway.
+    """
+    rt, intent = run.rt, run.intent
+    scope = f"create:{product_id}"
+    lease = (scope, intent.owner)
+    async with rt.local_locks.hold(scope, 30.0):
+        released = False
+        try:
+            step = await _begin_create(run, product_id, template_id, scope)
+            if step.key is not None:
+                return step.key, False  # settled just now, from our own lost reply
+            assert step.attempt_id is not None
+            try:
+                created = await run.send(
+                    "key/CreateKeyFromTemplate",
+                    lambda: rt.client.create_key_from_template(template_id),
+                )
+            except LeaseLost:
+                await db(store.finish_attempt, rt.engine, step.attempt_id, "not_applied")
+                raise
+            except CryptolensError as exc:
+                await db(store.finish_attempt, rt.engine, step.attempt_id, failed_outcome(exc))
+                raise
+            run.lease.discard(scope)  # released by the transaction below
+            await db(
+                store.set_license_key,
+                rt.engine,
+                intent.ref,
+                created.key,
+                step.attempt_id,
+                release=lease,
+            )
+            released = True
+            return created.key, True
+        finally:
+            run.lease.discard(scope)
+            if not released:
+                await db(locks.release, rt.engine, *lease)
+
+
+async def _begin_create(
+    run: Run, product_id: int, template_id: int, scope: str
+) -> store.CreateStep:
+    """Take the product's lease (waiting for another process to let go), settle what is
+    unresolved, and return a key or a recorded attempt."""
+    rt, intent = run.rt, run.intent
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30.0
+    delay = 0.005
+    settled = 0
+    while True:
+        await run.lease.ensure(run.call_bound + 5)
+        step = await db(
+            store.begin_create,
+            rt.engine,
+            intent,
+            product_id=product_id,
+            template_id=template_id,
+            scope=scope,
+            lease=rt.settings.lease_seconds,
+        )
+        if not step.busy:
+            run.lease.add(scope)
+        if step.lost:
+            raise LeaseLost(intent.id)
+        if step.changed:
+            raise NotYet("another start event of this purchase arrived: merge it first", 0)
+        if step.key is not None or step.attempt_id is not None:
+            return step
+        if step.unresolved:
+            # Invariant: at most one CreateKeyFromTemplate of a product is ever
+            # unresolved, so the one key a read-back may find unclaimed is that attempt's.
+            settled += 1
+            if settled > 3:  # pragma: no cover - settling resolves or parks every attempt
+                raise Busy(scope)
+            await _settle_creates(run, product_id, step.unresolved)
+            continue
+        if loop.time() >= deadline:
+            raise Busy(scope)
+        await asyncio.sleep(delay * (0.5 + rt.random()))
+        delay = min(delay * 2, 0.1)
+
+
+async def _settle_creates(run: Run, product_id: int, unresolved: list[store.OpenAttempt]) -> None:
+    """Decide every unresolved key creation of the product (held under its lease)."""
+    rt = run.rt
+    for pending in unresolved:
+        try:
+            found = await _recover_key(run, pending.intent_id, product_id, pending.sent_at)
+        except NeedsReview as exc:
+            if pending.intent_id == run.intent.id:
+                # Our own earlier creation: this run ends in needs_review (the runner
+                # writes it with the attempt), and the product is free again.
+                run.outcome.attempts[pending.id] = "ambiguous"
+                raise
+            # Another intent's: it goes to a person, and the product is free again.
+            await db(store.finish_attempt, rt.engine, pending.id, "ambiguous")
+            await db(store.set_needs_review, rt.engine, pending.intent_id, str(exc))
+            log.warning("key creation needs review", intent=pending.intent_id)
+            continue
+        if found is None:
+            run.not_yet(pending, "key/CreateKeyFromTemplate")
+            await db(store.finish_attempt, rt.engine, pending.id, "not_applied")
+            continue
+        owner_ref = await db(store.intent_ref, rt.engine, pending.intent_id)
+        if owner_ref is None:  # pragma: no cover - attempts reference intents by FK
+            continue
+        await db(store.set_license_key, rt.engine, owner_ref, found, pending.id)
+        # License keys are credentials of the vendor's customers: not in logs.
+        log.info("key recovered after a lost reply", intent=pending.intent_id)
+
+
+async def read_log(rt: Runtime, product_id: int, states: list[int], since: int) -> list[WebApiLog]:
+    """Every Web API Log entry of ``product_id`` in ``states`` since ``since``, page by
+    page (GetWebAPILog returns at most 1,000 a call)."""
+    entries: dict[int, WebApiLog] = {}
+    start = since
+    while True:
+        page = await rt.client.get_web_api_log(
+            product_id=product_id, states=states, time=TimeRange(gte=start), limit=_LOG_PAGE
+        )
+        new = [e for e in page if e.id not in entries]
+        entries.update((e.id, e) for e in new)
+        if len(page) < _LOG_PAGE:
+            return sorted(entries.values(), key=lambda e: e.id)
+        last = max(e.time for e in page)
+        if not new or last == start:
+            # A whole page within one second: the time cursor cannot move past it.
+            raise NeedsReview("more than 1,000 log entries in one second: cannot page them")
+        start = last
+
+
+async def _recover_key(run: Run, intent_id: str, product_id: int, sent_at: datetime) -> str | None:
+    """The key a lost CreateKeyFromTemplate of ``intent_id`` made, or None if it made none.
+
+    NeedsReview where the evidence does not decide (see the module docstring).
+    """
+    rt = run.rt
+    since = unix(sent_at) - READ_BACK_SLACK
+    logs = await read_log(rt, product_id, [3010], since)
+    created = {entry.key: entry for entry in logs if entry.key}
+    candidates = set(created) - await db(store.claimed_keys, rt.engine, product_id, set(created))
+    ours = NOTES_TAG.format(intent=intent_id)
+    untagged: list[WebApiLog] = []
+    for candidate in sorted(candidates):
+        found = await rt.client.get_key(product_id, candidate)
+        notes = found.notes or ""
+        if ours in notes:
+            return found.key
+        if TAG_PREFIX not in notes:
+            untagged.append(created[candidate])
+    if not untagged:
+        return None
+    if product_id in rt.config.cryptolens.sole_key_maker:
+        mine = untagged
+    else:
+        ips = await _bridge_ips(rt, product_id, since - _IP_LOOKBACK)
+        if not ips:
+            raise NeedsReview(
+                f"{len(untagged)} unclaimed key(s) were created since the lost reply and "
+                "nothing tells whether the bridge made them (no earlier key of the bridge "
+                "in this product to learn its IP from; see [cryptolens] sole_key_maker): "
+                + ", ".join(e.key or "" for e in untagged)
+            )
+        mine = [e for e in untagged if e.ip and e.ip in ips]
+    if len(mine) > 1:
+        keys = ", ".join(e.key or "" for e in mine)
+        raise NeedsReview(f"several unclaimed keys of the bridge since the lost reply: {keys}")
+    return mine[0].key if mine else None
+
+
+async def _bridge_ips(rt: Runtime, product_id: int, since: int) -> set[str]:
+    """The (anonymized) IPs the bridge's own key creations and tags came from."""
+    entries = await read_log(rt, product_id, list(_BRIDGE_STATES), since)
+    keys = {e.key for e in entries if e.key}
+    held = await db(store.claimed_keys, rt.engine, product_id, keys)
+    return {e.ip for e in entries if e.key in held and e.ip}

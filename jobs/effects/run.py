@@ -1,0 +1,147 @@
+"""What every effect shares: a run of one claimed intent, its calls and its clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from bridge.core import locks
+from bridge.cryptolens import CryptolensError, OutcomeUnknown, Transient
+from jobs import store
+from jobs.dbcall import db
+from jobs.errors import Busy, LeaseLost, NotYet
+from jobs.lease import RunLease
+from jobs.runtime import Runtime
+
+DAY = 86400
+# Clock skew we tolerate between this host and Cryptolens when reading logs back.
+READ_BACK_SLACK = 120
+
+T = TypeVar("T")
+A = TypeVar("A")
+B = TypeVar("B")
+
+
+@dataclass
+class Run:
+    """One run of one claimed intent: what it holds, and what it learns."""
+
+    rt: Runtime
+    intent: store.Claimed
+    outcome: store.Outcome
+    lease: RunLease
+
+    @property
+    def call_bound(self) -> float:
+        """The longest one Cryptolens call can take (its client's timeouts)."""
+        return self.rt.settings.call_bound_seconds
+
+    def settle_after(self, attempt: store.OpenAttempt) -> datetime:
+        """When an unresolved call can no longer land: its read-back is then final."""
+        return attempt.sent_at + timedelta(
+            seconds=self.call_bound + self.rt.settings.settle_seconds
+        )
+
+    def not_yet(self, attempt: store.OpenAttempt, what: str) -> None:
+        """Raise NotYet unless ``attempt`` can no longer land at Cryptolens."""
+        at = self.settle_after(attempt)
+        now = self.rt.now()
+        if now < at:
+            raise NotYet(f"{what} may still land", (at - now).total_seconds())
+
+    async def send(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
+        """Send a call that changes something: only while the run's leases outlast it."""
+        await self.lease.ensure(self.call_bound + 5)
+        try:
+            async with asyncio.timeout(self.call_bound):
+                return await call()
+        except TimeoutError:
+            raise OutcomeUnknown(method, "no complete reply within the call's bound") from None
+
+
+async def mutate(
+    run: Run,
+    method: str,
+    detail: dict[str, Any],
+    call: Callable[[], Awaitable[T]],
+    *,
+    scope: str | None = None,
+    supersedes: int | None = None,
+) -> T:
+    """Send one mutating call with its attempt row written first.
+
+    On success the attempt is settled as applied with the run's outcome (one transaction
+    at the end); on failure it is settled now, since the run ends with an exception.
+    """
+    rt = run.rt
+    await run.lease.ensure(run.call_bound + 5)
+    attempt_id = await db(
+        store.start_attempt,
+        rt.engine,
+        run.intent.id,
+        method,
+        detail,
+        scope=scope,
+        supersedes=supersedes,
+    )
+    try:
+        result = await run.send(method, call)
+    except LeaseLost:
+        await db(store.finish_attempt, rt.engine, attempt_id, "not_applied")  # never sent
+        raise
+    except CryptolensError as exc:
+        await db(store.finish_attempt, rt.engine, attempt_id, failed_outcome(exc))
+        raise
+    run.outcome.attempts[attempt_id] = "applied"
+    return result
+
+
+def failed_outcome(exc: CryptolensError) -> str:
+    if isinstance(exc, OutcomeUnknown):
+        return "unknown"
+    return "not_applied" if isinstance(exc, Transient) else "refused"
+
+
+def unix(value: datetime) -> int:
+    return int(value.replace(tzinfo=value.tzinfo or UTC).timestamp())
+
+
+async def together(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
+    """Both at once; the first failure is raised as it is (the runner classifies it),
+    once the other has been cancelled and has finished its clean-up."""
+    tasks = (asyncio.ensure_future(first), asyncio.ensure_future(second))
+    try:
+        a, b = await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    return a, b
+
+
+@asynccontextmanager
+async def held(run: Run, name: str, *, wait: float = 2.0) -> AsyncIterator[None]:
+    """Hold the lease ``name``, renewed with the run's: first among this process's jobs
+    (an asyncio lock, no polling), then against other processes (the database lease).
+    Busy if it stays taken."""
+    rt, owner = run.rt, run.intent.owner
+    async with rt.local_locks.hold(name, wait):
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        delay = 0.005
+        while not await db(locks.acquire, rt.engine, name, owner, rt.settings.lease_seconds):
+            if loop.time() >= deadline:
+                raise Busy(name)
+            await asyncio.sleep(delay * (0.5 + rt.random()))
+            delay = min(delay * 2, 0.1)
+        run.lease.add(name)
+        try:
+            yield
+        finally:
+            run.lease.discard(name)
+            await db(locks.release, rt.engine, name, owner)
