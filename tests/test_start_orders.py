@@ -20,7 +20,7 @@ import itertools
 import json
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -129,9 +129,6 @@ class Clock:
     def __call__(self) -> datetime:
         return self.at
 
-    def advance(self, seconds: float) -> None:
-        self.at += timedelta(seconds=seconds)
-
 
 @dataclass
 class Bridge:
@@ -166,6 +163,13 @@ class Bridge:
             if not progressed:
                 return outcomes
         raise AssertionError(f"the worker does not settle: {outcomes}")
+
+    def stand_at_wait(self, offset: float) -> None:
+        """Move the clock to ``offset`` seconds past the end of the key creation's start
+        wait (measured, as the worker does, from when the intent was stored)."""
+        created = self.intents()[CREATE].created_at
+        created = created if created.tzinfo else created.replace(tzinfo=UTC)
+        self.clock.at = max(self.clock.at, created + timedelta(seconds=WAIT + offset))
 
     def pending(self) -> list[str]:
         with Session(self.engine) as s:
@@ -274,7 +278,7 @@ async def run_start(
         if twice:
             await bridge.deliver(events[name])
             await bridge.work()
-    bridge.clock.advance(WAIT + 5)
+    bridge.stand_at_wait(1)
     await bridge.work()
     return delta
 
@@ -329,6 +333,25 @@ class TestStartOrders:
             assert_one_key_of(bridge, how, delta=delta)
 
 
+class TestHintsMerge:
+    @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+    @pytest.mark.parametrize("order", ORDERS, ids=["_".join(o) for o in ORDERS])
+    async def test_the_most_specific_hint_wins_whichever_was_stored_first(
+        self, make_bridge: Callable[[str], Any], order: tuple[str, ...]
+    ) -> None:
+        """The price maps to template 2, the session's metadata names 3: delivered before
+        the worker runs, in any order, the purchase's own metadata wins."""
+        toml = MAPPED_TOML.replace(f"template_id = {NAMED}", "template_id = 2")
+        how = Naming("session_metadata", toml, session_metadata=METADATA)
+        async with make_bridge(toml) as bridge:
+            delta = now() - sb.T0
+            events = start_events(how, basil=False, delta=delta)
+            for name in order:
+                await bridge.deliver(events[name])
+            await bridge.work()
+            assert_one_key_of(bridge, how, delta=delta)
+
+
 class TestStartWait:
     async def test_the_wait_is_bounded_then_the_default_template_is_used(
         self, make_bridge: Callable[[str], Any]
@@ -338,11 +361,11 @@ class TestStartWait:
             delta = now() - sb.T0
             await bridge.deliver(start_events(none, basil=False, delta=delta)["subscription"])
             assert await bridge.work() == ["retry"]
-            bridge.clock.advance(WAIT - 1)
+            bridge.stand_at_wait(-1)
             assert await bridge.work() == ["retry"]  # still inside the wait
             assert bridge.sandbox.state()["counts"]["keys"] == 0
 
-            bridge.clock.advance(2)
+            bridge.stand_at_wait(1)
             with capture_logs() as logs:
                 await bridge.work()
             assert {i.status for i in bridge.intents().values()} == {"done"}
