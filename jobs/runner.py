@@ -77,7 +77,9 @@ async def _run(rt: Runtime, intent_id: str) -> tuple[str, list[str]]:
     """One run of one intent: its status afterwards, and the intents it woke."""
     # One owner per run: leases taken by this run are this run's, not the process's.
     owner = f"{rt.owner}:{uuid.uuid4().hex[:12]}"
-    claimed = await db(store.claim, rt.engine, intent_id, owner, rt.settings.lease_seconds)
+    claimed = await db(
+        store.claim, rt.engine, intent_id, owner, rt.settings.lease_seconds, at=rt.now()
+    )
     if isinstance(claimed, store.NotClaimed):
         if claimed.retry_in is not None:
             raise Retry(defer=_busy_delay(claimed.retry_in))
@@ -89,7 +91,16 @@ async def _run(rt: Runtime, intent_id: str) -> tuple[str, list[str]]:
         async with lease.beating():
             result = await apply(Run(rt, claimed, outcome, lease))
     except Busy:
-        await db(store.reschedule, rt.engine, claimed, outcome, delay=0, error=None, count=False)
+        await db(
+            store.reschedule,
+            rt.engine,
+            claimed,
+            outcome,
+            delay=0,
+            error=None,
+            count=False,
+            at=rt.now(),
+        )
         raise Retry(defer=_busy_delay(store.BUSY_RETRY)) from None
     except NotYet as wait:
         await db(
@@ -100,6 +111,7 @@ async def _run(rt: Runtime, intent_id: str) -> tuple[str, list[str]]:
             delay=wait.retry_in,
             error=None,
             count=False,
+            at=rt.now(),
         )
         bound.info("intent waits", reason=str(wait), seconds=round(wait.retry_in, 3))
         raise Retry(defer=wait.retry_in) from None
@@ -156,5 +168,14 @@ async def _failed_run(
             outcome_unknown=isinstance(exc, OutcomeUnknown),
             delay=round(delay, 3),
         )
-    await db(store.reschedule, rt.engine, claimed, outcome, delay=delay, error=message, count=True)
+    await db(
+        store.reschedule,
+        rt.engine,
+        claimed,
+        outcome,
+        delay=delay,
+        error=message,
+        count=True,
+        at=rt.now(),
+    )
     raise Retry(defer=delay) from None

@@ -193,8 +193,13 @@ def license_lock(ref: str) -> str:
     return f"license:{ref}"
 
 
-def claim(engine: Engine, intent_id: str, owner: str, lease: float) -> Claimed | NotClaimed:
+def claim(
+    engine: Engine, intent_id: str, owner: str, lease: float, *, at: datetime | None = None
+) -> Claimed | NotClaimed:
+    """Claim the intent for one run. ``at`` is the runtime's time (``Runtime.now()``), on
+    which its backoff is measured, as :func:`reschedule` set it; leases use the real time."""
     now = utcnow()
+    due = at or now
     with tx(engine) as t:
         intent = t.one(_GET_INTENT, {"id": intent_id})
         if intent is None:
@@ -209,8 +214,8 @@ def claim(engine: Engine, intent_id: str, owner: str, lease: float) -> Claimed |
         if status is Status.RUNNING and lease_until and lease_until > now:
             left = (lease_until - now).total_seconds()
             return NotClaimed("running elsewhere", max(left, 0.05))
-        if next_attempt_at and next_attempt_at > now:
-            return NotClaimed("backing off", (next_attempt_at - now).total_seconds())
+        if next_attempt_at and next_attempt_at > due:
+            return NotClaimed("backing off", (next_attempt_at - due).total_seconds())
         ref = _resolve(t, license_ref)
         if not locks.take(t, license_lock(ref), owner, lease):
             return NotClaimed("license busy", BUSY_RETRY)
@@ -372,16 +377,18 @@ def reschedule(
     delay: float,
     error: str | None,
     count: bool,
+    at: datetime | None = None,
 ) -> None:
-    """Back to pending after ``delay`` seconds, the license lease released. An ``error``
-    of None keeps the last one."""
+    """Back to pending after ``delay`` seconds from ``at`` (the runtime's time: a start
+    wait measured on it must end on it), the license lease released. An ``error`` of
+    None keeps the last one."""
     with tx(engine) as t:
         locks.drop(t, license_lock(claimed.ref), claimed.owner)
         attempts = _owned(t, claimed.id, claimed.owner)
         if attempts is None:
             return
         _settle(t, claimed, outcome)
-        next_at = utcnow() + timedelta(seconds=delay) if delay > 0 else None
+        next_at = (at or utcnow()) + timedelta(seconds=delay) if delay > 0 else None
         _end(
             t,
             claimed,
