@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from sqlmodel import Session, select
 
 from bridge.core import inbox
 from bridge.core.intents import Effect, IntentSpec, Plan
-from bridge.core.models import Intent, LicenseAlias, WebhookEvent
+from bridge.core.models import Intent, LicenseAlias, StartHint, WebhookEvent
 
 
 def spec(intent_id: str, effect: Effect = Effect.EXTEND) -> IntentSpec:
@@ -202,3 +203,39 @@ class TestParking:
         # The creating intent is not new here: it may be done, and nothing would wake these.
         assert again.new_intents == ["stripe:sub:sub_1:x"]
         assert again.parked == []
+
+
+class TestStartHints:
+    def create(self, template_id: int | None) -> IntentSpec:
+        return IntentSpec(
+            id="stripe:sub:sub_1:create_key",
+            effect=Effect.CREATE_KEY,
+            license_ref="stripe:sub:sub_1",
+            params={"template_id": template_id, "template_rank": 1 if template_id else None},
+            occurred_at=1,
+        )
+
+    def test_a_later_start_event_leaves_a_hint_and_ends_the_wait(self, engine: Engine) -> None:
+        first = record(engine, "evt_1", Plan(intents=[self.create(None)]))
+        assert first.new_intents == ["stripe:sub:sub_1:create_key"] and first.hinted == []
+        with Session(engine) as s:  # the worker deferred it: waiting for the others
+            row = s.get(Intent, "stripe:sub:sub_1:create_key")
+            assert row is not None
+            row.next_attempt_at = datetime.now(UTC) + timedelta(seconds=60)
+            s.add(row)
+            s.commit()
+        second = record(engine, "evt_2", Plan(intents=[self.create(3)]))
+        assert second.new_intents == [] and second.hinted == ["stripe:sub:sub_1:create_key"]
+        with Session(engine) as s:
+            row = s.get(Intent, "stripe:sub:sub_1:create_key")
+            assert row is not None and row.next_attempt_at is None
+            hints = s.exec(select(StartHint)).all()
+        assert [json.loads(h.params)["template_id"] for h in hints] == [3]
+
+    def test_a_redelivery_adds_no_hint(self, engine: Engine) -> None:
+        record(engine, "evt_1", Plan(intents=[self.create(None)]))
+        record(engine, "evt_2", Plan(intents=[self.create(3)]))
+        again = record(engine, "evt_2", Plan(intents=[self.create(3)]))
+        assert again.duplicate and again.hinted == []
+        with Session(engine) as s:
+            assert len(s.exec(select(StartHint)).all()) == 1

@@ -71,3 +71,22 @@ class TestEnqueuer:
         except RedisConnectionError:
             await enqueuer.enqueue(["i2"])
         assert sorted(await redis.zrange(redis.default_queue_name, 0, -1)) == [b"i1", b"i2"]
+
+
+class TestNudge:
+    async def test_brings_a_deferred_job_forward_and_only_that(
+        self, enqueuer: Enqueuer, redis: ArqRedis
+    ) -> None:
+        await enqueue(redis, ["waiting", "other"], defer=60)
+        before = dict(await redis.zrange(redis.default_queue_name, 0, -1, withscores=True))
+        await enqueuer.nudge(["waiting", "not-queued"])
+        after = dict(await redis.zrange(redis.default_queue_name, 0, -1, withscores=True))
+        assert after[b"waiting"] < before[b"waiting"] - 50_000  # now, not in a minute
+        assert after[b"other"] == before[b"other"]
+        assert b"not-queued" not in after  # XX: a job that is gone is not made up
+
+    async def test_never_pushes_a_job_back(self, enqueuer: Enqueuer, redis: ArqRedis) -> None:
+        await enqueue(redis, ["due"], defer=0)
+        before = await redis.zscore(redis.default_queue_name, "due")
+        await enqueuer.nudge(["due"])
+        assert await redis.zscore(redis.default_queue_name, "due") == before  # LT

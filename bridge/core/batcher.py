@@ -143,8 +143,9 @@ class Batcher:
                     )
                     outcomes = [await self._store_alone(d) for d in deliveries]
             new = [i for o in outcomes if isinstance(o, Recorded) for i in o.new_intents]
-            if new:
-                await self._enqueue(new)
+            hinted = [i for o in outcomes if isinstance(o, Recorded) for i in o.hinted]
+            if new or hinted:
+                await self._enqueue(new, hinted)
         except BaseException as exc:  # cancelled mid-flush
             for _, future in batch:
                 _fail(future, exc)
@@ -193,12 +194,16 @@ class Batcher:
             return exc
         return recorded
 
-    async def _enqueue(self, intent_ids: list[str]) -> None:
+    async def _enqueue(self, intent_ids: list[str], hinted: list[str] | None = None) -> None:
+        """Queue the new intents; key creations that a delivery added a start hint to
+        are queued too if Redis lost them, and brought forward if they are waiting."""
         if self.queue is None:
             return
+        hinted = hinted or []
         try:
             async with asyncio.timeout(self.enqueue_timeout):  # no task, unlike wait_for
-                await self.queue.enqueue(intent_ids)
+                await self.queue.enqueue([*intent_ids, *hinted])
+                await self.queue.nudge(hinted)
         except Exception as exc:  # any Redis trouble: the relay will queue them
             metrics.ENQUEUE_FAILURES.inc()
             log.warning(

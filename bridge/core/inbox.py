@@ -66,6 +66,8 @@ class Recorded:
     event_id: int | None
     new_intents: list[str]
     parked: list[str] = field(default_factory=list)
+    # Key creations stored earlier that this delivery added a start hint to: run now.
+    hinted: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,11 +190,16 @@ def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded
         _insert_aliases(cursor, sql, aliases)
         # A key creation already stored (by an earlier delivery or batch) keeps what this
         # delivery says about it: the worker merges it before creating the key.
-        _insert_start_hints(
-            cursor,
-            sql,
-            [(s, e) for s, e, i in starts if not (s.id in inserted and owner[s.id] == i)],
-        )
+        hints = [(s, e, i) for s, e, i in starts if not (s.id in inserted and owner[s.id] == i)]
+        hinted_by = _insert_start_hints(cursor, sql, [(s, e) for s, e, _ in hints])
+        if hinted_by:
+            # A waiting creation may run now: the hint may name its template.
+            marks = ",".join([sql.mark] * len(hinted_by))  # placeholders; the ids are bound
+            cursor.execute(
+                "UPDATE intent SET next_attempt_at = NULL"  # noqa: S608
+                f" WHERE status = 'pending' AND id IN ({marks})",
+                sorted(hinted_by),
+            )
     results: list[Recorded] = []
     for i, d in enumerate(deliveries):
         key = (d.provider, d.external_id)
@@ -207,6 +214,7 @@ def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded
                 event_id=event_id,
                 new_intents=[i for i in new if i not in parked],
                 parked=[i for i in new if i in parked],
+                hinted=sorted({s.id for s, _, j in hints if j == i and s.id in hinted_by}),
             )
         )
     return results
@@ -364,15 +372,17 @@ def _insert_intent_rows(
     return {id_ for (id_,) in returned}
 
 
-def _insert_start_hints(cursor: Any, sql: _Sql, hints: list[tuple[IntentSpec, int]]) -> None:
+def _insert_start_hints(cursor: Any, sql: _Sql, hints: list[tuple[IntentSpec, int]]) -> set[str]:
+    """Store the hints not stored yet; the key creations they were added to."""
     rows = sorted((spec.id, event_id, _params_json(spec.params)) for spec, event_id in hints)
-    _insert(
+    returned = _insert(
         cursor,
         sql,
         "INSERT INTO start_hint (intent_id, event_id, params)",
         rows,
-        "ON CONFLICT (intent_id, event_id) DO NOTHING",
+        "ON CONFLICT (intent_id, event_id) DO NOTHING RETURNING intent_id",
     )
+    return {intent_id for (intent_id,) in returned}
 
 
 def _insert_aliases(cursor: Any, sql: _Sql, aliases: dict[str, str]) -> None:

@@ -131,6 +131,23 @@ class Enqueuer:
                 added = await self._call(_pack([b"EVAL", _ENQUEUE.encode(), *args]))
         return int(added)
 
+    async def nudge(self, intent_ids: Iterable[str]) -> None:
+        """Bring the queued (deferred) jobs of these intents forward to now.
+
+        A key creation that waits for a subscription's other start events is a job
+        deferred to the end of the wait; when one of them arrives, the job should run now
+        (an enqueue is skipped while the deferred job exists). ``XX LT``: only jobs in
+        the queue, and only earlier; a job already running or gone is left alone.
+        """
+        ids = list(dict.fromkeys(intent_ids))
+        if not ids:
+            return
+        now = str(timestamp_ms()).encode()
+        members = [part for job_id in ids for part in (now, job_id.encode())]
+        command = _pack([b"ZADD", default_queue_name.encode(), b"XX", b"LT", *members])
+        async with self._lock:
+            await self._call(command)
+
     async def _call(self, command: bytes) -> Any:
         # Both disconnect on any error, cancellation included, so that a reply can
         # never be read as the answer to a later command.
