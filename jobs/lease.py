@@ -8,11 +8,12 @@ of that, so a run that is alive never loses them, however slow Cryptolens or the
 A run that stops beating (its process died or froze) loses them when they run out, and
 another worker may then take the intent over.
 
-That takeover is only safe if the old run can never send a call after it: so before a
-call that changes anything, the run asks :meth:`RunLease.ensure` for ownership that will
-outlast the longest the call can take (connect + read timeout). If the last renewal
-does not cover it, the run renews first; if a renewal finds a lease taken, the run is
-lost and raises :class:`~jobs.errors.LeaseLost` instead of sending. Settings where a
+That takeover is only safe if the old run can never send a call after it: so right
+before a call that changes anything, the run renews its leases in the database
+(:meth:`RunLease.confirm`), which both proves it still owns them and makes them outlast
+the longest the call can take (connect + read timeout, which the settings keep under a
+third of a lease); if a renewal finds a lease taken, the run is lost and raises
+:class:`~jobs.errors.LeaseLost` instead of sending. Settings where a
 lease cannot outlive one call are refused at start-up (``Settings.check_leases``).
 """
 
@@ -82,6 +83,14 @@ class RunLease:
         # Counted from before the transaction: the database's clock started then.
         self._valid_until = started + self._seconds
         return True
+
+    async def confirm(self) -> None:
+        """Ownership checked (and every lease renewed) in the database now, or
+        :class:`LeaseLost`: before each call that changes something. A lease can be lost
+        before it runs out (a person replays or parks the intent meanwhile), and one
+        short transaction is nothing beside a call to Cryptolens."""
+        if not await self.renew():
+            raise LeaseLost(self.intent_id)
 
     async def ensure(self, needed: float) -> None:
         """Ownership for at least ``needed`` more seconds, or :class:`LeaseLost`."""

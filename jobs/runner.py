@@ -19,6 +19,7 @@ holds its leases through a heartbeat (``jobs.lease``) from the claim to its outc
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from typing import Any
@@ -57,20 +58,25 @@ def _busy_delay(base: float) -> float:
 async def run_intent(ctx: dict[str, Any], intent_id: str) -> str:
     rt: Runtime = ctx["runtime"]
     status, woken = await _run(rt, intent_id)
-    # What a new key woke (the purchase event, a renewal that came first, ...) runs here
-    # and now, not as jobs of their own: no queue round trip, no second poll.
-    for follower in woken:
-        try:
-            await _run(rt, follower)
-        except Retry as retry:
-            defer = (retry.defer_score or 0) / 1000
-            if rt.redis is not None:
-                await enqueue(rt.redis, [follower], defer=defer)
-        except Exception:  # its own job (or the relay) will run it
-            log.exception("woken intent could not run inline", intent=follower)
-            if rt.redis is not None:
-                await enqueue(rt.redis, [follower])
+    # What a new key woke (the purchase event, the buyer's link, a renewal that came
+    # first, ...) runs here and now, together, not as jobs of their own: no queue round
+    # trip, no second poll. Two of them on the license's shared state take turns (the
+    # license lease): the one that finds it busy goes back to the queue.
+    await asyncio.gather(*(_follow(rt, follower) for follower in woken))
     return status
+
+
+async def _follow(rt: Runtime, intent_id: str) -> None:
+    try:
+        await _run(rt, intent_id)
+    except Retry as retry:
+        defer = (retry.defer_score or 0) / 1000
+        if rt.redis is not None:
+            await enqueue(rt.redis, [intent_id], defer=defer)
+    except Exception:  # its own job (or the relay) will run it
+        log.exception("woken intent could not run inline", intent=intent_id)
+        if rt.redis is not None:
+            await enqueue(rt.redis, [intent_id])
 
 
 async def _run(rt: Runtime, intent_id: str) -> tuple[str, list[str]]:
@@ -86,7 +92,8 @@ async def _run(rt: Runtime, intent_id: str) -> tuple[str, list[str]]:
         return claimed.reason, []
     bound = log.bind(intent=intent_id, effect=claimed.effect.value)
     outcome = store.Outcome()
-    lease = RunLease(rt, intent_id, owner, {store.license_lock(claimed.ref)})
+    held = set() if claimed.effect in store.SHARED_EFFECTS else {store.license_lock(claimed.ref)}
+    lease = RunLease(rt, intent_id, owner, held)
     try:
         async with lease.beating():
             result = await apply(Run(rt, claimed, outcome, lease))

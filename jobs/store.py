@@ -32,6 +32,11 @@ from bridge.core.models import Intent, License, LicenseAlias, utcnow
 
 # How long a job waits before trying a license that another run holds.
 BUSY_RETRY = 0.02
+# Effects that neither read nor write the license's shared state (its expiry, block
+# flag, customer): their read-back is their own intent's (GetEvents by the intent's
+# Metadata; RecordUsage has none), so they run beside the license's other effects, under
+# their intent's lease alone. A purchase's event is registered while its key is tagged.
+SHARED_EFFECTS = frozenset({Effect.REGISTER_EVENT, Effect.RECORD_USAGE})
 
 # The hot paths run plain SQL on the driver's cursor (bridge.core.dbapi): through SQLAlchemy's
 # execution layer they cost several times what the database takes to run them. Rare
@@ -56,8 +61,10 @@ _INTENT_ATTEMPTS = Sql(
     " ORDER BY id"
 )
 _SCOPE_UNRESOLVED = Sql(
-    """SELECT id, intent_id, sent_at, detail FROM attempt WHERE scope = :scope
-    AND (outcome IS NULL OR outcome = 'unknown') ORDER BY id"""
+    """SELECT attempt.id, attempt.intent_id, attempt.sent_at, attempt.detail,
+    attempt.outcome, intent.status, intent.lease_until, intent.lease_owner
+    FROM attempt JOIN intent ON intent.id = attempt.intent_id WHERE attempt.scope = :scope
+    AND (attempt.outcome IS NULL OR attempt.outcome = 'unknown') ORDER BY attempt.id"""
 )
 _SCOPE_OPEN = Sql(
     """SELECT id, intent_id, sent_at, detail, method FROM attempt WHERE scope = :scope
@@ -94,6 +101,10 @@ _AGAIN = Sql(
 _NEW_LICENSE = Sql(
     """INSERT INTO license (ref, product_id, template_id, created_by, created_at)
     VALUES (:ref, :product_id, :template_id, :created_by, :created_at)"""
+)
+_LICENSE_STUB = Sql(
+    """INSERT INTO license (ref, created_at) VALUES (:ref, :created_at)
+    ON CONFLICT (ref) DO NOTHING"""
 )
 _LICENSE_TEMPLATE = Sql(
     "UPDATE license SET product_id = :product_id, template_id = :template_id WHERE ref = :ref"
@@ -217,9 +228,16 @@ def claim(
         if next_attempt_at and next_attempt_at > due:
             return NotClaimed("backing off", (next_attempt_at - due).total_seconds())
         ref = _resolve(t, license_ref)
-        if not locks.take(t, license_lock(ref), owner, lease):
+        exclusive = Effect(effect) not in SHARED_EFFECTS
+        if exclusive and not locks.take(t, license_lock(ref), owner, lease):
             return NotClaimed("license busy", BUSY_RETRY)
         row = t.one(_GET_LICENSE, {"ref": ref})
+        if row is None and not exclusive:
+            # Park on a locked row: the key's creation updates this row before it wakes
+            # the waiting, so it cannot wake them between our read and our commit (an
+            # intent without the license lease would otherwise park after its wake).
+            t.run(_LICENSE_STUB, {"ref": ref, "created_at": t.time(now)})
+            row = t.one(_GET_LICENSE, {"ref": ref})
         if effect != Effect.CREATE_KEY.value and (row is None or not row[1]):
             # Parked until the key exists: the key's creation (or the relay) wakes it.
             t.run(_PARK, {"id": intent_id, "now": t.time(now)})
@@ -467,7 +485,10 @@ class CreateStep:
     unresolved: list[OpenAttempt] = field(default_factory=list)
     attempt_id: int | None = None
     lost: bool = False  # the run no longer owns its intent
-    busy: bool = False  # another worker holds the product's creation lease
+    busy: bool = False  # another run holds the product's creation gate (settling)
+    # Creations of another template are in flight, or creations whose outcomes must be
+    # settled together are still in flight: wait for them to end.
+    drain: bool = False
     changed: bool = False  # a later delivery's hint arrived since the claim: run again
 
 
@@ -480,51 +501,89 @@ def begin_create(
     scope: str,
     lease: float,
 ) -> CreateStep:
-    """In one transaction: take (or renew) the product's creation lease ``scope``; make
-    sure the license row exists; if it has a key, say so; if any creation in the product
-    is unresolved, list them (they are settled before anything is sent); else record the
-    new attempt. The lease stays held until :func:`set_license_key` or ``locks.release``."""
+    """Decide, in one transaction under the product's creation gate ``scope``, what this
+    key creation does next: nothing (the license has a key), wait, settle, or send.
+
+    Creations of one template run concurrently: keys made from one template are
+    interchangeable until the bridge tags and links them, so when k of their replies are
+    lost, the k new keys in the Web API Log can be given to those k intents in any order.
+    What must not overlap is anything that would make that count ambiguous:
+
+    - creations of *another* template of the product (their keys are not
+      interchangeable with these): they wait until every creation in flight has ended
+      (``drain``);
+    - new creations while some outcome is unknown: once an attempt is unknown (its
+      reply lost, or its run died with it in flight), no new one starts, the ones in
+      flight end (``drain``), and then one run settles all unknown ones together while
+      it holds the gate (``unresolved``; the gate stays held until it comes back here);
+    - otherwise the attempt is recorded and the gate let go at once (``attempt_id``).
+    """
+    now = utcnow()
     with tx(engine) as t:
         if not locks.take(t, scope, claimed.owner, lease):
             return CreateStep(busy=True)
-        row = t.one(_GET_LICENSE, {"ref": claimed.ref})
-        if row is None:
-            t.run(
-                _NEW_LICENSE,
-                {
-                    "ref": claimed.ref,
-                    "product_id": product_id,
-                    "template_id": template_id,
-                    "created_by": claimed.id,
-                    "created_at": t.time(utcnow()),
-                },
-            )
-        elif row[1]:
-            return CreateStep(key=row[1])
-        else:
-            t.run(
-                _LICENSE_TEMPLATE,
-                {"ref": claimed.ref, "product_id": product_id, "template_id": template_id},
-            )
-        unresolved = [
-            _open_attempt(t, id_, sent_at, detail, intent_id)
-            for id_, intent_id, sent_at, detail in t.all(_SCOPE_UNRESOLVED, {"scope": scope})
-        ]
-        if unresolved:
-            return CreateStep(unresolved=unresolved)
-        if _owned(t, claimed.id, claimed.owner) is None:
-            # Settling found our own earlier attempt ambiguous (needs review), or the lease
-            # ran out and another worker took the intent: never create a key then.
-            return CreateStep(lost=True)
-        if len(t.all(_START_HINTS, {"intent_id": claimed.id})) != claimed.hints:
-            # Another start event of this purchase was stored since the claim: it may name
-            # a more specific template. The template is chosen for good only here, in the
-            # transaction that records the creation.
-            return CreateStep(changed=True)
-        attempt_id = _insert_attempt(
-            t, claimed.id, "key/CreateKeyFromTemplate", {"template_id": template_id}, scope
+        step = _create_step(t, claimed, product_id, template_id, scope, now)
+        if step.unresolved:
+            return step  # settled under the gate, which stays this run's until then
+        locks.drop(t, scope, claimed.owner)
+        return step
+
+
+def _create_step(
+    t: Tx, claimed: Claimed, product_id: int, template_id: int, scope: str, now: datetime
+) -> CreateStep:
+    row = t.one(_GET_LICENSE, {"ref": claimed.ref})
+    if row is None:
+        t.run(
+            _NEW_LICENSE,
+            {
+                "ref": claimed.ref,
+                "product_id": product_id,
+                "template_id": template_id,
+                "created_by": claimed.id,
+                "created_at": t.time(now),
+            },
         )
-        return CreateStep(attempt_id=attempt_id)
+    elif row[1]:
+        return CreateStep(key=row[1])
+    else:
+        t.run(
+            _LICENSE_TEMPLATE,
+            {"ref": claimed.ref, "product_id": product_id, "template_id": template_id},
+        )
+    in_flight: list[OpenAttempt] = []
+    unknown: list[OpenAttempt] = []
+    for id_, intent_id, sent_at, detail, outcome, status, until, lease_owner in t.all(
+        _SCOPE_UNRESOLVED, {"scope": scope}
+    ):
+        attempt = _open_attempt(t, id_, sent_at, detail, intent_id)
+        lease_until = t.read_time(until)
+        # In flight: the run that wrote it is still the one running its intent (a run
+        # that ended, or died, left an outcome to settle).
+        alive = (
+            outcome is None
+            and status == Status.RUNNING.value
+            and attempt.detail.get("run") == lease_owner
+            and lease_until is not None
+            and lease_until > now
+        )
+        (in_flight if alive else unknown).append(attempt)
+    if unknown:
+        return CreateStep(drain=True) if in_flight else CreateStep(unresolved=unknown)
+    if any(a.detail.get("template_id") != template_id for a in in_flight):
+        return CreateStep(drain=True)
+    if _owned(t, claimed.id, claimed.owner) is None:
+        # Settling found our own earlier attempt ambiguous (needs review), or the lease
+        # ran out and another worker took the intent: never create a key then.
+        return CreateStep(lost=True)
+    if len(t.all(_START_HINTS, {"intent_id": claimed.id})) != claimed.hints:
+        # Another start event of this purchase was stored since the claim: it may name
+        # a more specific template. The template is chosen for good only here, in the
+        # transaction that records the creation.
+        return CreateStep(changed=True)
+    detail = {"template_id": template_id, "run": claimed.owner}
+    attempt_id = _insert_attempt(t, claimed.id, "key/CreateKeyFromTemplate", detail, scope)
+    return CreateStep(attempt_id=attempt_id)
 
 
 def set_license_key(

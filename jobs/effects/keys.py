@@ -4,7 +4,6 @@ creation settled from the Web API Log on evidence, never by guess."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Any
 
 from bridge.core import locks
@@ -123,60 +122,42 @@ async def _tag(run: Run, product_id: int, key: str, fresh_notes: str | None) -> 
 async def _create_or_recover(run: Run, product_id: int, template_id: int) -> tuple[str, bool]:
     """The license's key, and whether this call created it.
 
-    Creations in one product are serialized: among this process's jobs by an asyncio lock
-    (no polling), across processes by the product's lease, which ``begin_create`` takes
-    and ``set_license_key`` drops in the transactions they run anyway.
+    Creations of one template run concurrently, across jobs and workers; the product's
+    creation gate (``store.begin_create``) keeps out what would make a lost reply's key
+    ambiguous, and is held only while deciding (or while settling unknown creations).
     """
     rt, intent = run.rt, run.intent
     scope = f"create:{product_id}"
-    lease = (scope, intent.owner)
-    async with rt.local_locks.hold(scope, 30.0):
-        released = False
-        try:
-            step = await _begin_create(run, product_id, template_id, scope)
-            if step.key is not None:
-                return step.key, False  # settled just now, from our own lost reply
-            assert step.attempt_id is not None
-            try:
-                created = await run.send(
-                    "key/CreateKeyFromTemplate",
-                    lambda: rt.client.create_key_from_template(template_id),
-                )
-            except LeaseLost:
-                await db(store.finish_attempt, rt.engine, step.attempt_id, "not_applied")
-                raise
-            except CryptolensError as exc:
-                await db(store.finish_attempt, rt.engine, step.attempt_id, failed_outcome(exc))
-                raise
-            run.lease.discard(scope)  # released by the transaction below
-            await db(
-                store.set_license_key,
-                rt.engine,
-                intent.ref,
-                created.key,
-                step.attempt_id,
-                release=lease,
-            )
-            released = True
-            return created.key, True
-        finally:
-            run.lease.discard(scope)
-            if not released:
-                await db(locks.release, rt.engine, *lease)
+    step = await _begin_create(run, product_id, template_id, scope)
+    if step.key is not None:
+        return step.key, False  # settled just now, from our own lost reply
+    assert step.attempt_id is not None
+    try:
+        created = await run.send(
+            "key/CreateKeyFromTemplate", lambda: rt.client.create_key_from_template(template_id)
+        )
+    except LeaseLost:
+        await db(store.finish_attempt, rt.engine, step.attempt_id, "not_applied")
+        raise
+    except CryptolensError as exc:
+        await db(store.finish_attempt, rt.engine, step.attempt_id, failed_outcome(exc))
+        raise
+    await db(store.set_license_key, rt.engine, intent.ref, created.key, step.attempt_id)
+    return created.key, True
 
 
 async def _begin_create(
     run: Run, product_id: int, template_id: int, scope: str
 ) -> store.CreateStep:
-    """Take the product's lease (waiting for another process to let go), settle what is
-    unresolved, and return a key or a recorded attempt."""
+    """Pass the product's creation gate: wait while it is held or must drain, settle what
+    is unknown (holding the gate), and return a key or a recorded attempt."""
     rt, intent = run.rt, run.intent
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 30.0
     delay = 0.005
     settled = 0
     while True:
-        await run.lease.ensure(run.call_bound + 5)
+        await run.lease.ensure(run.call_bound * 1.25)
         step = await db(
             store.begin_create,
             rt.engine,
@@ -186,8 +167,6 @@ async def _begin_create(
             scope=scope,
             lease=rt.settings.lease_seconds,
         )
-        if not step.busy:
-            run.lease.add(scope)
         if step.lost:
             raise LeaseLost(intent.id)
         if step.changed:
@@ -195,46 +174,63 @@ async def _begin_create(
         if step.key is not None or step.attempt_id is not None:
             return step
         if step.unresolved:
-            # Invariant: at most one CreateKeyFromTemplate of a product is ever
-            # unresolved, so the one key a read-back may find unclaimed is that attempt's.
             settled += 1
             if settled > 3:  # pragma: no cover - settling resolves or parks every attempt
                 raise Busy(scope)
-            await _settle_creates(run, product_id, step.unresolved)
+            run.lease.add(scope)  # the gate stays ours while we settle
+            try:
+                await _settle_creates(run, product_id, step.unresolved)
+            except BaseException:
+                run.lease.discard(scope)
+                await db(locks.release, rt.engine, scope, intent.owner)
+                raise
+            run.lease.discard(scope)  # the next begin_create takes it back and drops it
             continue
+        # busy (another run settles) or drain (creations in flight must end first)
         if loop.time() >= deadline:
             raise Busy(scope)
         await asyncio.sleep(delay * (0.5 + rt.random()))
         delay = min(delay * 2, 0.1)
 
 
-async def _settle_creates(run: Run, product_id: int, unresolved: list[store.OpenAttempt]) -> None:
-    """Decide every unresolved key creation of the product (held under its lease)."""
+async def _settle_creates(run: Run, product_id: int, unknown: list[store.OpenAttempt]) -> None:
+    """Decide every unknown key creation of the product together (under its gate, with
+    nothing of the product in flight): the bridge's new keys in the Web API Log since
+    the first of them, minus every key it holds, go one to one to those attempts."""
     rt = run.rt
-    for pending in unresolved:
-        try:
-            found = await _recover_key(run, pending.intent_id, product_id, pending.sent_at)
-        except NeedsReview as exc:
-            if pending.intent_id == run.intent.id:
-                # Our own earlier creation: this run ends in needs_review (the runner
-                # writes it with the attempt), and the product is free again.
-                run.outcome.attempts[pending.id] = "ambiguous"
-                raise
-            # Another intent's: it goes to a person, and the product is free again.
-            await db(store.finish_attempt, rt.engine, pending.id, "ambiguous")
-            await db(store.set_needs_review, rt.engine, pending.intent_id, str(exc))
-            log.warning("key creation needs review", intent=pending.intent_id)
+    try:
+        found = await _recover_keys(run, product_id, unknown)
+    except NeedsReview as exc:
+        # Keys we cannot attribute: those intents go to a person, nothing is re-sent,
+        # and the product is free again for the others.
+        for attempt in unknown:
+            if attempt.intent_id == run.intent.id:
+                run.outcome.attempts[attempt.id] = "ambiguous"
+                continue
+            await db(store.finish_attempt, rt.engine, attempt.id, "ambiguous")
+            await db(store.set_needs_review, rt.engine, attempt.intent_id, str(exc))
+            log.warning("key creation needs review", intent=attempt.intent_id)
+        if any(a.intent_id == run.intent.id for a in unknown):
+            raise
+        return
+    # The keys found are given at once (any of those attempts may have made any of
+    # them); an attempt left without one made none only once no call of the window can
+    # still land, since a late one would leave its key to nobody.
+    for attempt in unknown:
+        key = found.get(attempt.id)
+        if key is None:
             continue
-        if found is None:
-            run.not_yet(pending, "key/CreateKeyFromTemplate")
-            await db(store.finish_attempt, rt.engine, pending.id, "not_applied")
-            continue
-        owner_ref = await db(store.intent_ref, rt.engine, pending.intent_id)
+        owner_ref = await db(store.intent_ref, rt.engine, attempt.intent_id)
         if owner_ref is None:  # pragma: no cover - attempts reference intents by FK
             continue
-        await db(store.set_license_key, rt.engine, owner_ref, found, pending.id)
+        await db(store.set_license_key, rt.engine, owner_ref, key, attempt.id)
         # License keys are credentials of the vendor's customers: not in logs.
-        log.info("key recovered after a lost reply", intent=pending.intent_id)
+        log.info("key recovered after a lost reply", intent=attempt.intent_id)
+    left = [a for a in unknown if a.id not in found]
+    for attempt in left:
+        run.not_yet(attempt, "key/CreateKeyFromTemplate")
+    for attempt in left:
+        await db(store.finish_attempt, rt.engine, attempt.id, "not_applied")
 
 
 async def read_log(rt: Runtime, product_id: int, states: list[int], since: int) -> list[WebApiLog]:
@@ -257,27 +253,35 @@ async def read_log(rt: Runtime, product_id: int, states: list[int], since: int) 
         start = last
 
 
-async def _recover_key(run: Run, intent_id: str, product_id: int, sent_at: datetime) -> str | None:
-    """The key a lost CreateKeyFromTemplate of ``intent_id`` made, or None if it made none.
+async def _recover_keys(
+    run: Run, product_id: int, unknown: list[store.OpenAttempt]
+) -> dict[int, str]:
+    """Which key each unknown creation made (attempt id -> key; absent: none).
 
-    NeedsReview where the evidence does not decide (see the module docstring).
+    Keys made from one template are interchangeable until tagged, so k unknown attempts
+    and m <= k new keys of the bridge: the m keys go to m of the attempts (by order), and
+    the others made none. A key whose notes already carry an intent's tag goes to that
+    intent. NeedsReview where the evidence does not decide (see the package docstring).
     """
     rt = run.rt
-    since = unix(sent_at) - READ_BACK_SLACK
+    since = min(unix(a.sent_at) for a in unknown) - READ_BACK_SLACK
     logs = await read_log(rt, product_id, [3010], since)
     created = {entry.key: entry for entry in logs if entry.key}
     candidates = set(created) - await db(store.claimed_keys, rt.engine, product_id, set(created))
-    ours = NOTES_TAG.format(intent=intent_id)
+    tags = {NOTES_TAG.format(intent=a.intent_id): a for a in unknown}
+    found: dict[int, str] = {}
     untagged: list[WebApiLog] = []
-    for candidate in sorted(candidates):
-        found = await rt.client.get_key(product_id, candidate)
-        notes = found.notes or ""
-        if ours in notes:
-            return found.key
-        if TAG_PREFIX not in notes:
+    for candidate in sorted(candidates, key=lambda k: created[k].id):
+        key = await rt.client.get_key(product_id, candidate)
+        notes = key.notes or ""
+        tagged = next((a for tag, a in tags.items() if tag in notes), None)
+        if tagged is not None:
+            found[tagged.id] = key.key
+        elif TAG_PREFIX not in notes:
             untagged.append(created[candidate])
-    if not untagged:
-        return None
+    left = [a for a in unknown if a.id not in found]
+    if not untagged or not left:
+        return found  # every unknown attempt has its key, or no key is left to give
     if product_id in rt.config.cryptolens.sole_key_maker:
         mine = untagged
     else:
@@ -290,10 +294,16 @@ async def _recover_key(run: Run, intent_id: str, product_id: int, sent_at: datet
                 + ", ".join(e.key or "" for e in untagged)
             )
         mine = [e for e in untagged if e.ip and e.ip in ips]
-    if len(mine) > 1:
+    if len(mine) > len(left):
         keys = ", ".join(e.key or "" for e in mine)
-        raise NeedsReview(f"several unclaimed keys of the bridge since the lost reply: {keys}")
-    return mine[0].key if mine else None
+        raise NeedsReview(
+            f"{len(mine)} unclaimed keys of the bridge for {len(left)} lost creation "
+            f"replies: {keys}"
+        )
+    for attempt, entry in zip(sorted(left, key=lambda a: a.id), mine, strict=False):
+        assert entry.key is not None
+        found[attempt.id] = entry.key
+    return found
 
 
 async def _bridge_ips(rt: Runtime, product_id: int, since: int) -> set[str]:

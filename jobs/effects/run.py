@@ -53,9 +53,14 @@ class Run:
         if now < at:
             raise NotYet(f"{what} may still land", (at - now).total_seconds())
 
-    async def send(self, method: str, call: Callable[[], Awaitable[T]]) -> T:
-        """Send a call that changes something: only while the run's leases outlast it."""
-        await self.lease.ensure(self.call_bound + 5)
+    async def send(
+        self, method: str, call: Callable[[], Awaitable[T]], *, confirmed: bool = False
+    ) -> T:
+        """Send a call that changes something: only once the run's leases are confirmed
+        in the database (``confirmed``: the caller did it just now), and cut off at the
+        call's bound so that they outlast it."""
+        if not confirmed:
+            await self.lease.confirm()
         try:
             async with asyncio.timeout(self.call_bound):
                 return await call()
@@ -78,7 +83,7 @@ async def mutate(
     at the end); on failure it is settled now, since the run ends with an exception.
     """
     rt = run.rt
-    await run.lease.ensure(run.call_bound + 5)
+    await run.lease.confirm()  # before the attempt row: a lost run leaves none
     attempt_id = await db(
         store.start_attempt,
         rt.engine,
@@ -89,7 +94,7 @@ async def mutate(
         supersedes=supersedes,
     )
     try:
-        result = await run.send(method, call)
+        result = await run.send(method, call, confirmed=True)
     except LeaseLost:
         await db(store.finish_attempt, rt.engine, attempt_id, "not_applied")  # never sent
         raise
@@ -111,17 +116,20 @@ def unix(value: datetime) -> int:
 
 
 async def together(first: Awaitable[A], second: Awaitable[B]) -> tuple[A, B]:
-    """Both at once; the first failure is raised as it is (the runner classifies it),
-    once the other has been cancelled and has finished its clean-up."""
-    tasks = (asyncio.ensure_future(first), asyncio.ensure_future(second))
-    try:
-        a, b = await asyncio.gather(*tasks)
-    except BaseException:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        raise
-    return a, b
+    """Both at once, each to its end; then the first failure is raised as it is (the
+    runner classifies it).
+
+    Neither is cancelled when the other fails: a key creation cut off between its
+    attempt row and its call would leave an outcome to read back for nothing, and one cut
+    off after its call would lose a key it made. A failed customer lookup costs a retry
+    of the lookup, not of the creation.
+    """
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    a, b = results
+    return a, b  # type: ignore[return-value]
 
 
 @asynccontextmanager
