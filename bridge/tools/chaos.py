@@ -65,6 +65,7 @@ class RunResult:
     passed: bool = False
     seconds: float = 0.0
     kills: int = 0
+    kills_busy: int = 0  # while some intent was unfinished
     deliveries: int = 0
     keys: int = 0
     intents: dict[str, int] = field(default_factory=dict)
@@ -219,8 +220,10 @@ def run_once(
         )
         slow.start()
         t0 = time.monotonic()
-        # Kills at random moments while the work is under way: at least two per run.
-        kill_at = sorted(rng.uniform(0.5, 10.0) for _ in range(rng.randint(2, 4)))
+        # Kills at random moments while the work is under way, each a while after the
+        # worker (re)started (it takes about a second to start): at least two per run.
+        kills_left = rng.randint(2, 4)
+        next_kill = t0 + rng.uniform(0.3, 3.0)
         statuses = asyncio.run(_post_all(f"http://127.0.0.1:{web_port}/webhooks/stripe", bodies))
         bad = Counter(s for s in statuses if not 200 <= s < 300)
         if bad:
@@ -228,21 +231,22 @@ def run_once(
         deadline = t0 + timeout
         quiet_since: float | None = None
         while time.monotonic() < deadline:
-            now = time.monotonic() - t0
-            if kill_at and now >= kill_at[0]:
-                kill_at.pop(0)
+            if kills_left and time.monotonic() >= next_kill:
+                kills_left -= 1
+                result.kills_busy += _unfinished(db_url) > 0
                 worker.send_signal(signal.SIGKILL)
                 worker.wait()
                 st.procs = [(n, p) for n, p in st.procs if p is not worker]
                 result.kills += 1
                 time.sleep(rng.uniform(0, 1.0))
                 worker = st.start("worker", ["-m", "bridge", "worker"], env)
+                next_kill = time.monotonic() + rng.uniform(1.0, 4.0)
                 quiet_since = None
                 continue
             if worker.poll() is not None:
                 result.failures.append(f"the worker stopped by itself ({worker.returncode})")
                 worker = st.start("worker", ["-m", "bridge", "worker"], env)
-            if not kill_at and _unfinished(db_url) == 0:
+            if not kills_left and _unfinished(db_url) == 0:
                 # Quiet twice in a row, a moment apart: nothing was about to be re-queued.
                 if quiet_since is not None and time.monotonic() - quiet_since > 1.0:
                     break
@@ -353,7 +357,8 @@ def line(r: RunResult) -> str:
     verdict = "PASS" if r.passed else "FAIL"
     review = f", {len(r.needs_review)} needs_review" if r.needs_review else ""
     return (
-        f"seed {r.seed} {r.database}: {verdict} in {r.seconds:g} s, {r.kills} kills, "
+        f"seed {r.seed} {r.database}: {verdict} in {r.seconds:g} s, "
+        f"{r.kills} kills ({r.kills_busy} mid-work), "
         f"{r.deliveries} deliveries, {r.keys} keys, {r.sandbox_calls} calls, "
         f"intents {dict(sorted(r.intents.items()))}{review}"
     )
