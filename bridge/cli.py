@@ -20,6 +20,7 @@ _COMMANDS = {
     "dev": "bridge.tools.dev:command",
     "send": "bridge.tools.send:command",
     "bench": "bridge.tools.bench:command",
+    "chaos": "bridge.tools.chaos:command",
     "intents": "bridge.tools.ops:intents_command",
     "replay": "bridge.tools.ops:replay_command",
 }
@@ -32,6 +33,7 @@ _HELP = {
     "dev": "Web + worker + sandbox in one process tree, on local defaults.",
     "send": "Sign a webhook payload and post it to the bridge.",
     "bench": "Measure ingest throughput, webhook-to-key latency and memory.",
+    "chaos": "Faults, redeliveries and worker kills; check every effect happened once.",
     "intents": "List intents and their status (what the bridge did, or will do).",
     "replay": "Put failed or needs_review intents back to pending.",
 }
