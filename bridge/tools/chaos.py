@@ -38,7 +38,7 @@ from sqlalchemy.engine import make_url
 
 from bridge.core.db import migrate
 from bridge.stripe.signature import sign
-from bridge.tools import bench, workload
+from bridge.tools import bench, procs, workload
 from bridge.tools.workload import DAY, PERIODS, Purchase
 
 DELIVERIES = 3
@@ -193,7 +193,7 @@ def run_once(
         sandbox_config = st.workdir / "sandbox.toml"
         sandbox_config.write_text(workload.SANDBOX_CONFIG)
         redis_url = bench.start_redis(st)
-        sandbox_port, web_port = bench.free_port(), bench.free_port()
+        sandbox_port, web_port = procs.free_port(), procs.free_port()
         sandbox = f"http://127.0.0.1:{sandbox_port}"
         env = bench.bridge_env(db_url, f"{redis_url}/0", config, f"{sandbox}/api/")
         env.update(WORKER_ENV)
