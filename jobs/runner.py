@@ -90,13 +90,23 @@ async def _run(rt: Runtime, intent_id: str) -> tuple[str, list[str]]:
         if claimed.retry_in is not None:
             raise Retry(defer=_busy_delay(claimed.retry_in))
         return claimed.reason, []
-    bound = log.bind(intent=intent_id, effect=claimed.effect.value)
-    outcome = store.Outcome()
     held = set() if claimed.effect in store.SHARED_EFFECTS else {store.license_lock(claimed.ref)}
     lease = RunLease(rt, intent_id, owner, held)
+    run = Run(rt, claimed, store.Outcome(), lease, follow=lambda i: _follow(rt, i))
+    try:
+        return await _apply(run)
+    finally:
+        # Intents the run started beside itself (a new key's purchase event) end first.
+        if run.started:
+            await asyncio.gather(*run.started, return_exceptions=True)
+
+
+async def _apply(run: Run) -> tuple[str, list[str]]:
+    rt, claimed, outcome, lease = run.rt, run.intent, run.outcome, run.lease
+    bound = log.bind(intent=claimed.id, effect=claimed.effect.value)
     try:
         async with lease.beating():
-            result = await apply(Run(rt, claimed, outcome, lease))
+            result = await apply(run)
     except Busy:
         await db(
             store.reschedule,

@@ -115,6 +115,11 @@ _WAITING = Sql(
     OR license_ref IN (SELECT alias FROM license_alias WHERE ref = :ref)) ORDER BY id"""
 )
 _UNPARK = Sql("UPDATE intent SET status = 'pending', updated_at = :now WHERE id = :id")
+_WAITING_SHARED = Sql(
+    """SELECT id FROM intent WHERE status = 'waiting' AND effect IN ('register_event',
+    'record_usage') AND (license_ref = :ref
+    OR license_ref IN (SELECT alias FROM license_alias WHERE ref = :ref)) ORDER BY id"""
+)
 
 # What a run may learn about its license and write with its outcome.
 _LICENSE_FACTS = ("customer_id", "block_decided_at", "block_reason", "ended_by")
@@ -648,6 +653,17 @@ def _wake(t: Tx, ref: str) -> list[str]:
     for id_ in ids:
         t.run(_UNPARK, {"id": id_, "now": now})
     return ids
+
+
+def wake_shared(engine: Engine, ref: str) -> list[str]:
+    """The license's waiting intents that need no license lease (``SHARED_EFFECTS``)
+    become pending: the moment its key exists, before the key's run has ended."""
+    with tx(engine) as t:
+        ids = [id_ for (id_,) in t.all(_WAITING_SHARED, {"ref": ref})]
+        now = t.time(utcnow())
+        for id_ in ids:
+            t.run(_UNPARK, {"id": id_, "now": now})
+        return ids
 
 
 def wake_ready_waiting(engine: Engine, limit: int = 1000) -> list[str]:

@@ -73,7 +73,7 @@ def worker_options(
         "poll_delay": settings.worker_poll_delay,
         "job_completion_wait": settings.worker_shutdown_wait,
         "keep_result": 0,
-        "max_jobs": 20,
+        "max_jobs": settings.worker_max_jobs,
         "handle_signals": True,
     }
 

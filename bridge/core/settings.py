@@ -150,6 +150,10 @@ class Settings(BaseSettings):
     # job waits half of it on average; 5 ms measured better than 10 (wait) and 2 (the
     # polling's own CPU) at 100 purchases/s in the bench.
     worker_poll_delay: float = Field(default=0.005, gt=0, alias="BRIDGE_WORKER_POLL_DELAY")
+    # Jobs one worker process runs at once. A purchase waits on Cryptolens most of its
+    # time (a round trip per call), so tens in flight are what makes a launch burst fast;
+    # each has at most two calls open at once, so CRYPTOLENS_MAX_CONNECTIONS >= 2 x this.
+    worker_max_jobs: int = Field(default=50, ge=1, alias="BRIDGE_WORKER_MAX_JOBS")
     relay_interval_seconds: int = Field(default=30, ge=1, alias="BRIDGE_RELAY_INTERVAL")
     # On SIGTERM or SIGINT the worker takes no new job and lets those under way finish for
     # up to this long before cancelling them (arq's job_completion_wait). A cancelled job

@@ -43,6 +43,7 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from bridge.core.db import migrate
+from bridge.tools import burst as burst_mode
 from bridge.tools import loadgen
 from bridge.tools.procs import REDIS_HINT, free_port, redis_server_binary
 
@@ -74,7 +75,7 @@ class Figure:
 # -- processes -----------------------------------------------------------------------------
 
 
-def _wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+def wait_http(url: str, proc: subprocess.Popen[bytes], log: Path) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -228,7 +229,7 @@ def ingest(
     ):
         port = free_port()
         proc = st.start(f"ingest-{name}", [*args, "--port", str(port)], env)
-        _wait_http(f"http://127.0.0.1:{port}/healthz", proc, st.log(f"ingest-{name}"))
+        wait_http(f"http://127.0.0.1:{port}/healthz", proc, st.log(f"ingest-{name}"))
         servers[name] = (port, proc)
     turns: list[dict[str, Any]] = []
     for n in range(rounds):
@@ -314,9 +315,9 @@ def latency(
     sandbox = st.start(
         "sandbox", ["-m", "bridge", "sandbox", "--port", str(sandbox_port), "--no-access-log"], env
     )
-    _wait_http(f"{sandbox_root}/sandbox/faults", sandbox, st.log("sandbox"))
+    wait_http(f"{sandbox_root}/sandbox/faults", sandbox, st.log("sandbox"))
     web = st.start("web", ["-m", "bridge", "serve", "--port", str(web_port)], env)
-    _wait_http(f"http://127.0.0.1:{web_port}/healthz", web, st.log("web"))
+    wait_http(f"http://127.0.0.1:{web_port}/healthz", web, st.log("web"))
     worker = st.start("worker", ["-m", "bridge", "worker"], env)
 
     # Warm up (imports, connections, the template cache) and prove the worker is there.
@@ -477,6 +478,21 @@ def table(rows: list[Figure]) -> str:
 @click.option(
     "--settle", default=60.0, show_default=True, help="How long to wait for the last keys."
 )
+@click.option(
+    "--burst",
+    type=click.IntRange(1, 100_000),
+    help="Instead: N one-off purchases of one product at once (bridge.tools.burst).",
+)
+@click.option(
+    "--latency-ms", default=80.0, show_default=True, help="With --burst: sandbox latency."
+)
+@click.option(
+    "--lost-reply-rate",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 1),
+    help="With --burst: replies lost after the call was applied.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 @click.option(
     "--keep",
@@ -490,6 +506,9 @@ def command(
     rate: float,
     seconds: float,
     settle: float,
+    burst: int | None,
+    latency_ms: float,
+    lost_reply_rate: float,
     as_json: bool,
     keep: Path | None,
 ) -> None:
@@ -499,6 +518,22 @@ def command(
     missed target is reported, not an error: the exit code is 0.
     """
     host = machine()
+    if burst is not None:
+        with stack(keep) as st:
+            result = burst_mode.run(
+                st,
+                start_redis(st),
+                n=burst,
+                latency_ms=latency_ms,
+                lost_reply_rate=lost_reply_rate,
+                timeout=settle,
+            )
+        if as_json:
+            click.echo(json.dumps({"machine": host, "burst": result}, indent=2))
+        else:
+            click.echo(f"machine: {host['cores']} cores, {host['cpu']}, Python {host['python']}")
+            click.echo(burst_mode.report(result))
+        return
     if not as_json:
         click.echo(
             f"machine: {host['cores']} cores, {host['cpu']}, Python {host['python']}\n"

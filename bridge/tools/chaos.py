@@ -107,11 +107,11 @@ def fresh_database(workdir: Path, admin_url: str | None) -> Any:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def _rows(database_url: str, sql: str) -> list[Any]:
+def _rows(database_url: str, sql: str, params: dict[str, Any] | None = None) -> list[Any]:
     engine = create_engine(database_url)
     try:
         with engine.connect() as connection:
-            return list(connection.execute(text(sql)))
+            return list(connection.execute(text(sql), params or {}))
     finally:
         engine.dispose()
 
@@ -204,9 +204,9 @@ def run_once(
              "0.05", "--lost-reply-mode", "mixed", "--seed", str(seed)],
             env,
         )  # fmt: skip
-        bench._wait_http(f"{sandbox}/sandbox/faults", proc, st.log("sandbox"))
+        bench.wait_http(f"{sandbox}/sandbox/faults", proc, st.log("sandbox"))
         web = st.start("web", ["-m", "bridge", "serve", "--port", str(web_port)], env)
-        bench._wait_http(f"http://127.0.0.1:{web_port}/healthz", web, st.log("web"))
+        bench.wait_http(f"http://127.0.0.1:{web_port}/healthz", web, st.log("web"))
         worker = st.start("worker", ["-m", "bridge", "worker"], env)
 
         load = workload.build(
@@ -298,6 +298,20 @@ def check(result: RunResult, purchases: list[Purchase], state: dict[str, Any], d
     for intent_id, count in meta.items():
         if count > 1:
             fail(f"RegisterEvent of {intent_id} applied {count} times")
+            # What the bridge recorded of each send, and when the sandbox applied each.
+            times = sorted(
+                e["time"]
+                for e in state["events"]
+                if json.loads(e["metadata"]).get("intent") == intent_id
+            )
+            fail(f"  applied at (sandbox, unix s): {times}")
+            for row in _rows(
+                db_url,
+                "SELECT id, sent_at, finished_at, outcome FROM attempt"
+                " WHERE intent_id = :intent ORDER BY id",
+                {"intent": intent_id},
+            ):
+                fail(f"  attempt {tuple(str(v) for v in row)}")
 
     accounted: set[str] = set()
     for p in purchases:

@@ -56,6 +56,10 @@ async def create_key(run: Run) -> dict[str, Any]:
             key, fresh = await _create_or_recover(run, product_id, template_id)
         if fresh:
             fresh_notes = template.notes or ""
+        # What waits for the key without needing the license (the purchase event) starts
+        # now, beside the tag and the link below.
+        for woken in await db(store.wake_shared, rt.engine, intent.ref):
+            run.start(woken)
 
     # The tag and the link do not depend on each other: together.
     if customer_id is not None and (license_ is None or license_.customer_id is None):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -34,6 +34,14 @@ class Run:
     intent: store.Claimed
     outcome: store.Outcome
     lease: RunLease
+    # Runs another intent beside this run (the runner's; None: not at all). A new key's
+    # purchase event is registered while the key is being tagged and linked.
+    follow: Callable[[str], Awaitable[None]] | None = None
+    started: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def start(self, intent_id: str) -> None:
+        if self.follow is not None:
+            self.started.append(asyncio.ensure_future(self.follow(intent_id)))
 
     @property
     def call_bound(self) -> float:
