@@ -25,11 +25,10 @@ from typing import Any
 
 from arq import Retry
 
-from bridge.core.errors import Permanent
+from bridge.core.errors import BridgeError, Permanent, Unknown
 from bridge.core.intents import Effect, Status
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
-from bridge.cryptolens import CryptolensError, OutcomeUnknown, RateLimited
 from jobs import store
 from jobs.dbcall import db
 from jobs.effects import Run, apply
@@ -144,7 +143,8 @@ async def _run(rt: Runtime, intent_id: str) -> tuple[str, list[str]]:
 async def _failed_run(
     rt: Runtime, claimed: store.Claimed, outcome: store.Outcome, exc: Exception
 ) -> str:
-    message = str(exc) if isinstance(exc, CryptolensError) else f"{type(exc).__name__}: {exc}"
+    known = isinstance(exc, BridgeError)  # Cryptolens', a CRM's, Stripe's
+    message = str(exc) if known else f"{type(exc).__name__}: {exc}"
     bound = log.bind(intent=claimed.id, effect=claimed.effect.value)
     attempts = claimed.attempts + 1
     if _permanent(exc) or attempts >= rt.settings.max_attempts:
@@ -156,16 +156,17 @@ async def _failed_run(
     delay = backoff(
         attempts, base=rt.settings.retry_base_seconds, cap=rt.settings.retry_cap_seconds
     )
-    if isinstance(exc, RateLimited) and exc.retry_after:
-        delay = max(delay, exc.retry_after)
-    if not isinstance(exc, CryptolensError):
+    retry_after = getattr(exc, "retry_after", None)  # Cryptolens' or a CRM's 429
+    if isinstance(retry_after, int | float) and retry_after > 0:
+        delay = max(delay, float(retry_after))
+    if not known:
         bound.exception("intent run crashed; retrying", attempts=attempts)
     else:
         bound.warning(
             "intent will be retried",
             error=message,
             attempts=attempts,
-            outcome_unknown=isinstance(exc, OutcomeUnknown),
+            outcome_unknown=isinstance(exc, Unknown),
             delay=round(delay, 3),
         )
     await db(

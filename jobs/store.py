@@ -42,8 +42,8 @@ _GET_INTENT = Sql(
 )
 _RESOLVE = Sql("SELECT ref FROM license_alias WHERE alias = :alias")
 _GET_LICENSE = Sql(
-    """SELECT product_id, "key", customer_id, block_decided_at, block_reason, ended_by
-    FROM license WHERE ref = :ref {for_update}"""
+    """SELECT product_id, "key", customer_id, block_decided_at, block_reason, ended_by,
+    customer_decided_at FROM license WHERE ref = :ref {for_update}"""
 )
 _START_HINTS = Sql("SELECT params FROM start_hint WHERE intent_id = :intent_id ORDER BY id")
 _RENEW_INTENT = Sql(
@@ -106,7 +106,13 @@ _WAITING = Sql(
 _UNPARK = Sql("UPDATE intent SET status = 'pending', updated_at = :now WHERE id = :id")
 
 # What a run may learn about its license and write with its outcome.
-_LICENSE_FACTS = ("customer_id", "block_decided_at", "block_reason", "ended_by")
+_LICENSE_FACTS = (
+    "customer_id",
+    "block_decided_at",
+    "block_reason",
+    "ended_by",
+    "customer_decided_at",
+)
 _LICENSE_UPDATES = {
     columns: Sql(
         # Column names from the fixed tuple above, never from input.
@@ -130,6 +136,7 @@ class LicenseView:
     block_decided_at: int | None
     block_reason: str | None
     ended_by: str | None = None  # the block that ended the license, never lifted
+    customer_decided_at: int | None = None  # the newest customer change applied
 
 
 @dataclass(frozen=True)
