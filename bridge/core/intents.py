@@ -105,7 +105,8 @@ class IntentSpec:
     ``id`` is deterministic and unique across providers (it starts with the license ref).
     ``license_ref`` names the license the effect applies to, e.g. ``stripe:sub:sub_123``
     (a subscription) or ``stripe:pi:pi_123`` (a one-off payment). ``params`` is JSON-able.
-    ``occurred_at`` is when the provider says the change happened (unix seconds).
+    ``occurred_at`` is when the provider says the change happened (unix seconds; a CRM
+    deal's intents, unix milliseconds: see ``bridge.crm.deals``).
     """
 
     id: str

@@ -12,7 +12,10 @@ intent:
     lost / deleted    with lost_policy "block": a block dated by the loss; "none": nothing
     customer_changed  set_customer dated by the change (the newest change wins)
 
-Blocks and unblocks of a deal are ordered by ``occurred_at`` on the license
+A deal's intents carry ``occurred_at`` in unix *milliseconds* (Stripe's carry seconds):
+HubSpot dates its changes to the millisecond, a win and a loss may fall in one second,
+and a deal's license is only ever touched by its own CRM's intents, so the comparisons
+below stay within one unit. Blocks and unblocks of a deal are ordered by it on the license
 (``block_decided_at``); a CRM loss is not one of the payment blocks that end a license
 for good (``jobs.effects.blocks.ENDING_BLOCKS``). A loss of a deal that was never won
 waits for a key that may never come, and costs nothing while it waits.
@@ -62,8 +65,7 @@ def license_ref(source: str, deal_id: str) -> str:
 
 def plan(event: DealEvent) -> Plan:
     ref = license_ref(event.source, event.deal_id)
-    at = event.occurred_at_ms // 1000
-    stamp = event.occurred_at_ms
+    at = stamp = event.occurred_at_ms
     base: dict[str, Any] = {"deal_id": event.deal_id} if event.fetch else {}
     if event.kind is Kind.WON:
         return Plan(intents=_won(event, ref, at, stamp, base))

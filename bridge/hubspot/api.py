@@ -46,9 +46,12 @@ def _client(ctx: WorkerContext) -> httpx.AsyncClient:
     return client
 
 
+_PLURAL = {"contact": "contacts", "company": "companies"}
+
+
 def _first(associations: Any, kind: str) -> str | None:
     """The primary association: the one of type ``deal_to_<kind>``, else the first."""
-    results = ((associations or {}).get(f"{kind}s") or {}).get("results") or []
+    results = ((associations or {}).get(_PLURAL[kind]) or {}).get("results") or []
     ids = [r for r in results if isinstance(r, dict) and isinstance(r.get("id"), str)]
     primary = [r for r in ids if r.get("type") == f"deal_to_{kind}"]
     chosen = (primary or ids)[:1]
