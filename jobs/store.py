@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
 from bridge.core import locks
@@ -599,18 +599,24 @@ def _wake(t: Tx, ref: str) -> list[str]:
 
 
 def wake_ready_waiting(engine: Engine, limit: int = 1000) -> list[str]:
-    """Waiting intents whose license now has a key (an alias may have arrived late)."""
+    """Waiting intents whose license now has a key (an alias may have arrived late).
+
+    One query joins them to their license: a pile of intents that wait for a key that
+    may never come (a CRM deal lost before it was ever won) costs nothing here and
+    never hides the ready ones behind the limit."""
     with session(engine) as s:
-        waiting = s.execute(
-            select(col(Intent.id), col(Intent.license_ref))
-            .where(col(Intent.status) == Status.WAITING.value)
-            .limit(limit)
-        ).all()
-        ready: list[str] = []
-        for intent_id, ref in waiting:
-            license_ = s.get(License, _resolve_orm(s, ref))
-            if license_ is not None and license_.key is not None:
-                ready.append(intent_id)
+        ref = func.coalesce(col(LicenseAlias.ref), col(Intent.license_ref))
+        ready = list(
+            s.execute(
+                select(col(Intent.id))
+                .outerjoin(LicenseAlias, col(LicenseAlias.alias) == col(Intent.license_ref))
+                .join(License, col(License.ref) == ref)
+                .where(col(Intent.status) == Status.WAITING.value)
+                .where(col(License.key).is_not(None))
+                .order_by(col(Intent.id))
+                .limit(limit)
+            ).scalars()
+        )
         _make_pending(s, ready)
         return ready
 

@@ -85,3 +85,13 @@ def test_a_new_key_wakes_the_waiting_intents_of_its_license(engine: Engine) -> N
     add_license(engine, REF, "KEY-1")
     assert store.wake_ready_waiting(engine) == ["i1"]
     assert intent(engine, "i1").status == "pending"
+
+
+def test_intents_that_never_get_a_key_do_not_hide_the_ready_ones(engine: Engine) -> None:
+    for n in range(3):  # losses of deals never won: they wait for a key that never comes
+        add_intent(engine, f"a-never-{n}", "block", f"crm:zoho:deal:N{n}", {}, 100)
+        assert isinstance(store.claim(engine, f"a-never-{n}", "w1", 30), store.NotClaimed)
+    add_intent(engine, "z-ready", "block", REF, {}, 100)
+    assert isinstance(store.claim(engine, "z-ready", "w1", 30), store.NotClaimed)
+    add_license(engine, REF, "KEY-1")
+    assert store.wake_ready_waiting(engine, limit=2) == ["z-ready"]
