@@ -1,10 +1,12 @@
 """The arq job: claim an intent, apply it, and decide in one place what a failure means.
 
-    Refused, NoTemplate, permanent Stripe errors  -> failed now, with the service's message
-    Transient, OutcomeUnknown, other errors       -> pending again after an exponential
-                                                     backoff with jitter (an unknown outcome
-                                                     is read back on the next run), failed
-                                                     once ``max_attempts`` is spent
+    Permanent (Refused, NoTemplate, a bad Stripe   -> failed now, with the service's message
+    key, a CRM's 401/403/404)
+    Retryable, Unknown (Cryptolens', Stripe's, a   -> pending again after an exponential
+    CRM's 429/5xx), other errors                     backoff with jitter, at least the
+                                                     service's Retry-After (an unknown
+                                                     outcome is read back on the next run),
+                                                     failed once ``max_attempts`` is spent
     Busy (license, product or customer held)      -> tried again shortly, not an attempt
     NotYet (a call may still land; a start wait)  -> tried again when the clock allows,
                                                      not an attempt

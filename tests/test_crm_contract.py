@@ -197,6 +197,14 @@ class TestRefused:
             assert response.status_code == 404
         self.nothing_stored(crm_now)
 
+    async def test_a_placeholder_secret_is_no_secret(
+        self, crm_now: CrmPipeline, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("CRM_SECRET_LAZY", "changeme")
+        response = await crm_now.post_contract(deal_event("e"), source="lazy", secret="changeme")
+        assert response.status_code == 404
+        self.nothing_stored(crm_now)
+
     @pytest.mark.parametrize(
         "headers", [{}, {"X-Bridge-Signature": "garbage"}, {"X-Bridge-Signature": "t=1"}]
     )

@@ -85,6 +85,19 @@ class TestWon:
         assert len(fake_crm.writes) == 1 and fake_crm.faults == []
         assert len(pipedrive.events()) == 3  # one per meta.id
 
+    async def test_a_value_that_is_no_amount_registers_no_value(
+        self, pipedrive: CrmPipeline, fake_crm: FakeCrm
+    ) -> None:
+        body = won()
+        body["data"].update(currency="€€€", value=1e300)
+        fake_crm.pipedrive["deals"][8].update(currency="€€€", value=1e300)
+        assert (await pipedrive.post_pipedrive(body)).status_code == 200
+        await pipedrive.drain()
+        pipedrive.assert_all_done()
+        [registered] = pipedrive.sandbox.state()["events"]
+        assert registered["value"] in (None, 0)
+        assert pipedrive.counts()["keys_created"] == 1
+
 
 class TestLaterChanges:
     async def test_a_new_person_on_the_deal_moves_the_key(

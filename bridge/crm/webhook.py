@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from bridge.core.inbox import Delivery
 from bridge.core.logs import get_logger
-from bridge.core.settings import SOURCE_NAME, CrmSourceConfig
+from bridge.core.settings import SOURCE_NAME, ConfigError, CrmSourceConfig, Settings
 from bridge.crm import contract, deals
 from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
 from bridge.stripe.signature import InvalidSignature, MalformedHeader, verify
@@ -31,15 +31,29 @@ log = get_logger(__name__)
 HEADER = "x-bridge-signature"
 
 
+def _secrets(source: str) -> tuple[str, ...]:
+    if not re.fullmatch(SOURCE_NAME, source):
+        return ()
+    try:
+        return Settings.crm_secrets(source)
+    except ConfigError as exc:
+        # A placeholder is no secret: the source stays closed, and the operator is told.
+        log.error("CRM source refused: its secret is a placeholder", source=source, error=str(exc))
+        return ()
+
+
 async def endpoint(request: Request) -> Response:
     source = str(request.path_params["source"])
-    provider = f"crm:{source}"[:20]
+    # Counted as "crm" until the source is known: a metric label per made-up name would
+    # let anyone grow the metrics without end.
+    provider = "crm"
     state = state_of(request)
     try:
-        secrets = state.settings.crm_secrets(source) if re.fullmatch(SOURCE_NAME, source) else ()
+        secrets = _secrets(source)
         if not secrets:
             # No secret, no source: unsigned data is never taken.
             raise Refused(404, "no_such_source", f"no CRM source {source!r} is configured")
+        provider = f"crm:{source}"
         body = await read_body(request, state.settings.max_body_bytes)
         try:
             verify(

@@ -19,6 +19,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from bridge.core.intents import Plan
+from bridge.core.money import major_to_cryptolens_value
 from bridge.core.settings import PipedriveConfig
 from bridge.crm.deals import DealEvent, Kind
 from bridge.crm.deals import plan as plan_deal
@@ -36,9 +37,11 @@ def _amount(data: dict[str, Any]) -> tuple[Decimal | None, str | None]:
         amount = Decimal(str(value))
     except InvalidOperation:
         return None, None
-    if not amount.is_finite() or not isinstance(currency, str) or len(currency) != 3:
+    try:
+        major_to_cryptolens_value(amount, str(currency))  # a usable amount and code
+    except ValueError:
         return None, None
-    return amount, currency.upper()
+    return amount, str(currency).upper()
 
 
 def _kinds(delivery: Delivery) -> list[Kind]:

@@ -36,6 +36,9 @@ async def enrich(run: Run) -> None:
         and deal.amount is not None
         and deal.currency
     ):
-        merged["value"] = major_to_cryptolens_value(deal.amount, deal.currency)
-        merged["currency"] = deal.currency.upper()
+        try:
+            merged["value"] = major_to_cryptolens_value(deal.amount, deal.currency)
+            merged["currency"] = deal.currency.upper()
+        except ValueError:  # not an amount or a currency code: the event goes without
+            merged["value"] = None
     run.intent = dataclasses.replace(intent, params=merged)
