@@ -18,15 +18,14 @@ from sqlalchemy import Engine, text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.routing import BaseRoute, Route
 
+from bridge import providers
 from bridge.core.batcher import Batcher
 from bridge.core.db import make_engine
 from bridge.core.queue import Enqueuer, connect
 from bridge.core.settings import Settings
 from bridge.core.state import AppState
-from bridge.stripe import webhook as stripe_webhook
 
 
 def _ping_db(engine: Engine) -> None:
@@ -61,37 +60,12 @@ async def metrics_endpoint(_: Request) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
-WEBHOOK_PATH = "/webhooks/stripe"
-
-
-class BridgeApp(Starlette):
-    """Starlette, with ``POST /webhooks/stripe`` handed straight to its endpoint.
-
-    The endpoint answers every request itself, errors included, so Starlette's error
-    and exception middleware and its router (four layers, two of them wrapping each
-    ``send``) would only cost time on the path that takes every webhook. Any other
-    request, and any other spelling of that path, goes through Starlette as usual.
-    """
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] == "http"
-            and scope["path"] == WEBHOOK_PATH
-            and scope["method"] == "POST"
-            and not scope.get("root_path")
-        ):
-            scope["app"] = self
-            await stripe_webhook.endpoint(scope, receive, send)
-            return
-        await super().__call__(scope, receive, send)
-
-
 def create_app(
     settings: Settings,
     *,
     engine: Engine | None = None,
     clock: Callable[[], float] = time.time,
-) -> BridgeApp:
+) -> Starlette:
     """The app; ``clock`` (unix seconds) is what signatures are dated against."""
     secrets = settings.webhook_secrets()  # raises ConfigError before anything listens
     config = settings.bridge_config()
@@ -113,10 +87,14 @@ def create_app(
             if own_engine:
                 db_engine.dispose()
 
-    routes = [
-        Route(WEBHOOK_PATH, stripe_webhook.endpoint, methods=["POST"]),
+    # Every provider's endpoint is a route like any other: middleware added to the app
+    # (tracing, metrics, proxy headers) sees every webhook.
+    routes: list[BaseRoute] = [
+        route for provider in providers.all_providers() for route in provider.routes(settings)
+    ]
+    routes += [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
-    return BridgeApp(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan)

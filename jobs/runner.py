@@ -1,10 +1,12 @@
 """The arq job: claim an intent, apply it, and decide in one place what a failure means.
 
-    Refused, NoTemplate, permanent Stripe errors  -> failed now, with the service's message
-    Transient, OutcomeUnknown, other errors       -> pending again after an exponential
-                                                     backoff with jitter (an unknown outcome
-                                                     is read back on the next run), failed
-                                                     once ``max_attempts`` is spent
+    Permanent (Refused, NoTemplate, a bad Stripe   -> failed now, with the service's message
+    key, a CRM's 401/403/404)
+    Retryable, Unknown (Cryptolens', Stripe's, a   -> pending again after an exponential
+    CRM's 429/5xx), other errors                     backoff with jitter, at least the
+                                                     service's Retry-After (an unknown
+                                                     outcome is read back on the next run),
+                                                     failed once ``max_attempts`` is spent
     Busy (license, product or customer held)      -> tried again shortly, not an attempt
     NotYet (a call may still land; a start wait)  -> tried again when the clock allows,
                                                      not an attempt
@@ -26,11 +28,10 @@ from typing import Any
 
 from arq import Retry
 
-from bridge.core.errors import Permanent
+from bridge.core.errors import BridgeError, Permanent, Unknown
 from bridge.core.intents import Effect, Status
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
-from bridge.cryptolens import CryptolensError, OutcomeUnknown, RateLimited
 from jobs import store
 from jobs.dbcall import db
 from jobs.effects import Run, apply
@@ -161,7 +162,8 @@ async def _apply(run: Run) -> tuple[str, list[str]]:
 async def _failed_run(
     rt: Runtime, claimed: store.Claimed, outcome: store.Outcome, exc: Exception
 ) -> str:
-    message = str(exc) if isinstance(exc, CryptolensError) else f"{type(exc).__name__}: {exc}"
+    known = isinstance(exc, BridgeError)  # Cryptolens', a CRM's, Stripe's
+    message = str(exc) if known else f"{type(exc).__name__}: {exc}"
     bound = log.bind(intent=claimed.id, effect=claimed.effect.value)
     attempts = claimed.attempts + 1
     if _permanent(exc) or attempts >= rt.settings.max_attempts:
@@ -173,16 +175,17 @@ async def _failed_run(
     delay = backoff(
         attempts, base=rt.settings.retry_base_seconds, cap=rt.settings.retry_cap_seconds
     )
-    if isinstance(exc, RateLimited) and exc.retry_after:
-        delay = max(delay, exc.retry_after)
-    if not isinstance(exc, CryptolensError):
+    retry_after = getattr(exc, "retry_after", None)  # Cryptolens' or a CRM's 429
+    if isinstance(retry_after, int | float) and retry_after > 0:
+        delay = max(delay, float(retry_after))
+    if not known:
         bound.exception("intent run crashed; retrying", attempts=attempts)
     else:
         bound.warning(
             "intent will be retried",
             error=message,
             attempts=attempts,
-            outcome_unknown=isinstance(exc, OutcomeUnknown),
+            outcome_unknown=isinstance(exc, Unknown),
             delay=round(delay, 3),
         )
     await db(

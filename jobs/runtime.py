@@ -14,18 +14,18 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import httpx
-import stripe
 from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
+from bridge import providers
 from bridge.core.db import make_engine
 from bridge.core.models import utcnow
 from bridge.core.settings import BridgeConfig, Settings
 from bridge.cryptolens import CryptolensClient, NotFound, make_http_client
 from bridge.cryptolens.models import LicenseTemplate
-from bridge.stripe import api as stripe_api
 from jobs.errors import Busy
 
 
@@ -88,7 +88,9 @@ class Runtime:
     http: httpx.AsyncClient  # Cryptolens calls; one per process, its pool shared by jobs
     client: CryptolensClient
     templates: TemplateCache
-    stripe_http: stripe.HTTPClient | None = None
+    # Each provider's client (Stripe's, a CRM's REST client), made once per process by
+    # its worker hook and shared by jobs: ``provider_client(name)``.
+    clients: dict[str, Any] = field(default_factory=dict)
     redis: ArqRedis | None = None
     local_locks: LocalLocks = field(default_factory=lambda: LocalLocks())
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
@@ -98,6 +100,9 @@ class Runtime:
 
     def now(self) -> datetime:
         return self.clock()
+
+    def provider_client(self, provider: str) -> Any:
+        return self.clients.get(provider)
 
     def random(self) -> float:
         return self.rng.random()
@@ -119,10 +124,16 @@ class Runtime:
             http=http,
             client=client,
             templates=TemplateCache(client),
-            stripe_http=stripe_api.make_http_client(),
+            clients={
+                p.name: p.worker.open(settings)
+                for p in providers.all_providers()
+                if p.worker.open is not None
+            },
         )
 
     async def close(self) -> None:
         await self.http.aclose()
-        if self.stripe_http is not None:
-            await self.stripe_http.close_async()  # type: ignore[no-untyped-call]
+        for name, opened in self.clients.items():
+            close = providers.get(name).worker.close
+            if close is not None and opened is not None:
+                await close(opened)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
 from bridge.core import locks
@@ -47,8 +47,8 @@ _GET_INTENT = Sql(
 )
 _RESOLVE = Sql("SELECT ref FROM license_alias WHERE alias = :alias")
 _GET_LICENSE = Sql(
-    """SELECT product_id, "key", customer_id, block_decided_at, block_reason, ended_by
-    FROM license WHERE ref = :ref {for_update}"""
+    """SELECT product_id, "key", customer_id, block_decided_at, block_reason, ended_by,
+    customer_decided_at FROM license WHERE ref = :ref {for_update}"""
 )
 _START_HINTS = Sql("SELECT params FROM start_hint WHERE intent_id = :intent_id ORDER BY id")
 _RENEW_INTENT = Sql(
@@ -122,7 +122,13 @@ _WAITING_SHARED = Sql(
 )
 
 # What a run may learn about its license and write with its outcome.
-_LICENSE_FACTS = ("customer_id", "block_decided_at", "block_reason", "ended_by")
+_LICENSE_FACTS = (
+    "customer_id",
+    "block_decided_at",
+    "block_reason",
+    "ended_by",
+    "customer_decided_at",
+)
 _LICENSE_UPDATES = {
     columns: Sql(
         # Column names from the fixed tuple above, never from input.
@@ -146,6 +152,7 @@ class LicenseView:
     block_decided_at: int | None
     block_reason: str | None
     ended_by: str | None = None  # the block that ended the license, never lifted
+    customer_decided_at: int | None = None  # the newest customer change applied
 
 
 @dataclass(frozen=True)
@@ -667,18 +674,24 @@ def wake_shared(engine: Engine, ref: str) -> list[str]:
 
 
 def wake_ready_waiting(engine: Engine, limit: int = 1000) -> list[str]:
-    """Waiting intents whose license now has a key (an alias may have arrived late)."""
+    """Waiting intents whose license now has a key (an alias may have arrived late).
+
+    One query joins them to their license: a pile of intents that wait for a key that
+    may never come (a CRM deal lost before it was ever won) costs nothing here and
+    never hides the ready ones behind the limit."""
     with session(engine) as s:
-        waiting = s.execute(
-            select(col(Intent.id), col(Intent.license_ref))
-            .where(col(Intent.status) == Status.WAITING.value)
-            .limit(limit)
-        ).all()
-        ready: list[str] = []
-        for intent_id, ref in waiting:
-            license_ = s.get(License, _resolve_orm(s, ref))
-            if license_ is not None and license_.key is not None:
-                ready.append(intent_id)
+        ref = func.coalesce(col(LicenseAlias.ref), col(Intent.license_ref))
+        ready = list(
+            s.execute(
+                select(col(Intent.id))
+                .outerjoin(LicenseAlias, col(LicenseAlias.alias) == col(Intent.license_ref))
+                .join(License, col(License.ref) == ref)
+                .where(col(Intent.status) == Status.WAITING.value)
+                .where(col(License.key).is_not(None))
+                .order_by(col(Intent.id))
+                .limit(limit)
+            ).scalars()
+        )
         _make_pending(s, ready)
         return ready
 

@@ -1,70 +1,33 @@
-"""Which Cryptolens license template a purchase becomes.
+"""Which Cryptolens license template a key creation becomes: asked of its provider.
 
-In order: Stripe metadata ``cryptolens_template_id`` (session, price or product — the
-planner reads what the payload carries); else the ``[[stripe.price]]`` mapping in the
-TOML file; else, for a checkout whose payload names no price, the session's line items
-fetched from Stripe; else ``default_template_id``.
+The provider is found by the intent's license ref (``bridge.providers.for_ref``); its
+worker hook knows what its purchases name (Stripe: metadata, the price mapping, the
+checkout's line items; a CRM: the deal's pipeline or product). A params ``template_id``
+set by the planner is taken as it is.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from bridge.core.errors import Permanent
-from bridge.core.settings import StripeConfig
-from bridge.stripe.api import checkout_template_hints
+from bridge import providers
+from bridge.core.errors import NoTemplate
+from bridge.core.providers import WorkerContext
 
-
-class NoTemplate(Permanent):
-    """Nothing says which template to use: a configuration problem, not retried."""
-
-
-def template_from_hints(hints: list[Any], config: StripeConfig) -> int | None:
-    """The first line item that names a template by metadata, else by price mapping."""
-    for hint in hints:
-        for value in (
-            getattr(hint, "price_template_id", None),
-            getattr(hint, "product_template_id", None),
-        ):
-            if value is not None:
-                return int(value)
-    for hint in hints:
-        mapping = config.mapping_for(getattr(hint, "price_id", None))
-        if mapping is not None:
-            return mapping.template_id
-    return None
+__all__ = ["NoTemplate", "resolve_template"]
 
 
 async def resolve_template(
-    rt: Any, params: dict[str, Any], *, default: bool = True
+    ctx: WorkerContext, ref: str, params: dict[str, Any], *, default: bool = True
 ) -> tuple[int, str] | None:
-    """The template a purchase names, and what named it: the planner's hint, the price
-    mapping, the checkout's line items from Stripe (with ``STRIPE_API_KEY``), and, with
-    ``default``, ``default_template_id`` (NoTemplate if there is none). Without
-    ``default``, None when nothing names one."""
-    config: StripeConfig = rt.config.stripe
+    """The template, and what named it; None (without ``default``) when nothing names one.
+    NoTemplate when ``default`` is asked for and the provider has none either."""
     if params.get("template_id") is not None:
         return int(params["template_id"]), str(params.get("template_source") or "purchase")
-    mapping = config.mapping_for(params.get("price_id"))
-    if mapping is not None:
-        return mapping.template_id, "mapping"
-    session_id = params.get("checkout_session")
-    api_key = rt.settings.stripe_api_key
-    if session_id and api_key is not None and api_key.get_secret_value():
-        hints = await checkout_template_hints(
-            str(session_id),
-            api_key=api_key.get_secret_value(),
-            api_base=rt.settings.stripe_api_base,
-            http_client=rt.stripe_http,
-        )
-        found = template_from_hints(list(hints), config)
-        if found is not None:
-            return found, "stripe_api"
-    if not default:
-        return None
-    if config.default_template_id is not None:
-        return config.default_template_id, "default"
-    raise NoTemplate(
-        f"no license template for price {params.get('price_id')!r}: set "
-        "cryptolens_template_id metadata, a [[stripe.price]] mapping or default_template_id"
-    )
+    provider = providers.for_ref(ref)
+    hook = provider.worker.template if provider is not None else None
+    if hook is None:
+        if not default:
+            return None
+        raise NoTemplate(f"nothing names a license template for {ref}")
+    return await hook(ctx, params, default)

@@ -20,6 +20,8 @@ FIGURES = {
     "ingest: bare endpoint acks/s",
     "ingest: ratio bridge/bare",
     "ingest: ack latency p99",
+    "ingest: crm endpoint acks/s",
+    "ingest: crm ack latency p99",
     "webhook to key: p50",
     "webhook to key: p99",
     "webhook to key: events with a key",
@@ -68,8 +70,9 @@ class TestBench:
         ingest = report["ingest"]
         assert ingest["bridge"]["ok"] > 0 and ingest["bare"]["ok"] > 0
         assert set(ingest["bridge"]["statuses"]) == {"200"}
+        assert ingest["crm"]["ok"] > 0 and set(ingest["crm"]["statuses"]) == {"200"}
         # Warm-up requests are stored too, so at least every measured one is.
-        assert ingest["events_stored"] >= ingest["bridge"]["ok"]
+        assert ingest["events_stored"] >= ingest["bridge"]["ok"] + ingest["crm"]["ok"]
 
     def test_ingest_takes_turns_and_reports_the_median_ratio(self, report: dict[str, Any]) -> None:
         ingest = report["ingest"]
@@ -83,7 +86,7 @@ class TestBench:
             t["bridge"]["latency_ms"]["p99"] for t in rounds
         )
         # The CPU each server spent per request it answered, warm-up included.
-        for name in ("bare", "bridge"):
+        for name in ("bare", "bridge", "crm"):
             assert all(t[name]["answered"] >= t[name]["ok"] for t in rounds)
             assert ingest[name]["cpu_us_per_request"] > 0
 

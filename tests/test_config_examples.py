@@ -22,6 +22,15 @@ class TestBridgeExample:
         assert [p.template_id for p in stripe.price] == [1, 2]
         assert stripe.grace_for("price_yearly_example") == 14
         assert stripe.grace_for("price_1OPouiJN5vQBdWExAQaqTooZ") == 3
+        assert config.hubspot.stages("won") == {"closedwon"}
+        assert config.hubspot.template_for("default") == (1, "pipeline")
+        assert config.hubspot.lost_policy == "block"
+        assert config.pipedrive.template_for(1) == (2, "pipeline")
+        assert config.pipedrive.template_for(99) == (2, "default")
+        zoho = config.crm["zoho"]
+        assert zoho.template_for(None, "pro") == (3, "product")
+        assert zoho.template_for(7, "pro") == (7, "deal")
+        assert (zoho.template_for(None, "other"), zoho.lost_policy) == ((1, "default"), "none")
 
 
 class TestSandboxExample:

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import random
+from decimal import Decimal
 
 import pytest
 
-from bridge.core.money import THREE_DECIMAL, ZERO_DECIMAL, currency_code, to_cryptolens_value
+from bridge.core.money import (
+    THREE_DECIMAL,
+    ZERO_DECIMAL,
+    currency_code,
+    major_to_cryptolens_value,
+    to_cryptolens_value,
+)
 
 TWO_DECIMAL = ["USD", "EUR", "GBP", "MXN", "CHF", "INR", "BRL", "AUD", "CAD", "SEK"]
 # Stripe's special cases: two-decimal in the API whatever their payout or card rules.
@@ -93,3 +100,27 @@ class TestValidation:
     def test_amount_must_be_an_int(self, amount: object) -> None:
         with pytest.raises(TypeError):
             to_cryptolens_value(amount, "USD")  # type: ignore[arg-type]
+
+
+class TestMajorUnits:
+    @pytest.mark.parametrize(
+        ("amount", "currency", "value"),
+        [
+            ("25.30", "EUR", 2530),
+            ("25.3", "usd", 2530),
+            ("1000", "JPY", 100000),
+            ("5.125", "KWD", 512),  # half a fils: half-even
+            ("5.135", "KWD", 514),
+            ("0", "EUR", 0),
+        ],
+    )
+    def test_the_amount_times_100(self, amount: str, currency: str, value: int) -> None:
+        assert major_to_cryptolens_value(Decimal(amount), currency) == value
+
+    @pytest.mark.parametrize(
+        ("amount", "currency"),
+        [("NaN", "EUR"), ("Infinity", "EUR"), ("1e15", "EUR"), ("1e400", "EUR"), ("1", "€€€")],
+    )
+    def test_not_an_amount_or_a_code(self, amount: str, currency: str) -> None:
+        with pytest.raises(ValueError):
+            major_to_cryptolens_value(Decimal(amount), currency)

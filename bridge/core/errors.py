@@ -6,13 +6,16 @@
     │   ├── Refused              Cryptolens said no (AccessDenied, NotFound, InvalidInput)
     │   ├── PermanentStripeError a bad Stripe key, an unknown session
     │   ├── NoTemplate           nothing names the license template
+    │   ├── PermanentCrmError    a bad CRM token, an unknown deal (HubSpot, Pipedrive)
     │   └── Rejected             a delivery refused at the door (its own tree below)
     │       ├── SignatureError       not proven to come from the provider (401)
     │       └── PayloadError         signed, but not what its type promises (400)
     ├── Retryable            certainly not applied: back off and send again
     │   ├── Transient            connection refused, 503 (RateLimited: 429)
-    │   └── TransientStripeError
+    │   ├── TransientStripeError
+    │   └── TransientCrmError    a CRM API's 429 or 5xx, a refused connection
     └── OutcomeUnknown       maybe applied: read back before anything is sent again
+        └── UnknownCrmError      a CRM call without a complete reply
 
 ``jobs.runner`` decides an intent's fate with one ``isinstance`` against these three;
 the worker's own run stops (needs review, lease lost, busy, not yet) are in
@@ -40,3 +43,7 @@ class Unknown(BridgeError):
 
 class Rejected(Permanent):
     """A delivery refused at the door; nothing of it is stored."""
+
+
+class NoTemplate(Permanent):
+    """Nothing says which template to use: a configuration problem, not retried."""

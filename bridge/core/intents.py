@@ -34,6 +34,14 @@ class Effect(StrEnum):
     #: Link the key to the buyer's Cryptolens customer (found by email, else added), once
     #: the key exists and the buyer is known, whichever came first: params["customer"].
     LINK_CUSTOMER = "link_customer"
+    #: A CRM deal's contact or company changed: ChangeCustomer to the customer found (or
+    #: added) for params["customer"], or for the deal's current contact fetched from the
+    #: CRM (params["deal_id"]). Applied only when newer (``occurred_at``) than the last
+    #: customer decision on the license.
+    SET_CUSTOMER = "set_customer"
+    #: Write the key onto the CRM deal (a property / custom field): a setting, harmless
+    #: twice; the intent's result records it.
+    WRITE_BACK = "write_back"
 
 
 class Status(StrEnum):
@@ -50,7 +58,15 @@ TERMINAL = frozenset({Status.DONE, Status.FAILED, Status.NEEDS_REVIEW})
 
 #: How specific a ``create_key`` template hint is (``params["template_rank"]``): a later
 #: delivery's hint replaces the stored one only when it ranks higher.
-TEMPLATE_RANKS = {"default": 0, "mapping": 1, "product": 2, "price": 3, "purchase": 4}
+TEMPLATE_RANKS = {
+    "default": 0,
+    "mapping": 1,
+    "pipeline": 1,  # a CRM deal's pipeline
+    "product": 2,
+    "price": 3,
+    "purchase": 4,
+    "deal": 4,  # a CRM deal that names its template itself
+}
 
 
 def merge_start(params: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
@@ -89,7 +105,8 @@ class IntentSpec:
     ``id`` is deterministic and unique across providers (it starts with the license ref).
     ``license_ref`` names the license the effect applies to, e.g. ``stripe:sub:sub_123``
     (a subscription) or ``stripe:pi:pi_123`` (a one-off payment). ``params`` is JSON-able.
-    ``occurred_at`` is when the provider says the change happened (unix seconds).
+    ``occurred_at`` is when the provider says the change happened (unix seconds; a CRM
+    deal's intents, unix milliseconds: see ``bridge.crm.deals``).
     """
 
     id: str

@@ -81,6 +81,9 @@ class License(SQLModel, table=True):
     # The block that ended the license (canceled, refund, dispute). Set once, whatever
     # the order of deliveries; no unblock and no later payment-status block touches it.
     ended_by: str | None = Field(default=None, max_length=30)
+    # The newest customer decision applied (a CRM deal's contact or company changed, in
+    # provider time), so that an older change arriving late does not undo it.
+    customer_decided_at: int | None = Field(default=None, sa_type=BigInteger)
 
 
 class StartHint(SQLModel, table=True):

@@ -54,3 +54,19 @@ def to_cryptolens_value(amount_minor: int, currency: str) -> int:
     if code in THREE_DECIMAL:
         return int((Decimal(amount_minor) / 10).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
     return amount_minor
+
+
+# A CRM amount past this (in major units) is not a deal: Value x 100 must stay an integer
+# the databases and Cryptolens take.
+_MAJOR_LIMIT = Decimal(10) ** 15
+
+
+def major_to_cryptolens_value(amount: Decimal, currency: str) -> int:
+    """An amount in major units as a CRM shows it (25.30 USD) as Cryptolens' Value: the
+    amount x 100 whatever the currency (25.30 -> 2530, JPY 1000 -> 100000, the rule
+    RegisterEvent states and :func:`to_cryptolens_value` follows), a third decimal
+    rounded half-to-even like a fils above (KWD 5.125 -> 512)."""
+    currency_code(currency)
+    if not amount.is_finite() or abs(amount) >= _MAJOR_LIMIT:
+        raise ValueError(f"not an amount: {amount}")
+    return int((amount * 100).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))

@@ -8,6 +8,8 @@ process instead of a payment.
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -27,6 +29,16 @@ from bridge.core.errors import Permanent
 
 # Values people paste from examples; a bridge that runs with one of them accepts forgeries.
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "xxx", "whsec_...", "whsec_xxx", "todo"}
+
+
+def _secrets(raw: str, name: str) -> tuple[str, ...]:
+    """Comma-separated secrets; () when unset; ConfigError for a placeholder among them."""
+    if not raw.strip():
+        return ()
+    parts = tuple(p.strip() for p in raw.split(","))
+    if any(p.lower() in _PLACEHOLDERS for p in parts):
+        raise ConfigError(f"{name} holds an empty value or a placeholder")
+    return parts
 
 
 class ConfigError(Permanent):
@@ -72,13 +84,119 @@ class CryptolensConfig(BaseModel):
     sole_key_maker: tuple[int, ...] = ()
 
 
+# What a CRM deal lost (or deleted) after it was won does to its key.
+LostPolicy = Literal["block", "none"]
+# A generic source's name: its URL part, its CRM_SECRET_<NAME>, its license refs' part.
+SOURCE_NAME = r"^[a-z0-9_]{1,16}$"
+
+
+class HubSpotPipeline(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    won_stages: tuple[str, ...] = ("closedwon",)
+    lost_stages: tuple[str, ...] = ("closedlost",)
+    template_id: int | None = Field(default=None, gt=0)
+
+
+class HubSpotConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_template_id: int | None = Field(default=None, gt=0)
+    key_property: str = Field(default="license_key", min_length=1)
+    lost_policy: LostPolicy = "none"
+    pipeline: tuple[HubSpotPipeline, ...] = ()
+
+    def stages(self, kind: Literal["won", "lost"]) -> frozenset[str]:
+        """Every pipeline's won (or lost) stages: HubSpot's stage ids are unique in a
+        portal, and its webhook names the stage, not the pipeline. Without pipelines,
+        the default pipeline's ``closedwon`` / ``closedlost``."""
+        pipelines = self.pipeline or (HubSpotPipeline(id="default"),)
+        if kind == "won":
+            return frozenset(s for p in pipelines for s in p.won_stages)
+        return frozenset(s for p in pipelines for s in p.lost_stages)
+
+    def template_for(self, pipeline: str | None) -> tuple[int, str] | None:
+        for p in self.pipeline:
+            if p.id == pipeline and p.template_id is not None:
+                return p.template_id, "pipeline"
+        if self.default_template_id is not None:
+            return self.default_template_id, "default"
+        return None
+
+
+class PipedrivePipeline(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: int = Field(gt=0)
+    template_id: int | None = Field(default=None, gt=0)
+
+
+class PipedriveConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_template_id: int | None = Field(default=None, gt=0)
+    # The key of the deal custom field the key is written to (a 40-hex hash in Pipedrive);
+    # none: no write-back.
+    key_field: str | None = Field(default=None, min_length=1)
+    lost_policy: LostPolicy = "none"
+    pipeline: tuple[PipedrivePipeline, ...] = ()
+
+    def template_for(self, pipeline: int | None) -> tuple[int, str] | None:
+        for p in self.pipeline:
+            if p.id == pipeline and p.template_id is not None:
+                return p.template_id, "pipeline"
+        if self.default_template_id is not None:
+            return self.default_template_id, "default"
+        return None
+
+
+class ProductMapping(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1)
+    template_id: int = Field(gt=0)
+
+
+class CrmSourceConfig(BaseModel):
+    """One ``[crm.<source>]`` table: a CRM that posts the generic signed contract."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    default_template_id: int | None = Field(default=None, gt=0)
+    lost_policy: LostPolicy = "none"
+    product: tuple[ProductMapping, ...] = ()
+
+    def template_for(self, template_id: int | None, product: str | None) -> tuple[int, str] | None:
+        """``deal.template_id``, else the product table's, else the default."""
+        if template_id is not None:
+            return template_id, "deal"
+        for p in self.product:
+            if p.id == product:
+                return p.template_id, "product"
+        if self.default_template_id is not None:
+            return self.default_template_id, "default"
+        return None
+
+
 class BridgeConfig(BaseModel):
-    """The TOML file: what each Stripe price becomes in Cryptolens."""
+    """The TOML file: what each Stripe price and each CRM deal becomes in Cryptolens."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     stripe: StripeConfig = StripeConfig()
     cryptolens: CryptolensConfig = CryptolensConfig()
+    hubspot: HubSpotConfig = HubSpotConfig()
+    pipedrive: PipedriveConfig = PipedriveConfig()
+    crm: dict[str, CrmSourceConfig] = {}
+
+    @field_validator("crm")
+    @classmethod
+    def _source_names(cls, value: dict[str, CrmSourceConfig]) -> dict[str, CrmSourceConfig]:
+        for name in value:
+            if not re.fullmatch(SOURCE_NAME, name):
+                raise ValueError(f"[crm.{name}]: a source name is 1-16 of a-z, 0-9 and _")
+        return value
 
     @classmethod
     def load(cls, path: Path | None) -> BridgeConfig:
@@ -162,6 +280,28 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="INFO", alias="BRIDGE_LOG_LEVEL")
 
+    # Where the bridge is reached from outside (https://bridge.example.com), when a TLS
+    # proxy is in front: HubSpot signs the URL it called, rebuilt from this. Else, with
+    # BRIDGE_TRUST_FORWARDED, from X-Forwarded-Proto/Host (only behind a proxy that sets
+    # them); else from the request as it arrived.
+    public_url: str | None = Field(default=None, alias="BRIDGE_PUBLIC_URL")
+    trust_forwarded: bool = Field(default=False, alias="BRIDGE_TRUST_FORWARDED")
+
+    # HubSpot: the app's client secret (several, comma-separated, during a rotation), the
+    # private app's token for the CRM API, and the API root (without /crm/v3).
+    hubspot_client_secret: SecretStr = Field(default=SecretStr(""), alias="HUBSPOT_CLIENT_SECRET")
+    hubspot_token: SecretStr = Field(default=SecretStr(""), alias="HUBSPOT_TOKEN")
+    hubspot_api_url: str = Field(default="https://api.hubapi.com", alias="HUBSPOT_API_URL")
+    # Pipedrive: the webhook's HTTP Basic credentials, the API token and root (no /api/v2).
+    pipedrive_webhook_user: SecretStr = Field(default=SecretStr(""), alias="PIPEDRIVE_WEBHOOK_USER")
+    pipedrive_webhook_password: SecretStr = Field(
+        default=SecretStr(""), alias="PIPEDRIVE_WEBHOOK_PASSWORD"
+    )
+    pipedrive_api_token: SecretStr = Field(default=SecretStr(""), alias="PIPEDRIVE_API_TOKEN")
+    pipedrive_api_url: str = Field(default="https://api.pipedrive.com", alias="PIPEDRIVE_API_URL")
+    # CRM API calls (HubSpot, Pipedrive): one client per worker, these bounds per call.
+    crm_timeout: float = Field(default=10.0, gt=0, alias="CRM_TIMEOUT")
+
     @property
     def call_bound_seconds(self) -> float:
         """The longest one Cryptolens call may take: connect, then the reply (+1 s to write)."""
@@ -198,6 +338,31 @@ class Settings(BaseSettings):
                 "secret (whsec_...), several separated by commas during a rotation"
             )
         return parts
+
+    def hubspot_secrets(self) -> tuple[str, ...]:
+        """HubSpot's client secrets (several during a rotation); none: no endpoint."""
+        return _secrets(self.hubspot_client_secret.get_secret_value(), "HUBSPOT_CLIENT_SECRET")
+
+    def pipedrive_credentials(self) -> tuple[str, str] | None:
+        """The Basic auth user and password Pipedrive sends; None: no endpoint."""
+        user = self.pipedrive_webhook_user.get_secret_value().strip()
+        password = self.pipedrive_webhook_password.get_secret_value().strip()
+        if not user and not password:
+            return None
+        if user.lower() in _PLACEHOLDERS or password.lower() in _PLACEHOLDERS:
+            raise ConfigError(
+                "PIPEDRIVE_WEBHOOK_USER and PIPEDRIVE_WEBHOOK_PASSWORD must both be set, "
+                "to values that are not placeholders"
+            )
+        return user, password
+
+    @staticmethod
+    def crm_secrets(source: str) -> tuple[str, ...]:
+        """The signing secrets of generic source ``source`` from ``CRM_SECRET_<SOURCE>``
+        (read from the process environment: the names depend on the sources); none: the
+        source's endpoint answers 404."""
+        name = f"CRM_SECRET_{source.upper()}"
+        return _secrets(os.environ.get(name, ""), name)
 
     def token(self) -> str:
         token = self.cryptolens_token.get_secret_value().strip()

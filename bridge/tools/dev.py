@@ -43,7 +43,22 @@ from bridge.tools.procs import REDIS_HINT, free_port, redis_server_binary
 from bridge.tools.send import fresh_id, load_event, post, shift_to
 
 DEMO_SAMPLE = "checkout.session.completed.payment"
-DEV_CONFIG = "[stripe]\ndefault_template_id = 1\n"
+DEV_CONFIG = """[stripe]
+default_template_id = 1
+
+[hubspot]
+default_template_id = 1
+lost_policy = "block"
+
+[pipedrive]
+default_template_id = 1
+key_field = "license_key"
+lost_policy = "block"
+
+[crm.demo]
+default_template_id = 1
+lost_policy = "block"
+"""
 _STARTUP_TIMEOUT = 30.0
 # Longer than the worker's default BRIDGE_WORKER_SHUTDOWN_WAIT, so that it finishes or
 # cancels its own jobs before it is killed.
@@ -122,7 +137,7 @@ class _Stack:
 
     def stop(self) -> None:
         by_name = {c.name: c for c in self.children}
-        for group in (["web", "worker"], ["sandbox"], ["redis"]):
+        for group in (["web", "worker"], ["sandbox", "crm"], ["redis"]):
             running = [by_name[n] for n in group if n in by_name]
             for child in running:
                 if child.proc.poll() is None:
@@ -202,9 +217,44 @@ class _Plan:
     sandbox_root: str | None  # None: CRYPTOLENS_API_URL names a service we don't run
     sandbox_db: Path | None  # kept beside bridge-dev.db, so both remember the same keys
     generated_secret: str | None  # None: the user's STRIPE_WEBHOOK_SECRET, not printed
+    crm_root: str | None = None  # the HubSpot/Pipedrive stand-in, when no API URL is given
+    # CRM endpoints' secrets generated for this run (printed); the user's are not.
+    crm_secrets: dict[str, str] | None = None
 
 
-def _plan(settings: Settings, *, demo: bool, sandbox_port: int, config_dir: Path) -> _Plan:
+def _plan_crms(
+    settings: Settings, env: dict[str, str], notes: list[str], crm_port: int, made: dict[str, str]
+) -> str | None:
+    """CRM endpoints on, with secrets generated for this run where none is given (they
+    are printed: dev-only values), and the APIs of a local stand-in unless given."""
+    given = settings.model_fields_set
+    generated = {
+        "hubspot_client_secret": ("HUBSPOT_CLIENT_SECRET", f"hubspot-dev-{secrets.token_hex(12)}"),
+        "pipedrive_webhook_user": ("PIPEDRIVE_WEBHOOK_USER", "bridge-dev"),
+        "pipedrive_webhook_password": (
+            "PIPEDRIVE_WEBHOOK_PASSWORD",
+            f"pipedrive-dev-{secrets.token_hex(12)}",
+        ),
+    }
+    for field_name, (name, value) in generated.items():
+        if field_name not in given:
+            env[name] = made[name] = value
+    if not os.environ.get("CRM_SECRET_DEMO"):
+        env["CRM_SECRET_DEMO"] = made["CRM_SECRET_DEMO"] = f"crm-dev-{secrets.token_hex(12)}"
+    if {"hubspot_api_url", "pipedrive_api_url"} & given:
+        notes.append("crm APIs: HUBSPOT_API_URL / PIPEDRIVE_API_URL as given")
+        return None
+    root = f"http://127.0.0.1:{crm_port}"
+    env["HUBSPOT_API_URL"] = env["PIPEDRIVE_API_URL"] = root
+    env.setdefault("HUBSPOT_TOKEN", "dev-standin")
+    env.setdefault("PIPEDRIVE_API_TOKEN", "dev-standin")
+    notes.append(f"crm APIs: the HubSpot/Pipedrive stand-in at {root} (writes: /standin/state)")
+    return root
+
+
+def _plan(
+    settings: Settings, *, demo: bool, sandbox_port: int, config_dir: Path, crm_port: int = 8791
+) -> _Plan:
     given = settings.model_fields_set
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     notes: list[str] = []
@@ -258,7 +308,10 @@ def _plan(settings: Settings, *, demo: bool, sandbox_port: int, config_dir: Path
         generated = f"whsec_dev_{secrets.token_hex(16)}"
         env["STRIPE_WEBHOOK_SECRET"] = generated
         notes.append(f"webhook secret: {generated} (generated for this run)")
-    return _Plan(env, notes, sandbox_root, sandbox_db, generated)
+    made: dict[str, str] = {}
+    crm_root = None if demo else _plan_crms(settings, env, notes, crm_port, made)
+    crm_secrets = None if demo else made
+    return _Plan(env, notes, sandbox_root, sandbox_db, generated, crm_root, crm_secrets)
 
 
 def _refuse(check: Callable[[], object]) -> None:
@@ -341,6 +394,13 @@ def _signals() -> Iterator[None]:
 @click.option("--port", default=8000, show_default=True, type=int, help="The bridge's port.")
 @click.option("--sandbox-port", default=8790, show_default=True, type=int)
 @click.option(
+    "--crm-port",
+    default=8791,
+    show_default=True,
+    type=int,
+    help="The HubSpot/Pipedrive stand-in's port.",
+)
+@click.option(
     "--demo",
     is_flag=True,
     help="Post a sample purchase, wait for its key in the sandbox, print it and stop.",
@@ -352,7 +412,7 @@ def _signals() -> Iterator[None]:
     type=click.FloatRange(min=1),
     help="Seconds --demo waits for the key.",
 )
-def command(port: int, sandbox_port: int, demo: bool, timeout: float) -> None:
+def command(port: int, sandbox_port: int, crm_port: int, demo: bool, timeout: float) -> None:
     """Web + worker + sandbox on 127.0.0.1, on local defaults (Ctrl-C stops all)."""
     output = _Output()
     settings = _settings()
@@ -360,11 +420,17 @@ def command(port: int, sandbox_port: int, demo: bool, timeout: float) -> None:
     with tempfile.TemporaryDirectory(prefix="bridge-dev-") as config_dir, _signals():
         try:
             plan = _plan(
-                settings, demo=demo, sandbox_port=sandbox_port, config_dir=Path(config_dir)
+                settings,
+                demo=demo,
+                sandbox_port=sandbox_port,
+                config_dir=Path(config_dir),
+                crm_port=crm_port,
             )
             _require_free(port, "--port")
             if plan.sandbox_root is not None:
                 _require_free(sandbox_port, "--sandbox-port")
+            if plan.crm_root is not None:
+                _require_free(crm_port, "--crm-port")
             try:
                 BridgeConfig.load(Path(plan.env["BRIDGE_CONFIG"]))
             except ConfigError as exc:
@@ -383,6 +449,9 @@ def command(port: int, sandbox_port: int, demo: bool, timeout: float) -> None:
                 if plan.sandbox_db is not None:
                     sandbox += ["--db", str(plan.sandbox_db)]
                 stack.start("sandbox", sandbox, plan.env)
+            if plan.crm_root is not None:
+                standin = [sys.executable, "-m", "bridge.tools.crm_standin"]
+                stack.start("crm", [*standin, "--port", str(crm_port)], plan.env)
             stack.start(
                 "web", [*bridge, "serve", "--host", "127.0.0.1", "--port", str(port)], plan.env
             )
@@ -393,6 +462,9 @@ def command(port: int, sandbox_port: int, demo: bool, timeout: float) -> None:
             if plan.sandbox_root is not None:
                 root = plan.sandbox_root
                 _wait_until(lambda: _get_ok(f"{root}/sandbox/state"), stack, "the sandbox")
+            if plan.crm_root is not None:
+                crm = plan.crm_root
+                _wait_until(lambda: _get_ok(f"{crm}/standin/state"), stack, "the CRM stand-in")
             output.say(_banner(plan, web, redis_url))
 
             if demo:
@@ -426,9 +498,27 @@ def _banner(plan: _Plan, web: str, redis_url: str) -> str:
         "  try:",
         f"    cryptolens-bridge send stripe {DEMO_SAMPLE} --url {web}/webhooks/stripe \\",
         f"      --secret {secret}",
-        "  Ctrl-C stops everything.",
-        "",
     ]
+    if plan.crm_secrets is not None:
+        made = plan.crm_secrets
+
+        def value(name: str) -> str:
+            return made.get(name, f'"${name}"')
+
+        lines += [
+            f"  CRM webhooks: {web}/webhooks/hubspot, {web}/webhooks/pipedrive,"
+            f" {web}/webhooks/crm/demo",
+            f"    HUBSPOT_CLIENT_SECRET={value('HUBSPOT_CLIENT_SECRET')} \\",
+            "      cryptolens-bridge send hubspot deal.propertyChange.dealstage_closedwon"
+            f" --url {web}/webhooks/hubspot",
+            f"    PIPEDRIVE_WEBHOOK_USER={value('PIPEDRIVE_WEBHOOK_USER')}"
+            f" PIPEDRIVE_WEBHOOK_PASSWORD={value('PIPEDRIVE_WEBHOOK_PASSWORD')} \\",
+            "      cryptolens-bridge send pipedrive deal.change.won.v2"
+            f" --url {web}/webhooks/pipedrive",
+            f"    CRM_SECRET_DEMO={value('CRM_SECRET_DEMO')} cryptolens-bridge send crm deal.won"
+            f" --url {web}/webhooks/crm/demo",
+        ]
+    lines += ["  Ctrl-C stops everything.", ""]
     return "\n".join(lines)
 
 

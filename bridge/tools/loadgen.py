@@ -20,6 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -118,6 +119,37 @@ class Requests:
         return (
             f"{self.head}Content-Type: application/json\r\n"
             f"Stripe-Signature: {sign(body, self.secret, now)}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+
+def deal_event(run: str, n: int, now: int) -> dict[str, Any]:
+    """A won deal of the generic CRM contract (``docs/crm-contract.md``), one per ``n``."""
+    return {
+        "id": f"evt_{run}_{n}",
+        "occurred_at": datetime.fromtimestamp(now, UTC).isoformat(),
+        "type": "deal.won",
+        "deal": {"id": f"{run}-{n}", "amount": "25.30", "currency": "EUR"},
+        "customer": {"email": f"buyer-{run}-{n}@example.com", "name": "Bench Buyer"},
+    }
+
+
+CRM_SOURCE = "bench"
+
+
+class CrmRequests(Requests):
+    """Signed contract deliveries to ``POST /webhooks/crm/bench`` (X-Bridge-Signature)."""
+
+    def __init__(self, host: str, port: int, run: str, secret: str) -> None:
+        super().__init__(host, port, run, secret)
+        self.head = f"POST /webhooks/crm/{CRM_SOURCE} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+
+    def __call__(self, n: int) -> bytes:
+        now = int(time.time())
+        body = json.dumps(deal_event(self.run, n, now), separators=(",", ":")).encode()
+        return (
+            f"{self.head}Content-Type: application/json\r\n"
+            f"X-Bridge-Signature: {sign(body, self.secret, now)}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n"
         ).encode() + body
 
@@ -317,6 +349,7 @@ def main(argv: list[str] | None = None) -> None:
         client.add_argument("--port", type=int, required=True)
         client.add_argument("--run", required=True, help="id prefix, unique per run")
         client.add_argument("--seconds", type=float, required=True)
+        client.add_argument("--kind", choices=["stripe", "crm"], default="stripe")
     sub.choices["closed"].add_argument("--concurrency", type=int, required=True)
     sub.choices["closed"].add_argument("--warmup", type=float, default=1.0)
     sub.choices["open"].add_argument("--rate", type=float, required=True)
@@ -328,7 +361,8 @@ def main(argv: list[str] | None = None) -> None:
 
         run(bare_app(), host, args.port)
         return
-    make = Requests(host, args.port, args.run, os.environ[SECRET_ENV])
+    kind = CrmRequests if args.kind == "crm" else Requests
+    make = kind(host, args.port, args.run, os.environ[SECRET_ENV])
     if args.mode == "closed":
         result = _run(
             closed_loop(

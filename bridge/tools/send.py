@@ -1,4 +1,5 @@
-"""``cryptolens-bridge send stripe <fixture>``: sign a Stripe event and post it to the bridge.
+"""``cryptolens-bridge send stripe <fixture>``: sign a Stripe event and post it to the bridge
+(``send hubspot|pipedrive|crm``: ``bridge.tools.send_crm``).
 
 The bundled samples (``bridge/stripe/samples/*.json``) are copies of the vendor fixtures in
 ``tests/fixtures/stripe``: Stripe's own published objects in 2024-06-20 event envelopes.
@@ -20,6 +21,7 @@ import click
 import httpx
 
 from bridge.stripe.signature import sign
+from bridge.tools import send_crm
 
 SAMPLES = Path(__file__).parent.parent / "stripe" / "samples"
 DEFAULT_URL = "http://127.0.0.1:8000/webhooks/stripe"
@@ -161,3 +163,7 @@ def stripe_command(
             failed += not response.is_success
     if failed:
         raise SystemExit(1)
+
+
+for _crm in (send_crm.hubspot_command, send_crm.pipedrive_command, send_crm.crm_command):
+    command.add_command(_crm)

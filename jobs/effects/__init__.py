@@ -36,6 +36,12 @@ every run (each with a test in tests/test_effects_races.py):
 - RECORD_USAGE cannot be read back: an unknown outcome goes to a person.
 - LINK_CUSTOMER links the key to the buyer found by email (added if none), once both the
   key and the buyer are known, whichever start event named the buyer.
+- SET_CUSTOMER (a CRM deal's contact or company changed) applies only when newer than the
+  license's last customer decision (``customer_decided_at``, written with the run's
+  outcome in the run's transaction), and sends ChangeCustomer only when the customer
+  found differs from the one linked: two changes on one key run one after the other
+  (a), the older of them is superseded whichever ran first, and ChangeCustomer is a
+  setting repeated freely. WRITE_BACK sets a CRM deal property: a setting too.
 - CREATE_KEY merges what every start event of the purchase said (``start_hint``) and, for
   a subscription that nothing names a template for yet, waits ``BRIDGE_START_WAIT_SECONDS``
   for the other start events before the default template. Creations are serialized per
@@ -55,19 +61,26 @@ from typing import Any
 from bridge.core.intents import Effect
 from jobs.effects.analytics import register_event
 from jobs.effects.blocks import set_block
-from jobs.effects.customers import link_customer
+from jobs.effects.customers import link_customer, set_customer
+from jobs.effects.deals import enrich
 from jobs.effects.expiry import extend
 from jobs.effects.keys import create_key
 from jobs.effects.run import Run
 from jobs.effects.usage import record_usage
+from jobs.effects.writeback import write_back
 from jobs.errors import NeedsReview
 
 __all__ = ["Run", "apply"]
+
+# Effects that may need what a CRM webhook only names by id (jobs.effects.deals).
+_ENRICHED = frozenset({Effect.CREATE_KEY, Effect.REGISTER_EVENT, Effect.SET_CUSTOMER})
 
 
 async def apply(run: Run) -> dict[str, Any]:
     """Run one claimed intent (its license lease is held); returns the intent's result."""
     intent = run.intent
+    if intent.effect in _ENRICHED and "deal_id" in intent.params:
+        await enrich(run)  # a CRM deal's buyer, pipeline and amount, fetched
     if intent.effect is Effect.CREATE_KEY:
         return await create_key(run)
     license_ = intent.license
@@ -83,4 +96,8 @@ async def apply(run: Run) -> dict[str, Any]:
         return await record_usage(run, license_)
     if intent.effect is Effect.LINK_CUSTOMER:
         return await link_customer(run, license_)
+    if intent.effect is Effect.SET_CUSTOMER:
+        return await set_customer(run, license_)
+    if intent.effect is Effect.WRITE_BACK:
+        return await write_back(run, license_)
     raise NeedsReview(f"unknown effect {intent.effect}")

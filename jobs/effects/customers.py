@@ -17,9 +17,34 @@ async def link_customer(run: Run, license_: store.LicenseView) -> dict[str, Any]
     email = buyer.get("email")
     if not email:
         return {"customer_id": None, "no_buyer": True}
-    customer_id = await find_or_add_customer(run, str(email), buyer.get("name"))
+    customer_id = await find_or_add_customer(
+        run, str(email), buyer.get("name"), buyer.get("company")
+    )
     await change_customer(run, license_.product_id, license_.key, customer_id)
     return {"customer_id": customer_id}
+
+
+async def set_customer(run: Run, license_: store.LicenseView) -> dict[str, Any]:
+    """A CRM deal's contact or company changed: the key follows, unless a newer change
+    was applied already (``customer_decided_at``). One ChangeCustomer per change that
+    names another customer; none when the customer is the one linked already."""
+    assert license_.product_id is not None and license_.key is not None
+    intent = run.intent
+    decided = license_.customer_decided_at
+    if decided is not None and intent.occurred_at < decided:
+        return {"superseded_by": decided}
+    buyer = intent.params.get("customer") or {}
+    email = buyer.get("email")
+    if not email:
+        return {"customer_id": license_.customer_id, "no_buyer": True}
+    customer_id = await find_or_add_customer(
+        run, str(email), buyer.get("name"), buyer.get("company")
+    )
+    changed = customer_id != license_.customer_id
+    if changed:
+        await change_customer(run, license_.product_id, license_.key, customer_id)
+    run.outcome.license["customer_decided_at"] = intent.occurred_at
+    return {"customer_id": customer_id, "changed": changed}
 
 
 async def change_customer(run: Run, product_id: int, key: str, customer_id: int) -> None:
@@ -31,7 +56,9 @@ async def change_customer(run: Run, product_id: int, key: str, customer_id: int)
     run.outcome.license["customer_id"] = customer_id
 
 
-async def find_or_add_customer(run: Run, email: str, name: str | None) -> int:
+async def find_or_add_customer(
+    run: Run, email: str, name: str | None, company: str | None = None
+) -> int:
     """The Cryptolens customer with this email, added if there is none.
 
     AddCustomer needs no attempt row: searching by email first is its read-back, so a
@@ -46,7 +73,9 @@ async def find_or_add_customer(run: Run, email: str, name: str | None) -> int:
         added = await run.send(
             "customer/AddCustomer",
             lambda: rt.client.add_customer(
-                name=(name or email)[:100], email=email[:100], company_name=(name or "")[:100]
+                name=(name or email)[:100],
+                email=email[:100],
+                company_name=(company or name or "")[:100],
             ),
         )
         return added.customer_id

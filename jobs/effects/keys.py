@@ -41,7 +41,9 @@ async def create_key(run: Run) -> dict[str, Any]:
     if license_ is not None and license_.key and license_.product_id is not None:
         product_id, key = license_.product_id, license_.key
         if email and customer_id is None:
-            customer_id = await find_or_add_customer(run, str(email), buyer.get("name"))
+            customer_id = await find_or_add_customer(
+                run, str(email), buyer.get("name"), buyer.get("company")
+            )
     else:
         template_id, source = await _choose_template(run)
         template = await rt.templates.get(template_id)
@@ -50,7 +52,7 @@ async def create_key(run: Run) -> dict[str, Any]:
         if email and customer_id is None:
             (key, fresh), customer_id = await together(
                 _create_or_recover(run, product_id, template_id),
-                find_or_add_customer(run, str(email), buyer.get("name")),
+                find_or_add_customer(run, str(email), buyer.get("name"), buyer.get("company")),
             )
         else:
             key, fresh = await _create_or_recover(run, product_id, template_id)
@@ -67,6 +69,9 @@ async def create_key(run: Run) -> dict[str, Any]:
             _tag(run, product_id, key, fresh_notes),
             change_customer(run, product_id, key, customer_id),
         )
+        if intent.params.get("start") == "deal":
+            # The deal's buyer at its win: a later contact change (set_customer) is newer.
+            run.outcome.license["customer_decided_at"] = intent.occurred_at
     else:
         await _tag(run, product_id, key, fresh_notes)
 
@@ -89,7 +94,7 @@ async def _choose_template(run: Run) -> tuple[int, str]:
     params = intent.params
     if params.get("template_id") is not None:
         return int(params["template_id"]), str(params.get("template_source") or "purchase")
-    named = await resolve_template(rt, params, default=False)
+    named = await resolve_template(rt, intent.ref, params, default=False)
     if named is not None:
         return named
     if params.get("start") == "subscription":
@@ -97,7 +102,7 @@ async def _choose_template(run: Run) -> tuple[int, str]:
         left = rt.settings.start_wait_seconds - waited
         if left > 0:
             raise NotYet("waiting for the subscription's other start events", left)
-    fallback = await resolve_template(rt, params, default=True)
+    fallback = await resolve_template(rt, intent.ref, params, default=True)
     assert fallback is not None  # resolve_template raises NoTemplate otherwise
     log.warning(
         "no template named for this purchase: the default template is used",

@@ -1,0 +1,92 @@
+"""How a provider plugs in: its endpoints for the web app, its hooks for the worker.
+
+A provider (Stripe, HubSpot, Pipedrive, the generic CRM contract) is one :class:`Provider`
+value, listed in ``bridge.providers``. The web app mounts every provider's routes through
+Starlette's own router and middleware; the worker reaches a provider only through its
+:class:`WorkerHooks`, looked up by the first part of an intent's license ref
+(``hubspot:deal:42`` -> ``hubspot``), never by importing the provider's modules.
+
+The planner's intents carry what a delivery said; the hooks add what the worker must ask
+the provider for: a template the payload did not name (Stripe's checkout line items), a
+deal's current contact, company and amount (a CRM webhook carries ids only), and the
+write-back of a new key onto the deal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Protocol
+
+from starlette.routing import BaseRoute
+
+from bridge.core.settings import BridgeConfig, Settings
+
+
+class WorkerContext(Protocol):
+    """What a hook may use of the worker (``jobs.runtime.Runtime`` is one)."""
+
+    settings: Settings
+    config: BridgeConfig
+
+    def provider_client(self, provider: str) -> Any:
+        """The provider's client, made once per worker process by :attr:`WorkerHooks.open`."""
+
+
+@dataclass(frozen=True)
+class Buyer:
+    """Who a key belongs to: a Cryptolens customer is found by ``email`` or created."""
+
+    email: str | None
+    name: str | None = None
+    company: str | None = None
+
+    def params(self) -> dict[str, str | None]:
+        return {"email": self.email, "name": self.name, "company": self.company}
+
+
+@dataclass(frozen=True)
+class Deal:
+    """A CRM deal as the worker fetched it: what the webhook only named by id."""
+
+    id: str
+    pipeline: str | None
+    amount: Decimal | None
+    currency: str | None
+    buyer: Buyer | None
+
+
+TemplateHook = Callable[[WorkerContext, dict[str, Any], bool], Awaitable[tuple[int, str] | None]]
+DealHook = Callable[[WorkerContext, str], Awaitable[Deal]]
+WriteBackHook = Callable[[WorkerContext, str, str], Awaitable[dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class WorkerHooks:
+    """What a provider offers the worker; each hook is optional.
+
+    ``template(ctx, params, default)``: the template a key creation's params lead to, and
+    what named it; None when nothing does (with ``default`` the source's default, or
+    ``NoTemplate``). ``deal(ctx, deal_id)``: the deal's current facts. ``write_back(ctx,
+    deal_id, key)``: the key written onto the deal (a setting: harmless twice).
+    ``open(settings)`` makes the provider's client once per worker; ``close`` ends it.
+    Hooks raise the error root's kinds (``bridge.core.errors``): permanent, retryable,
+    or outcome unknown.
+    """
+
+    template: TemplateHook | None = None
+    deal: DealHook | None = None
+    write_back: WriteBackHook | None = None
+    open: Callable[[Settings], Any] | None = None
+    close: Callable[[Any], Awaitable[None]] | None = None
+
+
+@dataclass(frozen=True)
+class Provider:
+    """``name`` prefixes the provider's license refs and names its stored deliveries;
+    ``routes(settings)`` are its endpoints (none when it is not configured)."""
+
+    name: str
+    routes: Callable[[Settings], Sequence[BaseRoute]]
+    worker: WorkerHooks = WorkerHooks()

@@ -1,0 +1,104 @@
+"""What every CRM endpoint does around its own checks: read the body within the limit,
+parse it as UTF-8 JSON, store the verified deliveries, answer.
+
+Every CRM endpoint is a Starlette endpoint behind the app's router and middleware. A
+refusal is a :class:`Refused` (4xx, nothing stored); storing goes through the app's
+batcher, so a delivery and its intents are one transaction, like Stripe's; a database
+that cannot take the write answers 503 and the CRM delivers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from bridge.core import inbox, metrics
+from bridge.core.inbox import Delivery, Recorded
+from bridge.core.state import AppState
+
+
+class Refused(Exception):
+    """A request answered with an error before anything is stored."""
+
+    def __init__(self, status: int, error: str, detail: str = "") -> None:
+        super().__init__(detail)
+        self.status, self.error, self.detail = status, error, detail
+
+
+def state_of(request: Request) -> AppState:
+    state: AppState = request.state.bridge
+    return state
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise Refused(413, "too_large", f"body over {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Refused(413, "too_large", f"body over {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise Refused(400, "client_gone") from None
+    return b"".join(chunks)
+
+
+def parse_json(body: bytes) -> Any:
+    """The body's JSON value, numbers with a fraction as :class:`Decimal` (an amount of
+    25.30 stays 25.30); UTF-8 only, no byte order mark."""
+    if body.startswith(b"\xef\xbb\xbf") or b"\x00" in body:
+        raise Refused(400, "bad_encoding", "send UTF-8 JSON without a byte order mark")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Refused(400, "bad_encoding", f"not valid UTF-8 (byte {exc.start})") from None
+    try:
+        return json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise Refused(400, "bad_json", f"the body is not JSON: {exc}") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def refuse(provider: str, refused: Refused) -> Response:
+    metrics.WEBHOOKS.labels(provider=provider, outcome=refused.error).inc()
+    return JSONResponse({"error": refused.error, "detail": refused.detail}, refused.status)
+
+
+def stored_json(value: Any) -> str:
+    """A payload (or one event of a batch) as stored: compact JSON, secrets redacted."""
+    return json.dumps(inbox.redact(value), separators=(",", ":"), default=str)
+
+
+async def record(
+    provider: str, state: AppState, deliveries: Sequence[Delivery]
+) -> list[Recorded] | Response:
+    """Store ``deliveries`` (one transaction when they arrive together); the records, or
+    the 503 to answer when the database cannot take them."""
+    try:
+        recorded = await asyncio.gather(*(state.batcher.record(d) for d in deliveries))
+    except SQLAlchemyError:  # logged by the batcher; stored ones are duplicates next time
+        return refuse(provider, Refused(503, "database_unavailable", "try again later"))
+    for delivery, outcome in zip(deliveries, recorded, strict=True):
+        label = (
+            "duplicate"
+            if outcome.duplicate
+            else "ignored"
+            if delivery.plan.ignored or not delivery.plan.intents
+            else "recorded"
+        )
+        metrics.WEBHOOKS.labels(provider=provider, outcome=label).inc()
+    return list(recorded)

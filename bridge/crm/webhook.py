@@ -1,0 +1,101 @@
+"""``POST /webhooks/crm/{source}``: the generic signed contract. Verify, record, answer.
+
+    404  no CRM_SECRET_<SOURCE> is set: the source does not exist    nothing stored
+    413  body over the limit                                          nothing stored
+    400  missing or garbled X-Bridge-Signature, a body that is not
+         UTF-8 JSON or not a deal event of the contract               nothing stored
+    401  no signature matches, or its time is out of tolerance       nothing stored
+    503  the database cannot take the write                           send it again
+    200  recorded (or a duplicate of an id already stored)
+
+``X-Bridge-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`` is Stripe's
+scheme, so the same code checks it and existing tooling can sign it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bridge.core.inbox import Delivery
+from bridge.core.logs import get_logger
+from bridge.core.settings import SOURCE_NAME, ConfigError, CrmSourceConfig, Settings
+from bridge.crm import contract, deals
+from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
+from bridge.stripe.signature import InvalidSignature, MalformedHeader, verify
+
+log = get_logger(__name__)
+
+HEADER = "x-bridge-signature"
+
+
+def _secrets(source: str) -> tuple[str, ...]:
+    if not re.fullmatch(SOURCE_NAME, source):
+        return ()
+    try:
+        return Settings.crm_secrets(source)
+    except ConfigError as exc:
+        # A placeholder is no secret: the source stays closed, and the operator is told.
+        log.error("CRM source refused: its secret is a placeholder", source=source, error=str(exc))
+        return ()
+
+
+async def endpoint(request: Request) -> Response:
+    source = str(request.path_params["source"])
+    # Counted as "crm" until the source is known: a metric label per made-up name would
+    # let anyone grow the metrics without end.
+    provider = "crm"
+    state = state_of(request)
+    try:
+        secrets = _secrets(source)
+        if not secrets:
+            # No secret, no source: unsigned data is never taken.
+            raise Refused(404, "no_such_source", f"no CRM source {source!r} is configured")
+        provider = f"crm:{source}"
+        body = await read_body(request, state.settings.max_body_bytes)
+        try:
+            verify(
+                body,
+                request.headers.get(HEADER),
+                secrets,
+                tolerance=state.settings.signature_tolerance,
+                now=state.clock(),
+            )
+        except MalformedHeader as exc:
+            raise Refused(
+                400,
+                "bad_signature_header",
+                str(exc).replace("Stripe-Signature", "X-Bridge-Signature"),
+            ) from None
+        except InvalidSignature as exc:
+            raise Refused(401, "bad_signature", str(exc)) from None
+        parsed = parse_json(body)
+        config = state.config.crm.get(source, CrmSourceConfig())
+        try:
+            event_id, type_, event = contract.read(parsed, source, config)
+        except contract.ContractError as exc:
+            raise Refused(400, "bad_payload", str(exc)) from None
+    except Refused as refused:
+        return refuse(provider, refused)
+    delivery = Delivery(
+        provider=provider,
+        external_id=event_id,
+        event_type=type_,
+        api_version="crm-contract-1",
+        livemode=True,
+        payload=stored_json(parsed),
+        plan=deals.plan(event),
+    )
+    stored = await record(provider, state, [delivery])
+    if isinstance(stored, Response):
+        return stored
+    [recorded] = stored
+    return JSONResponse(
+        {
+            "received": True,
+            "duplicate": recorded.duplicate,
+            "intents": len(recorded.new_intents) + len(recorded.parked),
+        }
+    )

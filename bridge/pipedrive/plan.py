@@ -1,0 +1,95 @@
+"""Pipedrive deliveries as deal events (``bridge.crm.deals``), then intents.
+
+    deal change, status becomes won (or a deal created won)   won
+    deal change, status becomes lost                          lost
+    deal delete                                               deleted
+    deal change of person_id or org_id                        customer_changed
+    anything else                                             stored, ignored
+
+The pipeline (``data.pipeline_id``) names the template, the deal's value and currency
+are the ``deal_won`` amount; the person and organization are fetched by the worker.
+A delivery the bridge does not understand is still stored (ignored, with the reason):
+Pipedrive disables a webhook that keeps failing, and a retry could not mend it.
+"""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from bridge.core.intents import Plan
+from bridge.core.money import major_to_cryptolens_value
+from bridge.core.settings import PipedriveConfig
+from bridge.crm.deals import DealEvent, Kind
+from bridge.crm.deals import plan as plan_deal
+from bridge.pipedrive.payload import Delivery
+
+SOURCE = "pipedrive"
+_DEAL_ID = re.compile(r"[0-9]{1,18}")
+
+
+def _amount(data: dict[str, Any]) -> tuple[Decimal | None, str | None]:
+    value, currency = data.get("value"), data.get("currency")
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+        return None, None
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return None, None
+    try:
+        major_to_cryptolens_value(amount, str(currency))  # a usable amount and code
+    except ValueError:
+        return None, None
+    return amount, str(currency).upper()
+
+
+def _kinds(delivery: Delivery) -> list[Kind]:
+    if delivery.action == "delete":
+        return [Kind.DELETED]
+    data, previous = delivery.data or {}, delivery.previous or {}
+    status = data.get("status")
+    kinds: list[Kind] = []
+    became = delivery.action == "create" or (
+        "status" in previous and previous.get("status") != status
+    )
+    if became and status == "won":
+        kinds.append(Kind.WON)
+    elif became and status == "lost":
+        kinds.append(Kind.LOST)
+    if delivery.action == "change" and ("person_id" in previous or "org_id" in previous):
+        kinds.append(Kind.CUSTOMER_CHANGED)
+    return kinds
+
+
+def plan(delivery: Delivery, config: PipedriveConfig) -> Plan:
+    if delivery.entity != "deal":
+        return Plan(ignored=f"{delivery.type}: only deals concern keys")
+    if not _DEAL_ID.fullmatch(delivery.entity_id):
+        return Plan(ignored=f"meta.entity_id {delivery.entity_id!r} is not a deal id")
+    if delivery.occurred_at_ms <= 0:
+        return Plan(ignored="no meta.timestamp to order the change by")
+    kinds = _kinds(delivery)
+    if not kinds:
+        return Plan(ignored=f"{delivery.type} does not concern the deal's key")
+    data = delivery.data or {}
+    pipeline = data.get("pipeline_id")
+    amount, currency = _amount(data)
+    intents = []
+    for kind in kinds:
+        event = DealEvent(
+            source=SOURCE,
+            deal_id=delivery.entity_id,
+            kind=kind,
+            occurred_at_ms=delivery.occurred_at_ms,
+            lost_policy=config.lost_policy,
+            template=config.template_for(pipeline if isinstance(pipeline, int) else None),
+            amount=amount,
+            currency=currency,
+            fetch=True,
+            write_back=config.key_field is not None,
+        )
+        intents += plan_deal(event).intents
+    if not intents:
+        return Plan(ignored=f"{delivery.type}: lost_policy is none")
+    return Plan(intents=intents)

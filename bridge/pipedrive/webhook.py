@@ -1,0 +1,86 @@
+"""``POST /webhooks/pipedrive``: check the Basic auth, store the delivery, answer.
+
+404  no PIPEDRIVE_WEBHOOK_USER / PASSWORD                      (not mounted)
+401  no or wrong credentials (compared in constant time)      nothing stored
+413  body over the limit                                      nothing stored
+400  not JSON, or no meta.id to store it under                nothing stored
+503  the database cannot take it                              Pipedrive retries
+200  stored once per meta.id; a delivery the bridge does not act on is stored as
+     ignored, never refused: Pipedrive retries three times and then disables a
+     webhook that keeps failing
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from bridge.core.inbox import Delivery
+from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
+from bridge.pipedrive import payload
+from bridge.pipedrive.plan import SOURCE, plan
+
+
+def _authorized(header: str | None, user: str, password: str) -> bool:
+    scheme, _, encoded = (header or "").partition(" ")
+    if scheme.lower() != "basic":
+        return False
+    try:
+        given = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    given_user, sep, given_password = given.partition(b":")
+    # Both compared, always: which one was wrong must not show in the timing.
+    ok_user = hmac.compare_digest(given_user, user.encode())
+    ok_password = hmac.compare_digest(given_password, password.encode())
+    return bool(sep) and ok_user and ok_password
+
+
+async def endpoint(request: Request) -> Response:
+    state = state_of(request)
+    credentials = state.settings.pipedrive_credentials()
+    try:
+        if credentials is None or not _authorized(
+            request.headers.get("authorization"), *credentials
+        ):
+            raise Refused(401, "unauthorized", "HTTP Basic credentials of the webhook expected")
+        body = await read_body(request, state.settings.max_body_bytes)
+        parsed = parse_json(body)
+        try:
+            delivery = payload.read(parsed)
+        except payload.NotADelivery as exc:
+            raise Refused(400, "bad_payload", str(exc)) from None
+    except Refused as refused:
+        response = refuse(SOURCE, refused)
+        if refused.status == 401:
+            response.headers["WWW-Authenticate"] = 'Basic realm="cryptolens-bridge"'
+        return response
+    stored = await record(
+        SOURCE,
+        state,
+        [
+            Delivery(
+                provider=SOURCE,
+                external_id=delivery.id,
+                event_type=delivery.type[:100],
+                api_version="webhooks-v2",
+                livemode=True,
+                payload=stored_json(parsed),
+                plan=plan(delivery, state.config.pipedrive),
+            )
+        ],
+    )
+    if isinstance(stored, Response):
+        return stored
+    [recorded] = stored
+    return JSONResponse(
+        {
+            "received": True,
+            "duplicate": recorded.duplicate,
+            "intents": len(recorded.new_intents) + len(recorded.parked),
+        }
+    )

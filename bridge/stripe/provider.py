@@ -1,0 +1,35 @@
+"""Stripe as a provider: ``POST /webhooks/stripe`` and the worker's template hook."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.routing import BaseRoute, Route
+
+from bridge.core.providers import Provider, WorkerHooks
+from bridge.core.settings import Settings
+from bridge.stripe import api, webhook
+from bridge.stripe.templates import resolve_template
+
+PATH = "/webhooks/stripe"
+
+
+def _routes(_: Settings) -> Sequence[BaseRoute]:
+    # The secrets are checked by create_app, which refuses to build without them.
+    return [Route(PATH, webhook.endpoint, methods=["POST"])]
+
+
+def _open(_: Settings) -> Any:
+    return api.make_http_client()
+
+
+async def _close(client: Any) -> None:
+    await client.close_async()
+
+
+PROVIDER = Provider(
+    name="stripe",
+    routes=_routes,
+    worker=WorkerHooks(template=resolve_template, open=_open, close=_close),
+)

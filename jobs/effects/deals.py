@@ -1,0 +1,44 @@
+"""What a CRM webhook only names by id, fetched from the CRM before an effect needs it.
+
+A HubSpot or Pipedrive intent carries ``deal_id``; its provider's ``deal`` hook reads the
+deal's current pipeline, amount and primary contact and company through the worker's
+one client for that CRM. The facts fill what the planner could not know (the buyer, the
+pipeline that names the template, the value of ``deal_won``) and never replace what the
+payload itself said. A read is repeated freely: no attempt row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from bridge import providers
+from bridge.core.money import major_to_cryptolens_value
+from jobs.effects.run import Run
+
+
+async def enrich(run: Run) -> None:
+    """Fill ``run.intent.params`` from the deal, where the intent asks for it."""
+    intent = run.intent
+    params = intent.params
+    deal_id = params.get("deal_id")
+    provider = providers.for_ref(intent.ref)
+    hook = provider.worker.deal if provider is not None else None
+    if deal_id is None or hook is None:
+        return
+    deal = await hook(run.rt, str(deal_id))
+    merged = dict(params)
+    if deal.buyer is not None and not (params.get("customer") or {}).get("email"):
+        merged["customer"] = deal.buyer.params()
+    merged.setdefault("pipeline", deal.pipeline)
+    if (
+        "event_name" in params
+        and params.get("value") is None
+        and deal.amount is not None
+        and deal.currency
+    ):
+        try:
+            merged["value"] = major_to_cryptolens_value(deal.amount, deal.currency)
+            merged["currency"] = deal.currency.upper()
+        except ValueError:  # not an amount or a currency code: the event goes without
+            merged["value"] = None
+    run.intent = dataclasses.replace(intent, params=merged)

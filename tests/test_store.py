@@ -1,0 +1,97 @@
+"""jobs.store: claims, parking, outcomes and backoffs, on both databases."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from bridge.core.intents import Status
+from bridge.core.models import utcnow
+from jobs import store
+from tests.fixtures.runs import add_intent, add_license, intent, license_row
+
+REF = "crm:zoho:deal:D1"
+
+
+def test_an_intent_without_its_key_is_parked_waiting(engine: Engine) -> None:
+    add_intent(engine, "i1", "block", REF, {"reason": "crm_lost"}, 100)
+    claimed = store.claim(engine, "i1", "w1", 30)
+    assert isinstance(claimed, store.NotClaimed)
+    assert (claimed.reason, claimed.retry_in) == ("waiting for the license key", None)
+    assert intent(engine, "i1").status == "waiting"
+
+
+def test_a_claim_leases_the_license_and_a_second_run_waits(engine: Engine) -> None:
+    add_license(engine, REF, "KEY-1")
+    add_intent(engine, "i1", "block", REF, {}, 100)
+    add_intent(engine, "i2", "unblock", REF, {}, 101)
+    first = store.claim(engine, "i1", "w1", 30)
+    assert isinstance(first, store.Claimed) and first.license is not None
+    assert first.license.key == "KEY-1"
+    second = store.claim(engine, "i2", "w2", 30)
+    assert isinstance(second, store.NotClaimed) and second.reason == "license busy"
+    again = store.claim(engine, "i1", "w3", 30)
+    assert isinstance(again, store.NotClaimed) and again.reason == "running elsewhere"
+
+
+def test_finish_writes_status_and_license_facts_in_one_go(engine: Engine) -> None:
+    add_license(engine, REF, "KEY-1")
+    add_intent(engine, "i1", "set_customer", REF, {}, 100)
+    claimed = store.claim(engine, "i1", "w1", 30)
+    assert isinstance(claimed, store.Claimed)
+    outcome = store.Outcome(license={"customer_id": 7, "customer_decided_at": 100})
+    assert store.finish(engine, claimed, Status.DONE, outcome, result={"ok": 1}) == []
+    row = license_row(engine, REF)
+    assert (row.customer_id, row.customer_decided_at) == (7, 100)
+    assert intent(engine, "i1").status == "done"
+    # The lease is released: the next intent of the license is claimed at once.
+    add_intent(engine, "i2", "set_customer", REF, {}, 101)
+    assert isinstance(store.claim(engine, "i2", "w2", 30), store.Claimed)
+
+
+def test_a_run_that_lost_its_intent_writes_nothing(engine: Engine) -> None:
+    add_license(engine, REF, "KEY-1")
+    add_intent(engine, "i1", "set_customer", REF, {}, 100)
+    claimed = store.claim(engine, "i1", "w1", 30)
+    assert isinstance(claimed, store.Claimed)
+    store.set_needs_review(engine, "i1", "a person took it")
+    outcome = store.Outcome(license={"customer_id": 7})
+    assert store.finish(engine, claimed, Status.DONE, outcome) is None
+    assert license_row(engine, REF).customer_id is None
+    assert intent(engine, "i1").status == "needs_review"
+
+
+def test_a_backoff_is_measured_on_the_runtime_clock(engine: Engine) -> None:
+    add_license(engine, REF, "KEY-1")
+    add_intent(engine, "i1", "block", REF, {}, 100)
+    claimed = store.claim(engine, "i1", "w1", 30)
+    assert isinstance(claimed, store.Claimed)
+    at = utcnow() + timedelta(days=1)  # the runtime's clock, a day ahead
+    store.reschedule(engine, claimed, store.Outcome(), delay=60, error="x", count=True, at=at)
+    early = store.claim(engine, "i1", "w1", 30, at=at + timedelta(seconds=59))
+    assert isinstance(early, store.NotClaimed) and early.reason == "backing off"
+    assert early.retry_in is not None and 0 < early.retry_in <= 1
+    assert isinstance(
+        store.claim(engine, "i1", "w1", 30, at=at + timedelta(seconds=60)), store.Claimed
+    )
+    assert intent(engine, "i1").attempts == 1
+
+
+def test_a_new_key_wakes_the_waiting_intents_of_its_license(engine: Engine) -> None:
+    add_intent(engine, "i1", "block", REF, {}, 100)
+    assert isinstance(store.claim(engine, "i1", "w1", 30), store.NotClaimed)
+    assert store.wake_ready_waiting(engine) == []
+    add_license(engine, REF, "KEY-1")
+    assert store.wake_ready_waiting(engine) == ["i1"]
+    assert intent(engine, "i1").status == "pending"
+
+
+def test_intents_that_never_get_a_key_do_not_hide_the_ready_ones(engine: Engine) -> None:
+    for n in range(3):  # losses of deals never won: they wait for a key that never comes
+        add_intent(engine, f"a-never-{n}", "block", f"crm:zoho:deal:N{n}", {}, 100)
+        assert isinstance(store.claim(engine, f"a-never-{n}", "w1", 30), store.NotClaimed)
+    add_intent(engine, "z-ready", "block", REF, {}, 100)
+    assert isinstance(store.claim(engine, "z-ready", "w1", 30), store.NotClaimed)
+    add_license(engine, REF, "KEY-1")
+    assert store.wake_ready_waiting(engine, limit=2) == ["z-ready"]
