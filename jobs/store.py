@@ -114,7 +114,12 @@ _WAITING = Sql(
     """SELECT id FROM intent WHERE status = 'waiting' AND (license_ref = :ref
     OR license_ref IN (SELECT alias FROM license_alias WHERE ref = :ref)) ORDER BY id"""
 )
-_UNPARK = Sql("UPDATE intent SET status = 'pending', updated_at = :now WHERE id = :id")
+# Only a waiting intent is woken: one read as waiting a moment ago may have been woken,
+# run and finished since (PostgreSQL's READ COMMITTED), and must not be run again.
+_UNPARK = Sql(
+    "UPDATE intent SET status = 'pending', updated_at = :now WHERE id = :id"
+    " AND status = 'waiting'"
+)
 _WAITING_SHARED = Sql(
     """SELECT id FROM intent WHERE status = 'waiting' AND effect IN ('register_event',
     'record_usage') AND (license_ref = :ref
@@ -655,22 +660,24 @@ def set_needs_review(engine: Engine, intent_id: str, error: str) -> None:
 
 def _wake(t: Tx, ref: str) -> list[str]:
     """Waiting intents of a license (under its ref or an alias) become pending again."""
-    ids = [id_ for (id_,) in t.all(_WAITING, {"ref": ref})]
     now = t.time(utcnow())
-    for id_ in ids:
-        t.run(_UNPARK, {"id": id_, "now": now})
-    return ids
+    return [
+        id_
+        for (id_,) in t.all(_WAITING, {"ref": ref})
+        if t.run(_UNPARK, {"id": id_, "now": now}) == 1
+    ]
 
 
 def wake_shared(engine: Engine, ref: str) -> list[str]:
     """The license's waiting intents that need no license lease (``SHARED_EFFECTS``)
     become pending: the moment its key exists, before the key's run has ended."""
     with tx(engine) as t:
-        ids = [id_ for (id_,) in t.all(_WAITING_SHARED, {"ref": ref})]
         now = t.time(utcnow())
-        for id_ in ids:
-            t.run(_UNPARK, {"id": id_, "now": now})
-        return ids
+        return [
+            id_
+            for (id_,) in t.all(_WAITING_SHARED, {"ref": ref})
+            if t.run(_UNPARK, {"id": id_, "now": now}) == 1
+        ]
 
 
 def wake_ready_waiting(engine: Engine, limit: int = 1000) -> list[str]:
@@ -692,14 +699,17 @@ def wake_ready_waiting(engine: Engine, limit: int = 1000) -> list[str]:
                 .limit(limit)
             ).scalars()
         )
-        _make_pending(s, ready)
-        return ready
+        return _make_pending(s, ready)
 
 
-def _make_pending(s: Session, ids: list[str]) -> None:
-    if ids:
-        s.execute(
-            update(Intent)
-            .where(col(Intent.id).in_(ids))
-            .values(status=Status.PENDING.value, updated_at=utcnow())
-        )
+def _make_pending(s: Session, ids: list[str]) -> list[str]:
+    """Those of ``ids`` still waiting become pending (see ``_UNPARK``); returns them."""
+    if not ids:
+        return []
+    woken = s.execute(
+        update(Intent)
+        .where(col(Intent.id).in_(ids), col(Intent.status) == Status.WAITING.value)
+        .values(status=Status.PENDING.value, updated_at=utcnow())
+        .returning(col(Intent.id))
+    )
+    return list(woken.scalars())

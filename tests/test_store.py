@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy import Engine
+from sqlmodel import Session, col, update
 
 from bridge.core.intents import Status
-from bridge.core.models import utcnow
+from bridge.core.models import Intent, utcnow
 from jobs import store
 from tests.fixtures.runs import add_intent, add_license, intent, license_row
 
@@ -95,3 +96,19 @@ def test_intents_that_never_get_a_key_do_not_hide_the_ready_ones(engine: Engine)
     assert isinstance(store.claim(engine, "z-ready", "w1", 30), store.NotClaimed)
     add_license(engine, REF, "KEY-1")
     assert store.wake_ready_waiting(engine, limit=2) == ["z-ready"]
+
+
+def test_a_stale_wake_never_runs_a_finished_intent_again(engine: Engine) -> None:
+    """Read as waiting, then woken, run and finished by another transaction before this
+    wake writes: the wake leaves it done (a second RegisterEvent otherwise, seen in the
+    chaos run on PostgreSQL when the relay's wake raced a new key's)."""
+    add_license(engine, REF, "KEY-1")
+    add_intent(engine, "e1", "register_event", REF, {}, 100)
+    with Session(engine) as s:
+        s.execute(update(Intent).where(col(Intent.id) == "e1").values(status="done"))
+        s.commit()
+        assert store._make_pending(s, ["e1"]) == []  # what the relay read a moment ago
+        s.commit()
+    assert intent(engine, "e1").status == "done"
+    assert store.wake_ready_waiting(engine) == []
+    assert store.wake_shared(engine, REF) == []
