@@ -29,6 +29,9 @@ from bridge.core.errors import Permanent
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "xxx", "whsec_...", "whsec_xxx", "todo"}
 
 
+ADMIN_TOKEN_MIN = 16
+
+
 class ConfigError(Permanent):
     """The configuration cannot run: a missing secret, a placeholder, a bad TOML file."""
 
@@ -158,6 +161,9 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="INFO", alias="BRIDGE_LOG_LEVEL")
 
+    # The operator's page at /admin: off (404) unless set; at least 16 characters.
+    admin_token: SecretStr = Field(default=SecretStr(""), alias="BRIDGE_ADMIN_TOKEN")
+
     @property
     def call_bound_seconds(self) -> float:
         """The longest one Cryptolens call may take: connect, then the reply (+1 s to write)."""
@@ -199,6 +205,18 @@ class Settings(BaseSettings):
         token = self.cryptolens_token.get_secret_value().strip()
         if token.lower() in _PLACEHOLDERS:
             raise ConfigError("CRYPTOLENS_TOKEN is empty or a placeholder")
+        return token
+
+    def admin_token_value(self) -> str | None:
+        """The admin page's token, or None when the page is off; refuses weak ones."""
+        token = self.admin_token.get_secret_value().strip()
+        if not token:
+            return None
+        if token.lower() in _PLACEHOLDERS or len(token) < ADMIN_TOKEN_MIN:
+            raise ConfigError(
+                f"BRIDGE_ADMIN_TOKEN is a placeholder or shorter than {ADMIN_TOKEN_MIN} "
+                "characters; leave it empty to turn the admin page off"
+            )
         return token
 
     def bridge_config(self) -> BridgeConfig:
