@@ -22,6 +22,8 @@ _COMMANDS = {
     "bench": "bridge.tools.bench:command",
     "intents": "bridge.tools.ops:intents_command",
     "replay": "bridge.tools.ops:replay_command",
+    "events": "bridge.tools.ops:events_command",
+    "reconcile": "bridge.tools.reconcile:command",
 }
 
 _HELP = {
@@ -33,7 +35,9 @@ _HELP = {
     "send": "Sign a webhook payload and post it to the bridge.",
     "bench": "Measure ingest throughput, webhook-to-key latency and memory.",
     "intents": "List intents and their status (what the bridge did, or will do).",
-    "replay": "Put failed or needs_review intents back to pending.",
+    "replay": "Put failed or needs_review intents back to pending (--plan: a dry run).",
+    "events": "List stored deliveries (events show ID: one and its intents).",
+    "reconcile": "Compare every paid license with Cryptolens; --repair drift through intents.",
 }
 
 

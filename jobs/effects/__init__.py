@@ -35,7 +35,10 @@ every run (each with a test in tests/test_effects_races.py):
   GetEvents filtered on that exact Metadata string, once the call can no longer land.
 - RECORD_USAGE cannot be read back: an unknown outcome goes to a person.
 - LINK_CUSTOMER links the key to the buyer found by email (added if none), once both the
-  key and the buyer are known, whichever start event named the buyer.
+  key and the buyer are known, whichever start event named the buyer. A repair from
+  ``reconcile --repair`` names the customer (``params["customer_id"]``): it reads the
+  key's link in Cryptolens and sends ChangeCustomer only when it differs; a setting, so
+  two such intents on one key (serialized by (a) anyway) end with the same link.
 - CREATE_KEY merges what every start event of the purchase said (``start_hint``) and, for
   a subscription that nothing names a template for yet, waits ``BRIDGE_START_WAIT_SECONDS``
   for the other start events before the default template. Creations are serialized per
