@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from bridge.core import metrics
 from bridge.core.batcher import Batcher
 from bridge.core.db import make_engine
 from bridge.core.deliverylog import DeliveryLog
@@ -59,7 +60,9 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
 
-async def metrics_endpoint(_: Request) -> Response:
+async def metrics_endpoint(request: Request) -> Response:
+    state: AppState = request.state.bridge
+    await metrics.refresh(state.engine, state.redis)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 from arq import Retry
 
+from bridge.core import tracing
 from bridge.core.errors import Permanent
 from bridge.core.intents import Effect, Status
 from bridge.core.logs import get_logger
@@ -56,12 +57,14 @@ def _busy_delay(base: float) -> float:
 
 async def run_intent(ctx: dict[str, Any], intent_id: str) -> str:
     rt: Runtime = ctx["runtime"]
-    status, woken = await _run(rt, intent_id)
+    with tracing.span("intent", intent=intent_id):
+        status, woken = await _run(rt, intent_id)
     # What a new key woke (the purchase event, a renewal that came first, ...) runs here
     # and now, not as jobs of their own: no queue round trip, no second poll.
     for follower in woken:
         try:
-            await _run(rt, follower)
+            with tracing.span("intent", intent=follower, woken_by=intent_id):
+                await _run(rt, follower)
         except Retry as retry:
             defer = (retry.defer_score or 0) / 1000
             if rt.redis is not None:

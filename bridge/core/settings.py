@@ -160,6 +160,8 @@ class Settings(BaseSettings):
     worker_shutdown_wait: int = Field(default=10, ge=0, alias="BRIDGE_WORKER_SHUTDOWN_WAIT")
 
     log_level: str = Field(default="INFO", alias="BRIDGE_LOG_LEVEL")
+    # Where `worker` serves its Prometheus metrics (its Cryptolens calls); 0: not served.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535, alias="BRIDGE_WORKER_METRICS_PORT")
 
     # The operator's page at /admin: off (404) unless set; at least 16 characters.
     admin_token: SecretStr = Field(default=SecretStr(""), alias="BRIDGE_ADMIN_TOKEN")

@@ -34,7 +34,7 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Receive, Scope, Send
 
-from bridge.core import inbox, metrics
+from bridge.core import inbox, metrics, tracing
 from bridge.core.deliverylog import DUPLICATE, REFUSED
 from bridge.core.logs import get_logger
 from bridge.core.state import AppState
@@ -264,7 +264,8 @@ class StripeWebhook:
             # Shares one transaction and one Redis round trip with concurrent deliveries;
             # answers once this delivery is committed (and its intents enqueued, or left
             # to the relay if Redis failed).
-            recorded = await state.batcher.record(delivery)
+            with tracing.span("delivery stripe", event=delivery.external_id):
+                recorded = await state.batcher.record(delivery)
         except SQLAlchemyError:  # logged by the batcher
             unavailable = _Refused(503, "database_unavailable", "try again later")
             await _refuse(state, scope, send, unavailable)
