@@ -1,4 +1,4 @@
-"""The web app: webhook endpoints, health, readiness and metrics.
+"""The web app: webhook endpoints, health, readiness, metrics and (when on) ``/admin``.
 
 ``create_app(settings)`` refuses to build with an empty or placeholder webhook secret
 (an empty secret verifies against an empty key, which anyone can forge). Shared clients
@@ -21,11 +21,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bridge import providers
+from bridge.core import metrics
 from bridge.core.batcher import Batcher
 from bridge.core.db import make_engine
+from bridge.core.deliverylog import DeliveryLog
 from bridge.core.queue import Enqueuer, connect
 from bridge.core.settings import Settings
 from bridge.core.state import AppState
+from bridge.cryptolens import CryptolensClient, make_http_client
 
 
 def _ping_db(engine: Engine) -> None:
@@ -56,7 +59,9 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
 
-async def metrics_endpoint(_: Request) -> Response:
+async def metrics_endpoint(request: Request) -> Response:
+    state: AppState = request.state.bridge
+    await metrics.refresh(state.engine, state.redis)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -68,6 +73,9 @@ def create_app(
 ) -> Starlette:
     """The app; ``clock`` (unix seconds) is what signatures are dated against."""
     secrets = settings.webhook_secrets()  # raises ConfigError before anything listens
+    admin_token = settings.admin_token_value()  # None: the admin page is off (404)
+    has_token = bool(settings.cryptolens_token.get_secret_value().strip())
+    plan_token = settings.token() if admin_token is not None and has_token else None
     config = settings.bridge_config()
 
     @asynccontextmanager
@@ -77,11 +85,26 @@ def create_app(
         redis = connect(settings.redis_url)
         queue = Enqueuer(settings.redis_url)
         batcher = Batcher(db_engine, queue)
-        state = AppState(settings, config, db_engine, redis, secrets, batcher, clock)
+        deliveries = DeliveryLog(db_engine)
+        state = AppState(settings, config, db_engine, redis, secrets, batcher, deliveries, clock)
+        http = None
+        if plan_token is not None:
+            # The admin page's dry runs read Cryptolens: one client for the process.
+            http = make_http_client(
+                connect_timeout=settings.cryptolens_connect_timeout,
+                read_timeout=settings.cryptolens_read_timeout,
+                max_connections=4,
+            )
+            state.cryptolens = CryptolensClient(
+                http, token=plan_token, base_url=settings.cryptolens_api_url
+            )
         try:
             yield {"bridge": state}
         finally:
             await batcher.aclose()
+            await deliveries.flush()
+            if http is not None:
+                await http.aclose()
             await queue.aclose()
             await redis.aclose()
             if own_engine:
@@ -97,4 +120,9 @@ def create_app(
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
+    if admin_token is not None:
+        # Imported only when on: the webhook path never loads the operator's tooling.
+        from bridge.admin import mount
+
+        routes.append(mount(admin_token))
     return Starlette(routes=routes, lifespan=lifespan)

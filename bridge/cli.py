@@ -23,6 +23,8 @@ _COMMANDS = {
     "chaos": "bridge.tools.chaos:command",
     "intents": "bridge.tools.ops:intents_command",
     "replay": "bridge.tools.ops:replay_command",
+    "events": "bridge.tools.ops:events_command",
+    "reconcile": "bridge.tools.reconcile:command",
 }
 
 _HELP = {
@@ -35,7 +37,9 @@ _HELP = {
     "bench": "Measure ingest throughput, webhook-to-key latency and memory.",
     "chaos": "Faults, redeliveries and worker kills; check every effect happened once.",
     "intents": "List intents and their status (what the bridge did, or will do).",
-    "replay": "Put failed or needs_review intents back to pending.",
+    "replay": "Put failed or needs_review intents back to pending (--plan: a dry run).",
+    "events": "List stored deliveries (events show ID: one and its intents).",
+    "reconcile": "Compare every paid license with Cryptolens; --repair drift through intents.",
 }
 
 

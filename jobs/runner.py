@@ -28,6 +28,7 @@ from typing import Any
 
 from arq import Retry
 
+from bridge.core import tracing
 from bridge.core.errors import BridgeError, Permanent, Unknown
 from bridge.core.intents import Effect, Status
 from bridge.core.logs import get_logger
@@ -58,18 +59,20 @@ def _busy_delay(base: float) -> float:
 
 async def run_intent(ctx: dict[str, Any], intent_id: str) -> str:
     rt: Runtime = ctx["runtime"]
-    status, woken = await _run(rt, intent_id)
+    with tracing.span("intent", intent=intent_id):
+        status, woken = await _run(rt, intent_id)
     # What a new key woke (the purchase event, the buyer's link, a renewal that came
     # first, ...) runs here and now, together, not as jobs of their own: no queue round
     # trip, no second poll. Two of them on the license's shared state take turns (the
     # license lease): the one that finds it busy goes back to the queue.
-    await asyncio.gather(*(_follow(rt, follower) for follower in woken))
+    await asyncio.gather(*(_follow(rt, follower, intent_id) for follower in woken))
     return status
 
 
-async def _follow(rt: Runtime, intent_id: str) -> None:
+async def _follow(rt: Runtime, intent_id: str, woken_by: str) -> None:
     try:
-        await _run(rt, intent_id)
+        with tracing.span("intent", intent=intent_id, woken_by=woken_by):
+            await _run(rt, intent_id)
     except Retry as retry:
         defer = (retry.defer_score or 0) / 1000
         if rt.redis is not None:
@@ -93,7 +96,7 @@ async def _run(rt: Runtime, intent_id: str) -> tuple[str, list[str]]:
         return claimed.reason, []
     held = set() if claimed.effect in store.SHARED_EFFECTS else {store.license_lock(claimed.ref)}
     lease = RunLease(rt, intent_id, owner, held)
-    run = Run(rt, claimed, store.Outcome(), lease, follow=lambda i: _follow(rt, i))
+    run = Run(rt, claimed, store.Outcome(), lease, follow=lambda i: _follow(rt, i, intent_id))
     try:
         return await _apply(run)
     finally:

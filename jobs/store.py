@@ -117,8 +117,7 @@ _WAITING = Sql(
 # Only a waiting intent is woken: one read as waiting a moment ago may have been woken,
 # run and finished since (PostgreSQL's READ COMMITTED), and must not be run again.
 _UNPARK = Sql(
-    "UPDATE intent SET status = 'pending', updated_at = :now WHERE id = :id"
-    " AND status = 'waiting'"
+    "UPDATE intent SET status = 'pending', updated_at = :now WHERE id = :id AND status = 'waiting'"
 )
 _WAITING_SHARED = Sql(
     """SELECT id FROM intent WHERE status = 'waiting' AND effect IN ('register_event',

@@ -10,6 +10,7 @@ import asyncio
 from typing import Any
 
 import click
+import prometheus_client
 from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import Worker, func
@@ -98,6 +99,9 @@ def command(burst: bool) -> None:
     # arq binds the worker to the event loop current at construction; run() drives it.
     # uvloop (installed with uvicorn[standard]) halves the event loop's share of a job.
     asyncio.set_event_loop(_new_loop())
+    if settings.worker_metrics_port:
+        # Cryptolens calls, retries and the scrape-time gauges of this process.
+        prometheus_client.start_http_server(settings.worker_metrics_port)
     worker = Worker(**worker_options(settings), burst=burst)
     log.info(
         "worker starting",

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.pipeline",
     "tests.fixtures.queue",
     "tests.fixtures.crm",
+    "tests.fixtures.admin",
 ]

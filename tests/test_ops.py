@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 import click
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from sqlalchemy import Engine
 from sqlmodel import Session
 
@@ -12,6 +15,7 @@ from bridge.core.intents import Status
 from bridge.core.models import Intent
 from bridge.tools import ops
 from tests.fixtures import stripe_builders as sb
+from tests.fixtures.admin import drain_once
 from tests.fixtures.pipeline import Pipeline
 
 
@@ -72,3 +76,82 @@ def test_intents_command_lists(database_url: str, engine: Engine) -> None:
     )
     assert result.exit_code == 0, result.output
     assert result.output == ""
+
+
+def _env(bridge: Pipeline) -> dict[str, str]:
+    return {
+        "BRIDGE_DATABASE_URL": bridge.settings.database_url,
+        "BRIDGE_REDIS_URL": bridge.settings.redis_url,
+        "CRYPTOLENS_API_URL": bridge.settings.cryptolens_api_url,
+        "CRYPTOLENS_TOKEN": bridge.settings.token(),
+        "BRIDGE_CONFIG": str(bridge.settings.config_path),
+    }
+
+
+async def _cli(bridge: Pipeline, command: click.Command, *args: str) -> Result:
+    # Commands run their own event loop: in a thread, beside the test's.
+    result = await asyncio.to_thread(CliRunner().invoke, command, list(args), env=_env(bridge))
+    assert result.exit_code == 0, (result.output, result.exception)
+    return result
+
+
+class TestPlan:
+    async def test_plan_prints_the_calls_and_changes_nothing(self, bridge: Pipeline) -> None:
+        await bridge.post(sb.checkout_session(payment_intent="pi_11111"))
+        await bridge.post(sb.charge_refunded())
+        bridge.sandbox.set_faults(script=[{"method": "key/BlockKey", "fault": "fail_before"}])
+        await drain_once(bridge)
+        block = next(i for i in bridge.intents().values() if i.effect == "block")
+        assert block.status == Status.FAILED.value
+        key = bridge.only_key()
+        assert key["block"] is False
+
+        def effects() -> dict[str, int]:  # what changed, not the reads the plan made
+            return {k: v for k, v in bridge.counts().items() if not k.startswith("calls_")}
+
+        before = effects()
+
+        result = await _cli(bridge, ops.replay_command, block.id, "--plan")
+        assert "now blocked: False" in result.output
+        assert f"would call key/BlockKey(ProductId=1001, Key='{key['key']}')" in result.output
+        assert bridge.settings.token() not in result.output
+        data = json.loads(
+            (await _cli(bridge, ops.replay_command, block.id, "--plan", "--json")).output
+        )
+        assert [c["method"] for c in data["calls"]] == ["key/BlockKey"]
+        assert effects() == before
+        assert _status(bridge.engine, block.id) == Status.FAILED.value
+
+    async def test_replay_an_event_replays_its_failed_intents(self, bridge: Pipeline) -> None:
+        event = sb.checkout_session(metadata={"cryptolens_template_id": "99"})
+        await bridge.post(event)
+        await bridge.drain()
+        result = await _cli(bridge, ops.replay_command, event["id"])
+        create = f"stripe:pi:{sb.ONE_OFF_PI}:create_key"
+        assert f"pending again: {create}" in result.output
+        assert _status(bridge.engine, create) == Status.PENDING.value
+
+
+class TestListings:
+    async def test_events_and_intents_with_filters_and_show(self, bridge: Pipeline) -> None:
+        event = sb.checkout_session()
+        await bridge.post(event)
+        await bridge.drain()
+        create = f"stripe:pi:{sb.ONE_OFF_PI}:create_key"
+
+        listed = await _cli(bridge, ops.events_command, "--provider", "stripe", "--json")
+        [row] = [json.loads(line) for line in listed.output.splitlines()]
+        assert (row["external_id"], row["outcome"]) == (event["id"], "planned")
+        assert (await _cli(bridge, ops.events_command, "--type", "invoice.paid")).output == ""
+        later = await _cli(bridge, ops.events_command, "--since", "2999-01-01")
+        assert later.output == ""
+
+        shown = await _cli(bridge, ops.events_command, "show", event["id"], "--json")
+        data = json.loads(shown.output)
+        assert create in [i["id"] for i in data["intents"]]
+
+        effects = await _cli(bridge, ops.intents_command, "--effect", "create_key", "--json")
+        assert [json.loads(line)["id"] for line in effects.output.splitlines()] == [create]
+        one = json.loads((await _cli(bridge, ops.intents_command, "show", create, "--json")).output)
+        assert one["status"] == "done"
+        assert [c["method"] for c in one["calls"]] == ["key/CreateKeyFromTemplate"]

@@ -170,7 +170,7 @@ def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded
         now = t.time(utcnow())  # as the driver stores it
         event_ids = _insert_events(cursor, sql, [deliveries[i] for i in first.values()], now)
         owner: dict[str, int] = {}  # intent id -> the delivery that implied it first
-        intents: list[tuple[IntentSpec, int]] = []
+        intents: list[tuple[IntentSpec, int | None]] = []
         starts: list[tuple[IntentSpec, int, int]] = []  # key creations: spec, event, delivery
         aliases: dict[str, str] = {}
         for i, d in enumerate(deliveries):
@@ -317,7 +317,7 @@ def _insert_events(
 
 
 def _insert_intents(
-    cursor: Any, sql: _Sql, intents: list[tuple[IntentSpec, int]], now: Any
+    cursor: Any, sql: _Sql, intents: list[tuple[IntentSpec, int | None]], now: Any
 ) -> tuple[set[str], set[str]]:
     """Insert the intents that are not stored yet; returns the ids inserted, and those of
     them stored waiting.
@@ -342,7 +342,7 @@ def _insert_intents(
 def _insert_intent_rows(
     cursor: Any,
     sql: _Sql,
-    intents: list[tuple[IntentSpec, int]],
+    intents: list[tuple[IntentSpec, int | None]],
     now: Any,
     waiting_on: frozenset[str],
 ) -> set[str]:
@@ -394,6 +394,19 @@ def _insert_aliases(cursor: Any, sql: _Sql, aliases: dict[str, str]) -> None:
         rows,
         "ON CONFLICT (alias) DO NOTHING",
     )
+
+
+def add_intents(engine: Engine, specs: Sequence[IntentSpec]) -> list[str]:
+    """Store intents no delivery implied (``reconcile --repair``); the ids to enqueue.
+
+    The same insert-on-conflict-do-nothing under deterministic ids as a delivery's
+    intents: a repair planned twice is stored once. No event row: ``event_id`` is NULL.
+    """
+    sql = _sql(engine.dialect)
+    with tx(engine) as t:
+        now = t.time(utcnow())
+        inserted, parked = _insert_intents(t.cursor, sql, [(s, None) for s in specs], now)
+    return sorted(inserted - parked)
 
 
 def pending_intents(engine: Engine, limit: int = 1000) -> list[str]:

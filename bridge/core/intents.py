@@ -55,6 +55,13 @@ class Status(StrEnum):
 
 TERMINAL = frozenset({Status.DONE, Status.FAILED, Status.NEEDS_REVIEW})
 
+#: Blocks that end a license: applied whatever their age, never lifted.
+ENDING_BLOCKS = frozenset({"canceled", "refund", "dispute"})
+
+#: What a key creation writes into its key's notes: how a read-back recognises the key.
+NOTES_TAG = "[cryptolens-bridge {intent}]"
+TAG_PREFIX = "[cryptolens-bridge "
+
 
 #: How specific a ``create_key`` template hint is (``params["template_rank"]``): a later
 #: delivery's hint replaces the stored one only when it ranks higher.

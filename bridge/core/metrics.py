@@ -1,8 +1,27 @@
-"""Prometheus counters, served at ``GET /metrics``."""
+"""Prometheus metrics: counters and histograms where things happen, gauges at scrape time.
+
+The web process serves ``GET /metrics``; the worker serves its own on
+``BRIDGE_WORKER_METRICS_PORT`` (its Cryptolens calls happen there). The gauges read the
+database and Redis when scraped (:func:`refresh`), with a short timeout: a slow database
+leaves them at their last value rather than stalling the scrape.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter
+import asyncio
+from datetime import datetime
+
+from arq.connections import ArqRedis
+from arq.constants import default_queue_name
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import Engine, func
+from sqlmodel import Session, col, select
+
+from bridge.core.intents import Status
+from bridge.core.logs import get_logger
+from bridge.core.models import Intent, utcnow
+
+log = get_logger(__name__)
 
 WEBHOOKS = Counter(
     "bridge_webhooks_total", "Webhook deliveries by provider and outcome", ["provider", "outcome"]
@@ -10,3 +29,58 @@ WEBHOOKS = Counter(
 ENQUEUE_FAILURES = Counter(
     "bridge_enqueue_failures_total", "Intents left for the relay because Redis failed"
 )
+CRYPTOLENS_CALLS = Histogram(
+    "bridge_cryptolens_call_seconds",
+    "Cryptolens Web API calls by method and outcome (ok, or the error's class), in seconds",
+    ["method", "outcome"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+INTENTS = Gauge("bridge_intents", "Intents by status (at scrape time)", ["status"])
+QUEUE_DEPTH = Gauge("bridge_queue_depth", "Jobs in the arq queue (due or deferred)")
+OLDEST_PENDING = Gauge(
+    "bridge_oldest_pending_intent_seconds", "Age of the oldest pending intent (0: none)"
+)
+NEEDS_REVIEW = Gauge("bridge_needs_review", "Intents waiting for a person")
+SCRAPE_ERRORS = Counter(
+    "bridge_metrics_refresh_errors_total", "Scrape-time reads that failed or timed out", ["source"]
+)
+
+REFRESH_TIMEOUT = 1.0  # seconds per source at scrape time
+
+
+def _intent_stats(engine: Engine) -> tuple[dict[str, int], datetime | None]:
+    with Session(engine) as s:
+        counts = dict(
+            s.exec(select(Intent.status, func.count()).group_by(col(Intent.status))).all()
+        )
+        oldest = s.exec(
+            select(func.min(Intent.created_at)).where(col(Intent.status) == Status.PENDING.value)
+        ).first()
+    return counts, oldest
+
+
+async def refresh(engine: Engine, redis: ArqRedis | None) -> None:
+    """Set the gauges from the database and Redis (each bounded by REFRESH_TIMEOUT)."""
+    try:
+        counts, oldest = await asyncio.wait_for(
+            asyncio.to_thread(_intent_stats, engine), REFRESH_TIMEOUT
+        )
+    except Exception as exc:
+        SCRAPE_ERRORS.labels(source="database").inc()
+        log.warning("metrics: database not read", error=type(exc).__name__)
+    else:
+        for status in Status:
+            INTENTS.labels(status=status.value).set(counts.get(status.value, 0))
+        NEEDS_REVIEW.set(counts.get(Status.NEEDS_REVIEW.value, 0))
+        if oldest is not None and oldest.tzinfo is None:  # SQLite: naive UTC
+            oldest = oldest.replace(tzinfo=utcnow().tzinfo)
+        OLDEST_PENDING.set((utcnow() - oldest).total_seconds() if oldest else 0)
+    if redis is None:
+        return
+    try:
+        depth = await asyncio.wait_for(redis.zcard(default_queue_name), REFRESH_TIMEOUT)
+    except Exception as exc:
+        SCRAPE_ERRORS.labels(source="redis").inc()
+        log.warning("metrics: redis not read", error=type(exc).__name__)
+    else:
+        QUEUE_DEPTH.set(depth)

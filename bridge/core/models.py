@@ -145,3 +145,37 @@ class Lock(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=255)
     owner: str = Field(max_length=100)
     until: datetime = Field(sa_column=_ts())
+
+
+class DeliveryLog(SQLModel, table=True):
+    """A delivery that stored no new event: refused (and why), or a duplicate.
+
+    Only the newest ``bridge.core.deliverylog.KEEP`` rows are kept, and never a body: a
+    forged or garbled request is evidence of *what* was refused, not something to keep.
+    """
+
+    __tablename__ = "delivery_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str = Field(max_length=20)
+    # "refused" or "duplicate"
+    outcome: str = Field(max_length=20)
+    # Why: no_header, malformed_header, timestamp, no_match, bad_json, ... or duplicate.
+    cause: str = Field(max_length=40)
+    detail: str | None = Field(default=None, max_length=300)
+    external_id: str | None = Field(default=None, max_length=255)  # duplicates only
+    client: str | None = Field(default=None, max_length=64)  # the peer's address
+    received_at: datetime = Field(default_factory=utcnow, sa_column=_ts(index=True))
+
+
+class DeliveryCount(SQLModel, table=True):
+    """Every delivery ever logged in :class:`DeliveryLog`, counted by provider and cause
+    (the log itself is bounded; these counts are not)."""
+
+    __tablename__ = "delivery_count"
+
+    provider: str = Field(primary_key=True, max_length=20)
+    cause: str = Field(primary_key=True, max_length=40)
+    outcome: str = Field(max_length=20)
+    count: int = Field(default=0, sa_type=BigInteger)
+    last_at: datetime = Field(default_factory=utcnow, sa_column=_ts())

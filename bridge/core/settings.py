@@ -41,6 +41,9 @@ def _secrets(raw: str, name: str) -> tuple[str, ...]:
     return parts
 
 
+ADMIN_TOKEN_MIN = 16
+
+
 class ConfigError(Permanent):
     """The configuration cannot run: a missing secret, a placeholder, a bad TOML file."""
 
@@ -279,6 +282,11 @@ class Settings(BaseSettings):
     worker_shutdown_wait: int = Field(default=10, ge=0, alias="BRIDGE_WORKER_SHUTDOWN_WAIT")
 
     log_level: str = Field(default="INFO", alias="BRIDGE_LOG_LEVEL")
+    # Where `worker` serves its Prometheus metrics (its Cryptolens calls); 0: not served.
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535, alias="BRIDGE_WORKER_METRICS_PORT")
+
+    # The operator's page at /admin: off (404) unless set; at least 16 characters.
+    admin_token: SecretStr = Field(default=SecretStr(""), alias="BRIDGE_ADMIN_TOKEN")
 
     # Where the bridge is reached from outside (https://bridge.example.com), when a TLS
     # proxy is in front: HubSpot signs the URL it called, rebuilt from this. Else, with
@@ -368,6 +376,18 @@ class Settings(BaseSettings):
         token = self.cryptolens_token.get_secret_value().strip()
         if token.lower() in _PLACEHOLDERS:
             raise ConfigError("CRYPTOLENS_TOKEN is empty or a placeholder")
+        return token
+
+    def admin_token_value(self) -> str | None:
+        """The admin page's token, or None when the page is off; refuses weak ones."""
+        token = self.admin_token.get_secret_value().strip()
+        if not token:
+            return None
+        if token.lower() in _PLACEHOLDERS or len(token) < ADMIN_TOKEN_MIN:
+            raise ConfigError(
+                f"BRIDGE_ADMIN_TOKEN is a placeholder or shorter than {ADMIN_TOKEN_MIN} "
+                "characters; leave it empty to turn the admin page off"
+            )
         return token
 
     def bridge_config(self) -> BridgeConfig:

@@ -10,7 +10,9 @@ from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
 from bridge.core.batcher import Batcher
+from bridge.core.deliverylog import DeliveryLog
 from bridge.core.settings import BridgeConfig, Settings
+from bridge.cryptolens import CryptolensClient
 
 
 @dataclass
@@ -21,5 +23,9 @@ class AppState:
     redis: ArqRedis | None
     webhook_secrets: tuple[str, ...]
     batcher: Batcher
+    # Refused and duplicate deliveries, for the admin page (any provider's endpoint).
+    deliveries: DeliveryLog
     # Unix seconds, for the signature's tolerance; tests set it to stand on a boundary.
     clock: Callable[[], float] = time.time
+    # Read-only Cryptolens calls for the admin page's plans (None: no token configured).
+    cryptolens: CryptolensClient | None = None

@@ -28,12 +28,15 @@ from __future__ import annotations
 import importlib.util
 import json
 import ssl
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from bridge.core import tracing
+from bridge.core.metrics import CRYPTOLENS_CALLS as CALLS
 from bridge.cryptolens.errors import (
     CryptolensError,
     OutcomeUnknown,
@@ -167,11 +170,20 @@ class CryptolensClient:
         form["token"] = self.__token
         if self._http.is_closed:  # shutting down: httpx would raise a RuntimeError
             raise Transient(method, "not sent: the HTTP client is closed")
+        started = time.perf_counter()
+        outcome = "ok"
         try:
-            response = await self._http.post(self.base_url + method, data=form)
-        except (httpx.RequestError, httpx.InvalidURL) as exc:
-            raise classify(method, exc) from None
-        return self._parse(method, response)
+            with tracing.span("cryptolens " + method, method=method):
+                try:
+                    response = await self._http.post(self.base_url + method, data=form)
+                except (httpx.RequestError, httpx.InvalidURL) as exc:
+                    raise classify(method, exc) from None
+                return self._parse(method, response)
+        except CryptolensError as exc:
+            outcome = type(exc).__name__
+            raise
+        finally:
+            CALLS.labels(method=method, outcome=outcome).observe(time.perf_counter() - started)
 
     @staticmethod
     def _parse(method: str, response: httpx.Response) -> dict[str, Any]:

@@ -10,8 +10,12 @@ or no before it stores the raw body, so we keep it to one HMAC per secret.
 Errors, so that the endpoint can map them to status codes::
 
     SignatureError
-    ├── MalformedHeader   (missing or garbled header: 400)
-    └── InvalidSignature  (no v1 matches a secret, or the timestamp is too old or too new: 401)
+    ├── MalformedHeader   (garbled header: 400)
+    │   └── MissingHeader     (no header at all)
+    └── InvalidSignature  (no v1 matches a secret: 401)
+        └── StaleTimestamp    (it matches, but is dated outside the tolerance)
+
+Each has a ``cause``, the name the delivery log and the admin page give the refusal.
 """
 
 from __future__ import annotations
@@ -34,13 +38,31 @@ _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 class SignatureError(Rejected):
     """The delivery is not proven to come from Stripe."""
 
+    cause = "bad_signature"
+
 
 class MalformedHeader(SignatureError):
-    """The ``Stripe-Signature`` header is missing or cannot be parsed."""
+    """The ``Stripe-Signature`` header cannot be parsed."""
+
+    cause = "malformed_header"
+
+
+class MissingHeader(MalformedHeader):
+    """There is no ``Stripe-Signature`` header (or it is blank)."""
+
+    cause = "no_header"
 
 
 class InvalidSignature(SignatureError):
-    """The header parses, but no signature matches or the timestamp is out of tolerance."""
+    """The header parses, but no signature matches a secret."""
+
+    cause = "no_match"
+
+
+class StaleTimestamp(InvalidSignature):
+    """A signature matches, but its timestamp is outside the tolerance."""
+
+    cause = "timestamp"
 
 
 def _mac(payload: bytes, secret: str, timestamp: int) -> str:
@@ -56,7 +78,7 @@ def sign(payload: bytes, secret: str, timestamp: int | None = None) -> str:
 
 def _parse(header: str | None) -> tuple[int, list[str]]:
     if not header or not header.strip():
-        raise MalformedHeader("missing Stripe-Signature header")
+        raise MissingHeader("missing Stripe-Signature header")
     timestamp: int | None = None
     signatures: list[str] = []
     for item in header.split(","):
@@ -107,4 +129,4 @@ def verify(
     # Stripe's library only refuses old timestamps; a header dated ahead would stay
     # replayable until its date plus tolerance, so we bound both sides.
     if abs(current - timestamp) > tolerance:
-        raise InvalidSignature(f"timestamp {timestamp} is outside the {tolerance}s tolerance")
+        raise StaleTimestamp(f"timestamp {timestamp} is outside the {tolerance}s tolerance")

@@ -11,7 +11,10 @@
     200  recorded (or a duplicate, or a type we do not handle, recorded as ignored)
 
 Errors answer ``{"error": ..., "detail": ...}``; a client gone before its body arrived
-gets an empty 400.
+gets an empty 400. Each refusal (its cause: no_header, malformed_header, timestamp,
+no_match, bad_json, ...; never its body) and each duplicate is noted in the bounded
+delivery log (``bridge.core.deliverylog``) that the admin page shows; noting is an append
+to memory, written off the request's path.
 
 Concurrent deliveries are stored in one transaction (``bridge.core.batcher``); each is
 answered as if it had been stored alone. Redis being down after the commit still answers
@@ -31,7 +34,8 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Receive, Scope, Send
 
-from bridge.core import inbox, metrics
+from bridge.core import inbox, metrics, tracing
+from bridge.core.deliverylog import DUPLICATE, REFUSED
 from bridge.core.logs import get_logger
 from bridge.core.state import AppState
 from bridge.stripe.plan import PayloadError, plan
@@ -64,8 +68,10 @@ _JSON = b"application/json"
 class _Refused(Exception):
     """A request answered with an error before anything is stored."""
 
-    def __init__(self, status: int, error: str = "", detail: str = "") -> None:
+    def __init__(self, status: int, error: str = "", detail: str = "", cause: str = "") -> None:
         self.status, self.error, self.detail = status, error, detail
+        # For the delivery log: finer than ``error`` for signatures (no_header, timestamp...)
+        self.cause = cause or error
 
 
 async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -176,9 +182,9 @@ def _delivery(state: AppState, scope: Scope, body: bytes) -> inbox.Delivery:
             now=state.clock(),
         )
     except MalformedHeader as exc:
-        raise _Refused(400, "bad_signature_header", str(exc)) from None
+        raise _Refused(400, "bad_signature_header", str(exc), exc.cause) from None
     except InvalidSignature as exc:
-        raise _Refused(401, "bad_signature", str(exc)) from None
+        raise _Refused(401, "bad_signature", str(exc), exc.cause) from None
 
     try:
         event = _parse(body)
@@ -224,11 +230,20 @@ async def _answer(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _refuse(send: Send, refused: _Refused) -> None:
+def _client(scope: Scope) -> str | None:
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+async def _refuse(state: AppState, scope: Scope, send: Send, refused: _Refused) -> None:
     if not refused.error:
         await _answer(send, refused.status, b"")
         return
     _COUNTERS[refused.error].inc()
+    # The cause and the message, never the body or the header's value.
+    state.deliveries.note(
+        "stripe", REFUSED, refused.cause, detail=refused.detail, client=_client(scope)
+    )
     problem = {"error": refused.error, "detail": refused.detail}
     body = json.dumps(problem, ensure_ascii=False, separators=(",", ":"))
     await _answer(send, refused.status, body.encode())
@@ -243,18 +258,23 @@ class StripeWebhook:
             body = await _read_body(scope, receive, state.settings.max_body_bytes)
             delivery = _delivery(state, scope, body)
         except _Refused as refused:
-            await _refuse(send, refused)
+            await _refuse(state, scope, send, refused)
             return
         try:
             # Shares one transaction and one Redis round trip with concurrent deliveries;
             # answers once this delivery is committed (and its intents enqueued, or left
             # to the relay if Redis failed).
-            recorded = await state.batcher.record(delivery)
+            with tracing.span("delivery stripe", event=delivery.external_id):
+                recorded = await state.batcher.record(delivery)
         except SQLAlchemyError:  # logged by the batcher
-            await _refuse(send, _Refused(503, "database_unavailable", "try again later"))
+            unavailable = _Refused(503, "database_unavailable", "try again later")
+            await _refuse(state, scope, send, unavailable)
             return
         if recorded.duplicate:
             _DUPLICATE.inc()
+            state.deliveries.note(
+                "stripe", DUPLICATE, "duplicate", external_id=delivery.external_id
+            )
         elif delivery.plan.ignored:
             _IGNORED.inc()
         else:

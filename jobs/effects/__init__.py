@@ -42,6 +42,10 @@ every run (each with a test in tests/test_effects_races.py):
   found differs from the one linked: two changes on one key run one after the other
   (a), the older of them is superseded whichever ran first, and ChangeCustomer is a
   setting repeated freely. WRITE_BACK sets a CRM deal property: a setting too.
+- LINK_CUSTOMER as a repair from ``reconcile --repair`` names the customer
+  (``params["customer_id"]``): it reads the key's link in Cryptolens and sends
+  ChangeCustomer only when it differs; a setting, so two such intents on one key
+  (serialized by (a) anyway) end with the same link.
 - CREATE_KEY merges what every start event of the purchase said (``start_hint``) and, for
   a subscription that nothing names a template for yet, waits ``BRIDGE_START_WAIT_SECONDS``
   for the other start events before the default template. Creations are serialized per

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.core.intents import Effect
+from bridge.core.intents import ENDING_BLOCKS, Effect
 from jobs import store
 from jobs.effects.readback import key_scope, settle_key_calls
 from jobs.effects.run import Run, mutate
-
-# Blocks that end a license: applied whatever their age, never lifted.
-ENDING_BLOCKS = frozenset({"canceled", "refund", "dispute"})
 
 
 async def set_block(run: Run, license_: store.LicenseView) -> dict[str, Any]:

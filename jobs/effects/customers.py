@@ -11,6 +11,16 @@ from jobs.runtime import Runtime
 
 async def link_customer(run: Run, license_: store.LicenseView) -> dict[str, Any]:
     assert license_.product_id is not None and license_.key is not None
+    expected = run.intent.params.get("customer_id")
+    if expected is not None:
+        # A repair (``reconcile --repair``): the key was relinked in Cryptolens behind the
+        # bridge's back, so Cryptolens' own link is what is compared. A setting: repeated
+        # freely, so two such intents on one key cannot add anything twice.
+        current = await run.rt.client.get_key(license_.product_id, license_.key)
+        if current.customer is not None and current.customer.id == int(expected):
+            return {"customer_id": int(expected), "already_linked": True}
+        await change_customer(run, license_.product_id, license_.key, int(expected))
+        return {"customer_id": int(expected), "relinked": True}
     if license_.customer_id is not None:
         return {"customer_id": license_.customer_id, "already_linked": True}
     buyer = run.intent.params.get("customer") or {}

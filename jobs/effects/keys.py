@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from bridge.core import locks
+from bridge.core.intents import NOTES_TAG, TAG_PREFIX
 from bridge.core.logs import get_logger
 from bridge.cryptolens import CryptolensError
 from bridge.cryptolens.models import TimeRange, WebApiLog
@@ -20,8 +21,6 @@ from jobs.templates import resolve_template
 
 log = get_logger(__name__)
 
-NOTES_TAG = "[cryptolens-bridge {intent}]"
-TAG_PREFIX = "[cryptolens-bridge "
 # States of the Web API Log written by the calls the bridge makes on the keys it creates
 # (CreateKeyFromTemplate, ChangeNotes): their callers' IPs are the bridge's.
 _BRIDGE_STATES = (3010, 7017)

@@ -1,0 +1,139 @@
+"""A bounded record of the deliveries that stored no new event: refusals and duplicates.
+
+A verified delivery is an event row (``webhook_event``); a refused one leaves nothing,
+which is right for the data and wrong for the operator who wants to know why Stripe's
+dashboard shows failures. :class:`DeliveryLog` keeps the newest :data:`KEEP` of them
+(provider, outcome, cause, a short detail, the peer's address: never a body or a
+header value) and counts every one by provider and cause.
+
+Any provider's endpoint calls :meth:`DeliveryLog.note`; it only appends to memory and
+returns. One background task writes what has piled up in one transaction, in a thread,
+so neither a refusal nor the happy path waits on the database. A flood of forged
+requests cannot grow memory: past :data:`BUFFER` unwritten rows the oldest are dropped
+(the counts still include them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter, deque
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import DateTime, Engine, bindparam, text
+
+from bridge.core.db import transaction
+from bridge.core.logs import get_logger
+from bridge.core.models import utcnow
+
+log = get_logger(__name__)
+
+KEEP = 1000  # rows kept in delivery_log
+BUFFER = 1000  # rows waiting to be written
+_DETAIL = 300  # the column's width
+
+REFUSED, DUPLICATE = "refused", "duplicate"
+
+_INSERT = text(
+    "INSERT INTO delivery_log (provider, outcome, cause, detail, external_id, client,"
+    " received_at) VALUES (:provider, :outcome, :cause, :detail, :external_id, :client, :at)"
+).bindparams(bindparam("at", type_=DateTime(timezone=True)))
+# Both SQLite (3.24+) and PostgreSQL spell an upsert this way.
+_COUNT = text(
+    "INSERT INTO delivery_count (provider, cause, outcome, count, last_at)"
+    " VALUES (:provider, :cause, :outcome, :n, :at)"
+    " ON CONFLICT (provider, cause) DO UPDATE SET count = delivery_count.count + :n,"
+    " last_at = :at"
+).bindparams(bindparam("at", type_=DateTime(timezone=True)))
+_TRIM = text("DELETE FROM delivery_log WHERE id <= (SELECT MAX(id) FROM delivery_log) - :keep")
+
+
+@dataclass(frozen=True, slots=True)
+class Note:
+    provider: str
+    outcome: str
+    cause: str
+    detail: str | None
+    external_id: str | None
+    client: str | None
+    at: datetime
+
+
+class DeliveryLog:
+    def __init__(self, engine: Engine, *, keep: int = KEEP, buffer: int = BUFFER) -> None:
+        self._engine = engine
+        self._keep = keep
+        self._rows: deque[Note] = deque(maxlen=buffer)
+        self._counts: Counter[tuple[str, str, str]] = Counter()
+        self._task: asyncio.Task[None] | None = None
+
+    def note(
+        self,
+        provider: str,
+        outcome: str,
+        cause: str,
+        *,
+        detail: str | None = None,
+        external_id: str | None = None,
+        client: str | None = None,
+    ) -> None:
+        """Remember one delivery; written shortly after, off the request's path."""
+        self._rows.append(
+            Note(
+                provider,
+                outcome,
+                cause,
+                detail[:_DETAIL] if detail else None,
+                external_id[:255] if external_id else None,
+                client[:64] if client else None,
+                utcnow(),
+            )
+        )
+        self._counts[(provider, cause, outcome)] += 1
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._flush())
+
+    async def _flush(self) -> None:
+        while self._rows or self._counts:
+            rows = list(self._rows)
+            self._rows.clear()
+            counts = dict(self._counts)
+            self._counts.clear()
+            try:
+                await asyncio.to_thread(self._write, rows, counts)
+            except Exception as exc:  # a record for operators: never worth a failed request
+                log.warning("delivery log not written", error=type(exc).__name__, rows=len(rows))
+                return
+
+    def _write(self, rows: list[Note], counts: dict[tuple[str, str, str], int]) -> None:
+        now = utcnow()
+        with transaction(self._engine) as connection:
+            if rows:
+                connection.execute(
+                    _INSERT,
+                    [
+                        {
+                            "provider": r.provider,
+                            "outcome": r.outcome,
+                            "cause": r.cause,
+                            "detail": r.detail,
+                            "external_id": r.external_id,
+                            "client": r.client,
+                            "at": r.at,
+                        }
+                        for r in rows
+                    ],
+                )
+                connection.execute(_TRIM, {"keep": self._keep})
+            for (provider, cause, outcome), n in sorted(counts.items()):
+                connection.execute(
+                    _COUNT,
+                    {"provider": provider, "cause": cause, "outcome": outcome, "n": n, "at": now},
+                )
+
+    async def flush(self) -> None:
+        """Wait until everything noted so far is written (tests, shutdown)."""
+        while self._task is not None and not self._task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._task)
