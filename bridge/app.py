@@ -27,6 +27,7 @@ from bridge.core.queue import Enqueuer, connect
 from bridge.core.settings import Settings
 from bridge.core.state import AppState
 from bridge.stripe import webhook as stripe_webhook
+from bridge.usage import endpoint as usage_endpoint
 
 
 def _ping_db(engine: Engine) -> None:
@@ -95,6 +96,7 @@ def create_app(
     """The app; ``clock`` (unix seconds) is what signatures are dated against."""
     secrets = settings.webhook_secrets()  # raises ConfigError before anything listens
     config = settings.bridge_config()
+    usage_tokens = settings.usage_tokens_list()
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -103,7 +105,7 @@ def create_app(
         redis = connect(settings.redis_url)
         queue = Enqueuer(settings.redis_url)
         batcher = Batcher(db_engine, queue)
-        state = AppState(settings, config, db_engine, redis, secrets, batcher, clock)
+        state = AppState(settings, config, db_engine, redis, secrets, batcher, usage_tokens, clock)
         try:
             yield {"bridge": state}
         finally:
@@ -115,6 +117,8 @@ def create_app(
 
     routes = [
         Route(WEBHOOK_PATH, stripe_webhook.endpoint, methods=["POST"]),
+        Route("/usage", usage_endpoint.post_usage, methods=["POST"]),
+        Route("/usage/openapi.json", usage_endpoint.openapi, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.stack",
     "tests.fixtures.pipeline",
     "tests.fixtures.queue",
+    "tests.fixtures.usage",
 ]

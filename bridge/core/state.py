@@ -21,5 +21,7 @@ class AppState:
     redis: ArqRedis | None
     webhook_secrets: tuple[str, ...]
     batcher: Batcher
+    # POST /usage bearer tokens; empty: the endpoint answers 404.
+    usage_tokens: tuple[str, ...] = ()
     # Unix seconds, for the signature's tolerance; tests set it to stand on a boundary.
     clock: Callable[[], float] = time.time
