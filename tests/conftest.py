@@ -5,5 +5,6 @@ pytest_plugins = [
     "tests.fixtures.stack",
     "tests.fixtures.pipeline",
     "tests.fixtures.queue",
+    "tests.fixtures.fake_stripe",
     "tests.fixtures.usage",
 ]

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 
 from bridge.core.db import is_sqlite
 from bridge.core.logs import get_logger
+from bridge.core.models import utcnow
 from bridge.core.queue import enqueue
 from bridge.core.state import AppState
 from bridge.usage import ledger
@@ -122,18 +123,19 @@ async def post_usage(request: Request) -> Response:
             return _error(503, "database_unavailable", "nothing was stored", **{"Retry-After": "5"})
         for (i, r), (outcome, aggregate) in zip(good, stored.results, strict=True):
             results[i] = Result(i, outcome, r.idempotency_key, aggregate)
-        await _enqueue(state, stored.opened, now)
+        await _enqueue(state, stored.opened)
     done = [r for r in results if r is not None]
     counts = {o: sum(r.outcome == o for r in done) for o in ("accepted", "duplicate", "refused")}
     return JSONResponse({**counts, "results": [r.json() for r in done]}, status_code=202)
 
 
-async def _enqueue(state: AppState, opened: list[tuple[str, datetime]], now: datetime) -> None:
+async def _enqueue(state: AppState, opened: list[tuple[str, datetime]]) -> None:
     """Each new aggregate's job, deferred to its window's end. Redis trouble is logged,
     never raised: the intents are stored, and the worker's relay queues them."""
     if not opened or state.redis is None:
         return
     by_due: dict[float, list[str]] = {}
+    now = utcnow()  # Redis schedules by the wall clock, whatever the app's clock says
     for intent_id, due in opened:
         by_due.setdefault(ledger.due_in(due, now), []).append(intent_id)
     try:

@@ -66,7 +66,7 @@ _AGGREGATE = Sql(
 )
 _SUBSCRIPTION = Sql(
     """SELECT ref FROM license WHERE product_id = :product_id AND "key" = :key
-    AND ref LIKE 'stripe:sub:%' ORDER BY ref"""
+    AND ref LIKE :prefix ORDER BY ref"""
 )
 
 
@@ -285,7 +285,8 @@ def seal(engine: Engine, agg_id: str, now: datetime) -> Aggregate | None:
 def subscription_ref(engine: Engine, product_id: int, key: str) -> str | None:
     """The Stripe subscription license (``stripe:sub:<id>``) the key belongs to, if known."""
     with tx(engine) as t:
-        row = t.one(_SUBSCRIPTION, {"product_id": product_id, "key": key})
+        params = {"product_id": product_id, "key": key, "prefix": "stripe:sub:%"}
+        row = t.one(_SUBSCRIPTION, params)
         return None if row is None else str(row[0])
 
 
