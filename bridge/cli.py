@@ -22,6 +22,7 @@ _COMMANDS = {
     "bench": "bridge.tools.bench:command",
     "intents": "bridge.tools.ops:intents_command",
     "replay": "bridge.tools.ops:replay_command",
+    "collect": "jobs.collector:command",
 }
 
 _HELP = {
@@ -34,6 +35,7 @@ _HELP = {
     "bench": "Measure ingest throughput, webhook-to-key latency and memory.",
     "intents": "List intents and their status (what the bridge did, or will do).",
     "replay": "Put failed or needs_review intents back to pending.",
+    "collect": "Read the Cryptolens usage counters once and bill what increased.",
 }
 
 

@@ -201,6 +201,10 @@ class UsageCounter(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=100)
     object_id: int  # the data object's id: a new object (same name) is a new counter
     value: int = Field(sa_type=BigInteger)
-    read_at: datetime = Field(sa_column=_ts())
+    read_at: datetime = Field(sa_column=_ts())  # when the reading's call was sent
+    # How many times the counter started over (went down, or a new object): part of the
+    # ledger records' idempotency keys, so a counter rising again through the same
+    # values after a reset is new usage, not a duplicate.
+    epoch: int = 0
     # The last time the counter went down (reported, not billed): "from -> to at <time>".
     note: str | None = Field(default=None, max_length=200)

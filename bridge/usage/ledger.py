@@ -122,6 +122,11 @@ def record_many(
     checks it). A second record with an idempotency key already stored, or earlier in
     ``records``, is a duplicate and changes nothing.
     """
+    with tx(engine) as t:
+        return _store(t, records, now=now, config=config)
+
+
+def _store(t: Tx, records: Sequence[UsageIn], *, now: datetime, config: UsageConfig) -> Stored:
     first: dict[str, int] = {}
     for i, r in enumerate(records):
         first.setdefault(r.idempotency_key, i)
@@ -134,23 +139,22 @@ def record_many(
         candidate[r.idempotency_key] = aggregate_id(r.product_id, r.key, r.meter, ws)
     stored = Stored()
     final: dict[str, str] = {}  # idempotency key -> the aggregate it joined
-    with tx(engine) as t:
-        inserted = _insert_records(t, unique, candidate, now)
-        groups: dict[str, list[UsageIn]] = {}
-        for r in unique:
-            if r.idempotency_key in inserted:
-                groups.setdefault(candidate[r.idempotency_key], []).append(r)
-        for agg_id in sorted(groups):
-            members = groups[agg_id]
-            joined = _open(t, members[0], config, now, stored)
-            for r in members:
-                final[r.idempotency_key] = joined
-                if joined != agg_id:  # its window's aggregate was sealed: the next one
-                    t.run(_MOVE, {"to": joined, "idempotency_key": r.idempotency_key})
-            t.run(
-                _ADD,
-                {"id": joined, "quantity": sum(r.quantity for r in members), "n": len(members)},
-            )
+    inserted = _insert_records(t, unique, candidate, now)
+    groups: dict[str, list[UsageIn]] = {}
+    for r in unique:
+        if r.idempotency_key in inserted:
+            groups.setdefault(candidate[r.idempotency_key], []).append(r)
+    for agg_id in sorted(groups):
+        members = groups[agg_id]
+        joined = _open(t, members[0], config, now, stored)
+        for r in members:
+            final[r.idempotency_key] = joined
+            if joined != agg_id:  # its window's aggregate was sealed: the next one
+                t.run(_MOVE, {"to": joined, "idempotency_key": r.idempotency_key})
+        t.run(
+            _ADD,
+            {"id": joined, "quantity": sum(r.quantity for r in members), "n": len(members)},
+        )
     for i, r in enumerate(records):
         if first[r.idempotency_key] == i and r.idempotency_key in final:
             stored.results.append(("accepted", final[r.idempotency_key]))
@@ -280,6 +284,113 @@ def seal(engine: Engine, agg_id: str, now: datetime) -> Aggregate | None:
             int(records),
             t.read_time(sealed),
         )
+
+
+# -- the collector's readings -----------------------------------------------------------
+
+_NEW_COUNTER = Sql(
+    """INSERT INTO usage_counter (product_id, "key", name, object_id, value, read_at, epoch)
+    VALUES (:product_id, :key, :name, :object_id, 0, :never, 0)
+    ON CONFLICT (product_id, "key", name) DO NOTHING"""
+)
+_COUNTER = Sql(
+    """SELECT object_id, value, read_at, epoch FROM usage_counter
+    WHERE product_id = :product_id AND "key" = :key AND name = :name {for_update}"""
+)
+_SET_COUNTER = Sql(
+    """UPDATE usage_counter SET object_id = :object_id, value = :value, read_at = :read_at,
+    epoch = :epoch, note = COALESCE(:note, note)
+    WHERE product_id = :product_id AND "key" = :key AND name = :name"""
+)
+_NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one reading of a counter meant: ``billed`` units added to the ledger, or a
+    ``decrease`` reported (from, to), or nothing (unchanged, or older than the last)."""
+
+    billed: int = 0
+    decrease: tuple[int, int] | None = None
+    stale: bool = False
+    stored: Stored = field(default_factory=Stored)
+
+
+def record_reading(
+    engine: Engine,
+    *,
+    product_id: int,
+    key: str,
+    name: str,
+    object_id: int,
+    value: int,
+    read_at: datetime,
+    config: UsageConfig,
+) -> Reading:
+    """Bill the increase of a counter since its last reading, in the transaction that
+    moves its watermark.
+
+    The watermark row is locked first, so two collectors (a cron run and one by hand,
+    or a run after a restart) measure each increase once: the second finds the
+    watermark already moved. A reading sent before the stored one (``read_at``) is
+    stale and changes nothing. A counter that went down, or a new object of that name,
+    starts a new epoch from the value read: the drop is reported, never billed.
+    """
+    names = {"product_id": product_id, "key": key, "name": name}
+    with tx(engine) as t:
+        t.run(_NEW_COUNTER, {**names, "object_id": object_id, "never": t.time(_NEVER)})
+        row = t.one(_COUNTER, names)
+        assert row is not None
+        last_object, last, last_read, epoch = row
+        if (t.read_time(last_read) or _NEVER) >= read_at:
+            return Reading(stale=True)
+        update: dict[str, Any] = {
+            **names,
+            "object_id": object_id,
+            "value": value,
+            "read_at": t.time(read_at),
+            "epoch": epoch,
+            "note": None,
+        }
+        if object_id != last_object:  # removed and added again: a new counter, from 0
+            last, update["epoch"] = 0, epoch + 1
+        if value < last:
+            update["epoch"] += 1
+            update["note"] = f"went down from {last} to {value} at {read_at.isoformat()}"
+            t.run(_SET_COUNTER, update)
+            return Reading(decrease=(last, value))
+        reading = Reading()
+        if value > last:
+            record = UsageIn(
+                idempotency_key=(
+                    f"collector:{product_id}:{key}:{name}:{object_id}:{update['epoch']}:"
+                    f"{last}-{value}"
+                ),
+                product_id=product_id,
+                key=key,
+                meter="",
+                quantity=value - last,
+                occurred_at=read_at,
+                source="collector",
+            )
+            stored = _store(t, [record], now=read_at, config=config)
+            billed = value - last if stored.results[0][0] == "accepted" else 0
+            reading = Reading(billed=billed, stored=stored)
+        t.run(_SET_COUNTER, update)
+        return reading
+
+
+def collected_keys(engine: Engine, product_id: int) -> list[str]:
+    """The product's keys the bridge knows (its licenses): whose counters it reads."""
+    with tx(engine) as t:
+        rows = t.all(_KEYS, {"product_id": product_id})
+        return [str(k) for (k,) in rows]
+
+
+_KEYS = Sql(
+    '''SELECT DISTINCT "key" FROM license WHERE product_id = :product_id
+    AND "key" IS NOT NULL ORDER BY "key"'''
+)
 
 
 def subscription_ref(engine: Engine, product_id: int, key: str) -> str | None:

@@ -55,6 +55,7 @@ def upgrade() -> None:
         sa.Column("object_id", sa.Integer(), nullable=False),
         sa.Column("value", sa.BigInteger(), nullable=False),
         sa.Column("read_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("epoch", sa.Integer(), nullable=False),
         sa.Column("note", sa.String(length=200), nullable=True),
         sa.PrimaryKeyConstraint("product_id", "key", "name"),
     )
