@@ -22,6 +22,15 @@ class TestBridgeExample:
         assert [p.template_id for p in stripe.price] == [1, 2]
         assert stripe.grace_for("price_yearly_example") == 14
         assert stripe.grace_for("price_1OPouiJN5vQBdWExAQaqTooZ") == 3
+        usage = config.usage
+        assert [(p.id, p.sink) for p in usage.product] == [
+            (1001, "cryptolens"),
+            (1002, "stripe_meter"),
+        ]
+        meter = usage.product_for(1002)
+        assert meter is not None and meter.event_name("storage") == "storage_gb"
+        assert meter.event_name("") == "api_calls"
+        assert usage.collector is not None and usage.collector.products == (1001,)
 
 
 class TestSandboxExample:
