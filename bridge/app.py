@@ -29,6 +29,7 @@ from bridge.core.queue import Enqueuer, connect
 from bridge.core.settings import Settings
 from bridge.core.state import AppState
 from bridge.cryptolens import CryptolensClient, make_http_client
+from bridge.usage import endpoint as usage_endpoint
 
 
 def _ping_db(engine: Engine) -> None:
@@ -77,6 +78,7 @@ def create_app(
     has_token = bool(settings.cryptolens_token.get_secret_value().strip())
     plan_token = settings.token() if admin_token is not None and has_token else None
     config = settings.bridge_config()
+    usage_tokens = settings.usage_tokens_list()
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -86,7 +88,17 @@ def create_app(
         queue = Enqueuer(settings.redis_url)
         batcher = Batcher(db_engine, queue)
         deliveries = DeliveryLog(db_engine)
-        state = AppState(settings, config, db_engine, redis, secrets, batcher, deliveries, clock)
+        state = AppState(
+            settings,
+            config,
+            db_engine,
+            redis,
+            secrets,
+            batcher,
+            deliveries,
+            usage_tokens=usage_tokens,
+            clock=clock,
+        )
         http = None
         if plan_token is not None:
             # The admin page's dry runs read Cryptolens: one client for the process.
@@ -116,6 +128,8 @@ def create_app(
         route for provider in providers.all_providers() for route in provider.routes(settings)
     ]
     routes += [
+        Route("/usage", usage_endpoint.post_usage, methods=["POST"]),
+        Route("/usage/openapi.json", usage_endpoint.openapi, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

@@ -25,6 +25,7 @@ _COMMANDS = {
     "replay": "bridge.tools.ops:replay_command",
     "events": "bridge.tools.ops:events_command",
     "reconcile": "bridge.tools.reconcile:command",
+    "collect": "jobs.collector:command",
 }
 
 _HELP = {
@@ -40,6 +41,7 @@ _HELP = {
     "replay": "Put failed or needs_review intents back to pending (--plan: a dry run).",
     "events": "List stored deliveries (events show ID: one and its intents).",
     "reconcile": "Compare every paid license with Cryptolens; --repair drift through intents.",
+    "collect": "Read the Cryptolens usage counters once and bill what increased.",
 }
 
 

@@ -20,6 +20,7 @@ from bridge.core import logs
 from bridge.core.logs import get_logger
 from bridge.core.queue import JOB_NAME
 from bridge.core.settings import Settings
+from jobs.collector import collect
 from jobs.relay import relay, relay_once
 from jobs.runner import run_intent
 from jobs.runtime import Runtime
@@ -45,6 +46,31 @@ def worker_options(
 
     interval = settings.relay_interval_seconds
     job_timeout = settings.lease_seconds + settings.cryptolens_read_timeout
+    crons = [
+        cron(
+            relay,
+            name="relay",
+            second=set(range(0, 60, interval)) if interval < 60 else {0},
+            run_at_startup=False,
+            unique=True,
+            # arq marks a job in progress for the longest timeout + 10 s; a job whose
+            # worker died is retaken only then, so no function may set it higher.
+            timeout=job_timeout,
+        ),
+    ]
+    collector = settings.bridge_config().usage.collector
+    if collector is not None:
+        # unique: one run per tick across every worker (a second would find nothing new,
+        # the watermarks see to that, but would cost every key a call).
+        crons.append(
+            cron(
+                collect,
+                name="collect",
+                unique=True,
+                timeout=job_timeout,
+                **_every(collector.interval_seconds),
+            )
+        )
     return {
         "functions": [
             # The database counts attempts; arq's own try limit would silently drop an
@@ -56,18 +82,7 @@ def worker_options(
                 timeout=job_timeout,
             ),
         ],
-        "cron_jobs": [
-            cron(
-                relay,
-                name="relay",
-                second=set(range(0, 60, interval)) if interval < 60 else {0},
-                run_at_startup=False,
-                unique=True,
-                # arq marks a job in progress for the longest timeout + 10 s; a job whose
-                # worker died is retaken only then, so no function may set it higher.
-                timeout=job_timeout,
-            ),
-        ],
+        "cron_jobs": crons,
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
@@ -77,6 +92,16 @@ def worker_options(
         "max_jobs": settings.worker_max_jobs,
         "handle_signals": True,
     }
+
+
+def _every(seconds: int) -> dict[str, Any]:
+    """arq cron fields for "every ``seconds``", on the clock's round values: under a minute
+    by seconds, under an hour by minutes, else by hours (rounded to what divides a day)."""
+    if seconds < 60:
+        return {"second": set(range(0, 60, seconds))}
+    if seconds < 3600:
+        return {"second": {0}, "minute": set(range(0, 60, max(seconds // 60, 1)))}
+    return {"second": {0}, "minute": {0}, "hour": set(range(0, 24, max(seconds // 3600, 1)))}
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

@@ -7,4 +7,6 @@ pytest_plugins = [
     "tests.fixtures.queue",
     "tests.fixtures.crm",
     "tests.fixtures.admin",
+    "tests.fixtures.fake_stripe",
+    "tests.fixtures.usage",
 ]

@@ -108,3 +108,21 @@ class TestTable:
         assert lines[2].split() == ["ratio", "0.5", ">=", "0.4", "pass"]
         assert lines[3].split() == ["p99", "12", "ms", "<=", "10", "ms", "MISS"]
         assert lines[4].split() == ["acks", "900", "/s", "-"]
+
+
+@pytest.mark.slow
+class TestUsageBench:
+    def test_records_per_second_beside_bare_and_one_call_per_key_and_window(self) -> None:
+        args = ["bench", "--usage", "--ingest-seconds", "0.3", "--rounds", "1"]
+        args += ["--concurrency", "2", "--usage-batch", "20", "--usage-records", "150"]
+        args += ["--settle", "60"]
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        for size in ("batch_1", "batch_20"):
+            ingest = report["ingest"][size]
+            assert set(ingest["bridge"]["statuses"]) == {"202"}
+            assert ingest["records_per_second"] > 0 and ingest["bare"]["per_second"] > 0
+        aggregation = report["aggregation"]
+        assert aggregation["records_accepted"] == aggregation["usage_recorded"] == 4 * 150
+        assert aggregation["record_usage_calls"] == aggregation["keys"] == 4

@@ -31,6 +31,15 @@ class TestBridgeExample:
         assert zoho.template_for(None, "pro") == (3, "product")
         assert zoho.template_for(7, "pro") == (7, "deal")
         assert (zoho.template_for(None, "other"), zoho.lost_policy) == ((1, "default"), "none")
+        usage = config.usage
+        assert [(p.id, p.sink) for p in usage.product] == [
+            (1001, "cryptolens"),
+            (1002, "stripe_meter"),
+        ]
+        meter = usage.product_for(1002)
+        assert meter is not None and meter.event_name("storage") == "storage_gb"
+        assert meter.event_name("") == "api_calls"
+        assert usage.collector is not None and usage.collector.products == (1001,)
 
 
 class TestSandboxExample:

@@ -179,3 +179,69 @@ class DeliveryCount(SQLModel, table=True):
     outcome: str = Field(max_length=20)
     count: int = Field(default=0, sa_type=BigInteger)
     last_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+
+
+class UsageAggregate(SQLModel, table=True):
+    """The units of one (product, key, meter) that arrived in one window: one intent.
+
+    ``id`` is the intent's id, built from those four values, so every web process and
+    worker names the same aggregate alike. Records are added while ``sealed_at`` is
+    empty; the worker seals it before reading ``quantity``, so the amount it reports is
+    final, and a record that finds it sealed joins the next (open) window instead.
+    """
+
+    __tablename__ = "usage_aggregate"
+
+    id: str = Field(primary_key=True, max_length=255)
+    product_id: int
+    key: str = Field(max_length=100)
+    meter: str = Field(default="", max_length=64)
+    window_start: int = Field(sa_type=BigInteger)  # unix seconds, a multiple of the window
+    window_seconds: int
+    sink: str = Field(max_length=20)  # "cryptolens" or "stripe_meter", fixed when opened
+    quantity: int = Field(default=0, sa_type=BigInteger)
+    records: int = 0
+    sealed_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class UsageRecord(SQLModel, table=True):
+    """The ledger: one row per unit of usage reported, once per idempotency key."""
+
+    __tablename__ = "usage_record"
+    __table_args__ = (UniqueConstraint("idempotency_key", name="uq_usage_record_idempotency_key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(max_length=255)
+    product_id: int
+    key: str = Field(max_length=100)
+    meter: str = Field(default="", max_length=64)
+    quantity: int = Field(sa_type=BigInteger)
+    occurred_at: datetime = Field(sa_column=_ts())  # when the usage happened (the sender's)
+    received_at: datetime = Field(sa_column=_ts())  # when it arrived: decides the window
+    source: str = Field(max_length=20)  # "api" or "collector"
+    # The aggregate it was billed with (no foreign key: the record is written first, so
+    # that only a new record opens or adds to an aggregate).
+    aggregate_id: str = Field(max_length=255, index=True)
+
+
+class UsageCounter(SQLModel, table=True):
+    """The collector's watermark: the last reading of one counter data object on a key.
+
+    Written in the transaction that adds the ledger records for an increase, so a second
+    run (or a run after a restart) measures from the reading already billed.
+    """
+
+    __tablename__ = "usage_counter"
+
+    product_id: int = Field(primary_key=True)
+    key: str = Field(primary_key=True, max_length=100)
+    name: str = Field(primary_key=True, max_length=100)
+    object_id: int  # the data object's id: a new object (same name) is a new counter
+    value: int = Field(sa_type=BigInteger)
+    read_at: datetime = Field(sa_column=_ts())  # when the reading's call was sent
+    # How many times the counter started over (went down, or a new object): part of the
+    # ledger records' idempotency keys, so a counter rising again through the same
+    # values after a reset is new usage, not a duplicate.
+    epoch: int = 0
+    # The last time the counter went down (reported, not billed): "from -> to at <time>".
+    note: str | None = Field(default=None, max_length=200)

@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge.core.errors import Permanent
+from bridge.usage.config import UsageConfig
 
 # Values people paste from examples; a bridge that runs with one of them accepts forgeries.
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "xxx", "whsec_...", "whsec_xxx", "todo"}
@@ -189,6 +190,8 @@ class BridgeConfig(BaseModel):
 
     stripe: StripeConfig = StripeConfig()
     cryptolens: CryptolensConfig = CryptolensConfig()
+    usage: UsageConfig = UsageConfig()
+
     hubspot: HubSpotConfig = HubSpotConfig()
     pipedrive: PipedriveConfig = PipedriveConfig()
     crm: dict[str, CrmSourceConfig] = {}
@@ -240,6 +243,9 @@ class Settings(BaseSettings):
     stripe_api_key: SecretStr | None = Field(default=None, alias="STRIPE_API_KEY")
     # Only for tests and staging: where the official stripe library sends its API calls.
     stripe_api_base: str | None = Field(default=None, alias="STRIPE_API_BASE")
+    # Bearer tokens that may post usage (POST /usage), several separated by commas during
+    # a rotation. None: the endpoint does not exist (404).
+    usage_tokens: SecretStr = Field(default=SecretStr(""), alias="BRIDGE_USAGE_TOKENS")
     signature_tolerance: int = Field(default=300, ge=1, alias="BRIDGE_SIGNATURE_TOLERANCE")
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, alias="BRIDGE_MAX_BODY_BYTES")
 
@@ -371,6 +377,17 @@ class Settings(BaseSettings):
         source's endpoint answers 404."""
         name = f"CRM_SECRET_{source.upper()}"
         return _secrets(os.environ.get(name, ""), name)
+
+    def usage_tokens_list(self) -> tuple[str, ...]:
+        """The usage endpoint's bearer tokens; empty when none is configured. A
+        placeholder is refused: it would let anyone bill a customer."""
+        raw = self.usage_tokens.get_secret_value()
+        parts = tuple(p.strip() for p in raw.split(",") if p.strip())
+        if any(p.lower() in _PLACEHOLDERS or len(p) < 16 for p in parts):
+            raise ConfigError(
+                "BRIDGE_USAGE_TOKENS holds a placeholder or a token shorter than 16 characters"
+            )
+        return parts
 
     def token(self) -> str:
         token = self.cryptolens_token.get_secret_value().strip()

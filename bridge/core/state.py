@@ -25,6 +25,8 @@ class AppState:
     batcher: Batcher
     # Refused and duplicate deliveries, for the admin page (any provider's endpoint).
     deliveries: DeliveryLog
+    # POST /usage bearer tokens; empty: the endpoint answers 404.
+    usage_tokens: tuple[str, ...] = ()
     # Unix seconds, for the signature's tolerance; tests set it to stand on a boundary.
     clock: Callable[[], float] = time.time
     # Read-only Cryptolens calls for the admin page's plans (None: no token configured).

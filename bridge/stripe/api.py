@@ -1,9 +1,10 @@
-"""The one Stripe API call the bridge makes: which template a checkout's line items name.
+"""The Stripe API calls the worker makes: a checkout's line items, usage meter events.
 
 Webhooks never carry a session's line items, so when the planner cannot resolve a
 template it leaves ``checkout_session`` in the create_key params and the worker asks
-here. We use the official library (it knows pagination, API versions and error types),
-on its httpx-based async client.
+here. The ``stripe_meter`` usage sink sends Billing Meter events, for the customer of
+the key's subscription. We use the official library (it knows pagination, API versions
+and error types), on its httpx-based async client.
 
 Errors, translated at this edge so the worker decides retry vs fail in one place::
 
@@ -129,6 +130,94 @@ def _translate(exc: stripe.StripeError, api_key: str) -> NoReturn:
     kind = TransientStripeError if transient else PermanentStripeError
     # "from None": the library's exception holds the request headers and raw body.
     raise kind(_describe(exc, api_key)) from None
+
+
+def _client(
+    api_key: str, api_base: str | None, http_client: stripe.HTTPClient
+) -> stripe.StripeClient:
+    if not api_key:
+        raise PermanentStripeError("no Stripe API key configured")
+    register_secrets([api_key])
+    return stripe.StripeClient(
+        api_key,
+        base_addresses={"api": api_base} if api_base else None,
+        http_client=http_client,
+        # One retry policy, the worker's: the library would otherwise retry on its own.
+        max_network_retries=0,
+    )
+
+
+async def subscription_customer(
+    subscription_id: str,
+    *,
+    api_key: str,
+    api_base: str | None,
+    http_client: stripe.HTTPClient,
+) -> str:
+    """The id of the customer who holds subscription ``subscription_id``."""
+    client = _client(api_key, api_base, http_client)
+    try:
+        subscription = await client.v1.subscriptions.retrieve_async(subscription_id)
+    except stripe.StripeError as exc:
+        _translate(exc, api_key)
+    customer = subscription.to_dict().get("customer")
+    if isinstance(customer, Mapping):
+        customer = customer.get("id")
+    if not isinstance(customer, str) or not customer:
+        raise PermanentStripeError(f"subscription {subscription_id} names no customer")
+    return customer
+
+
+class DuplicateMeterEvent(PermanentStripeError):
+    """Stripe already has an event with this identifier: the one sent before counts."""
+
+
+def _names_duplicate(exc: stripe.StripeError) -> bool:
+    text = f"{exc.code or ''} {exc.user_message or ''}".lower()
+    return "already_exists" in text or "already exists" in text or "duplicate" in text
+
+
+@dataclass(frozen=True)
+class MeterEvent:
+    """A Billing Meter event: ``identifier`` is what Stripe keeps unique (24 h at least)."""
+
+    event_name: str
+    customer: str
+    value: int
+    identifier: str
+    timestamp: int
+
+
+async def create_meter_event(
+    event: MeterEvent,
+    *,
+    api_key: str,
+    api_base: str | None,
+    http_client: stripe.HTTPClient,
+) -> str:
+    """POST /v1/billing/meter_events; returns the identifier Stripe recorded.
+
+    A re-send with the same identifier inside 24 hours is counted once by Stripe; when
+    Stripe answers it as a duplicate, that is :class:`DuplicateMeterEvent` (the event is
+    there). No idempotency key: Stripe would replay a first 500 to every re-send.
+    """
+    client = _client(api_key, api_base, http_client)
+    params: dict[str, Any] = {
+        "event_name": event.event_name,
+        "identifier": event.identifier,
+        "timestamp": event.timestamp,
+        "payload": {"stripe_customer_id": event.customer, "value": str(event.value)},
+    }
+    try:
+        created = await client.v1.billing.meter_events.create_async(
+            params,  # type: ignore[arg-type]
+        )
+    except stripe.StripeError as exc:
+        if exc.http_status == 400 and _names_duplicate(exc):
+            raise DuplicateMeterEvent(_describe(exc, api_key)) from None
+        _translate(exc, api_key)
+    identifier = created.to_dict().get("identifier")
+    return identifier if isinstance(identifier, str) else event.identifier
 
 
 async def checkout_template_hints(

@@ -172,8 +172,8 @@ def bridge_env(database_url: str, redis_url: str, config: Path, sandbox: str) ->
     return env
 
 
-def run_loadgen(st: Stack, args: list[str]) -> dict[str, Any]:
-    env = {**os.environ, loadgen.SECRET_ENV: SECRET}
+def run_loadgen(st: Stack, args: list[str], extra: dict[str, str] | None = None) -> dict[str, Any]:
+    env = {**os.environ, loadgen.SECRET_ENV: SECRET, **(extra or {})}
     done = subprocess.run(  # noqa: S603
         [sys.executable, "-m", "bridge.tools.loadgen", *args],
         env=env,
@@ -472,6 +472,39 @@ def table(rows: list[Figure]) -> str:
     return "\n".join(out)
 
 
+def _usage(
+    seconds: float,
+    rounds: int,
+    concurrency: int,
+    batch: int,
+    records: int,
+    settle: float,
+    keep: Path | None,
+) -> None:
+    """The usage bench (``bridge.tools.bench_usage``); prints one JSON object."""
+    from bridge.tools import bench_usage
+
+    with stack(keep) as st:
+        redis_url = start_redis(st)
+        report = {
+            "machine": machine(),
+            "ingest": bench_usage.ingest(
+                st,
+                redis_url,
+                seconds=seconds,
+                concurrency=concurrency,
+                rounds=rounds,
+                batch=batch,
+            ),
+            "aggregation": bench_usage.aggregation(st, redis_url, records=records, settle=settle),
+        }
+    for size in report["ingest"].values():
+        for turn in size["rounds"]:
+            for side in ("bare", "bridge"):
+                turn[side].pop("latency_ms", None)
+    click.echo(json.dumps(report, indent=2))
+
+
 @click.command("bench")
 @click.option(
     "--ingest-seconds", default=5.0, show_default=True, help="Measured, per endpoint and round."
@@ -506,6 +539,16 @@ def table(rows: list[Figure]) -> str:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead.")
 @click.option(
+    "--usage",
+    is_flag=True,
+    help="Measure POST /usage instead: records/s beside the bare endpoint, and one call "
+    "per key and window.",
+)
+@click.option("--usage-batch", default=100, show_default=True, help="Records per usage batch.")
+@click.option(
+    "--usage-records", default=500, show_default=True, help="Records per key in one window."
+)
+@click.option(
     "--keep",
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep databases and process logs in this directory.",
@@ -521,6 +564,9 @@ def command(
     latency_ms: float,
     lost_reply_rate: float,
     as_json: bool,
+    usage: bool,
+    usage_batch: int,
+    usage_records: int,
     keep: Path | None,
 ) -> None:
     """Measure ingest throughput, webhook-to-key latency and memory against their targets.
@@ -544,6 +590,9 @@ def command(
         else:
             click.echo(f"machine: {host['cores']} cores, {host['cpu']}, Python {host['python']}")
             click.echo(burst_mode.report(result))
+        return
+    if usage:
+        _usage(ingest_seconds, rounds, concurrency, usage_batch, usage_records, settle, keep)
         return
     if not as_json:
         click.echo(

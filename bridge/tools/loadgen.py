@@ -154,6 +154,39 @@ class CrmRequests(Requests):
         ).encode() + body
 
 
+USAGE_TOKEN_ENV = "BENCH_USAGE_TOKEN"  # noqa: S105 - a variable name
+USAGE_PRODUCT = 1001
+USAGE_KEYS = 16
+
+
+class UsageRequests:
+    """``POST /usage`` requests of ``batch`` records each, over ``USAGE_KEYS`` keys; every
+    record has its own idempotency key, so each one is new to the ledger."""
+
+    def __init__(self, host: str, port: int, run: str, token: str, batch: int) -> None:
+        self.head = (
+            f"POST /usage HTTP/1.1\r\nHost: {host}:{port}\r\nAuthorization: Bearer {token}\r\n"
+        )
+        self.run = run
+        self.batch = batch
+
+    def __call__(self, n: int) -> bytes:
+        records = [
+            {
+                "key": f"BENCH-{self.run}-{(n * self.batch + i) % USAGE_KEYS}",
+                "product_id": USAGE_PRODUCT,
+                "quantity": 1,
+                "idempotency_key": f"{self.run}-{n}-{i}",
+                "timestamp": "2026-12-01T14:00:00Z",
+            }
+            for i in range(self.batch)
+        ]
+        body = json.dumps(records[0] if self.batch == 1 else records).encode()
+        return (
+            f"{self.head}Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode() + body
+
+
 class Connection:
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader = reader
@@ -229,7 +262,7 @@ async def closed_loop(
     await asyncio.gather(*(drive(c) for c in connections))
     for conn in connections:
         conn.close()
-    ok = statuses.get(200, 0)
+    ok = sum(count for status, count in statuses.items() if 200 <= status < 300)
     return {
         "concurrency": concurrency,
         "seconds": seconds,
@@ -328,7 +361,12 @@ async def _bare(request: Request) -> Response:
 
 def bare_app() -> Starlette:
     """The reference: a Starlette endpoint that reads the body and answers 200."""
-    return Starlette(routes=[Route("/webhooks/stripe", _bare, methods=["POST"])])
+    return Starlette(
+        routes=[
+            Route("/webhooks/stripe", _bare, methods=["POST"]),
+            Route("/usage", _bare, methods=["POST"]),
+        ]
+    )
 
 
 def _run(coro: Any) -> Any:
@@ -352,6 +390,8 @@ def main(argv: list[str] | None = None) -> None:
         client.add_argument("--kind", choices=["stripe", "crm"], default="stripe")
     sub.choices["closed"].add_argument("--concurrency", type=int, required=True)
     sub.choices["closed"].add_argument("--warmup", type=float, default=1.0)
+    sub.choices["closed"].add_argument("--target", choices=["webhook", "usage"], default="webhook")
+    sub.choices["closed"].add_argument("--batch", type=int, default=1, help="records (usage)")
     sub.choices["open"].add_argument("--rate", type=float, required=True)
     sub.choices["open"].add_argument("--first", type=int, default=0)
     args = parser.parse_args(argv)
@@ -361,8 +401,13 @@ def main(argv: list[str] | None = None) -> None:
 
         run(bare_app(), host, args.port)
         return
-    kind = CrmRequests if args.kind == "crm" else Requests
-    make = kind(host, args.port, args.run, os.environ[SECRET_ENV])
+    make: Callable[[int], bytes]
+    if getattr(args, "target", "webhook") == "usage":
+        make = UsageRequests(host, args.port, args.run, os.environ[USAGE_TOKEN_ENV], args.batch)
+    elif args.kind == "crm":
+        make = CrmRequests(host, args.port, args.run, os.environ[SECRET_ENV])
+    else:
+        make = Requests(host, args.port, args.run, os.environ[SECRET_ENV])
     if args.mode == "closed":
         result = _run(
             closed_loop(

@@ -34,6 +34,16 @@ every run (each with a test in tests/test_effects_races.py):
 - REGISTER_EVENT carries the intent id in its Metadata; a lost reply is settled by
   GetEvents filtered on that exact Metadata string, once the call can no longer land.
 - RECORD_USAGE cannot be read back: an unknown outcome goes to a person.
+- REPORT_USAGE sends one usage aggregate. Two of them racing on one key are two
+  different aggregates (their ids name the window), each holding its own records: a
+  record joins exactly one aggregate, in the transaction that stores it, and only while
+  that aggregate is unsealed; the run seals its aggregate before it reads the amount, in
+  a transaction ordered with every record's (the aggregate's row lock), so the amount
+  sent is final and no record is in two amounts. Runs on one key are serialized by (a);
+  RecordUsage adds, so two aggregates' calls never undo each other. Its own RecordUsage
+  left unresolved goes to a person (it cannot be read back); a Stripe meter event left
+  unresolved is sent again with the same identifier (Stripe dedupes it), but only while
+  the first send is under 23 hours old, else to a person.
 - LINK_CUSTOMER links the key to the buyer found by email (added if none), once both the
   key and the buyer are known, whichever start event named the buyer.
 - SET_CUSTOMER (a CRM deal's contact or company changed) applies only when newer than the
@@ -70,7 +80,7 @@ from jobs.effects.deals import enrich
 from jobs.effects.expiry import extend
 from jobs.effects.keys import create_key
 from jobs.effects.run import Run
-from jobs.effects.usage import record_usage
+from jobs.effects.usage import record_usage, report_usage
 from jobs.effects.writeback import write_back
 from jobs.errors import NeedsReview
 
@@ -98,6 +108,8 @@ async def apply(run: Run) -> dict[str, Any]:
         return await register_event(run, license_)
     if intent.effect is Effect.RECORD_USAGE:
         return await record_usage(run, license_)
+    if intent.effect is Effect.REPORT_USAGE:
+        return await report_usage(run, license_)
     if intent.effect is Effect.LINK_CUSTOMER:
         return await link_customer(run, license_)
     if intent.effect is Effect.SET_CUSTOMER:

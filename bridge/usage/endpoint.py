@@ -1,0 +1,150 @@
+"""``POST /usage``: authenticate, check each record, store the good ones, answer 202.
+
+    404  no BRIDGE_USAGE_TOKENS configured: the endpoint does not exist
+    401  no bearer token, or not one of BRIDGE_USAGE_TOKENS    nothing stored
+    413  body over BRIDGE_MAX_BODY_BYTES, or over 1,000 records nothing stored
+    400  not a JSON object or array (or an empty array)        nothing stored
+    503  the database cannot take the write                    nothing stored; retry
+    202  per record: accepted, duplicate (its idempotency key was seen before: nothing
+         changes), or refused with the reason; good records are stored whatever the others
+
+``GET /usage/openapi.json`` serves the endpoint's OpenAPI description (no token needed:
+it describes, it holds nothing). Like the webhook, the endpoint records and enqueues;
+the aggregates' jobs are deferred to their windows' ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+
+from bridge.core.db import is_sqlite
+from bridge.core.logs import get_logger
+from bridge.core.models import utcnow
+from bridge.core.queue import enqueue
+from bridge.core.state import AppState
+from bridge.usage import ledger
+from bridge.usage.openapi import OPENAPI
+from bridge.usage.records import Bad, Result, UsageIn, parse
+
+log = get_logger(__name__)
+
+MAX_BATCH = 1000
+ENQUEUE_TIMEOUT = 1.0
+
+
+def _error(status: int, error: str, detail: str, **headers: str) -> Response:
+    return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
+
+
+def authorized(header: str | None, tokens: tuple[str, ...]) -> bool:
+    """Whether ``Authorization: Bearer <t>`` names one of ``tokens``, compared in constant
+    time against every one (no early exit tells which, or how much, matched)."""
+    if not header or header[:7].lower() != "bearer ":
+        return False
+    given = header[7:].strip().encode()
+    found = False
+    for token in tokens:
+        found |= hmac.compare_digest(given, token.encode())
+    return found
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > limit:
+        raise _TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def post_usage(request: Request) -> Response:
+    state: AppState = request.state.bridge
+    if not state.usage_tokens:
+        return _error(404, "not_found", "usage reporting is not configured")
+    if not authorized(request.headers.get("authorization"), state.usage_tokens):
+        return _error(401, "unauthorized", "a bearer token from BRIDGE_USAGE_TOKENS is needed")
+    try:
+        body = await _body(request, state.settings.max_body_bytes)
+    except _TooLarge:
+        return _error(413, "too_large", f"body over {state.settings.max_body_bytes} bytes")
+    except ClientDisconnect:
+        return Response(status_code=400)
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _error(400, "bad_json", "the body is not JSON")
+    raw: list[Any] = payload if isinstance(payload, list) else [payload]
+    if not isinstance(payload, list | dict) or not raw:
+        return _error(400, "bad_body", "send one record (an object) or a batch (an array)")
+    if len(raw) > MAX_BATCH:
+        return _error(413, "too_many", f"at most {MAX_BATCH} records per request")
+
+    usage = state.config.usage
+    results: list[Result | None] = []
+    good: list[tuple[int, UsageIn]] = []
+    for i, item in enumerate(raw):
+        try:
+            good.append((i, parse(item, usage)))
+            results.append(None)
+        except Bad as exc:
+            key = item.get("idempotency_key") if isinstance(item, dict) else None
+            results.append(
+                Result(i, "refused", key if isinstance(key, str) else None, reason=str(exc))
+            )
+    if good:
+        now = datetime.fromtimestamp(state.clock(), UTC)
+        records = [r for _, r in good]
+        try:
+            if is_sqlite(state.engine):  # one local writer: a thread only adds a hop
+                stored = ledger.record_many(state.engine, records, now=now, config=usage)
+            else:
+                stored = await asyncio.to_thread(
+                    ledger.record_many, state.engine, records, now=now, config=usage
+                )
+        except SQLAlchemyError as exc:
+            log.error("storing usage failed", error=type(exc).__name__, records=len(records))
+            return _error(503, "database_unavailable", "nothing was stored", **{"Retry-After": "5"})
+        for (i, r), (outcome, aggregate) in zip(good, stored.results, strict=True):
+            results[i] = Result(i, outcome, r.idempotency_key, aggregate)
+        await _enqueue(state, stored.opened)
+    done = [r for r in results if r is not None]
+    counts = {o: sum(r.outcome == o for r in done) for o in ("accepted", "duplicate", "refused")}
+    return JSONResponse({**counts, "results": [r.json() for r in done]}, status_code=202)
+
+
+async def _enqueue(state: AppState, opened: list[tuple[str, datetime]]) -> None:
+    """Each new aggregate's job, deferred to its window's end. Redis trouble is logged,
+    never raised: the intents are stored, and the worker's relay queues them."""
+    if not opened or state.redis is None:
+        return
+    by_due: dict[float, list[str]] = {}
+    now = utcnow()  # Redis schedules by the wall clock, whatever the app's clock says
+    for intent_id, due in opened:
+        by_due.setdefault(ledger.due_in(due, now), []).append(intent_id)
+    try:
+        async with asyncio.timeout(ENQUEUE_TIMEOUT):
+            for defer, ids in by_due.items():
+                await enqueue(state.redis, ids, defer=defer)
+    except Exception as exc:
+        log.warning("enqueue failed; the relay will retry", error=type(exc).__name__)
+
+
+async def openapi(_: Request) -> Response:
+    return Response(orjson.dumps(OPENAPI), media_type="application/json")

@@ -1,0 +1,406 @@
+"""The ledger: every usage record once, and the aggregates the sinks are sent.
+
+A record is stored under its idempotency key (``UNIQUE``, insert-on-conflict-do-nothing):
+a record seen before changes nothing. A new record joins the aggregate of its product,
+key and meter for the window its *arrival* falls in (``window_seconds`` per product);
+each aggregate is one intent, whose id names product, key, meter and window start, so
+every web process and worker opens the same one.
+
+An aggregate is open until the worker seals it (:func:`seal`), which happens once its
+window has ended; the amount reported is what it holds then, and can never change
+after. A record that finds its window's aggregate sealed (a late arrival, or clocks
+apart) joins the next open one. Adding to an aggregate locks its row, and sealing
+updates it, so the two are ordered: a record is counted in exactly one reported amount.
+
+Within a transaction rows are written in one order (records by idempotency key, then
+aggregates by id), so concurrent batches on PostgreSQL cannot deadlock.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from bridge.core.dbapi import Sql, Tx, tx
+from bridge.core.intents import Effect
+from bridge.usage.config import UsageConfig
+from bridge.usage.records import Outcome, UsageIn
+
+_ROWS_PER_STATEMENT = 200
+_INSERT_RECORDS = (
+    'INSERT INTO usage_record (idempotency_key, product_id, "key", meter, quantity,'
+    " occurred_at, received_at, source, aggregate_id) VALUES {values}"
+    " ON CONFLICT (idempotency_key) DO NOTHING RETURNING idempotency_key"
+)
+
+_AGGREGATE_STATE = Sql("SELECT sealed_at FROM usage_aggregate WHERE id = :id {for_update}")
+_NEW_AGGREGATE = Sql(
+    """INSERT INTO usage_aggregate (id, product_id, "key", meter, window_start,
+    window_seconds, sink, quantity, records) VALUES (:id, :product_id, :key, :meter,
+    :window_start, :window_seconds, :sink, 0, 0) ON CONFLICT (id) DO NOTHING RETURNING id"""
+)
+_ADD = Sql(
+    """UPDATE usage_aggregate SET quantity = quantity + :quantity, records = records + :n
+    WHERE id = :id"""
+)
+_MOVE = Sql("UPDATE usage_record SET aggregate_id = :to WHERE idempotency_key = :idempotency_key")
+_LICENSES = Sql('SELECT ref FROM license WHERE product_id = :product_id AND "key" = :key')
+_NEW_LICENSE = Sql(
+    """INSERT INTO license (ref, product_id, "key", created_by, created_at)
+    VALUES (:ref, :product_id, :key, 'usage', :now) ON CONFLICT (ref) DO NOTHING"""
+)
+_NEW_INTENT = Sql(
+    """INSERT INTO intent (id, effect, license_ref, params, occurred_at, status, attempts,
+    created_at, updated_at, next_attempt_at) VALUES (:id, :effect, :ref, :params,
+    :occurred_at, 'pending', 0, :now, :now, :due) ON CONFLICT (id) DO NOTHING"""
+)
+_SEAL = Sql("UPDATE usage_aggregate SET sealed_at = :now WHERE id = :id AND sealed_at IS NULL")
+_AGGREGATE = Sql(
+    """SELECT id, product_id, "key", meter, window_start, window_seconds, sink, quantity,
+    records, sealed_at FROM usage_aggregate WHERE id = :id"""
+)
+_SUBSCRIPTION = Sql(
+    """SELECT ref FROM license WHERE product_id = :product_id AND "key" = :key
+    AND ref LIKE :prefix ORDER BY ref"""
+)
+
+
+def aggregate_id(product_id: int, key: str, meter: str, window_start: int) -> str:
+    """``usage:<product>:<key>:<meter or ->:<window start>``. Read from the right it is
+    unambiguous: a meter holds no ``:`` and never starts with ``-``."""
+    return f"usage:{product_id}:{key}:{meter or '-'}:{window_start}"
+
+
+def window_start(at: datetime, seconds: int) -> int:
+    unix = int(at.timestamp())
+    return unix - unix % seconds
+
+
+@dataclass(frozen=True)
+class Aggregate:
+    id: str
+    product_id: int
+    key: str
+    meter: str
+    window_start: int
+    window_seconds: int
+    sink: str
+    quantity: int
+    records: int
+    sealed_at: datetime | None
+
+    def describe(self) -> str:
+        """The aggregate for a person deciding about it (a needs_review reason)."""
+        start = datetime.fromtimestamp(self.window_start, UTC).isoformat()
+        return (
+            f"aggregate {self.id}: {self.quantity} unit(s) from {self.records} record(s) of "
+            f"product {self.product_id}, meter {self.meter or '-'}, window {start} "
+            f"+{self.window_seconds}s"
+        )
+
+
+@dataclass
+class Stored:
+    """Per record (in the order given): its outcome and aggregate; and the intents of the
+    aggregates this call opened, with when each is due (its window's end)."""
+
+    results: list[tuple[Outcome, str | None]] = field(default_factory=list)
+    opened: list[tuple[str, datetime]] = field(default_factory=list)
+
+
+def record_many(
+    engine: Engine, records: Sequence[UsageIn], *, now: datetime, config: UsageConfig
+) -> Stored:
+    """Store ``records`` in one transaction, as if one after the other.
+
+    Every record's product must be in ``config`` (:func:`bridge.usage.records.parse`
+    checks it). A second record with an idempotency key already stored, or earlier in
+    ``records``, is a duplicate and changes nothing.
+    """
+    with tx(engine) as t:
+        return _store(t, records, now=now, config=config)
+
+
+def _store(t: Tx, records: Sequence[UsageIn], *, now: datetime, config: UsageConfig) -> Stored:
+    first: dict[str, int] = {}
+    for i, r in enumerate(records):
+        first.setdefault(r.idempotency_key, i)
+    unique = [records[i] for i in first.values()]
+    candidate: dict[str, str] = {}  # idempotency key -> aggregate of its arrival window
+    for r in unique:
+        product = config.product_for(r.product_id)
+        assert product is not None, "parse() admits configured products only"
+        ws = window_start(now, product.window_seconds)
+        candidate[r.idempotency_key] = aggregate_id(r.product_id, r.key, r.meter, ws)
+    stored = Stored()
+    final: dict[str, str] = {}  # idempotency key -> the aggregate it joined
+    inserted = _insert_records(t, unique, candidate, now)
+    groups: dict[str, list[UsageIn]] = {}
+    for r in unique:
+        if r.idempotency_key in inserted:
+            groups.setdefault(candidate[r.idempotency_key], []).append(r)
+    for agg_id in sorted(groups):
+        members = groups[agg_id]
+        joined = _open(t, members[0], config, now, stored)
+        for r in members:
+            final[r.idempotency_key] = joined
+            if joined != agg_id:  # its window's aggregate was sealed: the next one
+                t.run(_MOVE, {"to": joined, "idempotency_key": r.idempotency_key})
+        t.run(
+            _ADD,
+            {"id": joined, "quantity": sum(r.quantity for r in members), "n": len(members)},
+        )
+    for i, r in enumerate(records):
+        if first[r.idempotency_key] == i and r.idempotency_key in final:
+            stored.results.append(("accepted", final[r.idempotency_key]))
+        else:
+            stored.results.append(("duplicate", None))
+    return stored
+
+
+def _insert_records(
+    t: Tx, records: list[UsageIn], candidate: dict[str, str], now: datetime
+) -> set[str]:
+    rows = sorted(
+        (
+            r.idempotency_key,
+            r.product_id,
+            r.key,
+            r.meter,
+            r.quantity,
+            t.time(r.occurred_at.astimezone(UTC)),
+            t.time(now),
+            r.source,
+            candidate[r.idempotency_key],
+        )
+        for r in records
+    )
+    mark = "?" if t.dialect == "sqlite" else "%s"
+    group = "(" + ",".join([mark] * 9) + ")"
+    inserted: set[str] = set()
+    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
+        chunk = rows[start : start + _ROWS_PER_STATEMENT]
+        # Only placeholders are joined into the statement; the values are bound.
+        statement = _INSERT_RECORDS.format(values=",".join([group] * len(chunk)))
+        t.cursor.execute(
+            statement,
+            [value for row in chunk for value in row],
+        )
+        inserted.update(key for (key,) in t.cursor.fetchall())
+    return inserted
+
+
+def _open(t: Tx, r: UsageIn, config: UsageConfig, now: datetime, stored: Stored) -> str:
+    """The open aggregate for ``r``'s product, key and meter at ``now``: its window's, or
+    the first later one not sealed; created (with its intent) if need be, and locked."""
+    product = config.product_for(r.product_id)
+    assert product is not None
+    seconds = product.window_seconds
+    ws = window_start(now, seconds)
+    while True:
+        agg_id = aggregate_id(r.product_id, r.key, r.meter, ws)
+        row = t.one(_AGGREGATE_STATE, {"id": agg_id})
+        if row is not None:
+            if row[0] is None:
+                return agg_id
+            ws += seconds  # sealed: its amount is on its way; later windows stay open
+            continue
+        values = {
+            "id": agg_id,
+            "product_id": r.product_id,
+            "key": r.key,
+            "meter": r.meter,
+            "window_start": ws,
+            "window_seconds": seconds,
+            "sink": product.sink,
+        }
+        if t.one(_NEW_AGGREGATE, values) is None:
+            continue  # another transaction opened it meanwhile: lock it and look again
+        due = datetime.fromtimestamp(ws + seconds, UTC)
+        _new_intent(t, values, due, now)
+        stored.opened.append((agg_id, due))
+        return agg_id
+
+
+def _license_ref(t: Tx, product_id: int, key: str, now: datetime) -> str:
+    """The license the key is known by (a Stripe subscription first), else a license of
+    its own (``key:<product>:<key>``): runs on one key never overlap either way."""
+    refs = sorted(ref for (ref,) in t.all(_LICENSES, {"product_id": product_id, "key": key}))
+    for prefix in ("stripe:sub:", ""):
+        for ref in refs:
+            if ref.startswith(prefix) and not ref.startswith("key:"):
+                return str(ref)
+    ref = f"key:{product_id}:{key}"
+    t.run(_NEW_LICENSE, {"ref": ref, "product_id": product_id, "key": key, "now": t.time(now)})
+    return ref
+
+
+def _new_intent(t: Tx, values: dict[str, Any], due: datetime, now: datetime) -> None:
+    params = {
+        "aggregate": values["id"],
+        "product_id": values["product_id"],
+        "key": values["key"],
+        "meter": values["meter"],
+        "window_start": values["window_start"],
+        "window_seconds": values["window_seconds"],
+        "sink": values["sink"],
+    }
+    t.run(
+        _NEW_INTENT,
+        {
+            "id": values["id"],
+            "effect": Effect.REPORT_USAGE.value,
+            "ref": _license_ref(t, values["product_id"], values["key"], now),
+            "params": json.dumps(params, sort_keys=True, separators=(",", ":")),
+            "occurred_at": values["window_start"],
+            "now": t.time(now),
+            "due": t.time(due),
+        },
+    )
+
+
+def seal(engine: Engine, agg_id: str, now: datetime) -> Aggregate | None:
+    """Close the aggregate to new records (if it is not yet) and return it, final."""
+    with tx(engine) as t:
+        t.run(_SEAL, {"id": agg_id, "now": t.time(now)})
+        row = t.one(_AGGREGATE, {"id": agg_id})
+        if row is None:
+            return None
+        id_, product_id, key, meter, start, seconds, sink, quantity, records, sealed = row
+        return Aggregate(
+            str(id_),
+            int(product_id),
+            str(key),
+            str(meter),
+            int(start),
+            int(seconds),
+            str(sink),
+            int(quantity),
+            int(records),
+            t.read_time(sealed),
+        )
+
+
+# -- the collector's readings -----------------------------------------------------------
+
+_NEW_COUNTER = Sql(
+    """INSERT INTO usage_counter (product_id, "key", name, object_id, value, read_at, epoch)
+    VALUES (:product_id, :key, :name, :object_id, 0, :never, 0)
+    ON CONFLICT (product_id, "key", name) DO NOTHING"""
+)
+_COUNTER = Sql(
+    """SELECT object_id, value, read_at, epoch FROM usage_counter
+    WHERE product_id = :product_id AND "key" = :key AND name = :name {for_update}"""
+)
+_SET_COUNTER = Sql(
+    """UPDATE usage_counter SET object_id = :object_id, value = :value, read_at = :read_at,
+    epoch = :epoch, note = COALESCE(:note, note)
+    WHERE product_id = :product_id AND "key" = :key AND name = :name"""
+)
+_NEVER = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one reading of a counter meant: ``billed`` units added to the ledger, or a
+    ``decrease`` reported (from, to), or nothing (unchanged, or older than the last)."""
+
+    billed: int = 0
+    decrease: tuple[int, int] | None = None
+    stale: bool = False
+    stored: Stored = field(default_factory=Stored)
+
+
+def record_reading(
+    engine: Engine,
+    *,
+    product_id: int,
+    key: str,
+    name: str,
+    object_id: int,
+    value: int,
+    read_at: datetime,
+    config: UsageConfig,
+) -> Reading:
+    """Bill the increase of a counter since its last reading, in the transaction that
+    moves its watermark.
+
+    The watermark row is locked first, so two collectors (a cron run and one by hand,
+    or a run after a restart) measure each increase once: the second finds the
+    watermark already moved. A reading sent before the stored one (``read_at``) is
+    stale and changes nothing. A counter that went down, or a new object of that name,
+    starts a new epoch from the value read: the drop is reported, never billed.
+    """
+    names = {"product_id": product_id, "key": key, "name": name}
+    with tx(engine) as t:
+        t.run(_NEW_COUNTER, {**names, "object_id": object_id, "never": t.time(_NEVER)})
+        row = t.one(_COUNTER, names)
+        assert row is not None
+        last_object, last, last_read, epoch = row
+        if (t.read_time(last_read) or _NEVER) >= read_at:
+            return Reading(stale=True)
+        update: dict[str, Any] = {
+            **names,
+            "object_id": object_id,
+            "value": value,
+            "read_at": t.time(read_at),
+            "epoch": epoch,
+            "note": None,
+        }
+        if object_id != last_object:  # removed and added again: a new counter, from 0
+            last, update["epoch"] = 0, epoch + 1
+        if value < last:
+            update["epoch"] += 1
+            update["note"] = f"went down from {last} to {value} at {read_at.isoformat()}"
+            t.run(_SET_COUNTER, update)
+            return Reading(decrease=(last, value))
+        reading = Reading()
+        if value > last:
+            record = UsageIn(
+                idempotency_key=(
+                    f"collector:{product_id}:{key}:{name}:{object_id}:{update['epoch']}:"
+                    f"{last}-{value}"
+                ),
+                product_id=product_id,
+                key=key,
+                meter="",
+                quantity=value - last,
+                occurred_at=read_at,
+                source="collector",
+            )
+            stored = _store(t, [record], now=read_at, config=config)
+            billed = value - last if stored.results[0][0] == "accepted" else 0
+            reading = Reading(billed=billed, stored=stored)
+        t.run(_SET_COUNTER, update)
+        return reading
+
+
+def collected_keys(engine: Engine, product_id: int) -> list[str]:
+    """The product's keys the bridge knows (its licenses): whose counters it reads."""
+    with tx(engine) as t:
+        rows = t.all(_KEYS, {"product_id": product_id})
+        return [str(k) for (k,) in rows]
+
+
+_KEYS = Sql(
+    '''SELECT DISTINCT "key" FROM license WHERE product_id = :product_id
+    AND "key" IS NOT NULL ORDER BY "key"'''
+)
+
+
+def subscription_ref(engine: Engine, product_id: int, key: str) -> str | None:
+    """The Stripe subscription license (``stripe:sub:<id>``) the key belongs to, if known."""
+    with tx(engine) as t:
+        params = {"product_id": product_id, "key": key, "prefix": "stripe:sub:%"}
+        row = t.one(_SUBSCRIPTION, params)
+        return None if row is None else str(row[0])
+
+
+def due_in(due: datetime, now: datetime) -> float:
+    """Seconds from ``now`` until ``due`` (0 if past): how long to defer its job."""
+    return max((due - now) / timedelta(seconds=1), 0.0)
