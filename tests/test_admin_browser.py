@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
+from selenium.webdriver.support.wait import WebDriverWait
 
 from bridge.core.intents import Status
 from tests.fixtures import stripe_builders as sb
@@ -52,6 +55,25 @@ def browser(tmp_path: Path) -> Iterator[WebDriver]:
         driver.quit()
 
 
+def arrive(browser: WebDriver, by: str, value: str, text: str | None = None) -> WebElement:
+    """The element the next page is known by, once the browser has loaded that page.
+
+    A click that submits a form or follows a link returns before the next page is
+    there; reading the old page then is a race. This waits for a condition, not a time
+    (the bound only stops a broken page from hanging the suite)."""
+
+    def found(driver: WebDriver) -> WebElement | bool:
+        try:
+            element = driver.find_element(by, value)
+            return element if text is None or element.text == text else False
+        except (NoSuchElementException, StaleElementReferenceException):
+            return False
+
+    element = WebDriverWait(browser, 30).until(found)
+    assert isinstance(element, WebElement)
+    return element
+
+
 def shot(driver: WebDriver, tmp_path: Path, name: str) -> Path:
     path = tmp_path / "screenshots" / f"{name}.png"
     path.parent.mkdir(exist_ok=True)
@@ -82,7 +104,7 @@ async def test_sign_in_find_a_failed_intent_replay_it_and_see_it_done(
     browser.find_element(By.ID, "sign-in").click()
 
     # The deliveries: the stored event, the duplicate and the refusal with its cause.
-    assert browser.find_element(By.TAG_NAME, "h1").text == "Deliveries"
+    arrive(browser, By.TAG_NAME, "h1", "Deliveries")
     causes = browser.find_element(By.ID, "causes").text
     assert "no_match" in causes and "duplicate" in causes
     assert browser.find_element(By.ID, "count-failed").text.startswith("1")
@@ -90,34 +112,34 @@ async def test_sign_in_find_a_failed_intent_replay_it_and_see_it_done(
 
     # The failed intent, with Cryptolens' message.
     browser.find_element(By.ID, "count-failed").click()
-    row = browser.find_element(By.CSS_SELECTOR, f'tr[data-intent="{create}"]')
+    row = arrive(browser, By.CSS_SELECTOR, f'tr[data-intent="{create}"]')
     assert row.get_attribute("data-status") == "failed"
     assert "503" in row.text
     row.find_element(By.LINK_TEXT, create).click()
-    assert browser.find_element(By.ID, "intent-status").text == "failed"
+    arrive(browser, By.ID, "intent-status", "failed")
     shot(browser, tmp_path, "3-failed-intent")
 
     # The plan: what a replay would send, read from Cryptolens, nothing changed.
     browser.find_element(By.ID, "plan").click()
-    calls = browser.find_element(By.ID, "plan-calls").text
+    calls = arrive(browser, By.ID, "plan-calls").text
     assert "key/CreateKeyFromTemplate" in calls and "LicenseTemplateId=1" in calls
     assert admin.counts()["keys_created"] == 0
     browser.back()
 
     # Replay, then a worker runs it.
-    browser.find_element(By.ID, "replay").click()
-    assert browser.find_element(By.ID, "notice").text == "replayed"
+    arrive(browser, By.ID, "replay").click()
+    arrive(browser, By.ID, "notice", "replayed")
     assert browser.find_element(By.ID, "intent-status").text == "pending"
     await admin.drain()
 
     browser.refresh()
-    assert browser.find_element(By.ID, "intent-status").text == "done"
+    arrive(browser, By.ID, "intent-status", "done")
     assert admin.counts()["keys_created"] == 1
     shot(browser, tmp_path, "4-done")
 
     # The license, with its key.
     browser.find_element(By.LINK_TEXT, f"stripe:pi:{sb.ONE_OFF_PI}").click()
-    key = browser.find_element(By.ID, "license-key").text
+    key = arrive(browser, By.ID, "license-key").text
     assert key == admin.only_key()["key"]
     assert ADMIN_TOKEN not in browser.page_source
     shot(browser, tmp_path, "5-license")
