@@ -98,16 +98,20 @@ _AGAIN = Sql(
     lease_owner = NULL, lease_until = NULL, next_attempt_at = :next_at, updated_at = :now
     WHERE id = :id"""
 )
+# A row may already be there: another intent of the license parked on it (a stub, see
+# claim), or an earlier creation that made no key.
 _NEW_LICENSE = Sql(
     """INSERT INTO license (ref, product_id, template_id, created_by, created_at)
-    VALUES (:ref, :product_id, :template_id, :created_by, :created_at)"""
+    VALUES (:ref, :product_id, :template_id, :created_by, :created_at)
+    ON CONFLICT (ref) DO NOTHING"""
 )
 _LICENSE_STUB = Sql(
     """INSERT INTO license (ref, created_at) VALUES (:ref, :created_at)
     ON CONFLICT (ref) DO NOTHING"""
 )
 _LICENSE_TEMPLATE = Sql(
-    "UPDATE license SET product_id = :product_id, template_id = :template_id WHERE ref = :ref"
+    """UPDATE license SET product_id = :product_id, template_id = :template_id,
+    created_by = COALESCE(created_by, :created_by) WHERE ref = :ref"""
 )
 _LICENSE_KEY = Sql('UPDATE license SET "key" = :key WHERE ref = :ref')
 _WAITING = Sql(
@@ -548,25 +552,25 @@ def begin_create(
 def _create_step(
     t: Tx, claimed: Claimed, product_id: int, template_id: int, scope: str, now: datetime
 ) -> CreateStep:
+    values = {
+        "ref": claimed.ref,
+        "product_id": product_id,
+        "template_id": template_id,
+        "created_by": claimed.id,
+        "created_at": t.time(now),
+    }
+    # Insert-or-keep, then read it locked: an intent parking on this license at the same
+    # moment inserts its stub row concurrently (PostgreSQL), and either way one row is
+    # there to lock.
+    t.run(_NEW_LICENSE, values)
     row = t.one(_GET_LICENSE, {"ref": claimed.ref})
-    if row is None:
-        t.run(
-            _NEW_LICENSE,
-            {
-                "ref": claimed.ref,
-                "product_id": product_id,
-                "template_id": template_id,
-                "created_by": claimed.id,
-                "created_at": t.time(now),
-            },
-        )
-    elif row[1]:
+    assert row is not None
+    if row[1]:
         return CreateStep(key=row[1])
-    else:
-        t.run(
-            _LICENSE_TEMPLATE,
-            {"ref": claimed.ref, "product_id": product_id, "template_id": template_id},
-        )
+    t.run(
+        _LICENSE_TEMPLATE,
+        {k: values[k] for k in ("ref", "product_id", "template_id", "created_by")},
+    )
     in_flight: list[OpenAttempt] = []
     unknown: list[OpenAttempt] = []
     for id_, intent_id, sent_at, detail, outcome, status, until, lease_owner in t.all(

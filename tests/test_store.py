@@ -112,3 +112,21 @@ def test_a_stale_wake_never_runs_a_finished_intent_again(engine: Engine) -> None
     assert intent(engine, "e1").status == "done"
     assert store.wake_ready_waiting(engine) == []
     assert store.wake_shared(engine, REF) == []
+
+
+def test_a_key_creation_takes_over_the_stub_a_parked_event_left(engine: Engine) -> None:
+    """An event of a license that has no row yet parks on a stub row; the key's creation
+    (which may be inserting that row at the same moment, on PostgreSQL) keeps the row
+    and fills it in, instead of failing on the unique ref."""
+    add_intent(engine, "e1", "register_event", REF, {}, 100)
+    parked = store.claim(engine, "e1", "w1", 30)
+    assert isinstance(parked, store.NotClaimed) and parked.reason == "waiting for the license key"
+    add_intent(engine, "c1", "create_key", REF, {}, 100)
+    claimed = store.claim(engine, "c1", "w2", 30)
+    assert isinstance(claimed, store.Claimed)
+    step = store.begin_create(
+        engine, claimed, product_id=1001, template_id=1, scope="create:1001", lease=30
+    )
+    assert step.attempt_id is not None
+    row = license_row(engine, REF)
+    assert (row.product_id, row.template_id, row.created_by) == (1001, 1, "c1")
