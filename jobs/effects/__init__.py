@@ -58,14 +58,22 @@ every run (each with a test in tests/test_effects_races.py):
   (serialized by (a) anyway) end with the same link.
 - CREATE_KEY merges what every start event of the purchase said (``start_hint``) and, for
   a subscription that nothing names a template for yet, waits ``BRIDGE_START_WAIT_SECONDS``
-  for the other start events before the default template. Creations are serialized per
-  product, and at most one is ever unresolved: before any new one is sent, the
-  unresolved one is settled from the Web API Log (state 3010) since its attempt, minus
-  every key the bridge holds. Its own ChangeNotes tag decides at once; an untagged key
+  for the other start events before the default template. Creations of one template run
+  concurrently (a launch burst): keys made from one template are interchangeable until
+  the bridge tags and links them. The product's creation gate (``store.begin_create``,
+  one transaction each) lets a creation start only while every creation in flight is of
+  the same template and no outcome is unknown; once one is unknown, new ones wait, the
+  ones in flight end, and one run settles every unknown one together while it holds the
+  gate: the Web API Log (state 3010, page by page) since the first of them, minus every
+  key the bridge holds, gives the keys those k attempts made, and any one-to-one
+  assignment is correct. A key's own ChangeNotes tag decides at once; an untagged key
   counts as the bridge's only on evidence: the product is declared the bridge's alone
   (``[cryptolens] sole_key_maker``), or the log's anonymized caller IP is one the
   bridge's own creations and tags came from. A key from another IP is someone else's;
-  no evidence, or two keys of the bridge, goes to a person.
+  no evidence, or more keys of the bridge than unknown attempts, goes to a person. Fewer
+  keys than attempts: the attempts left made none, decided only once none of the window's
+  calls can still land; those intents create again. Two racing creations on one *key*
+  cannot happen (a license has one creation intent, and its runs are serialized by (a)).
 """
 
 from __future__ import annotations
