@@ -25,6 +25,7 @@ from sqlmodel import Session, col, select
 from bridge.core.models import DeliveryCount, DeliveryLog
 from bridge.core.settings import Settings
 from bridge.hubspot.signature import sign_v1, sign_v2
+from bridge.pipedrive.webhook import auth_refusal
 from bridge.stripe.signature import sign
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.admin import ADMIN_TOKEN, sign_in
@@ -255,6 +256,23 @@ def pipedrive_delivery(delivery_id: str) -> dict[str, Any]:
 
 
 class TestPipedrive:
+    @pytest.mark.parametrize(
+        "header,cause",
+        [
+            (None, "no_header"),
+            ("   ", "no_header"),
+            ("Bearer abc", "malformed_header"),
+            ("Basic not base64!", "malformed_header"),
+            ("Basic " + base64.b64encode(b"no colon").decode(), "malformed_header"),
+            (basic("bridge-hook", "wrong"), "no_match"),
+            (basic("someone", PIPEDRIVE_AUTH[1]), "no_match"),
+            (basic(*PIPEDRIVE_AUTH), None),
+            ("basic " + basic(*PIPEDRIVE_AUTH)[6:], None),
+        ],
+    )
+    def test_the_cause_of_each_authorization(self, header: str | None, cause: str | None) -> None:
+        assert auth_refusal(header, *PIPEDRIVE_AUTH) == cause
+
     async def test_each_refusal_cause_once_and_a_duplicate(
         self, settings: Settings, engine: Engine, sandbox_server: SandboxServer
     ) -> None:

@@ -27,7 +27,7 @@ from bridge.pipedrive import payload
 from bridge.pipedrive.plan import SOURCE, plan
 
 
-def _auth_refusal(header: str | None, user: str, password: str) -> str | None:
+def auth_refusal(header: str | None, user: str, password: str) -> str | None:
     """Why ``Authorization`` does not carry the webhook's credentials (a delivery log
     cause), or None when it does."""
     if not header or not header.strip():
@@ -55,7 +55,7 @@ async def endpoint(request: Request) -> Response:
         cause = (
             "no_match"
             if credentials is None
-            else _auth_refusal(request.headers.get("authorization"), *credentials)
+            else auth_refusal(request.headers.get("authorization"), *credentials)
         )
         if cause is not None:
             raise Refused(
