@@ -3,7 +3,6 @@ the needs-review claim, and the bounded delivery log the Stripe endpoint writes.
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -19,27 +18,9 @@ from bridge.core.models import DeliveryCount
 from bridge.core.models import DeliveryLog as DeliveryLogRow
 from bridge.core.settings import ConfigError, Settings
 from tests.fixtures import stripe_builders as sb
-from tests.fixtures.admin import ADMIN_TOKEN, drain_once
+from tests.fixtures.admin import ADMIN_TOKEN, CSRF, drain_once, sign_in
 from tests.fixtures.pipeline import SECRET, Pipeline, make_settings
 from tests.fixtures.servers import SandboxServer, run_asgi
-
-CSRF = re.compile(r'name="csrf" value="([^"]+)"')
-
-
-async def sign_in(admin: Pipeline, http: httpx.AsyncClient, token: str = ADMIN_TOKEN) -> str:
-    """Sign ``http`` in; returns the session's CSRF token."""
-    page = await http.get(f"{admin.url}/admin/login")
-    csrf = CSRF.search(page.text)
-    assert csrf is not None
-    answer = await http.post(
-        f"{admin.url}/admin/login", data={"csrf": csrf.group(1), "token": token}
-    )
-    if answer.status_code != 303:
-        return ""
-    home = await http.get(f"{admin.url}/admin/")
-    found = CSRF.search(home.text)
-    assert found is not None
-    return found.group(1)
 
 
 async def failed_create(admin: Pipeline) -> str:

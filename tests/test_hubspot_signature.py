@@ -7,6 +7,8 @@ import pytest
 from bridge.hubspot.signature import (
     InvalidSignature,
     MalformedSignature,
+    SignatureError,
+    UrlMismatch,
     sign_v1,
     sign_v2,
     sign_v3,
@@ -105,3 +107,81 @@ class TestLegacy:
     def test_a_signature_without_its_version_is_malformed(self) -> None:
         with pytest.raises(MalformedSignature):
             check({"x-hubspot-signature": sign_v1("old", BODY)})
+
+
+class TestCauses:
+    """What the delivery log is told: a cause per refusal, a URL mismatch told apart."""
+
+    PROXY = "http://10.0.0.5:8000/webhooks/hubspot"  # what the bridge hears
+
+    def cause(self, headers: dict[str, str], *, others: tuple[str, ...] = ()) -> str:
+        with pytest.raises(SignatureError) as refused:
+            verify(
+                method="POST",
+                uri=self.PROXY,
+                body=BODY,
+                headers=headers,
+                secrets=("old", "new"),
+                now_ms=NOW_MS,
+                other_uris=lambda: others,
+            )
+        return refused.value.cause
+
+    @pytest.mark.parametrize(
+        "headers,cause",
+        [
+            ({}, "no_header"),
+            ({"x-hubspot-signature-v3": "abc"}, "malformed_header"),
+            ({"x-hubspot-signature": sign_v1("old", BODY)}, "malformed_header"),
+            (v3_headers("new", NOW_MS - 300_001, PROXY), "timestamp"),
+            (v3_headers("forged", NOW_MS, PROXY), "no_match"),
+            (v3_headers("new", NOW_MS), "url_mismatch"),
+            (
+                {
+                    "x-hubspot-signature": sign_v1("forged", BODY),
+                    "x-hubspot-signature-version": "v1",
+                },
+                "no_match",
+            ),
+            (
+                {
+                    "x-hubspot-signature": sign_v2("new", "POST", URI, BODY),
+                    "x-hubspot-signature-version": "v2",
+                },
+                "url_mismatch",
+            ),
+        ],
+        ids=["none", "no timestamp", "no version", "stale", "forged", "v3 url", "v1", "v2 url"],
+    )
+    def test_each_refusal_has_its_cause(self, headers: dict[str, str], cause: str) -> None:
+        assert self.cause(headers, others=("https://elsewhere.example.com/x", URI)) == cause
+
+    def test_the_mismatch_names_the_url_it_was_signed_for(self) -> None:
+        with pytest.raises(UrlMismatch) as refused:
+            verify(
+                method="POST",
+                uri=self.PROXY,
+                body=BODY,
+                headers=v3_headers("old", NOW_MS),
+                secrets=("old",),
+                now_ms=NOW_MS,
+                other_uris=lambda: [URI],
+            )
+        assert refused.value.signed_uri == URI
+
+    def test_without_candidates_another_url_is_no_match(self) -> None:
+        assert self.cause(v3_headers("new", NOW_MS)) == "no_match"
+
+    def test_the_candidates_are_read_only_when_nothing_matched(self) -> None:
+        def unread() -> list[str]:
+            raise AssertionError("the happy path reads no other URL")
+
+        verify(
+            method="POST",
+            uri=URI,
+            body=BODY,
+            headers=v3_headers("new", NOW_MS),
+            secrets=("old", "new"),
+            now_ms=NOW_MS,
+            other_uris=unread,
+        )

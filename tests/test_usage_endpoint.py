@@ -9,7 +9,7 @@ import httpx
 from sqlalchemy import Engine
 
 from bridge.app import create_app
-from bridge.usage.endpoint import authorized
+from bridge.usage.endpoint import token_refusal
 from tests.fixtures.servers import SandboxServer, run_asgi
 from tests.fixtures.usage import (
     METER_PRODUCT,
@@ -59,13 +59,14 @@ class TestAuthentication:
         assert old.status_code == 202
         assert old.json()["accepted"] == 1
 
-    def test_authorized_needs_the_bearer_scheme_and_an_exact_token(self) -> None:
+    def test_a_token_needs_the_bearer_scheme_and_to_be_exact(self) -> None:
         tokens = ("a" * 20, "b" * 20)
-        assert authorized("Bearer " + "b" * 20, tokens)
-        assert authorized("bearer " + "a" * 20, tokens)
-        assert not authorized("a" * 20, tokens)
-        assert not authorized("Bearer " + "a" * 19, tokens)
-        assert not authorized(None, tokens)
+        assert token_refusal("Bearer " + "b" * 20, tokens) is None
+        assert token_refusal("bearer " + "a" * 20, tokens) is None
+        assert token_refusal("a" * 20, tokens) == "malformed_header"
+        assert token_refusal("Bearer " + "a" * 19, tokens) == "no_match"
+        assert token_refusal(None, tokens) == "no_header"
+        assert token_refusal("  ", tokens) == "no_header"
 
 
 class TestRecords:

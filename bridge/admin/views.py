@@ -44,6 +44,7 @@ class Delivery:
     detail: str | None
     event_id: int | None = None
     intents: int = 0
+    client: str | None = None  # refusals and duplicates: the peer's address
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ def deliveries(engine: Engine, provider: str | None, limit: int = PAGE) -> Deliv
                 external_id=d.external_id,
                 event_type=None,
                 detail=d.detail,
+                client=d.client,
             )
             for d in s.exec(logged).all()
         ]
@@ -145,18 +147,17 @@ def deliveries(engine: Engine, provider: str | None, limit: int = PAGE) -> Deliv
             set(s.exec(select(WebhookEvent.provider).distinct()).all())
             | set(s.exec(select(DeliveryCount.provider).distinct()).all())
         )
-        counts = list(
-            s.exec(
-                select(DeliveryCount).order_by(
-                    col(DeliveryCount.provider), col(DeliveryCount.count).desc()
-                )
-            ).all()
+        by_cause = select(DeliveryCount).order_by(
+            col(DeliveryCount.provider), col(DeliveryCount.count).desc()
         )
-        stored = dict(
-            s.exec(
-                select(WebhookEvent.provider, func.count()).group_by(col(WebhookEvent.provider))
-            ).all()
+        by_provider = select(WebhookEvent.provider, func.count()).group_by(
+            col(WebhookEvent.provider)
         )
+        if provider:  # the side tables follow the filter, like the list
+            by_cause = by_cause.where(col(DeliveryCount.provider) == provider)
+            by_provider = by_provider.where(col(WebhookEvent.provider) == provider)
+        counts = list(s.exec(by_cause).all())
+        stored = dict(s.exec(by_provider).all())
     rows.sort(key=lambda d: d.at, reverse=True)
     return Deliveries(rows[:limit], providers, counts, stored)
 

@@ -6,11 +6,27 @@ dashboard shows failures. :class:`DeliveryLog` keeps the newest :data:`KEEP` of 
 (provider, outcome, cause, a short detail, the peer's address: never a body or a
 header value) and counts every one by provider and cause.
 
-Any provider's endpoint calls :meth:`DeliveryLog.note`; it only appends to memory and
-returns. One background task writes what has piled up in one transaction, in a thread,
-so neither a refusal nor the happy path waits on the database. A flood of forged
-requests cannot grow memory: past :data:`BUFFER` unwritten rows the oldest are dropped
-(the counts still include them).
+Every endpoint (Stripe, HubSpot, Pipedrive, the generic CRM contract, ``POST /usage``)
+calls :meth:`DeliveryLog.refused` or :meth:`DeliveryLog.duplicate`, which name the
+provider and the cause in one shared vocabulary, so the admin page compares providers:
+
+    no_header          no signature or Authorization header at all
+    malformed_header   a header that does not parse (or the wrong auth scheme)
+    timestamp          the signature matches, but is dated outside the tolerance
+    no_match           no secret, credential or token matches
+    url_mismatch       HubSpot: a client secret matches, but for another URL than the
+                       one the bridge rebuilt (BRIDGE_PUBLIC_URL, BRIDGE_TRUST_FORWARDED)
+    too_large, bad_encoding, bad_json, not_an_event, bad_body, too_many, bad_payload,
+    no_such_source, database_unavailable
+                       the body or the request itself, as the endpoint answered it
+    bad_event          HubSpot: events of a batch skipped (once per batch, with a count)
+    bad_records        POST /usage: records of a batch refused (once, with a count)
+    duplicate          verified, but already stored (usage: once per batch, with a count)
+
+Noting only appends to memory and returns. One background task writes what has piled
+up in one transaction, in a thread, so neither a refusal nor the happy path waits on
+the database. A flood of forged requests cannot grow memory: past :data:`BUFFER`
+unwritten rows the oldest are dropped (the counts still include them).
 """
 
 from __future__ import annotations
@@ -18,8 +34,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter, deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import DateTime, Engine, bindparam, text
 
@@ -60,6 +78,12 @@ class Note:
     at: datetime
 
 
+def client_of(scope: Mapping[str, Any]) -> str | None:
+    """The peer's address from an ASGI scope (a proxy's, behind one)."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
 class DeliveryLog:
     def __init__(self, engine: Engine, *, keep: int = KEEP, buffer: int = BUFFER) -> None:
         self._engine = engine
@@ -93,6 +117,29 @@ class DeliveryLog:
         self._counts[(provider, cause, outcome)] += 1
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._flush())
+
+    def refused(
+        self, provider: str, cause: str, scope: Mapping[str, Any], detail: str | None = None
+    ) -> None:
+        """A request refused: its cause and our message, never its body or a header's value."""
+        self.note(provider, REFUSED, cause, detail=detail, client=client_of(scope))
+
+    def duplicate(
+        self,
+        provider: str,
+        scope: Mapping[str, Any],
+        external_id: str | None,
+        detail: str | None = None,
+    ) -> None:
+        """A verified delivery whose id was stored before."""
+        self.note(
+            provider,
+            DUPLICATE,
+            DUPLICATE,
+            detail=detail,
+            external_id=external_id,
+            client=client_of(scope),
+        )
 
     async def _flush(self) -> None:
         while self._rows or self._counts:

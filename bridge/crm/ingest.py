@@ -4,7 +4,8 @@ parse it as UTF-8 JSON, store the verified deliveries, answer.
 Every CRM endpoint is a Starlette endpoint behind the app's router and middleware. A
 refusal is a :class:`Refused` (4xx, nothing stored); storing goes through the app's
 batcher, so a delivery and its intents are one transaction, like Stripe's; a database
-that cannot take the write answers 503 and the CRM delivers again.
+that cannot take the write answers 503 and the CRM delivers again. Refusals (with their
+cause) and duplicates are noted in the app's delivery log here, for every CRM alike.
 """
 
 from __future__ import annotations
@@ -27,9 +28,11 @@ from bridge.core.state import AppState
 class Refused(Exception):
     """A request answered with an error before anything is stored."""
 
-    def __init__(self, status: int, error: str, detail: str = "") -> None:
+    def __init__(self, status: int, error: str = "", detail: str = "", cause: str = "") -> None:
         super().__init__(detail)
         self.status, self.error, self.detail = status, error, detail
+        # For the delivery log: finer than ``error`` for signatures (no_header, timestamp...)
+        self.cause = cause or error
 
 
 def state_of(request: Request) -> AppState:
@@ -49,8 +52,8 @@ async def read_body(request: Request, limit: int) -> bytes:
             if size > limit:
                 raise Refused(413, "too_large", f"body over {limit} bytes")
             chunks.append(chunk)
-    except ClientDisconnect:
-        raise Refused(400, "client_gone") from None
+    except ClientDisconnect:  # nobody to answer, nothing to note
+        raise Refused(400) from None
     return b"".join(chunks)
 
 
@@ -73,8 +76,11 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def refuse(provider: str, refused: Refused) -> Response:
+def refuse(request: Request, provider: str, refused: Refused) -> Response:
+    if not refused.error:
+        return Response(status_code=refused.status)
     metrics.WEBHOOKS.labels(provider=provider, outcome=refused.error).inc()
+    state_of(request).deliveries.refused(provider, refused.cause, request.scope, refused.detail)
     return JSONResponse({"error": refused.error, "detail": refused.detail}, refused.status)
 
 
@@ -84,21 +90,22 @@ def stored_json(value: Any) -> str:
 
 
 async def record(
-    provider: str, state: AppState, deliveries: Sequence[Delivery]
+    request: Request, provider: str, deliveries: Sequence[Delivery]
 ) -> list[Recorded] | Response:
     """Store ``deliveries`` (one transaction when they arrive together); the records, or
     the 503 to answer when the database cannot take them."""
+    state = state_of(request)
     try:
         recorded = await asyncio.gather(*(state.batcher.record(d) for d in deliveries))
     except SQLAlchemyError:  # logged by the batcher; stored ones are duplicates next time
-        return refuse(provider, Refused(503, "database_unavailable", "try again later"))
+        return refuse(request, provider, Refused(503, "database_unavailable", "try again later"))
     for delivery, outcome in zip(deliveries, recorded, strict=True):
-        label = (
-            "duplicate"
-            if outcome.duplicate
-            else "ignored"
-            if delivery.plan.ignored or not delivery.plan.intents
-            else "recorded"
-        )
+        if outcome.duplicate:
+            label = "duplicate"
+            state.deliveries.duplicate(provider, request.scope, delivery.external_id)
+        elif delivery.plan.ignored or not delivery.plan.intents:
+            label = "ignored"
+        else:
+            label = "recorded"
         metrics.WEBHOOKS.labels(provider=provider, outcome=label).inc()
     return list(recorded)

@@ -9,7 +9,9 @@
     200  recorded (or a duplicate of an id already stored)
 
 ``X-Bridge-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`` is Stripe's
-scheme, so the same code checks it and existing tooling can sign it.
+scheme, so the same code checks it and existing tooling can sign it, and a refusal is
+noted in the delivery log with Stripe's causes (no_header, malformed_header, timestamp,
+no_match), under ``crm:<source>`` (``crm`` while the source is unknown).
 """
 
 from __future__ import annotations
@@ -51,8 +53,10 @@ async def endpoint(request: Request) -> Response:
     try:
         secrets = _secrets(source)
         if not secrets:
-            # No secret, no source: unsigned data is never taken.
-            raise Refused(404, "no_such_source", f"no CRM source {source!r} is configured")
+            # No secret, no source: unsigned data is never taken. Only a well-formed name
+            # is echoed: the path is the caller's text.
+            named = repr(source) if re.fullmatch(SOURCE_NAME, source) else "by that name"
+            raise Refused(404, "no_such_source", f"no CRM source {named} is configured")
         provider = f"crm:{source}"
         body = await read_body(request, state.settings.max_body_bytes)
         try:
@@ -68,9 +72,10 @@ async def endpoint(request: Request) -> Response:
                 400,
                 "bad_signature_header",
                 str(exc).replace("Stripe-Signature", "X-Bridge-Signature"),
+                exc.cause,
             ) from None
         except InvalidSignature as exc:
-            raise Refused(401, "bad_signature", str(exc)) from None
+            raise Refused(401, "bad_signature", str(exc), exc.cause) from None
         parsed = parse_json(body)
         config = state.config.crm.get(source, CrmSourceConfig())
         try:
@@ -78,7 +83,7 @@ async def endpoint(request: Request) -> Response:
         except contract.ContractError as exc:
             raise Refused(400, "bad_payload", str(exc)) from None
     except Refused as refused:
-        return refuse(provider, refused)
+        return refuse(request, provider, refused)
     delivery = Delivery(
         provider=provider,
         external_id=event_id,
@@ -88,7 +93,7 @@ async def endpoint(request: Request) -> Response:
         payload=stored_json(parsed),
         plan=deals.plan(event),
     )
-    stored = await record(provider, state, [delivery])
+    stored = await record(request, provider, [delivery])
     if isinstance(stored, Response):
         return stored
     [recorded] = stored

@@ -13,8 +13,16 @@ cannot fall back to an older scheme without a timestamp. Every secret of a rotat
 compared, each with ``hmac.compare_digest``, without an early exit.
 
     SignatureError (Rejected)
-    ├── MalformedSignature   no signature header, a bad timestamp (400)
-    └── InvalidSignature     no secret matches, or the timestamp is stale (401)
+    ├── MalformedSignature   a bad timestamp, a v1/v2 signature without its version (400)
+    │   └── MissingSignature     no signature header at all
+    └── InvalidSignature     no secret matches (401)
+        ├── StaleTimestamp       a secret matches, but the timestamp is stale
+        └── UrlMismatch          a secret matches, but for another URL than ours
+
+Each has a ``cause``, the name the delivery log and the admin page give the refusal.
+A URL mismatch is told apart from a wrong secret where it can be: only after nothing
+matched, the caller's other candidate URLs (its own address, the forwarded one, the
+other scheme) are tried, so the happy path signs once per secret, as before.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from urllib.parse import unquote
 
 from bridge.core.errors import Rejected
@@ -35,13 +43,33 @@ _MILLIS = re.compile(r"[0-9]{1,15}")
 class SignatureError(Rejected):
     """The request is not proven to come from HubSpot."""
 
+    cause = "bad_signature"
+
 
 class MalformedSignature(SignatureError):
-    pass
+    cause = "malformed_header"
+
+
+class MissingSignature(MalformedSignature):
+    cause = "no_header"
 
 
 class InvalidSignature(SignatureError):
-    pass
+    cause = "no_match"
+
+
+class StaleTimestamp(InvalidSignature):
+    cause = "timestamp"
+
+
+class UrlMismatch(InvalidSignature):
+    """A client secret signed this request, for ``signed_uri`` rather than ours."""
+
+    cause = "url_mismatch"
+
+    def __init__(self, message: str, signed_uri: str) -> None:
+        super().__init__(message)
+        self.signed_uri = signed_uri
 
 
 def sign_v3(secret: str, method: str, uri: str, body: bytes, timestamp_ms: int) -> str:
@@ -67,6 +95,23 @@ def _any_matches(expected: list[str], given: str) -> bool:
     return matched
 
 
+def _check(
+    version: str,
+    sign: Callable[[str], list[str]],
+    uri: str,
+    given: str,
+    others: Callable[[], Iterable[str]],
+) -> None:
+    """Return if a secret signed ``given`` for ``uri``; else tell a signature for one of
+    the ``others`` (read only now, on the failure path) from one of no secret at all."""
+    if _any_matches(sign(uri), given):
+        return
+    for other in others():
+        if _any_matches(sign(other), given):
+            raise UrlMismatch(f"the {version} signature is for another URL", other)
+    raise InvalidSignature(f"the {version} signature matches no client secret (or another URI)")
+
+
 def verify(
     *,
     method: str,
@@ -75,8 +120,13 @@ def verify(
     headers: Mapping[str, str],
     secrets: Sequence[str],
     now_ms: int,
+    other_uris: Callable[[], Iterable[str]] = tuple,
 ) -> str:
-    """The scheme that proved the request ("v3", "v2" or "v1"); raises SignatureError."""
+    """The scheme that proved the request ("v3", "v2" or "v1"); raises SignatureError.
+
+    ``other_uris`` gives the URLs HubSpot may have signed instead of ``uri``; they are
+    read only when no secret matches ``uri``, to refuse with :class:`UrlMismatch`.
+    """
     if not secrets or any(not s for s in secrets):
         raise ValueError("verify needs at least one non-empty client secret")
     v3 = headers.get("x-hubspot-signature-v3")
@@ -85,23 +135,28 @@ def verify(
         if not _MILLIS.fullmatch(raw):
             raise MalformedSignature("X-HubSpot-Request-Timestamp is missing or not milliseconds")
         timestamp = int(raw)
-        expected = [sign_v3(s, method, uri, body, timestamp) for s in secrets]
-        if not _any_matches(expected, v3.strip()):
-            raise InvalidSignature("the v3 signature matches no client secret (or another URI)")
+
+        def sign3(at: str) -> list[str]:
+            return [sign_v3(s, method, at, body, timestamp) for s in secrets]
+
+        _check("v3", sign3, uri, v3.strip(), other_uris)
         # Both sides: a timestamp ahead of our clock would stay replayable for longer.
         if abs(now_ms - timestamp) > MAX_AGE_MS:
-            raise InvalidSignature(f"the request timestamp {timestamp} is over 5 minutes away")
+            raise StaleTimestamp(f"the request timestamp {timestamp} is over 5 minutes away")
         return "v3"
     version = headers.get("x-hubspot-signature-version", "").strip().lower()
     given = headers.get("x-hubspot-signature")
-    if given is None or version not in ("v1", "v2"):
-        raise MalformedSignature(
-            "no X-HubSpot-Signature-v3, nor a v1/v2 X-HubSpot-Signature with its version"
-        )
+    if given is None:
+        raise MissingSignature("no X-HubSpot-Signature-v3, nor a v1/v2 X-HubSpot-Signature")
+    if version not in ("v1", "v2"):
+        raise MalformedSignature("an X-HubSpot-Signature needs X-HubSpot-Signature-Version v1/v2")
+    given = given.strip().lower()
     if version == "v2":
-        expected = [sign_v2(s, method, uri, body) for s in secrets]
-    else:
-        expected = [sign_v1(s, body) for s in secrets]
-    if not _any_matches(expected, given.strip().lower()):
-        raise InvalidSignature(f"the {version} signature matches no client secret")
+
+        def sign2(at: str) -> list[str]:
+            return [sign_v2(s, method, at, body) for s in secrets]
+
+        _check("v2", sign2, uri, given, other_uris)
+    elif not _any_matches([sign_v1(s, body) for s in secrets], given):
+        raise InvalidSignature("the v1 signature matches no client secret")
     return version

@@ -13,6 +13,11 @@ HubSpot retries a delivery on a 5xx or a timeout (its budget is 5 s) and not on 
 so 4xx is kept for requests refused for good. The URI HubSpot signed is the one it
 called: behind a TLS proxy it is rebuilt from BRIDGE_PUBLIC_URL, or from
 X-Forwarded-Proto/Host with BRIDGE_TRUST_FORWARDED; else the request's own.
+
+Refusals are noted in the delivery log with their cause (no_header, malformed_header,
+timestamp, no_match, url_mismatch: a client secret signed the request for one of the
+other URLs the bridge could have rebuilt, which a setting mends), bad events once per
+batch with their count, and each duplicate event under its eventId.
 """
 
 from __future__ import annotations
@@ -26,55 +31,99 @@ from bridge.core.settings import Settings
 from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
 from bridge.hubspot import payload
 from bridge.hubspot.plan import SOURCE, plan
-from bridge.hubspot.signature import InvalidSignature, MalformedSignature, verify
+from bridge.hubspot.signature import InvalidSignature, MalformedSignature, UrlMismatch, verify
 
 log = get_logger(__name__)
 
 
-def called_uri(request: Request, settings: Settings) -> str:
-    """The URL HubSpot called, as it signed it."""
-    path = request.url.path
+def _tail(request: Request) -> str:
     query = request.url.query
-    tail = path + (f"?{query}" if query else "")
-    if settings.public_url:
-        return settings.public_url.rstrip("/") + tail
+    return request.url.path + (f"?{query}" if query else "")
+
+
+def _own(request: Request) -> str:
+    host = request.headers.get("host", request.url.netloc)
+    return f"{request.url.scheme}://{host}{_tail(request)}"
+
+
+def _forwarded(request: Request) -> str | None:
     proto = request.headers.get("x-forwarded-proto")
     host = request.headers.get("x-forwarded-host")
-    if settings.trust_forwarded and proto and host:
-        # A proxy chain appends: the first value is what the client called.
-        return f"{proto.split(',')[0].strip()}://{host.split(',')[0].strip()}{tail}"
-    return f"{request.url.scheme}://{request.headers.get('host', request.url.netloc)}{tail}"
+    if not (proto and host):
+        return None
+    # A proxy chain appends: the first value is what the client called.
+    return f"{proto.split(',')[0].strip()}://{host.split(',')[0].strip()}{_tail(request)}"
+
+
+def called_uri(request: Request, settings: Settings) -> str:
+    """The URL HubSpot called, as it signed it."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/") + _tail(request)
+    forwarded = _forwarded(request) if settings.trust_forwarded else None
+    return forwarded or _own(request)
+
+
+def _other_uris(request: Request, settings: Settings) -> list[str]:
+    """The URLs HubSpot may have signed if the settings rebuild the wrong one: the
+    request's own, the forwarded one (trusted or not), each with the other scheme."""
+    called = called_uri(request, settings)
+    found = [uri for uri in (_own(request), _forwarded(request)) if uri is not None]
+    found += [_other_scheme(uri) for uri in found]
+    return [uri for uri in dict.fromkeys(found) if uri != called]
+
+
+def _other_scheme(uri: str) -> str:
+    scheme, sep, rest = uri.partition("://")
+    return {"http": "https", "https": "http"}.get(scheme.lower(), scheme) + sep + rest
+
+
+def _without_query(uri: str) -> str:
+    return uri.partition("?")[0]  # a query may carry a token: never in the log
+
+
+def _verify(request: Request, body: bytes) -> None:
+    state = state_of(request)
+    settings = state.settings
+    called = called_uri(request, settings)
+    try:
+        verify(
+            method=request.method,
+            uri=called,
+            body=body,
+            headers=request.headers,
+            secrets=settings.hubspot_secrets(),
+            now_ms=int(state.clock() * 1000),
+            other_uris=lambda: _other_uris(request, settings),
+        )
+    except MalformedSignature as exc:
+        raise Refused(400, "bad_signature_header", str(exc), exc.cause) from None
+    except UrlMismatch as exc:
+        detail = (
+            f"signed for {_without_query(exc.signed_uri)}, not {_without_query(called)}:"
+            " set BRIDGE_PUBLIC_URL to the URL in HubSpot's settings (or"
+            " BRIDGE_TRUST_FORWARDED behind a proxy you trust)"
+        )
+        raise Refused(401, "bad_signature", detail, exc.cause) from None
+    except InvalidSignature as exc:
+        raise Refused(401, "bad_signature", str(exc), exc.cause) from None
 
 
 async def endpoint(request: Request) -> Response:
     state = state_of(request)
-    settings = state.settings
     try:
-        body = await read_body(request, settings.max_body_bytes)
-        try:
-            verify(
-                method=request.method,
-                uri=called_uri(request, settings),
-                body=body,
-                headers=request.headers,
-                secrets=settings.hubspot_secrets(),
-                now_ms=int(state.clock() * 1000),
-            )
-        except MalformedSignature as exc:
-            raise Refused(400, "bad_signature_header", str(exc)) from None
-        except InvalidSignature as exc:
-            raise Refused(401, "bad_signature", str(exc)) from None
+        body = await read_body(request, state.settings.max_body_bytes)
+        _verify(request, body)
         try:
             events = payload.read_batch(parse_json(body))
         except payload.BatchError as exc:
             raise Refused(400, "bad_payload", str(exc)) from None
     except Refused as refused:
-        return refuse(SOURCE, refused)
+        return refuse(request, SOURCE, refused)
     deliveries: list[Delivery] = []
-    refused_events = 0
+    bad: list[payload.BadEvent] = []
     for event in events:
         if isinstance(event, payload.BadEvent):
-            refused_events += 1
+            bad.append(event)
             log.warning("hubspot event refused", index=event.index, reason=event.reason)
             continue
         deliveries.append(
@@ -88,13 +137,18 @@ async def endpoint(request: Request) -> Response:
                 plan=plan(event, state.config.hubspot),
             )
         )
-    stored = await record(SOURCE, state, deliveries)
+    if bad:
+        # Once per batch: the reasons are the bridge's own words, never the event's.
+        reasons = "; ".join(f"#{b.index}: {b.reason}" for b in bad)
+        detail = f"{len(bad)} of {len(events)} events skipped ({reasons})"
+        state.deliveries.refused(SOURCE, "bad_event", request.scope, detail)
+    stored = await record(request, SOURCE, deliveries)
     if isinstance(stored, Response):
         return stored
     return JSONResponse(
         {
             "received": len(deliveries),
             "duplicates": sum(1 for r in stored if r.duplicate),
-            "refused": refused_events,
+            "refused": len(bad),
         }
     )

@@ -2,6 +2,8 @@
 
 404  no PIPEDRIVE_WEBHOOK_USER / PASSWORD                      (not mounted)
 401  no or wrong credentials (compared in constant time)      nothing stored
+     (noted as no_header, malformed_header: not Basic, not base64, no ':'; or
+     no_match: the user or the password is wrong, which one is not told)
 413  body over the limit                                      nothing stored
 400  not JSON, or no meta.id to store it under                nothing stored
 503  the database cannot take it                              Pipedrive retries
@@ -25,29 +27,40 @@ from bridge.pipedrive import payload
 from bridge.pipedrive.plan import SOURCE, plan
 
 
-def _authorized(header: str | None, user: str, password: str) -> bool:
-    scheme, _, encoded = (header or "").partition(" ")
+def auth_refusal(header: str | None, user: str, password: str) -> str | None:
+    """Why ``Authorization`` does not carry the webhook's credentials (a delivery log
+    cause), or None when it does."""
+    if not header or not header.strip():
+        return "no_header"
+    scheme, _, encoded = header.strip().partition(" ")
     if scheme.lower() != "basic":
-        return False
+        return "malformed_header"
     try:
         given = base64.b64decode(encoded.strip(), validate=True)
     except (binascii.Error, ValueError):
-        return False
+        return "malformed_header"
     given_user, sep, given_password = given.partition(b":")
+    if not sep:
+        return "malformed_header"
     # Both compared, always: which one was wrong must not show in the timing.
     ok_user = hmac.compare_digest(given_user, user.encode())
     ok_password = hmac.compare_digest(given_password, password.encode())
-    return bool(sep) and ok_user and ok_password
+    return None if ok_user and ok_password else "no_match"
 
 
 async def endpoint(request: Request) -> Response:
     state = state_of(request)
     credentials = state.settings.pipedrive_credentials()
     try:
-        if credentials is None or not _authorized(
-            request.headers.get("authorization"), *credentials
-        ):
-            raise Refused(401, "unauthorized", "HTTP Basic credentials of the webhook expected")
+        cause = (
+            "no_match"
+            if credentials is None
+            else auth_refusal(request.headers.get("authorization"), *credentials)
+        )
+        if cause is not None:
+            raise Refused(
+                401, "unauthorized", "HTTP Basic credentials of the webhook expected", cause
+            )
         body = await read_body(request, state.settings.max_body_bytes)
         parsed = parse_json(body)
         try:
@@ -55,13 +68,13 @@ async def endpoint(request: Request) -> Response:
         except payload.NotADelivery as exc:
             raise Refused(400, "bad_payload", str(exc)) from None
     except Refused as refused:
-        response = refuse(SOURCE, refused)
+        response = refuse(request, SOURCE, refused)
         if refused.status == 401:
             response.headers["WWW-Authenticate"] = 'Basic realm="cryptolens-bridge"'
         return response
     stored = await record(
+        request,
         SOURCE,
-        state,
         [
             Delivery(
                 provider=SOURCE,

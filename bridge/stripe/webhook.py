@@ -35,7 +35,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Receive, Scope, Send
 
 from bridge.core import inbox, metrics, tracing
-from bridge.core.deliverylog import DUPLICATE, REFUSED
 from bridge.core.logs import get_logger
 from bridge.core.state import AppState
 from bridge.stripe.plan import PayloadError, plan
@@ -230,20 +229,12 @@ async def _answer(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _client(scope: Scope) -> str | None:
-    client = scope.get("client")
-    return str(client[0]) if client else None
-
-
 async def _refuse(state: AppState, scope: Scope, send: Send, refused: _Refused) -> None:
     if not refused.error:
         await _answer(send, refused.status, b"")
         return
     _COUNTERS[refused.error].inc()
-    # The cause and the message, never the body or the header's value.
-    state.deliveries.note(
-        "stripe", REFUSED, refused.cause, detail=refused.detail, client=_client(scope)
-    )
+    state.deliveries.refused("stripe", refused.cause, scope, refused.detail)
     problem = {"error": refused.error, "detail": refused.detail}
     body = json.dumps(problem, ensure_ascii=False, separators=(",", ":"))
     await _answer(send, refused.status, body.encode())
@@ -272,9 +263,7 @@ class StripeWebhook:
             return
         if recorded.duplicate:
             _DUPLICATE.inc()
-            state.deliveries.note(
-                "stripe", DUPLICATE, "duplicate", external_id=delivery.external_id
-            )
+            state.deliveries.duplicate("stripe", scope, delivery.external_id)
         elif delivery.plan.ignored:
             _IGNORED.inc()
         else:

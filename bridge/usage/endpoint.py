@@ -8,6 +8,10 @@
     202  per record: accepted, duplicate (its idempotency key was seen before: nothing
          changes), or refused with the reason; good records are stored whatever the others
 
+Refusals are noted in the delivery log under ``usage`` with their cause (no_header,
+malformed_header: not a bearer token, no_match: no token matches; too_large, bad_json,
+...); refused and duplicate records once per batch, with their count.
+
 ``GET /usage/openapi.json`` serves the endpoint's OpenAPI description (no token needed:
 it describes, it holds nothing). Like the webhook, the endpoint records and enqueues;
 the aggregates' jobs are deferred to their windows' ends.
@@ -40,20 +44,34 @@ MAX_BATCH = 1000
 ENQUEUE_TIMEOUT = 1.0
 
 
+PROVIDER = "usage"  # its name in the delivery log
+
+
 def _error(status: int, error: str, detail: str, **headers: str) -> Response:
     return JSONResponse({"error": error, "detail": detail}, status_code=status, headers=headers)
 
 
-def authorized(header: str | None, tokens: tuple[str, ...]) -> bool:
-    """Whether ``Authorization: Bearer <t>`` names one of ``tokens``, compared in constant
-    time against every one (no early exit tells which, or how much, matched)."""
-    if not header or header[:7].lower() != "bearer ":
-        return False
+def _refuse(
+    request: Request, status: int, error: str, detail: str, cause: str = "", **headers: str
+) -> Response:
+    state: AppState = request.state.bridge
+    state.deliveries.refused(PROVIDER, cause or error, request.scope, detail)
+    return _error(status, error, detail, **headers)
+
+
+def token_refusal(header: str | None, tokens: tuple[str, ...]) -> str | None:
+    """Why ``Authorization`` names none of ``tokens`` (a delivery log cause), or None when
+    ``Bearer <t>`` names one; compared in constant time against every one (no early exit
+    tells which, or how much, matched)."""
+    if not header or not header.strip():
+        return "no_header"
+    if header[:7].lower() != "bearer ":
+        return "malformed_header"
     given = header[7:].strip().encode()
     found = False
     for token in tokens:
         found |= hmac.compare_digest(given, token.encode())
-    return found
+    return None if found else "no_match"
 
 
 async def _body(request: Request, limit: int) -> bytes:
@@ -78,23 +96,27 @@ async def post_usage(request: Request) -> Response:
     state: AppState = request.state.bridge
     if not state.usage_tokens:
         return _error(404, "not_found", "usage reporting is not configured")
-    if not authorized(request.headers.get("authorization"), state.usage_tokens):
-        return _error(401, "unauthorized", "a bearer token from BRIDGE_USAGE_TOKENS is needed")
+    cause = token_refusal(request.headers.get("authorization"), state.usage_tokens)
+    if cause is not None:
+        detail = "a bearer token from BRIDGE_USAGE_TOKENS is needed"
+        return _refuse(request, 401, "unauthorized", detail, cause)
     try:
         body = await _body(request, state.settings.max_body_bytes)
     except _TooLarge:
-        return _error(413, "too_large", f"body over {state.settings.max_body_bytes} bytes")
+        detail = f"body over {state.settings.max_body_bytes} bytes"
+        return _refuse(request, 413, "too_large", detail)
     except ClientDisconnect:
         return Response(status_code=400)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
-        return _error(400, "bad_json", "the body is not JSON")
+        return _refuse(request, 400, "bad_json", "the body is not JSON")
     raw: list[Any] = payload if isinstance(payload, list) else [payload]
     if not isinstance(payload, list | dict) or not raw:
-        return _error(400, "bad_body", "send one record (an object) or a batch (an array)")
+        detail = "send one record (an object) or a batch (an array)"
+        return _refuse(request, 400, "bad_body", detail)
     if len(raw) > MAX_BATCH:
-        return _error(413, "too_many", f"at most {MAX_BATCH} records per request")
+        return _refuse(request, 413, "too_many", f"at most {MAX_BATCH} records per request")
 
     usage = state.config.usage
     results: list[Result | None] = []
@@ -120,13 +142,31 @@ async def post_usage(request: Request) -> Response:
                 )
         except SQLAlchemyError as exc:
             log.error("storing usage failed", error=type(exc).__name__, records=len(records))
-            return _error(503, "database_unavailable", "nothing was stored", **{"Retry-After": "5"})
+            return _refuse(
+                request, 503, "database_unavailable", "nothing was stored", **{"Retry-After": "5"}
+            )
         for (i, r), (outcome, aggregate) in zip(good, stored.results, strict=True):
             results[i] = Result(i, outcome, r.idempotency_key, aggregate)
         await _enqueue(state, stored.opened)
     done = [r for r in results if r is not None]
     counts = {o: sum(r.outcome == o for r in done) for o in ("accepted", "duplicate", "refused")}
+    _note_batch(request, state, done, counts)
     return JSONResponse({**counts, "results": [r.json() for r in done]}, status_code=202)
+
+
+def _note_batch(
+    request: Request, state: AppState, done: list[Result], counts: dict[str, int]
+) -> None:
+    """Refused and duplicate records, once per batch each with their count: a reason can
+    echo the record's own values, so it stays in the answer and out of the log."""
+    of = f"of {len(done)} records"
+    if counts["refused"]:
+        detail = f"{counts['refused']} {of} refused"
+        state.deliveries.refused(PROVIDER, "bad_records", request.scope, detail)
+    if counts["duplicate"]:
+        first = next(r.idempotency_key for r in done if r.outcome == "duplicate")
+        detail = f"{counts['duplicate']} {of} seen before"
+        state.deliveries.duplicate(PROVIDER, request.scope, first, detail)
 
 
 async def _enqueue(state: AppState, opened: list[tuple[str, datetime]]) -> None:
