@@ -37,6 +37,9 @@ BUSY_RETRY = 0.02
 # Metadata; RecordUsage has none), so they run beside the license's other effects, under
 # their intent's lease alone. A purchase's event is registered while its key is tagged.
 SHARED_EFFECTS = frozenset({Effect.REGISTER_EVENT, Effect.RECORD_USAGE})
+# At most this many events go in one RegisterEvents call (the lead and its companions,
+# see ``_gather_events``): a backlog drains in calls of a bounded size.
+EVENT_BATCH = 50
 
 # The hot paths run plain SQL on the driver's cursor (bridge.core.dbapi): through SQLAlchemy's
 # execution layer they cost several times what the database takes to run them. Rare
@@ -119,6 +122,26 @@ _WAITING = Sql(
 _UNPARK = Sql(
     "UPDATE intent SET status = 'pending', updated_at = :now WHERE id = :id AND status = 'waiting'"
 )
+# The other due REGISTER_EVENT intents of a license (under its ref or an alias) that no
+# run holds and whose earlier call, if any, is settled: a lead's companions.
+_DUE_EVENTS = Sql(
+    """SELECT id, license_ref, params, occurred_at, attempts, created_at, updated_at
+    FROM intent WHERE effect = 'register_event' AND status = 'pending' AND id <> :lead
+    AND (next_attempt_at IS NULL OR next_attempt_at <= :due)
+    AND (license_ref = :ref OR license_ref IN (SELECT alias FROM license_alias WHERE ref = :ref))
+    AND NOT EXISTS (SELECT 1 FROM attempt WHERE attempt.intent_id = intent.id
+    AND (attempt.outcome IS NULL OR attempt.outcome = 'unknown'))
+    ORDER BY id LIMIT :limit {skip_locked}"""
+)
+# PostgreSQL: rows another claim holds (its lead, or its own companions) are passed over,
+# not waited for: two leads of one key would otherwise each wait for the other's.
+# Taken only if unchanged since it was read (every status change writes updated_at), so
+# an intent another run claimed, or claimed, sent and put back meanwhile with an attempt
+# now unresolved, is never taken; SQLite's BEGIN IMMEDIATE serializes the claims outright.
+_TAKE = Sql(
+    """UPDATE intent SET status = 'running', lease_owner = :owner, lease_until = :until,
+    updated_at = :now WHERE id = :id AND status = 'pending' AND updated_at = :seen"""
+)
 _WAITING_SHARED = Sql(
     """SELECT id FROM intent WHERE status = 'waiting' AND effect IN ('register_event',
     'record_usage') AND (license_ref = :ref
@@ -186,6 +209,10 @@ class Claimed:
     # begin_create checks that none arrived since, before a template is chosen for good.
     created_at: datetime = field(default_factory=utcnow)  # when the intent was stored
     hints: int = 0
+    # REGISTER_EVENT: the license's other due events, taken by this run in its claim's
+    # transaction (their intent leases are this run's); sent in one RegisterEvents call
+    # with this intent's, and ended with it (``finish``, ``reschedule``).
+    companions: tuple[Claimed, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -202,6 +229,7 @@ class Outcome:
 
     attempts: dict[int, str] = field(default_factory=dict)  # attempt id -> outcome
     license: dict[str, Any] = field(default_factory=dict)  # License column -> value
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # companion -> result
 
 
 def _resolve_orm(s: Session, ref: str) -> str:
@@ -271,6 +299,11 @@ def claim(
         merged, hints = json.loads(params), 0
         if effect == Effect.CREATE_KEY.value:
             merged, hints = _merged_start(t, intent_id, merged)
+        open_attempts = _open_attempts(t, intent_id)
+        license_ = None if row is None else LicenseView(ref, *row)
+        companions: tuple[Claimed, ...] = ()
+        if effect == Effect.REGISTER_EVENT.value and not open_attempts and "deal_id" not in merged:
+            companions = _gather_events(t, intent_id, ref, owner, lease, now, due, license_)
         return Claimed(
             id=intent_id,
             effect=Effect(effect),
@@ -280,11 +313,57 @@ def claim(
             occurred_at=occurred_at,
             attempts=attempts,
             owner=owner,
-            license=None if row is None else LicenseView(ref, *row),
-            open_attempts=_open_attempts(t, intent_id),
+            license=license_,
+            open_attempts=open_attempts,
             created_at=t.read_time(created) or now,
             hints=hints,
+            companions=companions,
         )
+
+
+def _gather_events(
+    t: Tx,
+    lead: str,
+    ref: str,
+    owner: str,
+    lease: float,
+    now: datetime,
+    due: datetime,
+    license_: LicenseView | None,
+) -> tuple[Claimed, ...]:
+    """Take the license's other due REGISTER_EVENT intents for this run (see
+    ``Claimed.companions``). Left out: one whose earlier call's outcome is unknown (its
+    own run reads it back first, alone), one a CRM deal must complete first
+    (``jobs.effects.deals``), one another run holds."""
+    rows = t.all(
+        _DUE_EVENTS,
+        {"lead": lead, "ref": ref, "due": t.time(due), "limit": EVENT_BATCH - 1},
+    )
+    until, at = t.time(now + timedelta(seconds=lease)), t.time(now)
+    taken: list[Claimed] = []
+    for id_, license_ref, params, occurred_at, attempts, created, seen in rows:
+        merged = json.loads(params)
+        if "deal_id" in merged:
+            continue
+        taking = {"id": id_, "owner": owner, "until": until, "now": at, "seen": seen}
+        if t.run(_TAKE, taking) != 1:
+            continue
+        taken.append(
+            Claimed(
+                id=id_,
+                effect=Effect.REGISTER_EVENT,
+                license_ref=license_ref,
+                ref=ref,
+                params=merged,
+                occurred_at=occurred_at,
+                attempts=attempts,
+                owner=owner,
+                license=license_,
+                open_attempts={},
+                created_at=t.read_time(created) or now,
+            )
+        )
+    return tuple(taken)
 
 
 def _merged_start(t: Tx, intent_id: str, params: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -296,15 +375,22 @@ def _merged_start(t: Tx, intent_id: str, params: dict[str, Any]) -> tuple[dict[s
 
 
 def renew_leases(
-    engine: Engine, intent_id: str, owner: str, names: list[str], seconds: float
+    engine: Engine,
+    intent_id: str,
+    owner: str,
+    names: list[str],
+    seconds: float,
+    companions: tuple[str, ...] = (),
 ) -> list[str] | None:
-    """Extend the run's intent lease and its named leases. None if the intent is no
-    longer the run's, else the names it no longer holds (released meanwhile, or lost)."""
+    """Extend the run's intent lease (and its companions', ``Claimed.companions``) and
+    its named leases. None if an intent is no longer the run's, else the names it no
+    longer holds (released meanwhile, or lost)."""
     until = utcnow() + timedelta(seconds=seconds)
     with tx(engine) as t:
         at = t.time(until)
-        if t.run(_RENEW_INTENT, {"id": intent_id, "owner": owner, "until": at}) != 1:
-            return None
+        for id_ in (intent_id, *companions):
+            if t.run(_RENEW_INTENT, {"id": id_, "owner": owner, "until": at}) != 1:
+                return None
         return [
             name
             for name in names
@@ -387,8 +473,13 @@ def finish(
     result: dict[str, Any] | None = None,
     error: str | None = None,
     wake: bool = False,
+    shared: bool = True,
 ) -> list[str] | None:
     """End the run: status, result, settled attempts, license facts, lease released.
+
+    The run's companions end with it: with its status (and each its own result from
+    ``outcome.results``); unless ``shared`` is False (the run gave up after its own
+    attempts: theirs are not spent), when they go back to pending, counted.
 
     Returns the waiting intents this run woke (``wake``: a key now exists), or None when
     the run had lost its intent and wrote nothing.
@@ -400,6 +491,17 @@ def finish(
             return None
         _settle(t, claimed, outcome)
         _end(t, claimed, status, attempts + 1, error=error, result=result)
+        for companion in claimed.companions:
+            count = _owned(t, companion.id, companion.owner)
+            if count is not None:
+                _end(
+                    t,
+                    companion,
+                    status if shared else Status.PENDING,
+                    count + 1,
+                    error=error,
+                    result=outcome.results.get(companion.id),
+                )
         return _wake(t, claimed.ref) if wake else []
 
 
@@ -431,6 +533,17 @@ def reschedule(
             error=error,
             next_at=next_at,
         )
+        for companion in claimed.companions:  # back with it, on the same terms
+            done = _owned(t, companion.id, companion.owner)
+            if done is not None:
+                _end(
+                    t,
+                    companion,
+                    Status.PENDING,
+                    done + (1 if count else 0),
+                    error=error,
+                    next_at=next_at,
+                )
 
 
 def release(engine: Engine, claimed: Claimed) -> None:
@@ -474,6 +587,26 @@ def start_attempt(
         if supersedes is not None:
             _settle_attempt(t, supersedes, "not_applied")
         return _insert_attempt(t, intent_id, method, detail, scope)
+
+
+def start_attempts(
+    engine: Engine, method: str, details: dict[str, dict[str, Any]], *, supersedes: list[int]
+) -> dict[str, int]:
+    """Record one call about to be sent on behalf of several intents: one attempt row
+    per intent (intent id -> its detail), all in one transaction; returns their ids."""
+    with tx(engine) as t:
+        for attempt_id in supersedes:
+            _settle_attempt(t, attempt_id, "not_applied")
+        return {
+            intent_id: _insert_attempt(t, intent_id, method, detail, None)
+            for intent_id, detail in details.items()
+        }
+
+
+def finish_attempts(engine: Engine, attempt_ids: list[int], outcome: str) -> None:
+    with tx(engine) as t:
+        for attempt_id in attempt_ids:
+            _settle_attempt(t, attempt_id, outcome)
 
 
 def finish_attempt(engine: Engine, attempt_id: int, outcome: str) -> None:

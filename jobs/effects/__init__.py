@@ -33,6 +33,22 @@ every run (each with a test in tests/test_effects_races.py):
   the license's last such decision, so reordered deliveries converge.
 - REGISTER_EVENT carries the intent id in its Metadata; a lost reply is settled by
   GetEvents filtered on that exact Metadata string, once the call can no longer land.
+  Events of one key that are due together go in one RegisterEvents call. It needs no
+  license lease (``store.SHARED_EFFECTS``): what keeps each event single is its intent
+  lease. The claim of one event (the lead) takes, in the same transaction, the key's
+  other pending, due events whose calls are all settled (companions), each by an update
+  that succeeds only while the row is unchanged since it was read (so an intent another
+  run has claimed meanwhile, or claimed, sent and put back with its outcome unknown, is
+  left alone), under the lead's lease owner: so an event is in at most one run, alone or
+  as anyone's companion, and two leads racing on one key take disjoint sets. The run
+  renews and confirms every member's lease before the call (a lost one: nothing sent),
+  writes one attempt row per member in one transaction before it, and ends every member
+  with the call's outcome in the transaction that ends the lead. The events cannot be
+  mistaken for each other: each carries its own intent's exact Metadata, so after a
+  lost reply each member, in its own run and alone (an intent with an unresolved call
+  is never a companion, and gathers none), finds its own event or, once the call can no
+  longer land, sends it again; whether Cryptolens applied the batch whole or in part,
+  each event is counted by its own read-back.
 - RECORD_USAGE cannot be read back: an unknown outcome goes to a person.
 - REPORT_USAGE sends one usage aggregate. Two of them racing on one key are two
   different aggregates (their ids name the window), each holding its own records: a
