@@ -72,6 +72,10 @@ class RunLease:
     def discard(self, name: str) -> None:
         self._names.discard(name)
 
+    def discard_companions(self, ids: list[str]) -> None:
+        """Companions the run has let go of (``store.release_companions``)."""
+        self._companions = tuple(c for c in self._companions if c not in ids)
+
     async def renew(self) -> bool:
         """Extend every lease of the run now; False (and lost for good) if one is gone."""
         if self._lost:

@@ -36,10 +36,14 @@ BUSY_RETRY = 0.02
 # flag, customer): their read-back is their own intent's (GetEvents by the intent's
 # Metadata; RecordUsage has none), so they run beside the license's other effects, under
 # their intent's lease alone. A purchase's event is registered while its key is tagged.
-SHARED_EFFECTS = frozenset({Effect.REGISTER_EVENT, Effect.RECORD_USAGE})
-# At most this many events go in one RegisterEvents call (the lead and its companions,
-# see ``_gather_events``): a backlog drains in calls of a bounded size.
-EVENT_BATCH = 50
+SHARED_EFFECTS = frozenset(
+    {Effect.REGISTER_EVENT, Effect.RECORD_USAGE, Effect.TRACK_REVENUE, Effect.TRACK_EVENT}
+)
+# Effects that need no license key (myTracker knows nothing of keys): never parked.
+KEYLESS_EFFECTS = frozenset({Effect.TRACK_REVENUE, Effect.TRACK_EVENT})
+# At most this many intents go in one call (the lead and its companions, see ``_gather``):
+# a backlog drains in calls of a bounded size. myTracker: 20 items a batch.
+BATCH_SIZES = {Effect.REGISTER_EVENT: 50, Effect.TRACK_REVENUE: 20, Effect.TRACK_EVENT: 20}
 
 # The hot paths run plain SQL on the driver's cursor (bridge.core.dbapi): through SQLAlchemy's
 # execution layer they cost several times what the database takes to run them. Rare
@@ -48,6 +52,7 @@ _GET_INTENT = Sql(
     """SELECT effect, license_ref, params, occurred_at, status, attempts, lease_until,
     next_attempt_at, created_at FROM intent WHERE id = :id {for_update}"""
 )
+_INTENT_PARAMS = Sql("SELECT params FROM intent WHERE id = :id")
 _RESOLVE = Sql("SELECT ref FROM license_alias WHERE alias = :alias")
 _GET_LICENSE = Sql(
     """SELECT product_id, "key", customer_id, block_decided_at, block_reason, ended_by,
@@ -135,6 +140,18 @@ _DUE_EVENTS = Sql(
 )
 # PostgreSQL: rows another claim holds (its lead, or its own companions) are passed over,
 # not waited for: two leads of one key would otherwise each wait for the other's.
+# The other due intents of one myTracker effect, of any license (myTracker batches are
+# per app), that no run holds and that never had a call refused or left unresolved: a
+# batch refused for one bad item is sent again item by item, each alone.
+_DUE_TRACKS = Sql(
+    """SELECT id, license_ref, params, occurred_at, attempts, created_at, updated_at
+    FROM intent WHERE effect = :effect AND status = 'pending' AND id <> :lead
+    AND (next_attempt_at IS NULL OR next_attempt_at <= :due)
+    AND NOT EXISTS (SELECT 1 FROM attempt WHERE attempt.intent_id = intent.id
+    AND (attempt.outcome IS NULL OR attempt.outcome IN ('unknown', 'refused')))
+    ORDER BY id LIMIT :limit {skip_locked}"""
+)
+_REFUSED_BEFORE = Sql("SELECT 1 FROM attempt WHERE intent_id = :id AND outcome = 'refused' LIMIT 1")
 # Taken only if unchanged since it was read (every status change writes updated_at), so
 # an intent another run claimed, or claimed, sent and put back meanwhile with an attempt
 # now unresolved, is never taken; SQLite's BEGIN IMMEDIATE serializes the claims outright.
@@ -273,16 +290,17 @@ def claim(
             return NotClaimed("backing off", (next_attempt_at - due).total_seconds())
         ref = _resolve(t, license_ref)
         exclusive = Effect(effect) not in SHARED_EFFECTS
+        keyless = Effect(effect) in KEYLESS_EFFECTS
         if exclusive and not locks.take(t, license_lock(ref), owner, lease):
             return NotClaimed("license busy", BUSY_RETRY)
-        row = t.one(_GET_LICENSE, {"ref": ref})
-        if row is None and not exclusive:
+        row = None if keyless else t.one(_GET_LICENSE, {"ref": ref})
+        if row is None and not exclusive and not keyless:
             # Park on a locked row: the key's creation updates this row before it wakes
             # the waiting, so it cannot wake them between our read and our commit (an
             # intent without the license lease would otherwise park after its wake).
             t.run(_LICENSE_STUB, {"ref": ref, "created_at": t.time(now)})
             row = t.one(_GET_LICENSE, {"ref": ref})
-        if effect != Effect.CREATE_KEY.value and (row is None or not row[1]):
+        if not keyless and effect != Effect.CREATE_KEY.value and (row is None or not row[1]):
             # Parked until the key exists: the key's creation (or the relay) wakes it.
             t.run(_PARK, {"id": intent_id, "now": t.time(now)})
             locks.drop(t, license_lock(ref), owner)
@@ -302,8 +320,10 @@ def claim(
         open_attempts = _open_attempts(t, intent_id)
         license_ = None if row is None else LicenseView(ref, *row)
         companions: tuple[Claimed, ...] = ()
-        if effect == Effect.REGISTER_EVENT.value and not open_attempts and "deal_id" not in merged:
-            companions = _gather_events(t, intent_id, ref, owner, lease, now, due, license_)
+        if _gathers(t, Effect(effect), intent_id, open_attempts, merged):
+            companions = _gather(
+                t, Effect(effect), intent_id, ref, owner, lease, now, due, license_
+            )
         return Claimed(
             id=intent_id,
             effect=Effect(effect),
@@ -321,8 +341,20 @@ def claim(
         )
 
 
-def _gather_events(
+def _gathers(
+    t: Tx, effect: Effect, intent_id: str, open_attempts: dict[str, Any], params: dict[str, Any]
+) -> bool:
+    """Whether this run takes companions: an intent with an unresolved call settles it
+    alone, one a CRM deal must complete first (``jobs.effects.deals``) runs alone, and a
+    myTracker item of a refused batch is sent alone (to tell the bad item from the rest)."""
+    if effect not in BATCH_SIZES or open_attempts or "deal_id" in params:
+        return False
+    return effect not in KEYLESS_EFFECTS or t.one(_REFUSED_BEFORE, {"id": intent_id}) is None
+
+
+def _gather(
     t: Tx,
+    effect: Effect,
     lead: str,
     ref: str,
     owner: str,
@@ -331,14 +363,18 @@ def _gather_events(
     due: datetime,
     license_: LicenseView | None,
 ) -> tuple[Claimed, ...]:
-    """Take the license's other due REGISTER_EVENT intents for this run (see
-    ``Claimed.companions``). Left out: one whose earlier call's outcome is unknown (its
-    own run reads it back first, alone), one a CRM deal must complete first
-    (``jobs.effects.deals``), one another run holds."""
-    rows = t.all(
-        _DUE_EVENTS,
-        {"lead": lead, "ref": ref, "due": t.time(due), "limit": EVENT_BATCH - 1},
-    )
+    """Take the other due intents this run sends with its own (``Claimed.companions``):
+    the license's events (``_DUE_EVENTS``), or any license's myTracker items of the same
+    effect (``_DUE_TRACKS``). Left out: one whose earlier call's outcome is unknown (its
+    own run settles it first, alone), one a CRM deal must complete first, one another run
+    holds."""
+    limit = BATCH_SIZES[effect] - 1
+    if effect is Effect.REGISTER_EVENT:
+        query = {"lead": lead, "ref": ref, "due": t.time(due), "limit": limit}
+        rows = t.all(_DUE_EVENTS, query)
+    else:
+        query = {"lead": lead, "effect": effect.value, "due": t.time(due), "limit": limit}
+        rows = t.all(_DUE_TRACKS, query)
     until, at = t.time(now + timedelta(seconds=lease)), t.time(now)
     taken: list[Claimed] = []
     for id_, license_ref, params, occurred_at, attempts, created, seen in rows:
@@ -351,14 +387,15 @@ def _gather_events(
         taken.append(
             Claimed(
                 id=id_,
-                effect=Effect.REGISTER_EVENT,
+                effect=effect,
                 license_ref=license_ref,
-                ref=ref,
+                # An event's license is the lead's; a myTracker item's is never read.
+                ref=ref if effect is Effect.REGISTER_EVENT else license_ref,
                 params=merged,
                 occurred_at=occurred_at,
                 attempts=attempts,
                 owner=owner,
-                license=license_,
+                license=license_ if effect is Effect.REGISTER_EVENT else None,
                 open_attempts={},
                 created_at=t.read_time(created) or now,
             )
@@ -589,6 +626,27 @@ def start_attempt(
         return _insert_attempt(t, intent_id, method, detail, scope)
 
 
+def release_companions(engine: Engine, owner: str, ids: list[str]) -> None:
+    """Companions a run will not send after all (past a batch's size): back to pending,
+    as they were, for their own runs."""
+    with tx(engine) as t:
+        for id_ in ids:
+            attempts = _owned(t, id_, owner)
+            if attempts is not None:
+                t.run(
+                    _AGAIN,
+                    {
+                        "id": id_,
+                        "status": Status.PENDING.value,
+                        "attempts": attempts,
+                        "error": None,
+                        "result": None,
+                        "next_at": None,
+                        "now": t.time(utcnow()),
+                    },
+                )
+
+
 def start_attempts(
     engine: Engine, method: str, details: dict[str, dict[str, Any]], *, supersedes: list[int]
 ) -> dict[str, int]:
@@ -770,6 +828,17 @@ def intent_ref(engine: Engine, intent_id: str) -> str | None:
     with session(engine) as s:
         intent = s.get(Intent, intent_id)
         return _resolve_orm(s, intent.license_ref) if intent is not None else None
+
+
+def checkout_session(engine: Engine, ref: str) -> str | None:
+    """The checkout session that bought license ``ref`` (aliases resolved), as its key
+    creation names it; None if the bridge never saw the purchase."""
+    with tx(engine) as t:
+        row = t.one(_INTENT_PARAMS, {"id": f"{_resolve(t, ref)}:create_key"})
+    if row is None:
+        return None
+    session = json.loads(row[0]).get("checkout_session")
+    return session if isinstance(session, str) else None
 
 
 def set_needs_review(engine: Engine, intent_id: str, error: str) -> None:
