@@ -39,11 +39,21 @@ log = get_logger(__name__)
 class RunLease:
     """The leases of one run (see the module docstring)."""
 
-    def __init__(self, rt: Runtime, intent_id: str, owner: str, names: set[str]) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        intent_id: str,
+        owner: str,
+        names: set[str],
+        companions: tuple[str, ...] = (),
+    ) -> None:
         self._rt = rt
         self.intent_id = intent_id
         self.owner = owner
         self._names = set(names)
+        # Intents the claim took with this one (``store.Claimed.companions``): the run
+        # holds their leases too, and is lost if it loses one of them.
+        self._companions = companions
         self._seconds = rt.settings.lease_seconds
         self._loop = asyncio.get_running_loop()
         # The claim took every lease just now; a renewal only ever extends this.
@@ -62,6 +72,10 @@ class RunLease:
     def discard(self, name: str) -> None:
         self._names.discard(name)
 
+    def discard_companions(self, ids: list[str]) -> None:
+        """Companions the run has let go of (``store.release_companions``)."""
+        self._companions = tuple(c for c in self._companions if c not in ids)
+
     async def renew(self) -> bool:
         """Extend every lease of the run now; False (and lost for good) if one is gone."""
         if self._lost:
@@ -74,6 +88,7 @@ class RunLease:
             self.owner,
             sorted(self._names),
             self._seconds,
+            self._companions,
         )
         # A lease the run let go of while the renewal ran is not a lost one.
         if missing is None or any(name in self._names for name in missing):

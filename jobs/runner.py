@@ -95,7 +95,7 @@ async def _run(rt: Runtime, intent_id: str) -> tuple[str, list[str]]:
             raise Retry(defer=_busy_delay(claimed.retry_in))
         return claimed.reason, []
     held = set() if claimed.effect in store.SHARED_EFFECTS else {store.license_lock(claimed.ref)}
-    lease = RunLease(rt, intent_id, owner, held)
+    lease = RunLease(rt, intent_id, owner, held, tuple(c.id for c in claimed.companions))
     run = Run(rt, claimed, store.Outcome(), lease, follow=lambda i: _follow(rt, i, intent_id))
     try:
         return await _apply(run)
@@ -172,7 +172,16 @@ async def _failed_run(
     if _permanent(exc) or attempts >= rt.settings.max_attempts:
         if not _permanent(exc):
             message = f"gave up after {attempts} attempts: {message}"
-        await db(store.finish, rt.engine, claimed, Status.FAILED, outcome, error=message)
+        # Given up after the run's own attempts: its companions' are not spent.
+        await db(
+            store.finish,
+            rt.engine,
+            claimed,
+            Status.FAILED,
+            outcome,
+            error=message,
+            shared=_permanent(exc),
+        )
         bound.error("intent failed", error=message, attempts=attempts)
         return "failed"
     delay = backoff(

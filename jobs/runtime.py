@@ -26,6 +26,7 @@ from bridge.core.models import utcnow
 from bridge.core.settings import BridgeConfig, Settings
 from bridge.cryptolens import CryptolensClient, NotFound, make_http_client
 from bridge.cryptolens.models import LicenseTemplate
+from bridge.mytracker import api as tracker_api
 from jobs.errors import Busy
 
 
@@ -99,6 +100,9 @@ class Runtime:
     rng: random.Random = field(default_factory=random.Random)
     # Stripe subscription id -> its customer (the stripe_meter sink); never changes.
     stripe_customers: dict[str, str] = field(default_factory=dict)
+    # myTracker's import (bridge.mytracker.api): one client per process, None when the
+    # TOML names no myTracker app.
+    tracker: httpx.AsyncClient | None = None
 
     def now(self) -> datetime:
         return self.clock()
@@ -119,9 +123,13 @@ class Runtime:
         client = CryptolensClient(
             http, token=settings.token(), base_url=settings.cryptolens_api_url
         )
+        config = settings.bridge_config()
+        # Made first: a myTracker app without its key stops the worker at start-up.
+        tracker = tracker_api.make_client(settings) if config.mytracker.enabled else None
         return cls(
             settings=settings,
-            config=settings.bridge_config(),
+            config=config,
+            tracker=tracker,
             engine=engine or make_engine(settings.database_url),
             http=http,
             client=client,
@@ -135,6 +143,8 @@ class Runtime:
 
     async def close(self) -> None:
         await self.http.aclose()
+        if self.tracker is not None:
+            await self.tracker.aclose()
         for name, opened in self.clients.items():
             close = providers.get(name).worker.close
             if close is not None and opened is not None:

@@ -36,7 +36,14 @@ BUSY_RETRY = 0.02
 # flag, customer): their read-back is their own intent's (GetEvents by the intent's
 # Metadata; RecordUsage has none), so they run beside the license's other effects, under
 # their intent's lease alone. A purchase's event is registered while its key is tagged.
-SHARED_EFFECTS = frozenset({Effect.REGISTER_EVENT, Effect.RECORD_USAGE})
+SHARED_EFFECTS = frozenset(
+    {Effect.REGISTER_EVENT, Effect.RECORD_USAGE, Effect.TRACK_REVENUE, Effect.TRACK_EVENT}
+)
+# Effects that need no license key (myTracker knows nothing of keys): never parked.
+KEYLESS_EFFECTS = frozenset({Effect.TRACK_REVENUE, Effect.TRACK_EVENT})
+# At most this many intents go in one call (the lead and its companions, see ``_gather``):
+# a backlog drains in calls of a bounded size. myTracker: 20 items a batch.
+BATCH_SIZES = {Effect.REGISTER_EVENT: 50, Effect.TRACK_REVENUE: 20, Effect.TRACK_EVENT: 20}
 
 # The hot paths run plain SQL on the driver's cursor (bridge.core.dbapi): through SQLAlchemy's
 # execution layer they cost several times what the database takes to run them. Rare
@@ -45,6 +52,7 @@ _GET_INTENT = Sql(
     """SELECT effect, license_ref, params, occurred_at, status, attempts, lease_until,
     next_attempt_at, created_at FROM intent WHERE id = :id {for_update}"""
 )
+_INTENT_PARAMS = Sql("SELECT params FROM intent WHERE id = :id")
 _RESOLVE = Sql("SELECT ref FROM license_alias WHERE alias = :alias")
 _GET_LICENSE = Sql(
     """SELECT product_id, "key", customer_id, block_decided_at, block_reason, ended_by,
@@ -123,6 +131,38 @@ _WAITING = Sql(
 _UNPARK = Sql(
     "UPDATE intent SET status = 'pending', updated_at = :now WHERE id = :id AND status = 'waiting'"
 )
+# The other due REGISTER_EVENT intents of a license (under its ref or an alias) that no
+# run holds and whose earlier call, if any, is settled: a lead's companions.
+_DUE_EVENTS = Sql(
+    """SELECT id, license_ref, params, occurred_at, attempts, created_at, updated_at
+    FROM intent WHERE effect = 'register_event' AND status = 'pending' AND id <> :lead
+    AND (next_attempt_at IS NULL OR next_attempt_at <= :due)
+    AND (license_ref = :ref OR license_ref IN (SELECT alias FROM license_alias WHERE ref = :ref))
+    AND NOT EXISTS (SELECT 1 FROM attempt WHERE attempt.intent_id = intent.id
+    AND (attempt.outcome IS NULL OR attempt.outcome = 'unknown'))
+    ORDER BY id LIMIT :limit {skip_locked}"""
+)
+# PostgreSQL: rows another claim holds (its lead, or its own companions) are passed over,
+# not waited for: two leads of one key would otherwise each wait for the other's.
+# The other due intents of one myTracker effect, of any license (myTracker batches are
+# per app), that no run holds and that never had a call refused or left unresolved: a
+# batch refused for one bad item is sent again item by item, each alone.
+_DUE_TRACKS = Sql(
+    """SELECT id, license_ref, params, occurred_at, attempts, created_at, updated_at
+    FROM intent WHERE effect = :effect AND status = 'pending' AND id <> :lead
+    AND (next_attempt_at IS NULL OR next_attempt_at <= :due)
+    AND NOT EXISTS (SELECT 1 FROM attempt WHERE attempt.intent_id = intent.id
+    AND (attempt.outcome IS NULL OR attempt.outcome IN ('unknown', 'refused')))
+    ORDER BY id LIMIT :limit {skip_locked}"""
+)
+_REFUSED_BEFORE = Sql("SELECT 1 FROM attempt WHERE intent_id = :id AND outcome = 'refused' LIMIT 1")
+# Taken only if unchanged since it was read (every status change writes updated_at), so
+# an intent another run claimed, or claimed, sent and put back meanwhile with an attempt
+# now unresolved, is never taken; SQLite's BEGIN IMMEDIATE serializes the claims outright.
+_TAKE = Sql(
+    """UPDATE intent SET status = 'running', lease_owner = :owner, lease_until = :until,
+    updated_at = :now WHERE id = :id AND status = 'pending' AND updated_at = :seen"""
+)
 _WAITING_SHARED = Sql(
     """SELECT id FROM intent WHERE status = 'waiting' AND effect IN ('register_event',
     'record_usage') AND (license_ref = :ref
@@ -190,6 +230,10 @@ class Claimed:
     # begin_create checks that none arrived since, before a template is chosen for good.
     created_at: datetime = field(default_factory=utcnow)  # when the intent was stored
     hints: int = 0
+    # REGISTER_EVENT: the license's other due events, taken by this run in its claim's
+    # transaction (their intent leases are this run's); sent in one RegisterEvents call
+    # with this intent's, and ended with it (``finish``, ``reschedule``).
+    companions: tuple[Claimed, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -206,6 +250,7 @@ class Outcome:
 
     attempts: dict[int, str] = field(default_factory=dict)  # attempt id -> outcome
     license: dict[str, Any] = field(default_factory=dict)  # License column -> value
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)  # companion -> result
 
 
 def _resolve_orm(s: Session, ref: str) -> str:
@@ -249,16 +294,17 @@ def claim(
             return NotClaimed("backing off", (next_attempt_at - due).total_seconds())
         ref = _resolve(t, license_ref)
         exclusive = Effect(effect) not in SHARED_EFFECTS
+        keyless = Effect(effect) in KEYLESS_EFFECTS
         if exclusive and not locks.take(t, license_lock(ref), owner, lease):
             return NotClaimed("license busy", BUSY_RETRY)
-        row = t.one(_GET_LICENSE, {"ref": ref})
-        if row is None and not exclusive:
+        row = None if keyless else t.one(_GET_LICENSE, {"ref": ref})
+        if row is None and not exclusive and not keyless:
             # Park on a locked row: the key's creation updates this row before it wakes
             # the waiting, so it cannot wake them between our read and our commit (an
             # intent without the license lease would otherwise park after its wake).
             t.run(_LICENSE_STUB, {"ref": ref, "created_at": t.time(now)})
             row = t.one(_GET_LICENSE, {"ref": ref})
-        if effect != Effect.CREATE_KEY.value and (row is None or not row[1]):
+        if not keyless and effect != Effect.CREATE_KEY.value and (row is None or not row[1]):
             # Parked until the key exists: the key's creation (or the relay) wakes it.
             t.run(_PARK, {"id": intent_id, "now": t.time(now)})
             locks.drop(t, license_lock(ref), owner)
@@ -275,6 +321,13 @@ def claim(
         merged, hints = json.loads(params), 0
         if effect == Effect.CREATE_KEY.value:
             merged, hints = _merged_start(t, intent_id, merged)
+        open_attempts = _open_attempts(t, intent_id)
+        license_ = None if row is None else LicenseView(ref, *row)
+        companions: tuple[Claimed, ...] = ()
+        if _gathers(t, Effect(effect), intent_id, open_attempts, merged):
+            companions = _gather(
+                t, Effect(effect), intent_id, ref, owner, lease, now, due, license_
+            )
         return Claimed(
             id=intent_id,
             effect=Effect(effect),
@@ -284,11 +337,74 @@ def claim(
             occurred_at=occurred_at,
             attempts=attempts,
             owner=owner,
-            license=None if row is None else LicenseView(ref, *row),
-            open_attempts=_open_attempts(t, intent_id),
+            license=license_,
+            open_attempts=open_attempts,
             created_at=t.read_time(created) or now,
             hints=hints,
+            companions=companions,
         )
+
+
+def _gathers(
+    t: Tx, effect: Effect, intent_id: str, open_attempts: dict[str, Any], params: dict[str, Any]
+) -> bool:
+    """Whether this run takes companions: an intent with an unresolved call settles it
+    alone, one a CRM deal must complete first (``jobs.effects.deals``) runs alone, and a
+    myTracker item of a refused batch is sent alone (to tell the bad item from the rest)."""
+    if effect not in BATCH_SIZES or open_attempts or "deal_id" in params:
+        return False
+    return effect not in KEYLESS_EFFECTS or t.one(_REFUSED_BEFORE, {"id": intent_id}) is None
+
+
+def _gather(
+    t: Tx,
+    effect: Effect,
+    lead: str,
+    ref: str,
+    owner: str,
+    lease: float,
+    now: datetime,
+    due: datetime,
+    license_: LicenseView | None,
+) -> tuple[Claimed, ...]:
+    """Take the other due intents this run sends with its own (``Claimed.companions``):
+    the license's events (``_DUE_EVENTS``), or any license's myTracker items of the same
+    effect (``_DUE_TRACKS``). Left out: one whose earlier call's outcome is unknown (its
+    own run settles it first, alone), one a CRM deal must complete first, one another run
+    holds."""
+    limit = BATCH_SIZES[effect] - 1
+    if effect is Effect.REGISTER_EVENT:
+        query = {"lead": lead, "ref": ref, "due": t.time(due), "limit": limit}
+        rows = t.all(_DUE_EVENTS, query)
+    else:
+        query = {"lead": lead, "effect": effect.value, "due": t.time(due), "limit": limit}
+        rows = t.all(_DUE_TRACKS, query)
+    until, at = t.time(now + timedelta(seconds=lease)), t.time(now)
+    taken: list[Claimed] = []
+    for id_, license_ref, params, occurred_at, attempts, created, seen in rows:
+        merged = json.loads(params)
+        if "deal_id" in merged:
+            continue
+        taking = {"id": id_, "owner": owner, "until": until, "now": at, "seen": seen}
+        if t.run(_TAKE, taking) != 1:
+            continue
+        taken.append(
+            Claimed(
+                id=id_,
+                effect=effect,
+                license_ref=license_ref,
+                # An event's license is the lead's; a myTracker item's is never read.
+                ref=ref if effect is Effect.REGISTER_EVENT else license_ref,
+                params=merged,
+                occurred_at=occurred_at,
+                attempts=attempts,
+                owner=owner,
+                license=license_ if effect is Effect.REGISTER_EVENT else None,
+                open_attempts={},
+                created_at=t.read_time(created) or now,
+            )
+        )
+    return tuple(taken)
 
 
 def _merged_start(t: Tx, intent_id: str, params: dict[str, Any]) -> tuple[dict[str, Any], int]:
@@ -300,15 +416,22 @@ def _merged_start(t: Tx, intent_id: str, params: dict[str, Any]) -> tuple[dict[s
 
 
 def renew_leases(
-    engine: Engine, intent_id: str, owner: str, names: list[str], seconds: float
+    engine: Engine,
+    intent_id: str,
+    owner: str,
+    names: list[str],
+    seconds: float,
+    companions: tuple[str, ...] = (),
 ) -> list[str] | None:
-    """Extend the run's intent lease and its named leases. None if the intent is no
-    longer the run's, else the names it no longer holds (released meanwhile, or lost)."""
+    """Extend the run's intent lease (and its companions', ``Claimed.companions``) and
+    its named leases. None if an intent is no longer the run's, else the names it no
+    longer holds (released meanwhile, or lost)."""
     until = utcnow() + timedelta(seconds=seconds)
     with tx(engine) as t:
         at = t.time(until)
-        if t.run(_RENEW_INTENT, {"id": intent_id, "owner": owner, "until": at}) != 1:
-            return None
+        for id_ in (intent_id, *companions):
+            if t.run(_RENEW_INTENT, {"id": id_, "owner": owner, "until": at}) != 1:
+                return None
         return [
             name
             for name in names
@@ -391,8 +514,13 @@ def finish(
     result: dict[str, Any] | None = None,
     error: str | None = None,
     wake: bool = False,
+    shared: bool = True,
 ) -> list[str] | None:
     """End the run: status, result, settled attempts, license facts, lease released.
+
+    The run's companions end with it: with its status (and each its own result from
+    ``outcome.results``); unless ``shared`` is False (the run gave up after its own
+    attempts: theirs are not spent), when they go back to pending, counted.
 
     Returns the waiting intents this run woke (``wake``: a key now exists), or None when
     the run had lost its intent and wrote nothing.
@@ -404,6 +532,17 @@ def finish(
             return None
         _settle(t, claimed, outcome)
         _end(t, claimed, status, attempts + 1, error=error, result=result)
+        for companion in claimed.companions:
+            count = _owned(t, companion.id, companion.owner)
+            if count is not None:
+                _end(
+                    t,
+                    companion,
+                    status if shared else Status.PENDING,
+                    count + 1,
+                    error=error,
+                    result=outcome.results.get(companion.id),
+                )
         return _wake(t, claimed.ref) if wake else []
 
 
@@ -435,6 +574,17 @@ def reschedule(
             error=error,
             next_at=next_at,
         )
+        for companion in claimed.companions:  # back with it, on the same terms
+            done = _owned(t, companion.id, companion.owner)
+            if done is not None:
+                _end(
+                    t,
+                    companion,
+                    Status.PENDING,
+                    done + (1 if count else 0),
+                    error=error,
+                    next_at=next_at,
+                )
 
 
 def release(engine: Engine, claimed: Claimed) -> None:
@@ -478,6 +628,47 @@ def start_attempt(
         if supersedes is not None:
             _settle_attempt(t, supersedes, "not_applied")
         return _insert_attempt(t, intent_id, method, detail, scope)
+
+
+def release_companions(engine: Engine, owner: str, ids: list[str]) -> None:
+    """Companions a run will not send after all (past a batch's size): back to pending,
+    as they were, for their own runs."""
+    with tx(engine) as t:
+        for id_ in ids:
+            attempts = _owned(t, id_, owner)
+            if attempts is not None:
+                t.run(
+                    _AGAIN,
+                    {
+                        "id": id_,
+                        "status": Status.PENDING.value,
+                        "attempts": attempts,
+                        "error": None,
+                        "result": None,
+                        "next_at": None,
+                        "now": t.time(utcnow()),
+                    },
+                )
+
+
+def start_attempts(
+    engine: Engine, method: str, details: dict[str, dict[str, Any]], *, supersedes: list[int]
+) -> dict[str, int]:
+    """Record one call about to be sent on behalf of several intents: one attempt row
+    per intent (intent id -> its detail), all in one transaction; returns their ids."""
+    with tx(engine) as t:
+        for attempt_id in supersedes:
+            _settle_attempt(t, attempt_id, "not_applied")
+        return {
+            intent_id: _insert_attempt(t, intent_id, method, detail, None)
+            for intent_id, detail in details.items()
+        }
+
+
+def finish_attempts(engine: Engine, attempt_ids: list[int], outcome: str) -> None:
+    with tx(engine) as t:
+        for attempt_id in attempt_ids:
+            _settle_attempt(t, attempt_id, outcome)
 
 
 def finish_attempt(engine: Engine, attempt_id: int, outcome: str) -> None:
@@ -641,6 +832,17 @@ def intent_ref(engine: Engine, intent_id: str) -> str | None:
     with session(engine) as s:
         intent = s.get(Intent, intent_id)
         return _resolve_orm(s, intent.license_ref) if intent is not None else None
+
+
+def checkout_session(engine: Engine, ref: str) -> str | None:
+    """The checkout session that bought license ``ref`` (aliases resolved), as its key
+    creation names it; None if the bridge never saw the purchase."""
+    with tx(engine) as t:
+        row = t.one(_INTENT_PARAMS, {"id": f"{_resolve(t, ref)}:create_key"})
+    if row is None:
+        return None
+    session = json.loads(row[0]).get("checkout_session")
+    return session if isinstance(session, str) else None
 
 
 def set_needs_review(engine: Engine, intent_id: str, error: str) -> None:

@@ -9,4 +9,5 @@ pytest_plugins = [
     "tests.fixtures.admin",
     "tests.fixtures.fake_stripe",
     "tests.fixtures.usage",
+    "tests.fixtures.mytracker",
 ]

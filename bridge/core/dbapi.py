@@ -32,7 +32,8 @@ _PARAM = re.compile(r"(?<![:\w]):(\w+)")
 
 class Sql:
     """One statement, written with ``:name`` parameters; ``{for_update}`` marks where
-    PostgreSQL takes row locks (SQLite's BEGIN IMMEDIATE already holds the database)."""
+    PostgreSQL takes row locks (SQLite's BEGIN IMMEDIATE already holds the database), and
+    ``{skip_locked}`` where it takes them but passes over rows another transaction holds."""
 
     __slots__ = ("_rendered", "text")
 
@@ -44,9 +45,11 @@ class Sql:
         rendered = self._rendered.get(dialect)
         if rendered is None:
             if dialect == "sqlite":
-                rendered = self.text.replace(" {for_update}", "")
+                rendered = self.text.replace(" {for_update}", "").replace(" {skip_locked}", "")
             else:
-                rendered = _PARAM.sub(r"%(\1)s", self.text.replace("{for_update}", "FOR UPDATE"))
+                text = self.text.replace("{for_update}", "FOR UPDATE")
+                text = text.replace("{skip_locked}", "FOR UPDATE SKIP LOCKED")
+                rendered = _PARAM.sub(r"%(\1)s", text)
             self._rendered[dialect] = rendered
         return rendered
 

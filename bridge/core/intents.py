@@ -45,6 +45,13 @@ class Effect(StrEnum):
     #: Write the key onto the CRM deal (a property / custom field): a setting, harmless
     #: twice; the intent's result records it.
     WRITE_BACK = "write_back"
+    #: myTracker (bridge.mytracker), when configured: a payment as customRevenue,
+    #: params["item"] (idTransaction = the Stripe invoice or session id, which myTracker
+    #: dedupes, so a lost reply is sent again).
+    TRACK_REVENUE = "track_revenue"
+    #: myTracker customEvent (a refund, a won deal), params["item"]: not deduped by
+    #: myTracker, so a lost reply goes to a person.
+    TRACK_EVENT = "track_event"
 
 
 class Status(StrEnum):

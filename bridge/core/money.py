@@ -70,3 +70,12 @@ def major_to_cryptolens_value(amount: Decimal, currency: str) -> int:
     if not amount.is_finite() or abs(amount) >= _MAJOR_LIMIT:
         raise ValueError(f"not an amount: {amount}")
     return int((amount * 100).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def to_major(amount_minor: int, currency: str) -> Decimal:
+    """A Stripe minor-unit amount in major units, exactly: USD 2530 -> 25.30, JPY 1000
+    -> 1000, KWD 5130 -> 5.130 (what a revenue report such as myTracker's wants)."""
+    code = currency_code(currency)
+    if code in ZERO_DECIMAL:
+        return Decimal(amount_minor)
+    return Decimal(amount_minor).scaleb(-3 if code in THREE_DECIMAL else -2)

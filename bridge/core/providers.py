@@ -55,6 +55,9 @@ class Deal:
     amount: Decimal | None
     currency: str | None
     buyer: Buyer | None
+    # The buyer's id in the CRM (``hubspot:contact:51``): who a won deal is in
+    # myTracker, since an email never goes there.
+    customer_id: str | None = None
 
 
 TemplateHook = Callable[[WorkerContext, dict[str, Any], bool], Awaitable[tuple[int, str] | None]]

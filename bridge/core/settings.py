@@ -26,6 +26,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge.core.errors import Permanent
+from bridge.mytracker.config import TrackerConfig
 from bridge.usage.config import UsageConfig
 
 # Values people paste from examples; a bridge that runs with one of them accepts forgeries.
@@ -191,6 +192,7 @@ class BridgeConfig(BaseModel):
     stripe: StripeConfig = StripeConfig()
     cryptolens: CryptolensConfig = CryptolensConfig()
     usage: UsageConfig = UsageConfig()
+    mytracker: TrackerConfig = TrackerConfig()
 
     hubspot: HubSpotConfig = HubSpotConfig()
     pipedrive: PipedriveConfig = PipedriveConfig()
@@ -315,6 +317,11 @@ class Settings(BaseSettings):
     pipedrive_api_url: str = Field(default="https://api.pipedrive.com", alias="PIPEDRIVE_API_URL")
     # CRM API calls (HubSpot, Pipedrive): one client per worker, these bounds per call.
     crm_timeout: float = Field(default=10.0, gt=0, alias="CRM_TIMEOUT")
+    # myTracker's S2S import, on when the TOML names an app ([mytracker] app_id): the
+    # app's API key (sent as the Authorization header) and, for tests and staging, the
+    # API root.
+    mytracker_api_key: SecretStr = Field(default=SecretStr(""), alias="MYTRACKER_API_KEY")
+    mytracker_api_url: str = Field(default="https://tracker-s2s.my.com", alias="MYTRACKER_API_URL")
 
     @property
     def call_bound_seconds(self) -> float:
@@ -388,6 +395,15 @@ class Settings(BaseSettings):
                 "BRIDGE_USAGE_TOKENS holds a placeholder or a token shorter than 16 characters"
             )
         return parts
+
+    def mytracker_key(self) -> str | None:
+        """myTracker's API key; None when unset; a placeholder is refused."""
+        key = self.mytracker_api_key.get_secret_value().strip()
+        if not key:
+            return None
+        if key.lower() in _PLACEHOLDERS:
+            raise ConfigError("MYTRACKER_API_KEY is a placeholder")
+        return key
 
     def token(self) -> str:
         token = self.cryptolens_token.get_secret_value().strip()

@@ -23,6 +23,7 @@ waits for a key that may never come, and costs nothing while it waits.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
@@ -32,6 +33,8 @@ from bridge.core.intents import TEMPLATE_RANKS, Effect, IntentSpec, Plan
 from bridge.core.money import major_to_cryptolens_value
 from bridge.core.providers import Buyer
 from bridge.core.settings import LostPolicy
+from bridge.mytracker import items as tracked
+from bridge.mytracker.config import OFF, TrackerConfig
 
 
 class Kind(StrEnum):
@@ -63,12 +66,17 @@ def license_ref(source: str, deal_id: str) -> str:
     return f"{source}:deal:{deal_id}"
 
 
-def plan(event: DealEvent) -> Plan:
+def plan(event: DealEvent, tracker: TrackerConfig = OFF) -> Plan:
+    """The intents a deal change implies; with ``tracker`` on, a won deal is a myTracker
+    custom event too."""
     ref = license_ref(event.source, event.deal_id)
     at = stamp = event.occurred_at_ms
     base: dict[str, Any] = {"deal_id": event.deal_id} if event.fetch else {}
     if event.kind is Kind.WON:
-        return Plan(intents=_won(event, ref, at, stamp, base))
+        intents = _won(event, ref, at, stamp, base)
+        if tracker.enabled:
+            intents.append(_tracked_win(event, ref, at, base))
+        return Plan(intents=intents)
     if event.kind in (Kind.LOST, Kind.DELETED):
         if event.lost_policy == "none":
             return Plan(ignored=f"deal {event.kind.value}: lost_policy is none")
@@ -96,6 +104,26 @@ def plan(event: DealEvent) -> Plan:
             )
         ]
     )
+
+
+def _tracked_win(event: DealEvent, ref: str, at: int, base: dict[str, Any]) -> IntentSpec:
+    """myTracker's ``deal_won``: ids and the amount only. The buyer is the CRM's contact
+    id, which the worker fetches (``customer_id``); without one, the deal's ref."""
+    spec = tracked.custom_event(
+        ref,
+        name="deal_won",
+        key=None,
+        user=None,
+        params={
+            "source": event.source,
+            "deal": event.deal_id,
+            "amount": str(event.amount) if event.amount is not None else None,
+            "currency": event.currency.upper() if event.currency else None,
+        },
+        occurred_at=at,
+        timestamp=at // 1000,
+    )
+    return dataclasses.replace(spec, params={**base, **spec.params})
 
 
 def _won(event: DealEvent, ref: str, at: int, stamp: int, base: dict[str, Any]) -> list[IntentSpec]:

@@ -91,7 +91,7 @@ async def endpoint(request: Request) -> Response:
         api_version="crm-contract-1",
         livemode=True,
         payload=stored_json(parsed),
-        plan=deals.plan(event),
+        plan=deals.plan(event, state.config.mytracker),
     )
     stored = await record(request, provider, [delivery])
     if isinstance(stored, Response):

@@ -102,6 +102,9 @@ async def fetch_deal(ctx: WorkerContext, deal_id: str) -> Deal:
         amount=amount if amount is not None and amount.is_finite() else None,
         currency=_text(deal, "deal_currency_code"),
         buyer=buyer,
+        customer_id=f"hubspot:contact:{contact_id}"
+        if contact_id is not None
+        else (f"hubspot:company:{company_id}" if company_id is not None else None),
     )
 
 

@@ -19,6 +19,7 @@ from bridge.core.settings import HubSpotConfig
 from bridge.crm.deals import DealEvent, Kind
 from bridge.crm.deals import plan as plan_deal
 from bridge.hubspot.payload import HubSpotEvent
+from bridge.mytracker.config import OFF, TrackerConfig
 
 SOURCE = "hubspot"
 _ASSOCIATIONS = {"DEAL_TO_CONTACT", "DEAL_TO_COMPANY", "CONTACT_TO_DEAL", "COMPANY_TO_DEAL"}
@@ -60,8 +61,8 @@ def _deal_event(event: HubSpotEvent, config: HubSpotConfig) -> DealEvent | str:
     )
 
 
-def plan(event: HubSpotEvent, config: HubSpotConfig) -> Plan:
+def plan(event: HubSpotEvent, config: HubSpotConfig, tracker: TrackerConfig = OFF) -> Plan:
     deal = _deal_event(event, config)
     if isinstance(deal, str):
         return Plan(ignored=deal)
-    return plan_deal(deal)
+    return plan_deal(deal, tracker)

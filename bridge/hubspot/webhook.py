@@ -134,7 +134,7 @@ async def endpoint(request: Request) -> Response:
                 api_version="webhooks-v3",
                 livemode=True,
                 payload=stored_json(event.raw),
-                plan=plan(event, state.config.hubspot),
+                plan=plan(event, state.config.hubspot, state.config.mytracker),
             )
         )
     if bad:

@@ -91,6 +91,9 @@ async def fetch_deal(ctx: WorkerContext, deal_id: str) -> Deal:
         amount=amount if amount is not None and amount.is_finite() else None,
         currency=currency if isinstance(currency, str) else None,
         buyer=buyer,
+        customer_id=f"pipedrive:person:{person_id}"
+        if person_id is not None
+        else (f"pipedrive:org:{org_id}" if org_id is not None else None),
     )
 
 

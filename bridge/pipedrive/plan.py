@@ -23,6 +23,7 @@ from bridge.core.money import major_to_cryptolens_value
 from bridge.core.settings import PipedriveConfig
 from bridge.crm.deals import DealEvent, Kind
 from bridge.crm.deals import plan as plan_deal
+from bridge.mytracker.config import OFF, TrackerConfig
 from bridge.pipedrive.payload import Delivery
 
 SOURCE = "pipedrive"
@@ -62,7 +63,7 @@ def _kinds(delivery: Delivery) -> list[Kind]:
     return kinds
 
 
-def plan(delivery: Delivery, config: PipedriveConfig) -> Plan:
+def plan(delivery: Delivery, config: PipedriveConfig, tracker: TrackerConfig = OFF) -> Plan:
     if delivery.entity != "deal":
         return Plan(ignored=f"{delivery.type}: only deals concern keys")
     if not _DEAL_ID.fullmatch(delivery.entity_id):
@@ -89,7 +90,7 @@ def plan(delivery: Delivery, config: PipedriveConfig) -> Plan:
             fetch=True,
             write_back=config.key_field is not None,
         )
-        intents += plan_deal(event).intents
+        intents += plan_deal(event, tracker).intents
     if not intents:
         return Plan(ignored=f"{delivery.type}: lost_policy is none")
     return Plan(intents=intents)

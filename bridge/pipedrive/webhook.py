@@ -83,7 +83,7 @@ async def endpoint(request: Request) -> Response:
                 api_version="webhooks-v2",
                 livemode=True,
                 payload=stored_json(parsed),
-                plan=plan(delivery, state.config.pipedrive),
+                plan=plan(delivery, state.config.pipedrive, state.config.mytracker),
             )
         ],
     )

@@ -38,8 +38,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.core.intents import TEMPLATE_RANKS, Effect, IntentSpec, Plan
-from bridge.core.money import currency_code, to_cryptolens_value
+from bridge.core.money import currency_code, to_cryptolens_value, to_major
 from bridge.core.settings import StripeConfig
+from bridge.mytracker import items as tracked
+from bridge.mytracker.config import OFF, TrackerConfig
 from bridge.stripe.payload import Obj, PayloadError
 
 __all__ = ["HANDLED_TYPES", "TEMPLATE_KEY", "PayloadError", "plan"]
@@ -240,7 +242,7 @@ def _customer(
 # Checkout.
 
 
-def _checkout(ev: _Event, config: StripeConfig) -> Plan:
+def _checkout(ev: _Event, config: StripeConfig, tracker: TrackerConfig) -> Plan:
     session = ev.object.named("checkout session")
     session_id = session.text("id")
     mode = session.text("mode")
@@ -315,6 +317,17 @@ def _checkout(ev: _Event, config: StripeConfig) -> Plan:
         ids={"session": session_id, "payment_intent": payment_intent},
         occurred_at=ev.created,
     )
+    if tracker.enabled:
+        # A guest checkout has no Stripe customer: the session stands for the buyer.
+        event += tracked.revenue(
+            ref,
+            name="purchase",
+            transaction=session_id,
+            user=session.ref("customer") or session_id,
+            total=to_major(amount, currency),
+            currency=currency,
+            occurred_at=ev.created,
+        )
     return Plan(intents=[create, *event])
 
 
@@ -380,7 +393,7 @@ def _subscription_start(sub: Obj, ev: _Event, config: StripeConfig) -> list[Inte
     return intents
 
 
-def _subscription_created(ev: _Event, config: StripeConfig) -> Plan:
+def _subscription_created(ev: _Event, config: StripeConfig, tracker: TrackerConfig) -> Plan:
     sub = ev.object.named("subscription")
     status = sub.text("status")
     if status not in _LIVE_STATUSES:
@@ -394,7 +407,7 @@ def _blocking(config: StripeConfig) -> frozenset[str]:
     return frozenset({"unpaid", "past_due"} if config.unpaid_policy == "past_due" else {"unpaid"})
 
 
-def _subscription_updated(ev: _Event, config: StripeConfig) -> Plan:
+def _subscription_updated(ev: _Event, config: StripeConfig, tracker: TrackerConfig) -> Plan:
     sub = ev.object.named("subscription")
     sub_id = sub.text("id")
     ref = f"stripe:sub:{sub_id}"
@@ -447,7 +460,7 @@ def _subscription_updated(ev: _Event, config: StripeConfig) -> Plan:
     )
 
 
-def _subscription_deleted(ev: _Event, config: StripeConfig) -> Plan:
+def _subscription_deleted(ev: _Event, config: StripeConfig, tracker: TrackerConfig) -> Plan:
     sub = ev.object.named("subscription")
     ref = f"stripe:sub:{sub.text('id')}"
     return Plan(
@@ -498,7 +511,7 @@ def _invoice_payments(invoice: Obj) -> tuple[str | None, str | None]:
     return payment_intent, charge
 
 
-def _invoice_paid(ev: _Event, config: StripeConfig) -> Plan:
+def _invoice_paid(ev: _Event, config: StripeConfig, tracker: TrackerConfig) -> Plan:
     invoice = ev.object.named("invoice")
     invoice_id = invoice.text("id")
     sub_id, sub_details = _invoice_subscription(invoice)
@@ -574,6 +587,16 @@ def _invoice_paid(ev: _Event, config: StripeConfig) -> Plan:
         },
         occurred_at=occurred_at,
     )
+    if tracker.enabled:
+        intents += tracked.revenue(
+            ref,
+            name="purchase" if reason == _START_REASON else "renewal",
+            transaction=invoice_id,
+            user=invoice.ref("customer"),
+            total=to_major(amount, currency),
+            currency=currency,
+            occurred_at=occurred_at,
+        )
     aliases = [(f"stripe:pi:{payment_intent}", ref)] if payment_intent else []
     aliases += [(f"stripe:ch:{charge}", ref)] if charge else []
     return Plan(intents=intents, aliases=aliases)
@@ -583,7 +606,7 @@ def _invoice_paid(ev: _Event, config: StripeConfig) -> Plan:
 # Refunds and disputes.
 
 
-def _charge_refunded(ev: _Event, config: StripeConfig) -> Plan:
+def _charge_refunded(ev: _Event, config: StripeConfig, tracker: TrackerConfig) -> Plan:
     charge = ev.object.named("charge")
     charge_id = charge.text("id")
     invoice = charge.ref("invoice")
@@ -610,10 +633,27 @@ def _charge_refunded(ev: _Event, config: StripeConfig) -> Plan:
         ids={"charge": charge_id, "payment_intent": payment_intent},
         occurred_at=ev.created,
     )
+    if tracker.enabled:
+        # No customer (a guest): the worker names the session that bought the key.
+        refund = tracked.custom_event(
+            ref,
+            name="refund",
+            key=charge_id,
+            user=charge.ref("customer"),
+            params={
+                "charge": charge_id,
+                "payment_intent": payment_intent,
+                "amount": str(to_major(refunded, currency)),
+                "currency": currency,
+            },
+            occurred_at=ev.created,
+            timestamp=ev.created,
+        )
+        event.append(refund)
     return Plan(intents=[block, *event])
 
 
-def _dispute_created(ev: _Event, config: StripeConfig) -> Plan:
+def _dispute_created(ev: _Event, config: StripeConfig, tracker: TrackerConfig) -> Plan:
     dispute = ev.object.named("dispute")
     payment_intent, charge = dispute.ref("payment_intent"), dispute.ref("charge")
     if payment_intent:
@@ -632,7 +672,7 @@ def _dispute_created(ev: _Event, config: StripeConfig) -> Plan:
     return Plan(intents=[block])
 
 
-_HANDLERS: dict[str, Callable[[_Event, StripeConfig], Plan]] = {
+_HANDLERS: dict[str, Callable[[_Event, StripeConfig, TrackerConfig], Plan]] = {
     "checkout.session.completed": _checkout,
     "checkout.session.async_payment_succeeded": _checkout,
     "customer.subscription.created": _subscription_created,
@@ -648,8 +688,9 @@ _HANDLERS: dict[str, Callable[[_Event, StripeConfig], Plan]] = {
 HANDLED_TYPES: frozenset[str] = frozenset(_HANDLERS)
 
 
-def plan(event: Mapping[str, Any], config: StripeConfig) -> Plan:
-    """The intents a verified Stripe event (parsed JSON) implies.
+def plan(event: Mapping[str, Any], config: StripeConfig, tracker: TrackerConfig = OFF) -> Plan:
+    """The intents a verified Stripe event (parsed JSON) implies; with ``tracker`` on,
+    myTracker's items beside the RegisterEvent ones (``bridge.mytracker.items``).
 
     Unhandled types and handled types that imply nothing return ``Plan(ignored=...)``;
     an event missing a field its type needs raises :class:`PayloadError`.
@@ -666,4 +707,4 @@ def plan(event: Mapping[str, Any], config: StripeConfig) -> Plan:
         object=Obj.of(data.data.get("object"), f"{event_type} data.object"),
         previous=data.opt_obj("previous_attributes"),
     )
-    return handler(parsed, config)
+    return handler(parsed, config, tracker)

@@ -197,7 +197,7 @@ def _delivery(state: AppState, scope: Scope, body: bytes) -> inbox.Delivery:
     ):
         raise _Refused(400, "not_an_event", "expected a Stripe event with id, type and data")
     try:
-        implied = plan(event, state.config.stripe)
+        implied = plan(event, state.config.stripe, state.config.mytracker)
     except PayloadError as exc:
         # Verified but not understood: refuse without storing, so Stripe redelivers it
         # once the bridge is fixed, instead of accepting and dropping it.

@@ -33,6 +33,22 @@ every run (each with a test in tests/test_effects_races.py):
   the license's last such decision, so reordered deliveries converge.
 - REGISTER_EVENT carries the intent id in its Metadata; a lost reply is settled by
   GetEvents filtered on that exact Metadata string, once the call can no longer land.
+  Events of one key that are due together go in one RegisterEvents call. It needs no
+  license lease (``store.SHARED_EFFECTS``): what keeps each event single is its intent
+  lease. The claim of one event (the lead) takes, in the same transaction, the key's
+  other pending, due events whose calls are all settled (companions), each by an update
+  that succeeds only while the row is unchanged since it was read (so an intent another
+  run has claimed meanwhile, or claimed, sent and put back with its outcome unknown, is
+  left alone), under the lead's lease owner: so an event is in at most one run, alone or
+  as anyone's companion, and two leads racing on one key take disjoint sets. The run
+  renews and confirms every member's lease before the call (a lost one: nothing sent),
+  writes one attempt row per member in one transaction before it, and ends every member
+  with the call's outcome in the transaction that ends the lead. The events cannot be
+  mistaken for each other: each carries its own intent's exact Metadata, so after a
+  lost reply each member, in its own run and alone (an intent with an unresolved call
+  is never a companion, and gathers none), finds its own event or, once the call can no
+  longer land, sends it again; whether Cryptolens applied the batch whole or in part,
+  each event is counted by its own read-back.
 - RECORD_USAGE cannot be read back: an unknown outcome goes to a person.
 - REPORT_USAGE sends one usage aggregate. Two of them racing on one key are two
   different aggregates (their ids name the window), each holding its own records: a
@@ -44,6 +60,16 @@ every run (each with a test in tests/test_effects_races.py):
   left unresolved goes to a person (it cannot be read back); a Stripe meter event left
   unresolved is sent again with the same identifier (Stripe dedupes it), but only while
   the first send is under 23 hours old, else to a person.
+- TRACK_REVENUE / TRACK_EVENT (myTracker, ``jobs.effects.tracker``) touch no license
+  and need no key; like events, a run takes due items of its effect as companions (of
+  any license: myTracker batches per app) by the same guarded claim, so an item is in
+  one run at a time, and writes one attempt row per item before its one batch call. A
+  revenue's idTransaction is unique in the myTracker project and myTracker keeps one
+  revenue per id, so a revenue whose call is unresolved is sent again, and two sends
+  race harmlessly; a custom event is not deduped, so one whose call is unresolved goes
+  to a person and is never sent again by the bridge. A batch refused for bad data
+  imported nothing: its items are sent again, each alone (an item with a refused call
+  is never a companion again), so only the bad one fails.
 - LINK_CUSTOMER links the key to the buyer found by email (added if none), once both the
   key and the buyer are known, whichever start event named the buyer.
 - SET_CUSTOMER (a CRM deal's contact or company changed) applies only when newer than the
@@ -88,6 +114,7 @@ from jobs.effects.deals import enrich
 from jobs.effects.expiry import extend
 from jobs.effects.keys import create_key
 from jobs.effects.run import Run
+from jobs.effects.tracker import track
 from jobs.effects.usage import record_usage, report_usage
 from jobs.effects.writeback import write_back
 from jobs.errors import NeedsReview
@@ -95,7 +122,9 @@ from jobs.errors import NeedsReview
 __all__ = ["Run", "apply"]
 
 # Effects that may need what a CRM webhook only names by id (jobs.effects.deals).
-_ENRICHED = frozenset({Effect.CREATE_KEY, Effect.REGISTER_EVENT, Effect.SET_CUSTOMER})
+_ENRICHED = frozenset(
+    {Effect.CREATE_KEY, Effect.REGISTER_EVENT, Effect.SET_CUSTOMER, Effect.TRACK_EVENT}
+)
 
 
 async def apply(run: Run) -> dict[str, Any]:
@@ -105,6 +134,8 @@ async def apply(run: Run) -> dict[str, Any]:
         await enrich(run)  # a CRM deal's buyer, pipeline and amount, fetched
     if intent.effect is Effect.CREATE_KEY:
         return await create_key(run)
+    if intent.effect in (Effect.TRACK_REVENUE, Effect.TRACK_EVENT):
+        return await track(run)  # needs no key: myTracker knows none
     license_ = intent.license
     # claim() parks intents whose license has no key, so these hold for the others.
     assert license_ is not None and license_.key is not None and license_.product_id

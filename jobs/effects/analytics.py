@@ -1,13 +1,23 @@
-"""REGISTER_EVENT: analytics with the intent id in the Metadata GetEvents finds it by."""
+"""REGISTER_EVENT: analytics with the intent id in the Metadata GetEvents finds it by.
+
+Several events of one key that are due together (a replay, a backlog after an outage, a
+new key's purchase and renewal) go in one RegisterEvents call: the claim takes the
+license's other due events with the run's intent (``store.Claimed.companions``), each
+gets its own attempt row, and each event still carries its own intent's exact Metadata,
+so after a lost reply every intent reads its own event back, alone.
+"""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from bridge.cryptolens.models import TimeRange
+from bridge.cryptolens.models import EventInput, TimeRange
 from jobs import store
-from jobs.effects.run import READ_BACK_SLACK, Run, mutate, unix
+from jobs.effects.run import READ_BACK_SLACK, Run, mutate, mutate_together, unix
+
+METHOD = "ai/RegisterEvent"
+BATCH_METHOD = "ai/RegisterEvents"
 
 
 def event_metadata(intent: store.Claimed) -> str:
@@ -17,38 +27,78 @@ def event_metadata(intent: store.Claimed) -> str:
     return json.dumps(metadata, sort_keys=True, separators=(",", ":"))
 
 
+def _unresolved(intent: store.Claimed) -> store.OpenAttempt | None:
+    """The intent's newest call whose outcome is unknown, sent alone or in a batch."""
+    open_ = [a for m in (METHOD, BATCH_METHOD) if (a := intent.open_attempts.get(m))]
+    return max(open_, key=lambda a: a.id) if open_ else None
+
+
+def _event(intent: store.Claimed) -> EventInput:
+    p = intent.params
+    # No Time: Cryptolens stamps the event when it lands, as RegisterEvent does, so the
+    # read-back's window (from the attempt's sending on) always holds it.
+    return EventInput(
+        event_name=str(p["event_name"]),
+        value=int(p["value"]) if p.get("value") is not None else None,
+        currency=p.get("currency"),
+        metadata=event_metadata(intent),
+    )
+
+
 async def register_event(run: Run, license_: store.LicenseView) -> dict[str, Any]:
     assert license_.product_id is not None and license_.key is not None
     rt, intent = run.rt, run.intent
     product_id, key = license_.product_id, license_.key
-    metadata = event_metadata(intent)
-    method = "ai/RegisterEvent"
-    pending = intent.open_attempts.get(method)
+    pending = _unresolved(intent)
     if pending is not None:
+        # The claim gave an intent with an unresolved call no companions: it is settled
+        # here first, alone, by its own exact Metadata.
         found = await rt.client.get_events(
             product_id=product_id,
             key=key,
-            metadata=metadata,
+            metadata=event_metadata(intent),
             time=TimeRange(gte=unix(pending.sent_at) - READ_BACK_SLACK),
             limit=10,
         )
         if found:
             run.outcome.attempts[pending.id] = "applied"
             return {"event_id": found[0].id, "recovered": True}
-        run.not_yet(pending, method)  # GetEvents cannot see a RegisterEvent in flight
-    p = intent.params
+        run.not_yet(pending, pending.method)  # GetEvents cannot see a call in flight
+    if intent.companions:
+        return await _register_together(run, product_id, key, pending)
+    event = _event(intent)
     await mutate(
         run,
-        method,
+        METHOD,
         {},
         lambda: rt.client.register_event(
             product_id=product_id,
             key=key,
-            event_name=str(p["event_name"]),
-            value=int(p["value"]) if p.get("value") is not None else None,
-            currency=p.get("currency"),
-            metadata=metadata,
+            event_name=event.event_name,
+            value=event.value,
+            currency=event.currency,
+            metadata=event.metadata,
         ),
         supersedes=pending.id if pending else None,
     )
     return {"registered": True}
+
+
+async def _register_together(
+    run: Run, product_id: int, key: str, pending: store.OpenAttempt | None
+) -> dict[str, Any]:
+    """The run's event and its companions' in one RegisterEvents call."""
+    rt, intent = run.rt, run.intent
+    members = [intent, *intent.companions]
+    events = [_event(m) for m in members]
+    detail = {"lead": intent.id, "events": len(members)}
+    await mutate_together(
+        run,
+        BATCH_METHOD,
+        {m.id: detail for m in members},
+        lambda: rt.client.register_events(events, product_id=product_id, key=key),
+        supersedes=[pending.id] if pending else [],
+    )
+    for companion in intent.companions:
+        run.outcome.results[companion.id] = {"registered": True, "with": intent.id}
+    return {"registered": True, "events": len(members)}

@@ -10,9 +10,11 @@ payload itself said. A read is repeated freely: no attempt row.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from bridge import providers
 from bridge.core.money import major_to_cryptolens_value
+from bridge.core.providers import Deal
 from jobs.effects.run import Run
 
 
@@ -41,4 +43,20 @@ async def enrich(run: Run) -> None:
             merged["currency"] = deal.currency.upper()
         except ValueError:  # not an amount or a currency code: the event goes without
             merged["value"] = None
+    if "item" in params:
+        merged["item"] = _tracked(params["item"], deal)
     run.intent = dataclasses.replace(intent, params=merged)
+
+
+def _tracked(item: dict[str, Any], deal: Deal) -> dict[str, Any]:
+    """A won deal's myTracker event with what the CRM knows: the buyer's CRM id (never
+    the email) and the amount, where the payload did not say."""
+    item = dict(item)
+    if not item.get("customUserId") and deal.customer_id:
+        item["customUserId"] = deal.customer_id
+    params = dict(item.get("customEventParams") or {})
+    if "amount" not in params and deal.amount is not None and deal.currency:
+        params["amount"] = str(deal.amount)
+        params["currency"] = deal.currency.upper()
+    item["customEventParams"] = params
+    return item

@@ -113,6 +113,35 @@ async def mutate(
     return result
 
 
+async def mutate_together(
+    run: Run,
+    method: str,
+    details: dict[str, dict[str, Any]],
+    call: Callable[[], Awaitable[T]],
+    *,
+    supersedes: list[int],
+) -> T:
+    """Send one mutating call on behalf of several intents (the run's own and its
+    companions', ``store.Claimed.companions``): one attempt row per intent, all written
+    before the call, and all settled alike by its outcome, as :func:`mutate` does."""
+    rt = run.rt
+    await run.lease.confirm()  # every intent's lease: a lost run leaves no attempt
+    ids = list(
+        (await db(store.start_attempts, rt.engine, method, details, supersedes=supersedes)).values()
+    )
+    try:
+        result = await run.send(method, call, confirmed=True)
+    except LeaseLost:
+        await db(store.finish_attempts, rt.engine, ids, "not_applied")  # never sent
+        raise
+    except CryptolensError as exc:
+        await db(store.finish_attempts, rt.engine, ids, failed_outcome(exc))
+        raise
+    for attempt_id in ids:
+        run.outcome.attempts[attempt_id] = "applied"
+    return result
+
+
 def failed_outcome(exc: CryptolensError) -> str:
     if isinstance(exc, OutcomeUnknown):
         return "unknown"
