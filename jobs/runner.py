@@ -39,6 +39,7 @@ from jobs.effects import Run, apply
 from jobs.errors import Busy, LeaseLost, NeedsReview, NotYet
 from jobs.lease import RunLease
 from jobs.runtime import Runtime
+from jobs.store import RUNNING_ELSEWHERE
 
 log = get_logger(__name__)
 
@@ -72,7 +73,7 @@ async def run_intent(ctx: dict[str, Any], intent_id: str) -> str:
 async def _follow(rt: Runtime, intent_id: str, woken_by: str) -> None:
     try:
         with tracing.span("intent", intent=intent_id, woken_by=woken_by):
-            await _run(rt, intent_id)
+            await _run(rt, intent_id, inline=True)
     except Retry as retry:
         defer = (retry.defer_score or 0) / 1000
         if rt.redis is not None:
@@ -83,15 +84,19 @@ async def _follow(rt: Runtime, intent_id: str, woken_by: str) -> None:
             await enqueue(rt.redis, [intent_id])
 
 
-async def _run(rt: Runtime, intent_id: str) -> tuple[str, list[str]]:
-    """One run of one intent: its status afterwards, and the intents it woke."""
+async def _run(rt: Runtime, intent_id: str, *, inline: bool = False) -> tuple[str, list[str]]:
+    """One run of one intent: its status afterwards, and the intents it woke.
+
+    ``inline``: run beside the run that woke it. Found running elsewhere (another run took
+    it along, a batch's companion), it is that run's: nothing is queued for it (the relay
+    requeues it should that run die)."""
     # One owner per run: leases taken by this run are this run's, not the process's.
     owner = f"{rt.owner}:{uuid.uuid4().hex[:12]}"
     claimed = await db(
         store.claim, rt.engine, intent_id, owner, rt.settings.lease_seconds, at=rt.now()
     )
     if isinstance(claimed, store.NotClaimed):
-        if claimed.retry_in is not None:
+        if claimed.retry_in is not None and not (inline and claimed.reason == RUNNING_ELSEWHERE):
             raise Retry(defer=_busy_delay(claimed.retry_in))
         return claimed.reason, []
     held = set() if claimed.effect in store.SHARED_EFFECTS else {store.license_lock(claimed.ref)}

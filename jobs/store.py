@@ -30,6 +30,7 @@ from bridge.core.dbapi import Sql, Tx, tx
 from bridge.core.intents import TERMINAL, Effect, Status, merge_start
 from bridge.core.models import Intent, License, LicenseAlias, utcnow
 
+RUNNING_ELSEWHERE = "running elsewhere"
 # How long a job waits before trying a license that another run holds.
 BUSY_RETRY = 0.02
 # Effects that neither read nor write the license's shared state (its expiry, block
@@ -289,7 +290,7 @@ def claim(
             return NotClaimed(f"intent is {status.value}", None)
         if status is Status.RUNNING and lease_until and lease_until > now:
             left = (lease_until - now).total_seconds()
-            return NotClaimed("running elsewhere", max(left, 0.05))
+            return NotClaimed(RUNNING_ELSEWHERE, max(left, 0.05))
         if next_attempt_at and next_attempt_at > due:
             return NotClaimed("backing off", (next_attempt_at - due).total_seconds())
         ref = _resolve(t, license_ref)
