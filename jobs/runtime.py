@@ -24,8 +24,9 @@ from bridge import providers
 from bridge.core.db import make_engine
 from bridge.core.models import utcnow
 from bridge.core.settings import BridgeConfig, Settings
-from bridge.cryptolens import CryptolensClient, NotFound, make_http_client
+from bridge.cryptolens import CryptolensClient, NotFound, make_http_clients
 from bridge.cryptolens.models import LicenseTemplate
+from bridge.cryptolens.pools import Clients
 from bridge.mytracker import api as tracker_api
 from jobs.errors import Busy
 
@@ -86,7 +87,7 @@ class Runtime:
     settings: Settings
     config: BridgeConfig
     engine: Engine
-    http: httpx.AsyncClient  # Cryptolens calls; one per process, its pool shared by jobs
+    http: Clients  # Cryptolens calls; one set per process, its pools shared by jobs
     client: CryptolensClient
     templates: TemplateCache
     # Each provider's client (Stripe's, a CRM's REST client), made once per process by
@@ -115,7 +116,7 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, *, engine: Engine | None = None) -> Runtime:
-        http = make_http_client(
+        http = make_http_clients(
             connect_timeout=settings.cryptolens_connect_timeout,
             read_timeout=settings.cryptolens_read_timeout,
             max_connections=settings.cryptolens_max_connections,

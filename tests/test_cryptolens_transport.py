@@ -28,6 +28,7 @@ from bridge.cryptolens import (
     RateLimited,
     Transient,
     make_http_client,
+    make_http_clients,
 )
 from bridge.cryptolens.client import KEEPALIVE_EXPIRY
 
@@ -519,3 +520,29 @@ class TestTLS:
             await http.aclose()
         assert not isinstance(caught.value, OutcomeUnknown)
         assert server.requests == []
+
+
+class TestClients:
+    """The worker's connections over a few clients (bridge.cryptolens.pools)."""
+
+    def test_the_connections_are_split_into_clients_of_ten(self) -> None:
+        clients = make_http_clients(max_connections=100)
+        assert len(clients.clients) == 10
+        assert {_pool(c)._pool._max_connections for c in clients.clients} == {10}
+        assert all(c.trust_env for c in clients.clients)  # proxies from the environment
+        few = make_http_clients(max_connections=4)
+        assert [_pool(c)._pool._max_connections for c in few.clients] == [4]
+
+    async def test_requests_take_the_clients_in_turn_each_keeping_its_connection(
+        self,
+    ) -> None:
+        async with (
+            make_http_clients(connect_timeout=2, read_timeout=2, max_connections=20) as clients,
+            serving(*[reply(OK)] * 4) as server,
+        ):
+            client = CryptolensClient(clients, token=TOKEN, base_url=server.base)
+            for _ in range(4):
+                await client.extend_license(1001, "AAAAA-BBBBB", 30)
+            assert len(clients.clients) == 2
+        assert server.connections == 2  # one per client, each reused once
+        assert clients.is_closed

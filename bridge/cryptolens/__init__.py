@@ -1,6 +1,11 @@
 """Cryptolens Web API 3: the async client (over httpx), its typed results and its error tree."""
 
-from bridge.cryptolens.client import DEFAULT_BASE_URL, CryptolensClient, make_http_client
+from bridge.cryptolens.client import (
+    DEFAULT_BASE_URL,
+    CryptolensClient,
+    make_http_client,
+    make_http_clients,
+)
 from bridge.cryptolens.errors import (
     AccessDenied,
     CryptolensError,
@@ -24,4 +29,5 @@ __all__ = [
     "Refused",
     "Transient",
     "make_http_client",
+    "make_http_clients",
 ]

@@ -58,6 +58,7 @@ from bridge.cryptolens.models import (
     TimeRange,
     WebApiLog,
 )
+from bridge.cryptolens.pools import Clients, FormPoster
 
 DEFAULT_BASE_URL = "https://api.cryptolens.io/api/"
 # Seconds a connection may idle in the pool: below uvicorn's 5 s and most servers'
@@ -116,6 +117,22 @@ def make_http_client(
     )
 
 
+def make_http_clients(
+    *,
+    connect_timeout: float = 5.0,
+    read_timeout: float = 20.0,
+    max_connections: int = 100,
+) -> Clients:
+    """The worker's clients: ``max_connections`` over a few of :func:`make_http_client`,
+    taken in turn (see :mod:`bridge.cryptolens.pools` for why)."""
+    return Clients.split(
+        max_connections,
+        lambda n: make_http_client(
+            connect_timeout=connect_timeout, read_timeout=read_timeout, max_connections=n
+        ),
+    )
+
+
 def classify(method: str, exc: Exception) -> CryptolensError:
     """An httpx failure as the error the retry logic acts on; its words name only the
     exception's type, never the request (whose body holds the token)."""
@@ -154,9 +171,7 @@ def _wire(value: Param) -> str | None:
 class CryptolensClient:
     """Typed calls to Web API 3. Every method raises only :class:`CryptolensError`s."""
 
-    def __init__(
-        self, http: httpx.AsyncClient, *, token: str, base_url: str = DEFAULT_BASE_URL
-    ) -> None:
+    def __init__(self, http: FormPoster, *, token: str, base_url: str = DEFAULT_BASE_URL) -> None:
         self._http = http
         self.__token = token
         self.base_url = _checked(base_url if base_url.endswith("/") else base_url + "/")
