@@ -264,7 +264,7 @@ class Settings(BaseSettings):
 
     # Retry policy for transient Cryptolens errors: exponential backoff with full jitter.
     max_attempts: int = Field(default=8, ge=1, alias="BRIDGE_MAX_ATTEMPTS")
-    retry_base_seconds: float = Field(default=1.0, gt=0, alias="BRIDGE_RETRY_BASE_SECONDS")
+    retry_base_seconds: float = Field(default=0.25, gt=0, alias="BRIDGE_RETRY_BASE_SECONDS")
     retry_cap_seconds: float = Field(default=300.0, gt=0, alias="BRIDGE_RETRY_CAP_SECONDS")
     # How long a claimed intent is protected; past this a crashed worker's intent is retaken.
     # A live run renews its leases every third of this; it must outlast two calls (below).
