@@ -126,3 +126,19 @@ class TestUsageBench:
         aggregation = report["aggregation"]
         assert aggregation["records_accepted"] == aggregation["usage_recorded"] == 4 * 150
         assert aggregation["record_usage_calls"] == aggregation["keys"] == 4
+
+
+class TestBurstBench:
+    def test_every_purchase_of_a_burst_is_provisioned_once_by_two_workers(self) -> None:
+        """The burst mode's figures, and its exactly-once check, with two workers."""
+        args = ["bench", "--burst", "12", "--latency-ms", "5", "--workers", "2", "--json"]
+        args += ["--lost-reply-rate", "0.1", "--settle", "120"]
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        burst = json.loads(result.stdout)["burst"]
+        assert (burst["n"], burst["workers"]) == (12, 2)
+        reached = burst["seconds_to_last"]
+        assert all(reached[k] is not None for k in ("key", "customer", "event")), reached
+        assert burst["keys_created"] == burst["events"] == burst["tagged_once"] == 12
+        assert burst["ratio_to_serial"] is not None
+        assert set(burst["cpu_ms_per_purchase"]) == {"web", "sandbox", "worker1", "worker2"}

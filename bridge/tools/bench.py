@@ -531,6 +531,13 @@ def _usage(
     "--latency-ms", default=80.0, show_default=True, help="With --burst: sandbox latency."
 )
 @click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="With --burst: worker processes.",
+)
+@click.option(
     "--lost-reply-rate",
     default=0.0,
     show_default=True,
@@ -562,6 +569,7 @@ def command(
     settle: float,
     burst: int | None,
     latency_ms: float,
+    workers: int,
     lost_reply_rate: float,
     as_json: bool,
     usage: bool,
@@ -584,6 +592,7 @@ def command(
                 latency_ms=latency_ms,
                 lost_reply_rate=lost_reply_rate,
                 timeout=settle,
+                workers=workers,
             )
         if as_json:
             click.echo(json.dumps({"machine": host, "burst": result}, indent=2))

@@ -2,9 +2,10 @@
 
 N one-off purchases of one product arrive at once, against a sandbox that answers each
 call after ``--latency-ms`` (80 ms is close to a real round trip to Cryptolens) and loses
-``--lost-reply-rate`` of the replies after applying the call. One worker process. The
-figures: the time from the first webhook sent to the last key created, the last key
-linked to its customer, and the last purchase event registered; that time over N x L
+``--lost-reply-rate`` of the replies after applying the call. One worker process, or
+``--workers`` of them. The figures: the time from the first webhook sent to the last key
+created, the last key linked to its customer, and the last purchase event registered;
+that time over N x L
 (the serial floor the issue measured against); and at N = 1, the round trips on the
 critical path (the time to the event over L: calls that run side by side count once).
 
@@ -87,6 +88,7 @@ def run(
     latency_ms: float,
     lost_reply_rate: float,
     timeout: float,
+    workers: int = 1,
 ) -> dict[str, Any]:
     config = st.workdir / "burst.toml"
     config.write_text(_config())
@@ -100,8 +102,10 @@ def run(
     bench.wait_http(f"{sandbox}/sandbox/faults", sandbox_proc, st.log("burst-sandbox"))
     web = st.start("burst-web", ["-m", "bridge", "serve", "--port", str(web_port)], env)
     bench.wait_http(f"http://127.0.0.1:{web_port}/healthz", web, st.log("burst-web"))
-    worker = st.start("burst-worker", ["-m", "bridge", "worker"], env)
-    procs = {"web": web, "worker": worker, "sandbox": sandbox_proc}
+    procs = {"web": web, "sandbox": sandbox_proc}
+    for number in range(1, workers + 1):
+        name = "worker" if workers == 1 else f"worker{number}"
+        procs[name] = st.start(f"burst-{name}", ["-m", "bridge", "worker"], env)
     url = f"http://127.0.0.1:{web_port}/webhooks/stripe"
 
     # Warm up with no latency: imports, connections, the template cache (the issue's
@@ -128,6 +132,7 @@ def run(
     keys = state.get("keys", [])
     return {
         "n": n,
+        "workers": workers,
         "latency_ms": latency_ms,
         "lost_reply_rate": lost_reply_rate,
         "seconds_to_last": reached,
@@ -150,7 +155,8 @@ def report(result: dict[str, Any]) -> str:
 
     lines = [
         f"burst: {result['n']} purchases of one product, sandbox latency "
-        f"{result['latency_ms']:g} ms, lost replies {result['lost_reply_rate']:.0%}, one worker",
+        f"{result['latency_ms']:g} ms, lost replies {result['lost_reply_rate']:.0%}, "
+        + ("one worker" if result["workers"] == 1 else f"{result['workers']} workers"),
         f"  last key created        {s(reached['key'])}",
         f"  last key linked         {s(reached['customer'])}",
         f"  last purchase event     {s(reached['event'])}",
