@@ -26,7 +26,7 @@ from bridge.core.batcher import Batcher
 from bridge.core.db import make_engine
 from bridge.core.deliverylog import DeliveryLog
 from bridge.core.queue import Enqueuer, connect
-from bridge.core.settings import Settings
+from bridge.core.settings import ConfigError, Settings
 from bridge.core.state import AppState
 from bridge.cryptolens import CryptolensClient, make_http_client
 from bridge.usage import endpoint as usage_endpoint
@@ -74,6 +74,12 @@ def create_app(
 ) -> Starlette:
     """The app; ``clock`` (unix seconds) is what signatures are dated against."""
     secrets = settings.webhook_secrets()  # raises ConfigError before anything listens
+    if not settings.webhook_sources():
+        raise ConfigError(
+            "no webhook source is configured: set STRIPE_WEBHOOK_SECRET (the endpoint's "
+            "signing secret, whsec_...), or HUBSPOT_CLIENT_SECRET, PIPEDRIVE_WEBHOOK_USER and "
+            "PIPEDRIVE_WEBHOOK_PASSWORD, CRM_SECRET_<SOURCE>, or BRIDGE_USAGE_TOKENS"
+        )
     admin_token = settings.admin_token_value()  # None: the admin page is off (404)
     has_token = bool(settings.cryptolens_token.get_secret_value().strip())
     plan_token = settings.token() if admin_token is not None and has_token else None

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.app import create_app
 from bridge.core.settings import BridgeConfig, ConfigError, Settings
 from bridge.sandbox.config import DEFAULT_TOKEN, load_config
 
@@ -74,7 +75,9 @@ class TestEnvExample:
             monkeypatch.delenv(name, raising=False)
         settings = Settings(_env_file=self.PATH)
         assert settings.database_url == "sqlite:///./bridge.db"
-        with pytest.raises(ConfigError):
-            settings.webhook_secrets()
+        assert settings.webhook_secrets() == ()  # Stripe not configured: no endpoint
+        assert settings.webhook_sources() == []
+        with pytest.raises(ConfigError, match="no webhook source"):
+            create_app(settings)
         with pytest.raises(ConfigError):
             settings.token()

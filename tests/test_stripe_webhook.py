@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -306,7 +307,11 @@ class TestHealth:
 
 class TestSecrets:
     @pytest.mark.parametrize("secret", ["", "  ", "changeme", "whsec_ok,"])
-    def test_app_refuses_to_start_without_a_real_secret(self, secret: str, tmp_path: Path) -> None:
+    def test_app_refuses_to_start_without_a_real_secret(
+        self, secret: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        for name in [n for n in os.environ if n.startswith("CRM_SECRET_")]:
+            monkeypatch.delenv(name)
         settings = make_settings(
             database_url="sqlite://",
             redis_url="redis://127.0.0.1:1/0",
@@ -316,3 +321,23 @@ class TestSecrets:
         )
         with pytest.raises(ConfigError, match="STRIPE_WEBHOOK_SECRET"):
             create_app(settings)
+
+    async def test_a_crm_only_bridge_starts_without_a_stripe_secret(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("CRM_SECRET_ZOHO", "crm_secret_for_zoho_only_0001")
+        (tmp_path / "crm.toml").write_text("[crm.zoho]\ndefault_template_id = 1\n")
+        settings = make_settings(
+            database_url=f"sqlite:///{tmp_path / 'crm.db'}",
+            redis_url="redis://127.0.0.1:1/0",
+            sandbox_url="http://127.0.0.1:1/api/",
+            config_path=tmp_path / "crm.toml",
+            STRIPE_WEBHOOK_SECRET="",
+        )
+        assert settings.webhook_sources() == ["crm:zoho"]
+        app = create_app(settings)
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://bridge"
+        ) as client:
+            response = await client.post("/webhooks/stripe", content=b"{}")
+        assert response.status_code == 404  # no secret, no endpoint: nothing unsigned taken

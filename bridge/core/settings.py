@@ -348,12 +348,15 @@ class Settings(BaseSettings):
         return value if value.endswith("/") else value + "/"
 
     def webhook_secrets(self) -> tuple[str, ...]:
-        """The Stripe signing secrets, several during a rotation; refuses empty ones.
-
-        An empty secret verifies against an empty key, which anyone can forge.
-        """
-        parts = tuple(p.strip() for p in self.stripe_webhook_secret.get_secret_value().split(","))
-        if not parts or any(p.lower() in _PLACEHOLDERS for p in parts):
+        """The Stripe signing secrets, several during a rotation; () when Stripe is not
+        configured (its endpoint is then not served). Refuses an empty one in a list and
+        placeholders: an empty secret verifies against an empty key, which anyone can
+        forge."""
+        raw = self.stripe_webhook_secret.get_secret_value()
+        if not raw.strip():
+            return ()
+        parts = tuple(p.strip() for p in raw.split(","))
+        if any(p.lower() in _PLACEHOLDERS for p in parts):
             raise ConfigError(
                 "STRIPE_WEBHOOK_SECRET is empty or a placeholder; set the endpoint's signing "
                 "secret (whsec_...), several separated by commas during a rotation"
@@ -410,6 +413,20 @@ class Settings(BaseSettings):
         if token.lower() in _PLACEHOLDERS:
             raise ConfigError("CRYPTOLENS_TOKEN is empty or a placeholder")
         return token
+
+    def webhook_sources(self) -> list[str]:
+        """Where signed data may come in, as configured: the app refuses to start with
+        none (a bridge that takes nothing is a misconfiguration, not a quiet success)."""
+        sources = ["stripe"] if self.webhook_secrets() else []
+        sources += ["hubspot"] if self.hubspot_secrets() else []
+        sources += ["pipedrive"] if self.pipedrive_credentials() is not None else []
+        sources += [
+            "crm:" + name.removeprefix("CRM_SECRET_").lower()
+            for name, value in os.environ.items()
+            if name.startswith("CRM_SECRET_") and value.strip()
+        ]
+        sources += ["usage"] if self.usage_tokens_list() else []
+        return sources
 
     def admin_token_value(self) -> str | None:
         """The admin page's token, or None when the page is off; refuses weak ones."""

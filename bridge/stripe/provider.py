@@ -15,8 +15,11 @@ from bridge.stripe.templates import resolve_template
 PATH = "/webhooks/stripe"
 
 
-def _routes(_: Settings) -> Sequence[BaseRoute]:
-    # The secrets are checked by create_app, which refuses to build without them.
+def _routes(settings: Settings) -> Sequence[BaseRoute]:
+    # No signing secret, no endpoint (404): unsigned data is never taken. A bridge for a
+    # CRM alone needs none; create_app refuses to start with no source at all.
+    if not settings.webhook_secrets():
+        return []
     return [Route(PATH, webhook.endpoint, methods=["POST"])]
 
 
