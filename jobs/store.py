@@ -864,12 +864,13 @@ def set_needs_review(engine: Engine, intent_id: str, error: str) -> None:
 # -- waking ----------------------------------------------------------------------------------
 
 
-def _wake(t: Tx, ref: str) -> list[str]:
-    """Waiting intents of a license (under its ref or an alias) become pending again."""
+def _wake(t: Tx, ref: str, waiting: Sql = _WAITING) -> list[str]:
+    """Waiting intents of a license (under its ref or an alias) that ``waiting`` selects
+    become pending again; returns those still waiting when woken (see ``_UNPARK``)."""
     now = t.time(utcnow())
     return [
         id_
-        for (id_,) in t.all(_WAITING, {"ref": ref})
+        for (id_,) in t.all(waiting, {"ref": ref})
         if t.run(_UNPARK, {"id": id_, "now": now}) == 1
     ]
 
@@ -878,12 +879,7 @@ def wake_shared(engine: Engine, ref: str) -> list[str]:
     """The license's waiting intents that need no license lease (``SHARED_EFFECTS``)
     become pending: the moment its key exists, before the key's run has ended."""
     with tx(engine) as t:
-        now = t.time(utcnow())
-        return [
-            id_
-            for (id_,) in t.all(_WAITING_SHARED, {"ref": ref})
-            if t.run(_UNPARK, {"id": id_, "now": now}) == 1
-        ]
+        return _wake(t, ref, _WAITING_SHARED)
 
 
 def wake_ready_waiting(engine: Engine, limit: int = 1000) -> list[str]:

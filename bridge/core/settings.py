@@ -11,8 +11,9 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import (
     BaseModel,
@@ -122,12 +123,25 @@ class HubSpotConfig(BaseModel):
         return frozenset(s for p in pipelines for s in p.lost_stages)
 
     def template_for(self, pipeline: str | None) -> tuple[int, str] | None:
-        for p in self.pipeline:
-            if p.id == pipeline and p.template_id is not None:
-                return p.template_id, "pipeline"
-        if self.default_template_id is not None:
-            return self.default_template_id, "default"
-        return None
+        return _pipeline_template(self.pipeline, pipeline, self.default_template_id)
+
+
+class _Pipeline(Protocol):
+    @property
+    def id(self) -> str | int: ...
+    @property
+    def template_id(self) -> int | None: ...
+
+
+def _pipeline_template(
+    pipelines: Sequence[_Pipeline], pipeline: str | int | None, default: int | None
+) -> tuple[int, str] | None:
+    """A CRM deal's template: its pipeline's (HubSpot's and Pipedrive's rule), else the
+    source's default, else None."""
+    for p in pipelines:
+        if p.id == pipeline and p.template_id is not None:
+            return p.template_id, "pipeline"
+    return (default, "default") if default is not None else None
 
 
 class PipedrivePipeline(BaseModel):
@@ -148,12 +162,7 @@ class PipedriveConfig(BaseModel):
     pipeline: tuple[PipedrivePipeline, ...] = ()
 
     def template_for(self, pipeline: int | None) -> tuple[int, str] | None:
-        for p in self.pipeline:
-            if p.id == pipeline and p.template_id is not None:
-                return p.template_id, "pipeline"
-        if self.default_template_id is not None:
-            return self.default_template_id, "default"
-        return None
+        return _pipeline_template(self.pipeline, pipeline, self.default_template_id)
 
 
 class ProductMapping(BaseModel):
