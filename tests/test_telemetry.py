@@ -20,7 +20,7 @@ from tests.fixtures.pipeline import Pipeline
 
 
 async def scrape(bridge: Pipeline) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    text = (await bridge.http.get(f"{bridge.url}/metrics")).text
+    text = (await bridge.http.get(f"{bridge.operator_url}/metrics")).text
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(text)

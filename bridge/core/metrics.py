@@ -1,25 +1,33 @@
 """Prometheus metrics: counters and histograms where things happen, gauges at scrape time.
 
-The web process serves ``GET /metrics``; the worker serves its own on
-``BRIDGE_WORKER_METRICS_PORT`` (its Cryptolens calls happen there). The gauges read the
-database and Redis when scraped (:func:`refresh`), with a short timeout: a slow database
-leaves them at their last value rather than stalling the scrape.
+The web process serves ``GET /metrics`` on its operator address (``BRIDGE_METRICS_ADDRESS``,
+never the webhook port); the worker serves its own on ``BRIDGE_WORKER_METRICS_PORT`` (its
+Cryptolens calls happen there). The gauges read the database and Redis when scraped
+(:func:`refresh`), with a short timeout: a slow database leaves them at their last value
+rather than stalling the scrape.
+
+A scrape costs the same whatever the tables hold: each status is counted through the
+status index up to :data:`COUNT_CAP` rows (``SELECT count(*)`` over a million done intents
+took ~300 ms on PostgreSQL, per scrape), the oldest pending intent is one indexed row,
+and the database is read at most once per :data:`REFRESH_EVERY` seconds however many
+scrapers ask (the others get the gauges as last read).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from datetime import datetime
 
 from arq.connections import ArqRedis
 from arq.constants import default_queue_name
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import Engine, func
-from sqlmodel import Session, col, select
+from sqlalchemy import DateTime, Engine, text
 
 from bridge.core.intents import Status
 from bridge.core.logs import get_logger
-from bridge.core.models import Intent, utcnow
+from bridge.core.models import utcnow
 
 log = get_logger(__name__)
 
@@ -35,7 +43,9 @@ CRYPTOLENS_CALLS = Histogram(
     ["method", "outcome"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
-INTENTS = Gauge("bridge_intents", "Intents by status (at scrape time)", ["status"])
+INTENTS = Gauge(
+    "bridge_intents", "Intents by status (at scrape time; at most COUNT_CAP)", ["status"]
+)
 QUEUE_DEPTH = Gauge("bridge_queue_depth", "Jobs in the arq queue (due or deferred)")
 OLDEST_PENDING = Gauge(
     "bridge_oldest_pending_intent_seconds", "Age of the oldest pending intent (0: none)"
@@ -46,17 +56,47 @@ SCRAPE_ERRORS = Counter(
 )
 
 REFRESH_TIMEOUT = 1.0  # seconds per source at scrape time
+REFRESH_EVERY = 5.0  # seconds: scrapes closer together than this reuse the last read
+COUNT_CAP = 10_000  # intents counted per status; the gauge reads "at least" at the cap
+
+_STATUS_COUNT = text(
+    "SELECT count(*) FROM (SELECT 1 FROM intent WHERE status = :status LIMIT :cap) AS capped"
+)
+# Sorts the pending rows only (found through the status index), not the table.
+_OLDEST_PENDING = text(
+    "SELECT created_at FROM intent WHERE status = :status ORDER BY created_at LIMIT 1"
+).columns(created_at=DateTime(timezone=True))
 
 
 def _intent_stats(engine: Engine) -> tuple[dict[str, int], datetime | None]:
-    with Session(engine) as s:
-        counts = dict(
-            s.exec(select(Intent.status, func.count()).group_by(col(Intent.status))).all()
-        )
-        oldest = s.exec(
-            select(func.min(Intent.created_at)).where(col(Intent.status) == Status.PENDING.value)
-        ).first()
+    with engine.connect() as connection:
+        counts = {
+            status.value: int(
+                connection.execute(
+                    _STATUS_COUNT, {"status": status.value, "cap": COUNT_CAP}
+                ).scalar_one()
+            )
+            for status in Status
+        }
+        oldest = connection.execute(_OLDEST_PENDING, {"status": Status.PENDING.value}).scalar()
     return counts, oldest
+
+
+class Refresher:
+    """:func:`refresh`, at most once per ``every`` seconds of ``clock``."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, every: float = REFRESH_EVERY):
+        self._clock, self._every = clock, every
+        self._last: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self, engine: Engine, redis: ArqRedis | None) -> None:
+        async with self._lock:  # concurrent scrapes wait for one read, not one each
+            now = self._clock()
+            if self._last is not None and now - self._last < self._every:
+                return
+            await refresh(engine, redis)
+            self._last = self._clock()
 
 
 async def refresh(engine: Engine, redis: ArqRedis | None) -> None:
