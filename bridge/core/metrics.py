@@ -57,7 +57,7 @@ SCRAPE_ERRORS = Counter(
 
 REFRESH_TIMEOUT = 1.0  # seconds per source at scrape time
 REFRESH_EVERY = 5.0  # seconds: scrapes closer together than this reuse the last read
-COUNT_CAP = 10_000  # intents counted per status; the gauge reads "at least" at the cap
+COUNT_CAP = 1_000  # intents counted per status; the gauge reads "at least" at the cap
 
 _STATUS_COUNT = text(
     "SELECT count(*) FROM (SELECT 1 FROM intent WHERE status = :status LIMIT :cap) AS capped"
