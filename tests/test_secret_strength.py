@@ -43,7 +43,7 @@ class TestRefusedAtStartUp:
 
     def test_usage_tokens(self, value: str) -> None:
         settings = Settings(_env_file=None, BRIDGE_USAGE_TOKENS=f"{STRONG},{value}")
-        with pytest.raises(ConfigError, match="BRIDGE_USAGE_TOKENS: one of the value"):
+        with pytest.raises(ConfigError, match="BRIDGE_USAGE_TOKENS: one of its values"):
             settings.webhook_sources()
 
     def test_crm_secret(self, value: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -69,8 +69,8 @@ def _strong(name: str, values: tuple[str, ...]) -> tuple[str, ...]:
     for value in values:
         why = weakness(value)
         if why is not None:
-            several = " one of" if len(values) > 1 else ""
-            raise ConfigError(f"{name}:{several} the value {why}; {MAKE_ONE}")
+            which = "one of its values" if len(values) > 1 else "its value"
+            raise ConfigError(f"{name}: {which} {why}; {MAKE_ONE}")
     return values
 
 
