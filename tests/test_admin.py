@@ -104,7 +104,7 @@ class TestActions:
         create = await failed_create(admin)
         async with httpx.AsyncClient() as http:
             csrf = await sign_in(admin, http)
-            url = f"{admin.url}/admin/intents/{create}/replay"
+            url = f"{admin.url}/admin/intent/replay?id={create}"
             assert (await http.post(url, data={})).status_code == 403
             assert (await http.post(url, data={"csrf": csrf + "x"})).status_code == 403
             assert admin.intents()[create].status == Status.FAILED.value
@@ -119,7 +119,7 @@ class TestActions:
         async with httpx.AsyncClient() as http:
             csrf = await sign_in(admin, http)
             answer = await http.post(
-                f"{admin.url}/admin/intents/{create}/replay", data={"csrf": csrf}
+                f"{admin.url}/admin/intent/replay?id={create}", data={"csrf": csrf}
             )
             assert answer.status_code == 409
             assert "only failed or needs_review" in answer.text
@@ -127,7 +127,7 @@ class TestActions:
     async def test_unknown_ids_are_404s(self, admin: Pipeline) -> None:
         async with httpx.AsyncClient() as http:
             await sign_in(admin, http)
-            for path in ("/admin/intents/nope", "/admin/licenses/nope", "/admin/deliveries/99"):
+            for path in ("/admin/intent?id=no", "/admin/license?ref=no", "/admin/deliveries/99"):
                 assert (await http.get(f"{admin.url}{path}")).status_code == 404
             assert (await http.get(f"{admin.url}/admin/intents?status=bogus")).status_code == 400
 
@@ -148,7 +148,7 @@ class TestActions:
             page = await http.get(f"{admin.url}/admin/review")
             assert all(key in page.text for key in keys)
             answer = await http.post(
-                f"{admin.url}/admin/intents/{create}/replay", data={"csrf": csrf, "key": keys[2]}
+                f"{admin.url}/admin/intent/replay?id={create}", data={"csrf": csrf, "key": keys[2]}
             )
             assert answer.status_code == 303
         await admin.drain()
@@ -166,9 +166,9 @@ class TestActions:
                 "/admin/",
                 "/admin/intents",
                 f"/admin/deliveries/{admin.events()[0].id}",
-                f"/admin/intents/{create}",
-                f"/admin/intents/{create}/plan",
-                f"/admin/licenses/stripe:pi:{sb.ONE_OFF_PI}",
+                f"/admin/intent?id={create}",
+                f"/admin/intent/plan?id={create}",
+                f"/admin/license?ref=stripe:pi:{sb.ONE_OFF_PI}",
                 "/admin/review",
             ]
             for path in pages:
