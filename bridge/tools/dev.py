@@ -326,7 +326,8 @@ def _plan_admin(settings: Settings, env: dict[str, str], notes: list[str]) -> st
     (returned, to be printed); an empty BRIDGE_ADMIN_TOKEN given on purpose keeps it off."""
     if "admin_token" in settings.model_fields_set:
         _refuse(settings.admin_token_value)  # the web would refuse it; say so first
-        on = bool(settings.admin_token.get_secret_value().strip())
+        given = env["BRIDGE_ADMIN_TOKEN"] = settings.admin_token.get_secret_value()
+        on = bool(given.strip())
         notes.append(
             "admin page: /admin/, BRIDGE_ADMIN_TOKEN" if on else "admin page: off (empty token)"
         )
