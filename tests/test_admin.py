@@ -193,16 +193,21 @@ class TestSessions:
 
 
 class TestPublicUrl:
+    @pytest.mark.parametrize(
+        ("public", "cookie_path"),
+        # The second: the proxy serves the bridge under /b, and strips it.
+        [("https://bridge.example.com", "/admin"), ("https://example.com/b", "/b/admin")],
+    )
     async def test_behind_a_tls_proxy_the_cookie_is_secure_and_links_stay_https(
-        self, admin_settings: Settings, engine: Engine
+        self, admin_settings: Settings, engine: Engine, public: str, cookie_path: str
     ) -> None:
-        public = "https://bridge.example.com"
         settings = admin_settings.model_copy(update={"public_url": public + "/"})
         # The proxy, on another host, speaks plain HTTP to the bridge.
         with run_asgi(create_app(settings, engine=engine)) as url:
             async with httpx.AsyncClient() as http:
                 page = await http.get(f"{url}/admin/login")
                 assert "secure" in page.headers["set-cookie"].lower()
+                assert f"path={cookie_path};" in page.headers["set-cookie"].lower()
                 assert f'action="{public}/admin/login"' in page.text
                 assert f'href="{public}/admin/static/admin.css"' in page.text
                 found = CSRF.search(page.text)

@@ -59,12 +59,14 @@ class Guard:
     """Checks tokens, and reads and writes the session cookie for one admin token.
 
     ``secure``: whether the page is reached over HTTPS (the public URL's scheme); None
-    when no public URL is set: then the request's own scheme says.
+    when no public URL is set: then the request's own scheme says. ``path``: where the
+    browser sees the page (``/admin``, under the public URL's path if it has one).
     """
 
-    def __init__(self, token: str, *, secure: bool | None = None) -> None:
+    def __init__(self, token: str, *, secure: bool | None = None, path: str = PATH) -> None:
         self._token = token.encode()
         self._secure = secure
+        self._path = path
         # The signing key is derived, so the cookie's MAC never uses the token itself.
         key = hmac.new(self._token, b"admin-session-key", hashlib.sha256).hexdigest()
         self._serializer = URLSafeTimedSerializer(key, salt=_SALT)
@@ -115,7 +117,11 @@ class Guard:
             state: AppState = request.state.bridge
             await run_in_threadpool(sessions.close, state.engine, session.sid)
         response.delete_cookie(
-            COOKIE, path=PATH, httponly=True, samesite="strict", secure=self._is_secure(request)
+            COOKIE,
+            path=self._path,
+            httponly=True,
+            samesite="strict",
+            secure=self._is_secure(request),
         )
 
     def _is_secure(self, request: Request) -> bool:
@@ -129,7 +135,7 @@ class Guard:
             COOKIE,
             self._serializer.dumps(data),
             max_age=MAX_AGE,
-            path=PATH,
+            path=self._path,
             httponly=True,
             samesite="strict",
             secure=self._is_secure(request),

@@ -157,8 +157,12 @@ def _public_base(public_url: str | None) -> str | None:
 class Admin:
     def __init__(self, token: str, public_url: str | None = None) -> None:
         self.public_base = _public_base(public_url)
-        secure = None if self.public_base is None else self.public_base.startswith("https:")
-        self.guard = Guard(token, secure=secure)
+        if self.public_base is None:
+            self.guard = Guard(token)
+        else:  # behind a proxy, perhaps under a prefix it strips (https://host/bridge)
+            public = urlsplit(self.public_base)
+            path = public.path.rstrip("/") + "/admin"
+            self.guard = Guard(token, secure=public.scheme == "https", path=path)
         # Templates of their own: their url_for knows this page's public URL.
         self.templates = Jinja2Templates(directory=HERE / "templates")
         env = self.templates.env
