@@ -289,8 +289,9 @@ class TestBodies:
     async def test_a_login_body_is_read_no_further_than_the_limit(self, app: ASGIApp) -> None:
         status, reads = await call(app, "/admin/login", chunks=32, headers=[])
         assert (status, reads) == (413, 1)
-        huge = [(b"content-length", b"1000000000")]
-        assert await call(app, "/admin/login", chunks=32, headers=huge) == (413, 0)
+        for length in (b"1000000000", b"9" * 5000):
+            huge = [(b"content-length", length)]
+            assert await call(app, "/admin/login", chunks=32, headers=huge) == (413, 0)
 
 
 class TestInput:
