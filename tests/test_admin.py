@@ -191,6 +191,18 @@ class TestSessions:
             with Session(admin.engine) as s:
                 assert s.exec(select(AdminSession)).all() == []
 
+    async def test_signing_in_again_ends_the_session_it_replaces(self, admin: Pipeline) -> None:
+        async with httpx.AsyncClient() as http:
+            csrf = await sign_in(admin, http)
+            first = {"bridge_admin": http.cookies["bridge_admin"]}
+            data = {"csrf": csrf, "token": ADMIN_TOKEN}
+            assert (await http.post(f"{admin.url}/admin/login", data=data)).status_code == 303
+            assert (await http.get(f"{admin.url}/admin/")).status_code == 200
+        async with httpx.AsyncClient(cookies=first) as old:
+            assert (await old.get(f"{admin.url}/admin/")).status_code == 303
+        with Session(admin.engine) as s:
+            assert len(s.exec(select(AdminSession)).all()) == 1
+
 
 class TestPublicUrl:
     @pytest.mark.parametrize(

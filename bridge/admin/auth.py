@@ -103,9 +103,14 @@ class Guard:
         """A new signed-out session (a fresh CSRF token), set on ``response``."""
         return self._set(response, request, Session(csrf=secrets.token_urlsafe(32)))
 
-    async def sign_in(self, response: Response, request: Request) -> Session:
-        """A new signed-in session (a new id and CSRF token), set on ``response``."""
+    async def sign_in(
+        self, response: Response, request: Request, replacing: Session | None = None
+    ) -> Session:
+        """A new signed-in session (a new id and CSRF token), set on ``response``; the
+        session ``replacing`` (signing in again while signed in) ends."""
         state, now = _now(request)
+        if replacing is not None and replacing.sid is not None:
+            await run_in_threadpool(sessions.close, state.engine, replacing.sid)
         sid = await run_in_threadpool(
             sessions.open_session, state.engine, now=now, lifetime=MAX_AGE
         )

@@ -267,7 +267,7 @@ class Admin:
             return self._login_page(request, fresh, cookie, error="That is not the token.")
         redirect = self.redirect(request, "admin:home")
         # A new session id and CSRF token: nothing known before signing in carries over.
-        await self.guard.sign_in(redirect, request)
+        await self.guard.sign_in(redirect, request, replacing=session)
         log.info("admin signed in", client=request.client and request.client.host)
         return redirect
 
