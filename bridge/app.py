@@ -135,5 +135,5 @@ def create_app(
         # Imported only when on: the webhook path never loads the operator's tooling.
         from bridge.admin import mount
 
-        routes.append(mount(admin_token))
+        routes.append(mount(admin_token, settings.public_url))
     return Starlette(routes=routes, lifespan=lifespan)

@@ -7,6 +7,7 @@ library it does not need and a provider's import cost stays its own.
 from __future__ import annotations
 
 import importlib
+from datetime import UTC, datetime
 from functools import cache
 
 from bridge.core.providers import Provider
@@ -41,3 +42,15 @@ def for_ref(license_ref: str) -> Provider | None:
     """The provider whose license ref this is (``hubspot:deal:42`` -> HubSpot)."""
     name = license_ref.split(":", 1)[0]
     return get(name) if name in _PROVIDERS else None
+
+
+def occurred_time(license_ref: str, occurred_at: int) -> datetime | None:
+    """When an intent's change happened, from its ``occurred_at`` in its provider's unit
+    (``Provider.occurred_per_second``: a CRM deal's are milliseconds, Stripe's seconds;
+    a ref of no provider, a key's usage, seconds). None for a value no date has."""
+    provider = for_ref(license_ref)
+    per_second = provider.occurred_per_second if provider is not None else 1
+    try:
+        return datetime.fromtimestamp(occurred_at / per_second, UTC)
+    except (OverflowError, OSError, ValueError):
+        return None

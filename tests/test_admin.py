@@ -1,20 +1,30 @@
-"""The admin page over HTTP: off without a token, sign-in, cookie, CSRF, what it shows,
-the needs-review claim, and the bounded delivery log the Stripe endpoint writes."""
+"""The admin page over HTTP: off without a token, sign-in, server-side sessions, cookie,
+CSRF, bounded bodies, odd ids and input, what it shows, the needs-review claim, and the
+bounded delivery log the Stripe endpoint writes."""
 
 from __future__ import annotations
 
+import hashlib
+import html
+import re
 import time
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
+from starlette.types import ASGIApp, Message
 
+from bridge.admin.auth import MAX_AGE
 from bridge.app import create_app
 from bridge.core.deliverylog import DeliveryLog
-from bridge.core.intents import Status
-from bridge.core.models import DeliveryCount
+from bridge.core.inbox import add_intents
+from bridge.core.intents import Effect, IntentSpec, Status
+from bridge.core.models import AdminSession, DeliveryCount, Intent
 from bridge.core.models import DeliveryLog as DeliveryLogRow
 from bridge.core.settings import ConfigError, Settings
 from tests.fixtures import stripe_builders as sb
@@ -32,6 +42,40 @@ async def failed_create(admin: Pipeline) -> str:
     create = f"stripe:pi:{sb.ONE_OFF_PI}:create_key"
     assert admin.intents()[create].status == Status.FAILED.value
     return create
+
+
+def failed(engine: Engine, ref: str, occurred_at: int = 1_764_583_200) -> str:
+    """A key creation for ``ref`` stored as failed (as a worker leaves one); its id."""
+    spec = IntentSpec(
+        id=f"{ref}:create_key",
+        effect=Effect.CREATE_KEY,
+        license_ref=ref,
+        params={"template_id": 1, "template_source": "default", "customer": None},
+        occurred_at=occurred_at,
+    )
+    add_intents(engine, [spec])
+    with Session(engine) as s:
+        row = s.get(Intent, spec.id)
+        assert row is not None
+        row.status, row.last_error = Status.FAILED.value, "Cryptolens answered 503"
+        s.add(row)
+        s.commit()
+    return spec.id
+
+
+def link_to(page: str, text: str) -> str:
+    """The href of the link ``text`` on ``page``, as a browser would read it."""
+    found = re.search(rf'<a href="([^"]+)"[^>]*>{re.escape(html.escape(text))}</a>', page)
+    assert found is not None, text
+    return html.unescape(found.group(1))
+
+
+def form_action(page: str, button_id: str) -> str:
+    found = re.search(
+        rf'<form method="post" action="([^"]+)"(?:(?!</form>).)*id="{button_id}"', page, re.S
+    )
+    assert found is not None, button_id
+    return html.unescape(found.group(1))
 
 
 class TestOff:
@@ -98,13 +142,256 @@ class TestSignIn:
             assert answer.status_code == 303
             assert (await http.get(f"{admin.url}/admin/")).status_code == 303
 
+    def test_a_public_url_that_is_not_one_refuses_to_start(self, admin_settings: Settings) -> None:
+        settings = admin_settings.model_copy(update={"public_url": "bridge.example.com"})
+        with pytest.raises(ConfigError, match="BRIDGE_PUBLIC_URL"):
+            create_app(settings)
+
+
+class TestSessions:
+    async def test_a_copied_cookie_dies_with_its_session_in_every_process(
+        self, admin: Pipeline, admin_settings: Settings, engine: Engine
+    ) -> None:
+        create = failed(engine, "stripe:pi:pi_sessions")
+        # A second web process over the same database, as `serve --workers 2` runs.
+        with run_asgi(create_app(admin_settings, engine=engine)) as other:
+            async with httpx.AsyncClient() as http:
+                csrf = await sign_in(admin, http)
+                copied = {"bridge_admin": http.cookies["bridge_admin"]}
+                async with httpx.AsyncClient(cookies=copied) as thief:
+                    assert (await thief.get(f"{other}/admin/")).status_code == 200
+                    answer = await http.post(f"{admin.url}/admin/logout", data={"csrf": csrf})
+                    assert answer.status_code == 303
+                    for url in (admin.url, other):
+                        assert (await thief.get(f"{url}/admin/")).status_code == 303
+                        replay = f"{url}/admin/intent/replay?id={create}"
+                        answer = await thief.post(replay, data={"csrf": csrf})
+                        assert answer.status_code == 403
+        assert admin.intents()[create].status == Status.FAILED.value
+
+    async def test_a_session_ends_when_it_expires_whatever_the_cookie_says(
+        self, admin: Pipeline
+    ) -> None:
+        async with httpx.AsyncClient() as http:
+            await sign_in(admin, http)
+            assert (await http.get(f"{admin.url}/admin/")).status_code == 200
+            admin.clock.at = time.time() + MAX_AGE + 1
+            assert (await http.get(f"{admin.url}/admin/")).status_code == 303
+
+    async def test_only_a_hash_of_the_session_id_is_stored(self, admin: Pipeline) -> None:
+        async with httpx.AsyncClient() as http:
+            csrf = await sign_in(admin, http)
+            # The payload is readable without the key (only its signature needs it).
+            _, data = URLSafeTimedSerializer("any").loads_unsafe(http.cookies["bridge_admin"])
+            assert isinstance(data, dict) and isinstance(data["sid"], str)
+            with Session(admin.engine) as s:
+                rows = s.exec(select(AdminSession)).all()
+            assert [r.id_hash for r in rows] == [hashlib.sha256(data["sid"].encode()).hexdigest()]
+            await http.post(f"{admin.url}/admin/logout", data={"csrf": csrf})
+            with Session(admin.engine) as s:
+                assert s.exec(select(AdminSession)).all() == []
+
+    async def test_signing_in_again_ends_the_session_it_replaces(self, admin: Pipeline) -> None:
+        async with httpx.AsyncClient() as http:
+            csrf = await sign_in(admin, http)
+            first = {"bridge_admin": http.cookies["bridge_admin"]}
+            data = {"csrf": csrf, "token": ADMIN_TOKEN}
+            assert (await http.post(f"{admin.url}/admin/login", data=data)).status_code == 303
+            assert (await http.get(f"{admin.url}/admin/")).status_code == 200
+        async with httpx.AsyncClient(cookies=first) as old:
+            assert (await old.get(f"{admin.url}/admin/")).status_code == 303
+        with Session(admin.engine) as s:
+            assert len(s.exec(select(AdminSession)).all()) == 1
+
+
+class TestPublicUrl:
+    @pytest.mark.parametrize(
+        ("public", "cookie_path"),
+        # The second: the proxy serves the bridge under /b, and strips it.
+        [("https://bridge.example.com", "/admin"), ("https://example.com/b", "/b/admin")],
+    )
+    async def test_behind_a_tls_proxy_the_cookie_is_secure_and_links_stay_https(
+        self, admin_settings: Settings, engine: Engine, public: str, cookie_path: str
+    ) -> None:
+        settings = admin_settings.model_copy(update={"public_url": public + "/"})
+        # The proxy, on another host, speaks plain HTTP to the bridge.
+        with run_asgi(create_app(settings, engine=engine)) as url:
+            async with httpx.AsyncClient() as http:
+                page = await http.get(f"{url}/admin/login")
+                assert "secure" in page.headers["set-cookie"].lower()
+                assert f"path={cookie_path};" in page.headers["set-cookie"].lower()
+                assert f'action="{public}/admin/login"' in page.text
+                assert f'href="{public}/admin/static/admin.css"' in page.text
+                found = CSRF.search(page.text)
+                assert found is not None
+                cookie = page.headers["set-cookie"].split(";")[0]
+                answer = await http.post(
+                    f"{url}/admin/login",
+                    data={"csrf": found.group(1), "token": ADMIN_TOKEN},
+                    headers={"cookie": cookie},
+                )
+                assert answer.status_code == 303
+                assert answer.headers["location"] == f"{public}/admin/"
+                assert "secure" in answer.headers["set-cookie"].lower()
+                signed_in = answer.headers["set-cookie"].split(";")[0]
+                home = await http.get(f"{url}/admin/", headers={"cookie": signed_in})
+                assert home.status_code == 200
+                assert f'href="{public}/admin/intents"' in home.text
+
+
+async def call(
+    app: ASGIApp, path: str, *, chunks: int, headers: list[tuple[bytes, bytes]]
+) -> tuple[int, int]:
+    """POST ``path`` to ``app`` with a body of ``chunks`` x 64 KiB of ``&`` (what kept a
+    process parsing); returns the status and how many chunks the app read."""
+    reads = 0
+    status = 0
+
+    async def receive() -> Message:
+        nonlocal reads
+        reads += 1
+        return {"type": "http.request", "body": b"&" * 65536, "more_body": reads < chunks}
+
+    async def send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+
+    target, _, query = path.partition("?")
+    scope: dict[str, Any] = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": target,
+        "raw_path": target.encode(),
+        "query_string": query.encode(),
+        "root_path": "",
+        "headers": [
+            (b"host", b"bridge.test"),
+            (b"content-type", b"application/x-www-form-urlencoded"),
+            *headers,
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("bridge.test", 80),
+        "state": {},
+    }
+    await app(scope, receive, send)
+    return status, reads
+
+
+class TestBodies:
+    @pytest.fixture
+    def app(self, tmp_path: Path) -> ASGIApp:
+        (tmp_path / "bridge.toml").write_text("")
+        settings = make_settings(
+            database_url="sqlite://",
+            redis_url="redis://127.0.0.1:1/0",
+            sandbox_url="http://127.0.0.1:1/api/",
+            config_path=tmp_path / "bridge.toml",
+            BRIDGE_ADMIN_TOKEN=ADMIN_TOKEN,
+        )
+        return create_app(settings)
+
+    async def test_a_strangers_post_is_refused_before_its_body_is_read(self, app: ASGIApp) -> None:
+        for path in ("/admin/logout", "/admin/intent/replay?id=stripe:pi:pi_1:create_key"):
+            assert await call(app, path, chunks=32, headers=[]) == (403, 0)
+
+    async def test_a_login_body_is_read_no_further_than_the_limit(self, app: ASGIApp) -> None:
+        status, reads = await call(app, "/admin/login", chunks=32, headers=[])
+        assert (status, reads) == (413, 1)
+        for length in (b"1000000000", b"9" * 5000):
+            huge = [(b"content-length", length)]
+            assert await call(app, "/admin/login", chunks=32, headers=huge) == (413, 0)
+
+
+class TestInput:
+    async def test_odd_input_is_a_400_or_a_404_never_a_500(self, admin: Pipeline) -> None:
+        create = failed(admin.engine, "stripe:pi:pi_odd")
+        async with httpx.AsyncClient() as http:
+            csrf = await sign_in(admin, http)
+            for path, status in [
+                ("/admin/deliveries/9223372036854775808", 404),
+                ("/admin/deliveries/" + "9" * 5000, 404),
+                ("/admin/deliveries/-1", 404),
+                ("/admin/deliveries/%00", 400),
+                ("/admin/?provider=stripe%00", 400),
+                ("/admin/intents?status=failed%00", 400),
+                ("/admin/intent?id=a%00b", 400),
+                ("/admin/intent?id=", 400),
+                ("/admin/intent/plan?id=a%00b", 400),
+                ("/admin/license?ref=a%00b", 400),
+            ]:
+                assert (await http.get(f"{admin.url}{path}")).status_code == status, path
+            replay = f"{admin.url}/admin/intent/replay"
+            for query, form, status in [
+                ("?id=a%00b", {}, 400),
+                (f"?id={create}", {"key": "ABCDE-FGHIJ-KLMNO-PQRS\x00"}, 400),
+                (f"?id={create}", {"key": "not a key"}, 400),
+                (f"?id={create}", {"ke\x00y": "x"}, 400),
+            ]:
+                answer = await http.post(f"{replay}{query}", data={"csrf": csrf, **form})
+                assert answer.status_code == status, (query, form)
+        assert admin.intents()[create].status == Status.FAILED.value
+
+
+class TestIds:
+    async def test_odd_ids_are_linked_and_replayed_as_themselves(self, admin: Pipeline) -> None:
+        victim = failed(admin.engine, "stripe:pi:pi_victim")
+        # Usage keys are anything: a "/../" in one once led its Replay button to the victim.
+        odd = [
+            failed(admin.engine, f"key:1:x/../{victim.removesuffix(':create_key')}"),
+            failed(admin.engine, "key:1:50%?a=b&c#d"),
+            failed(admin.engine, "key:1:<b> +x"),
+        ]
+        async with httpx.AsyncClient(follow_redirects=False) as http:
+            csrf = await sign_in(admin, http)
+            listing = (await http.get(f"{admin.url}/admin/intents?status=failed")).text
+            for intent_id in odd:
+                page = await http.get(link_to(listing, intent_id))
+                assert page.status_code == 200, intent_id
+                assert f'id="intent-id">{html.escape(intent_id)}<' in page.text
+                answer = await http.post(form_action(page.text, "replay"), data={"csrf": csrf})
+                assert answer.status_code == 303, intent_id
+                back = await http.get(answer.headers["location"])
+                assert f'id="intent-id">{html.escape(intent_id)}<' in back.text
+                assert 'id="notice">replayed<' in back.text
+        statuses = admin.intents()
+        assert all(statuses[i].status == Status.PENDING.value for i in odd)
+        assert statuses[victim].status == Status.FAILED.value
+
+
+class TestTimes:
+    async def test_crm_and_stripe_intents_show_when_they_occurred(self, admin: Pipeline) -> None:
+        at = datetime(2026, 12, 1, 10, 0, 0, tzinfo=UTC)
+        seconds = int(at.timestamp())
+        ids = [
+            failed(admin.engine, "crm:zoho:deal:7", seconds * 1000 + 123),
+            failed(admin.engine, "stripe:pi:pi_times", seconds),
+            failed(admin.engine, "hubspot:deal:8", seconds * 1000 + 999),
+            failed(admin.engine, "pipedrive:deal:9", seconds * 1000),
+        ]
+        async with httpx.AsyncClient() as http:
+            csrf = await sign_in(admin, http)
+            for intent_id in ids:
+                page = await http.get(f"{admin.url}/admin/intent", params={"id": intent_id})
+                assert page.status_code == 200, intent_id
+                assert "2026-12-01 10:00:00" in page.text, intent_id
+            # A failed CRM intent is replayed from its page like any other.
+            answer = await http.post(
+                f"{admin.url}/admin/intent/replay", params={"id": ids[0]}, data={"csrf": csrf}
+            )
+            assert answer.status_code == 303
+        assert admin.intents()[ids[0]].status == Status.PENDING.value
+
 
 class TestActions:
     async def test_replay_needs_the_csrf_token(self, admin: Pipeline) -> None:
         create = await failed_create(admin)
         async with httpx.AsyncClient() as http:
             csrf = await sign_in(admin, http)
-            url = f"{admin.url}/admin/intents/{create}/replay"
+            url = f"{admin.url}/admin/intent/replay?id={create}"
             assert (await http.post(url, data={})).status_code == 403
             assert (await http.post(url, data={"csrf": csrf + "x"})).status_code == 403
             assert admin.intents()[create].status == Status.FAILED.value
@@ -119,7 +406,7 @@ class TestActions:
         async with httpx.AsyncClient() as http:
             csrf = await sign_in(admin, http)
             answer = await http.post(
-                f"{admin.url}/admin/intents/{create}/replay", data={"csrf": csrf}
+                f"{admin.url}/admin/intent/replay?id={create}", data={"csrf": csrf}
             )
             assert answer.status_code == 409
             assert "only failed or needs_review" in answer.text
@@ -127,7 +414,7 @@ class TestActions:
     async def test_unknown_ids_are_404s(self, admin: Pipeline) -> None:
         async with httpx.AsyncClient() as http:
             await sign_in(admin, http)
-            for path in ("/admin/intents/nope", "/admin/licenses/nope", "/admin/deliveries/99"):
+            for path in ("/admin/intent?id=no", "/admin/license?ref=no", "/admin/deliveries/99"):
                 assert (await http.get(f"{admin.url}{path}")).status_code == 404
             assert (await http.get(f"{admin.url}/admin/intents?status=bogus")).status_code == 400
 
@@ -148,7 +435,7 @@ class TestActions:
             page = await http.get(f"{admin.url}/admin/review")
             assert all(key in page.text for key in keys)
             answer = await http.post(
-                f"{admin.url}/admin/intents/{create}/replay", data={"csrf": csrf, "key": keys[2]}
+                f"{admin.url}/admin/intent/replay?id={create}", data={"csrf": csrf, "key": keys[2]}
             )
             assert answer.status_code == 303
         await admin.drain()
@@ -166,9 +453,9 @@ class TestActions:
                 "/admin/",
                 "/admin/intents",
                 f"/admin/deliveries/{admin.events()[0].id}",
-                f"/admin/intents/{create}",
-                f"/admin/intents/{create}/plan",
-                f"/admin/licenses/stripe:pi:{sb.ONE_OFF_PI}",
+                f"/admin/intent?id={create}",
+                f"/admin/intent/plan?id={create}",
+                f"/admin/license?ref=stripe:pi:{sb.ONE_OFF_PI}",
                 "/admin/review",
             ]
             for path in pages:

@@ -10,6 +10,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
+from bridge.core.settings import Settings
+from bridge.tools.dev import _banner, _plan
 from tests.fixtures.stack import free_port
 
 KEY = r"[A-Z]{5}(?:-[A-Z]{5}){3}"
@@ -90,3 +94,39 @@ def test_sigterm_stops_web_worker_sandbox_and_the_redis_it_started(tmp_path: Pat
     assert started, output
     for port in (web, sandbox, int(started.group(1))):
         assert port_is_free(port), output
+
+
+def test_the_admin_page_is_on_with_the_token_printed_in_the_banner(
+    tmp_path: Path, redis_url: str
+) -> None:
+    proc, web, _ = start(tmp_path, clean_env(BRIDGE_REDIS_URL=redis_url))
+    assert proc.stdout is not None
+    lines: list[str] = []
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        banner = "".join(lines)
+        shown = re.search(r"admin page: (\S+) \(token: (\S+), made for this run\)", banner)
+        assert shown, banner
+        assert shown.group(1) == f"http://127.0.0.1:{web}/admin/"
+        with httpx.Client(base_url=shown.group(1)) as http:
+            csrf = re.search(r'name="csrf" value="([^"]+)"', http.get("login").text)
+            assert csrf, banner
+            answer = http.post("login", data={"csrf": csrf.group(1), "token": shown.group(2)})
+            assert answer.status_code == 303, banner
+            assert http.get("").status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+    output = "".join(lines) + finish(proc, timeout=30)
+    assert proc.returncode == 0, output
+
+
+def test_an_empty_admin_token_given_on_purpose_keeps_the_page_off(tmp_path: Path) -> None:
+    settings = Settings(_env_file=None, BRIDGE_ADMIN_TOKEN="")
+    plan = _plan(settings, demo=False, sandbox_port=1, config_dir=tmp_path)
+    assert plan.admin_token is None
+    assert not plan.env.get("BRIDGE_ADMIN_TOKEN")
+    assert "admin page: off (empty token)" in plan.notes
+    assert "/admin/" not in _banner(plan, "http://127.0.0.1:1", "redis://x")

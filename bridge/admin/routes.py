@@ -1,25 +1,34 @@
 """The admin page's routes: sign in, look, and replay / claim through the CLI's own path.
 
-Every page needs a signed-in session (else: to the login form); every POST needs the
-session's CSRF token (else 403). Database reads run in a thread. Unknown ids are 404s,
-bad form input 400s: nothing here answers 500 on purpose.
+Every page needs a signed-in session (else: to the login form); every POST needs one
+(else 403, before its body is read) and the session's CSRF token (else 403). A body is at
+most :data:`FORM_LIMIT` bytes (else 413). Database reads run in a thread.
+
+Intent ids and license refs may hold anything (a usage key may hold ``?``, ``#``, ``/``,
+``..``): they travel in a query string, percent-encoded (:meth:`Admin.url`), never in a
+path, where a browser would resolve ``..`` or cut at ``?``. Links are absolute under
+``BRIDGE_PUBLIC_URL`` when set (a TLS proxy on another host speaks plain HTTP to us).
+Unknown ids are 404s, bad input (a NUL, a form over the limits) 400s or 413s: nothing
+here answers 500 on purpose.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+import re
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 import click
+from jinja2 import pass_context
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import FormData
+from starlette.datastructures import URL
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -31,6 +40,7 @@ from bridge.admin.auth import Guard, Session
 from bridge.core.intents import Status
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
+from bridge.core.settings import ConfigError
 from bridge.core.state import AppState
 from bridge.cryptolens import CryptolensError
 from bridge.tools import ops
@@ -39,10 +49,12 @@ from bridge.tools.plan import plan_intent
 log = get_logger(__name__)
 
 HERE = Path(__file__).parent
-templates = Jinja2Templates(directory=HERE / "templates")
-templates.env.filters["utc"] = lambda unix: datetime.fromtimestamp(int(unix), UTC).isoformat()
-templates.env.filters["json"] = lambda value: json.dumps(value, sort_keys=True)
-_FORM_LIMITS: dict[str, Any] = {"max_files": 0, "max_fields": 8, "max_part_size": 4096}
+# A form here holds a CSRF token and a token or a key: a few hundred bytes. Anything
+# larger is refused unread, so no stranger keeps a web process parsing.
+FORM_LIMIT = 4096
+_MAX_FIELDS = 8
+_BIGINT = 2**63 - 1  # the largest id a database row can have
+_EVENT_ID = re.compile(r"[0-9]{1,19}")
 
 # Pages may not be framed, may load nothing from elsewhere, and are never cached (they
 # show license keys).
@@ -68,6 +80,29 @@ class _SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class _OddInput:
+    """Refuses, before any route runs, what no page takes: a body announced over
+    :data:`FORM_LIMIT` (413) and a NUL in the path or the query (400: PostgreSQL refuses
+    NUL in a string, which would be a 500 further in)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            request = Request(scope)
+            length = request.headers.get("content-length", "")
+            # Its length first: int() of thousands of digits raises.
+            if length.isdigit() and (len(length) > 9 or int(length) > FORM_LIMIT):
+                await Response("body too large", 413)(scope, receive, send)
+                return
+            query = request.query_params.multi_items()
+            if "\x00" in scope["path"] or any("\x00" in k + v for k, v in query):
+                await Response("NUL in the request", 400)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 Handler = Callable[[Request, Session], Awaitable[Response]]
 
 
@@ -76,34 +111,113 @@ def _state(request: Request) -> AppState:
     return state
 
 
-async def _form(request: Request) -> FormData:
+async def _form(request: Request) -> dict[str, str]:
+    """The body as a URL-encoded form (what a browser's plain form sends): at most
+    :data:`FORM_LIMIT` bytes, read no further (413), and :data:`_MAX_FIELDS` fields."""
+    chunks: list[bytes] = []
+    size = 0
     try:
-        return await request.form(**_FORM_LIMITS)
-    except Exception:  # multipart errors, limits: the client's fault
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > FORM_LIMIT:
+                raise HTTPException(413, f"a form here is at most {FORM_LIMIT} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise HTTPException(400, "the body ended early") from None
+    try:
+        pairs = parse_qsl(
+            b"".join(chunks).decode(), keep_blank_values=True, max_num_fields=_MAX_FIELDS
+        )
+    except ValueError:  # not UTF-8, or too many fields
         raise HTTPException(400, "bad form") from None
+    if any("\x00" in name + value for name, value in pairs):
+        raise HTTPException(400, "NUL in the form")
+    return dict(reversed(pairs))  # a field given twice: its first value
+
+
+def _query(request: Request, name: str) -> str:
+    value = request.query_params.get(name)
+    if not value:
+        raise HTTPException(400, f"which one? give ?{name}=")
+    return value
+
+
+def _public_base(public_url: str | None) -> str | None:
+    """``BRIDGE_PUBLIC_URL`` without its trailing slash; refuses one that is not a URL."""
+    if not public_url:
+        return None
+    parts = urlsplit(public_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"BRIDGE_PUBLIC_URL must be an http(s) URL like https://bridge.example.com, "
+            f"not {public_url!r}"
+        )
+    return public_url.rstrip("/")
 
 
 class Admin:
-    def __init__(self, token: str) -> None:
-        self.guard = Guard(token)
+    def __init__(self, token: str, public_url: str | None = None) -> None:
+        self.public_base = _public_base(public_url)
+        if self.public_base is None:
+            self.guard = Guard(token)
+        else:  # behind a proxy, perhaps under a prefix it strips (https://host/bridge)
+            public = urlsplit(self.public_base)
+            path = public.path.rstrip("/") + "/admin"
+            self.guard = Guard(token, secure=public.scheme == "https", path=path)
+        # Templates of their own: their url_for knows this page's public URL.
+        self.templates = Jinja2Templates(directory=HERE / "templates")
+        env = self.templates.env
+        env.filters["json"] = lambda value: json.dumps(value, sort_keys=True)
+
+        @pass_context
+        def url_for(context: Mapping[str, Any], name: str, /, **params: Any) -> str:
+            return self.url(context["request"], name, **params)
+
+        @pass_context
+        def link(context: Mapping[str, Any], name: str, /, **query: Any) -> str:
+            """A page about one thing named in the query: ``link('admin:intent', id=...)``."""
+            return self.url(context["request"], name, query=query)
+
+        env.globals.update(url_for=url_for, link=link)
 
     # -- plumbing -------------------------------------------------------------------------
 
+    def url(
+        self,
+        request: Request,
+        name: str,
+        /,
+        query: Mapping[str, Any] | None = None,
+        **path_params: Any,
+    ) -> str:
+        """The absolute URL of route ``name``, under the public URL when one is set;
+        ``query`` values percent-encoded whole (``/``, ``?``, ``#``, ``%`` included)."""
+        router = request.scope["router"]
+        path = router.url_path_for(name, **path_params)
+        url = str(path.make_absolute_url(URL(self.public_base or str(request.base_url))))
+        if query:
+            url += "?" + urlencode({k: str(v) for k, v in query.items()}, quote_via=quote)
+        return url
+
+    def redirect(self, request: Request, name: str, **query: Any) -> Response:
+        return RedirectResponse(self.url(request, name, query=query), status_code=303)
+
     def page(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            session = self.guard.session(request)
+            session = await self.guard.session(request)
             if session is None or not session.signed_in:
-                return RedirectResponse(request.url_for("admin:login"), status_code=303)
+                return self.redirect(request, "admin:login")
             return await handler(request, session)
 
         return endpoint
 
     def action(self, handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            session = self.guard.session(request)
-            form = await _form(request)
+            # The session first, from the cookie: a stranger's body is never read.
+            session = await self.guard.session(request)
             if session is None or not session.signed_in:
                 raise HTTPException(403, "sign in first")
+            form = await _form(request)
             if not self.guard.csrf_matches(session, form.get("csrf")):
                 raise HTTPException(403, "bad or missing CSRF token")
             request.state.form = form
@@ -111,29 +225,27 @@ class Admin:
 
         return endpoint
 
-    @staticmethod
     def render(
-        request: Request, session: Session, name: str, status_code: int = 200, **context: Any
+        self, request: Request, session: Session, name: str, status_code: int = 200, **context: Any
     ) -> Response:
         context.update(csrf=session.csrf, signed_in=session.signed_in)
-        return templates.TemplateResponse(request, name, context, status_code=status_code)
+        return self.templates.TemplateResponse(request, name, context, status_code=status_code)
 
     # -- sign in / out --------------------------------------------------------------------
 
     async def login_form(self, request: Request) -> Response:
-        session = self.guard.session(request)
+        session = await self.guard.session(request)
         if session is not None and session.signed_in:
-            return RedirectResponse(request.url_for("admin:home"), status_code=303)
+            return self.redirect(request, "admin:home")
         cookie = Response()  # carries a new session's Set-Cookie, if one is needed
         if session is None:
-            session = self.guard.start(cookie, request, signed_in=False)
+            session = self.guard.start(cookie, request)
         return self._login_page(request, session, cookie)
 
-    @staticmethod
     def _login_page(
-        request: Request, session: Session, cookie: Response, error: str | None = None
+        self, request: Request, session: Session, cookie: Response, error: str | None = None
     ) -> Response:
-        page = templates.TemplateResponse(
+        page = self.templates.TemplateResponse(
             request,
             "login.html",
             {"csrf": session.csrf, "signed_in": False, "error": error},
@@ -143,7 +255,7 @@ class Admin:
         return page
 
     async def login(self, request: Request) -> Response:
-        session = self.guard.session(request)
+        session = await self.guard.session(request)
         form = await _form(request)
         if not self.guard.csrf_matches(session, form.get("csrf")):
             raise HTTPException(403, "bad or missing CSRF token: reload the login page")
@@ -154,7 +266,7 @@ class Admin:
         if not check.ok:
             log.warning("admin sign-in refused", client=request.client and request.client.host)
             cookie = Response()
-            fresh = self.guard.start(cookie, request, signed_in=False)
+            fresh = self.guard.start(cookie, request)
             if check.retry_after is None:
                 return self._login_page(request, fresh, cookie, error="That is not the token.")
             wait = f"Too many wrong tokens: try again in {check.retry_after} s."
@@ -162,14 +274,16 @@ class Admin:
             page.status_code = 429
             page.headers["Retry-After"] = str(check.retry_after)
             return page
-        redirect = RedirectResponse(request.url_for("admin:home"), status_code=303)
-        self.guard.start(redirect, request, signed_in=True)  # a new CSRF token for the session
+        redirect = self.redirect(request, "admin:home")
+        # A new session id and CSRF token: nothing known before signing in carries over.
+        await self.guard.sign_in(redirect, request, replacing=session)
         log.info("admin signed in", client=request.client and request.client.host)
         return redirect
 
-    async def logout(self, request: Request, _: Session) -> Response:
-        redirect = RedirectResponse(request.url_for("admin:login"), status_code=303)
-        self.guard.end(redirect)
+    async def logout(self, request: Request, session: Session) -> Response:
+        redirect = self.redirect(request, "admin:login")
+        await self.guard.sign_out(redirect, request, session)
+        log.info("admin signed out", client=request.client and request.client.host)
         return redirect
 
     # -- pages ----------------------------------------------------------------------------
@@ -184,7 +298,10 @@ class Admin:
         )
 
     async def delivery(self, request: Request, session: Session) -> Response:
-        event_id: int = request.path_params["event_id"]
+        raw: str = request.path_params["event_id"]
+        if not _EVENT_ID.fullmatch(raw) or int(raw) > _BIGINT:
+            raise HTTPException(404, "no such delivery")
+        event_id = int(raw)
         found = await run_in_threadpool(views.delivery, _state(request).engine, event_id)
         if found is None:
             raise HTTPException(404, f"no delivery {event_id}")
@@ -203,7 +320,7 @@ class Admin:
         )
 
     async def intent(self, request: Request, session: Session) -> Response:
-        intent_id: str = request.path_params["intent_id"]
+        intent_id = _query(request, "id")
         found = await run_in_threadpool(views.intent, _state(request).engine, intent_id)
         if found is None:
             raise HTTPException(404, f"no intent {intent_id}")
@@ -217,7 +334,7 @@ class Admin:
         )
 
     async def license(self, request: Request, session: Session) -> Response:
-        ref: str = request.path_params["ref"]
+        ref = _query(request, "ref")
         found = await run_in_threadpool(views.license_page, _state(request).engine, ref)
         if found is None:
             raise HTTPException(404, f"no license {ref}")
@@ -232,7 +349,7 @@ class Admin:
     async def plan(self, request: Request, session: Session) -> Response:
         """The calls a replay would make now (a dry run: reads only)."""
         state = _state(request)
-        intent_id: str = request.path_params["intent_id"]
+        intent_id = _query(request, "id")
         if state.cryptolens is None:
             raise HTTPException(503, "plans read Cryptolens: set CRYPTOLENS_TOKEN for the web app")
         try:
@@ -248,18 +365,18 @@ class Admin:
     async def replay(self, request: Request, _: Session) -> Response:
         """Replay (or, with ``key``, claim) an intent: ``cryptolens-bridge replay``'s path."""
         state = _state(request)
-        intent_id: str = request.path_params["intent_id"]
-        form: FormData = request.state.form
-        key = form.get("key")
-        key = key.strip() if isinstance(key, str) and key.strip() else None
+        intent_id = _query(request, "id")
+        form: dict[str, str] = request.state.form
+        key = form.get("key", "").strip() or None
+        if key is not None and not views.KEY.fullmatch(key):
+            raise HTTPException(400, "a key is four groups of five capitals: ABCDE-FGHIJ-...")
         try:
             await run_in_threadpool(ops.replay, state.engine, intent_id, key=key)
         except click.ClickException as exc:
             raise HTTPException(409, exc.message) from None
         log.info("intent replayed from the admin page", intent=intent_id, claimed=key is not None)
         await _wake(state, intent_id)
-        target = request.url_for("admin:intent", intent_id=intent_id)
-        return RedirectResponse(f"{target}?notice=replayed", status_code=303)
+        return self.redirect(request, "admin:intent", id=intent_id, notice="replayed")
 
 
 async def _wake(state: AppState, intent_id: str) -> None:
@@ -271,28 +388,27 @@ async def _wake(state: AppState, intent_id: str) -> None:
         log.warning("could not wake a worker", error=type(exc).__name__)
 
 
-def mount(token: str) -> Mount:
-    """The admin page under ``/admin`` (the app mounts it only when a token is set)."""
-    admin = Admin(token)
+def mount(token: str, public_url: str | None = None) -> Mount:
+    """The admin page under ``/admin`` (the app mounts it only when a token is set);
+    ``public_url``: ``BRIDGE_PUBLIC_URL``, where browsers reach the bridge."""
+    admin = Admin(token, public_url)
     routes = [
         Route("/", admin.page(admin.home), name="home"),
         Route("/login", admin.login_form, methods=["GET"], name="login"),
         Route("/login", admin.login, methods=["POST"], name="login_post"),
         Route("/logout", admin.action(admin.logout), methods=["POST"], name="logout"),
-        Route("/deliveries/{event_id:int}", admin.page(admin.delivery), name="delivery"),
+        Route("/deliveries/{event_id}", admin.page(admin.delivery), name="delivery"),
         Route("/intents", admin.page(admin.intents), name="intents"),
-        Route(
-            "/intents/{intent_id:path}/replay",
-            admin.action(admin.replay),
-            methods=["POST"],
-            name="replay",
-        ),
-        Route("/intents/{intent_id:path}/plan", admin.page(admin.plan), name="plan"),
-        Route("/intents/{intent_id:path}", admin.page(admin.intent), name="intent"),
-        Route("/licenses/{ref:path}", admin.page(admin.license), name="license"),
+        # One intent, one license: the id in the query (?id=, ?ref=), where it may hold
+        # anything; a path would be cut at "?" and resolved at "..".
+        Route("/intent", admin.page(admin.intent), name="intent"),
+        Route("/intent/plan", admin.page(admin.plan), name="plan"),
+        Route("/intent/replay", admin.action(admin.replay), methods=["POST"], name="replay"),
+        Route("/license", admin.page(admin.license), name="license"),
         Route("/review", admin.page(admin.review), name="review"),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes)
+    app.add_middleware(_OddInput)
     app.add_middleware(_SecurityHeaders)
     return Mount("/admin", app=app, name="admin")

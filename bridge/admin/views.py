@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
+from bridge import providers
 from bridge.core.intents import Status
 from bridge.core.models import (
     Attempt,
@@ -69,6 +70,7 @@ class IntentPage:
     attempts: list[Attempt]
     event: WebhookEvent | None
     license_ref: str  # aliases resolved
+    occurred: datetime | None  # occurred_at read in its provider's unit
 
 
 @dataclass(frozen=True)
@@ -224,6 +226,7 @@ def intent(engine: Engine, intent_id: str) -> IntentPage | None:
             attempts=list(attempts),
             event=event,
             license_ref=_resolve(s, row.license_ref),
+            occurred=providers.occurred_time(row.license_ref, row.occurred_at),
         )
 
 

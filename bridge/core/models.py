@@ -181,6 +181,20 @@ class DeliveryCount(SQLModel, table=True):
     last_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
 
 
+class AdminSession(SQLModel, table=True):
+    """A signed-in session of the admin page (``bridge.admin.sessions`` owns the table).
+
+    Only the SHA-256 of the session id is kept: the id itself is in the operator's cookie,
+    so reading this table yields nothing that signs anyone in. Signing out deletes the row.
+    """
+
+    __tablename__ = "admin_session"
+
+    id_hash: str = Field(primary_key=True, max_length=64)
+    created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
+    expires_at: datetime = Field(sa_column=_ts(index=True))
+
+
 class UsageAggregate(SQLModel, table=True):
     """The units of one (product, key, meter) that arrived in one window: one intent.
 

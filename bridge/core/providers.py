@@ -88,8 +88,11 @@ class WorkerHooks:
 @dataclass(frozen=True)
 class Provider:
     """``name`` prefixes the provider's license refs and names its stored deliveries;
-    ``routes(settings)`` are its endpoints (none when it is not configured)."""
+    ``routes(settings)`` are its endpoints (none when it is not configured).
+    ``occurred_per_second``: the unit of its intents' ``occurred_at``, 1 for unix seconds
+    (Stripe), 1000 for unix milliseconds (a CRM deal's: see ``bridge.crm.deals``)."""
 
     name: str
     routes: Callable[[Settings], Sequence[BaseRoute]]
     worker: WorkerHooks = WorkerHooks()
+    occurred_per_second: int = 1

@@ -36,6 +36,10 @@ from bridge.core.settings import LostPolicy
 from bridge.mytracker import items as tracked
 from bridge.mytracker.config import OFF, TrackerConfig
 
+#: ``occurred_at`` of a deal's intents is in unix milliseconds: a CRM provider's
+#: ``Provider.occurred_per_second``.
+OCCURRED_PER_SECOND = 1000
+
 
 class Kind(StrEnum):
     WON = "won"

@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Route
 from bridge.core.providers import Provider
 from bridge.core.settings import Settings
 from bridge.crm import webhook
+from bridge.crm.deals import OCCURRED_PER_SECOND
 
 PATH = "/webhooks/crm/{source}"
 
@@ -22,4 +23,4 @@ def _routes(_: Settings) -> Sequence[BaseRoute]:
     return [Route(PATH, webhook.endpoint, methods=["POST"])]
 
 
-PROVIDER = Provider(name="crm", routes=_routes)
+PROVIDER = Provider(name="crm", routes=_routes, occurred_per_second=OCCURRED_PER_SECOND)

@@ -9,6 +9,7 @@ from starlette.routing import BaseRoute, Route
 
 from bridge.core.providers import Provider, WorkerHooks
 from bridge.core.settings import Settings
+from bridge.crm.deals import OCCURRED_PER_SECOND
 from bridge.hubspot import api, webhook
 from bridge.hubspot.templates import resolve_template
 
@@ -32,4 +33,5 @@ PROVIDER = Provider(
         open=api.open_client,
         close=api.close_client,
     ),
+    occurred_per_second=OCCURRED_PER_SECOND,
 )

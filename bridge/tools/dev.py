@@ -2,9 +2,11 @@
 
 Each part runs as its own child process (``python -m bridge serve|worker|sandbox``), the
 way production runs them, with the environment filled in: a SQLite file, Redis (a private
-``redis-server`` child when none answers), the sandbox, a generated webhook secret and a
-config with a default template. The children get their own sessions, so a Ctrl-C reaches
-only this process, which then stops them in order: web and worker, sandbox, Redis.
+``redis-server`` child when none answers), the sandbox, a generated webhook secret, a
+config with a default template, and the admin page on with a generated token (printed in
+the banner, like the generated secrets: dev-only values). The children get their own
+sessions, so a Ctrl-C reaches only this process, which then stops them in order: web and
+worker, sandbox, Redis.
 
 ``--demo`` posts a signed one-off purchase once everything is up, waits for the license
 key to appear in the sandbox, prints it and stops. It always runs on its own SQLite file,
@@ -220,6 +222,8 @@ class _Plan:
     crm_root: str | None = None  # the HubSpot/Pipedrive stand-in, when no API URL is given
     # CRM endpoints' secrets generated for this run (printed); the user's are not.
     crm_secrets: dict[str, str] | None = None
+    # BRIDGE_ADMIN_TOKEN generated for this run (printed); None: the user's, or off.
+    admin_token: str | None = None
 
 
 def _plan_crms(
@@ -311,7 +315,25 @@ def _plan(
     made: dict[str, str] = {}
     crm_root = None if demo else _plan_crms(settings, env, notes, crm_port, made)
     crm_secrets = None if demo else made
-    return _Plan(env, notes, sandbox_root, sandbox_db, generated, crm_root, crm_secrets)
+    admin_token = _plan_admin(settings, env, notes)
+    return _Plan(
+        env, notes, sandbox_root, sandbox_db, generated, crm_root, crm_secrets, admin_token
+    )
+
+
+def _plan_admin(settings: Settings, env: dict[str, str], notes: list[str]) -> str | None:
+    """The admin page on: with the user's BRIDGE_ADMIN_TOKEN, else one made for this run
+    (returned, to be printed); an empty BRIDGE_ADMIN_TOKEN given on purpose keeps it off."""
+    if "admin_token" in settings.model_fields_set:
+        _refuse(settings.admin_token_value)  # the web would refuse it; say so first
+        given = env["BRIDGE_ADMIN_TOKEN"] = settings.admin_token.get_secret_value()
+        on = bool(given.strip())
+        notes.append(
+            "admin page: /admin/, BRIDGE_ADMIN_TOKEN" if on else "admin page: off (empty token)"
+        )
+        return None
+    token = env["BRIDGE_ADMIN_TOKEN"] = f"admin-dev-{secrets.token_urlsafe(18)}"
+    return token
 
 
 def _refuse(check: Callable[[], object]) -> None:
@@ -494,6 +516,8 @@ def _banner(plan: _Plan, web: str, redis_url: str) -> str:
     ]
     if plan.sandbox_root is not None:
         lines.append(f"  sandbox state: {plan.sandbox_root}/sandbox/state")
+    if plan.admin_token is not None:
+        lines.append(f"  admin page: {web}/admin/ (token: {plan.admin_token}, made for this run)")
     lines += [
         "  try:",
         f"    cryptolens-bridge send stripe {DEMO_SAMPLE} --url {web}/webhooks/stripe \\",
