@@ -33,7 +33,7 @@ from bridge.core.state import AppState
 
 log = get_logger(__name__)
 
-DEFAULT_PORT = 9464
+OPERATOR_CONNECTIONS = 16
 
 
 def parse_address(value: str, name: str) -> tuple[str, int] | None:
@@ -106,8 +106,16 @@ class Listener:
 
     def __init__(self, state: AppState, address: tuple[str, int]) -> None:
         self.address = address
+        # A few scrapers, not the internet: h11 bounds a request's head (16 KiB), and
+        # past a handful of open connections a request is answered 503.
         self._config = uvicorn.Config(
-            operator_app(state), lifespan="off", log_level="warning", access_log=False
+            operator_app(state),
+            http="h11",
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            limit_concurrency=OPERATOR_CONNECTIONS,
+            timeout_keep_alive=5,
         )
         self._server = uvicorn.Server(self._config)
         self._socket: socket.socket | None = None
