@@ -1,4 +1,7 @@
-"""The web app: webhook endpoints, health, readiness, metrics and (when on) ``/admin``.
+"""The web app: webhook endpoints, health, readiness and (when on) ``/admin``.
+
+Metrics and the detailed readiness are served on the operator address
+(``bridge.operator_port``), never on the webhook port.
 
 ``create_app(settings)`` refuses to build with an empty or placeholder webhook secret
 (an empty secret verifies against an empty key, which anyone can forge). Shared clients
@@ -7,20 +10,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bridge import providers
+from bridge import operator_port, providers
 from bridge.core import metrics
 from bridge.core.batcher import Batcher
 from bridge.core.db import make_engine
@@ -28,13 +29,9 @@ from bridge.core.deliverylog import DeliveryLog
 from bridge.core.queue import Enqueuer, connect
 from bridge.core.settings import ConfigError, Settings
 from bridge.core.state import AppState
+from bridge.core.throttle import Throttle
 from bridge.cryptolens import CryptolensClient, make_http_client
 from bridge.usage import endpoint as usage_endpoint
-
-
-def _ping_db(engine: Engine) -> None:
-    with engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
 
 
 async def healthz(_: Request) -> Response:
@@ -42,28 +39,10 @@ async def healthz(_: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    state: AppState = request.state.bridge
-    checks: dict[str, str] = {}
-    try:
-        await asyncio.wait_for(asyncio.to_thread(_ping_db, state.engine), 2)
-        checks["database"] = "ok"
-    except Exception as exc:
-        checks["database"] = f"unavailable: {type(exc).__name__}"
-    try:
-        if state.redis is None:
-            raise RuntimeError("not configured")
-        await asyncio.wait_for(state.redis.ping(), 2)
-        checks["redis"] = "ok"
-    except Exception as exc:
-        checks["redis"] = f"unavailable: {type(exc).__name__}"
-    ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    state: AppState = request.state.bridge
-    await metrics.refresh(state.engine, state.redis)
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    """Ready or not, for a load balancer: what is down is told on the operator address."""
+    found = await operator_port.checks(request.state.bridge)
+    ready = all(v == "ok" for v in found.values())
+    return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
 
 def create_app(
@@ -71,8 +50,11 @@ def create_app(
     *,
     engine: Engine | None = None,
     clock: Callable[[], float] = time.time,
+    serve_operator: bool = False,
 ) -> Starlette:
-    """The app; ``clock`` (unix seconds) is what signatures are dated against."""
+    """The app; ``clock`` (unix seconds) is what signatures are dated against.
+    ``serve_operator``: also serve ``/metrics`` and the detailed ``/readyz`` on
+    ``BRIDGE_METRICS_ADDRESS`` while the app runs (``serve`` does; tests ask for it)."""
     secrets = settings.webhook_secrets()  # raises ConfigError before anything listens
     if not settings.webhook_sources():
         raise ConfigError(
@@ -85,9 +67,10 @@ def create_app(
     plan_token = settings.token() if admin_token is not None and has_token else None
     config = settings.bridge_config()
     usage_tokens = settings.usage_tokens_list()
+    address = operator_port.parse_address(settings.metrics_address, "BRIDGE_METRICS_ADDRESS")
 
     @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[dict[str, Any]]:
+    async def lifespan(running: Starlette) -> AsyncIterator[dict[str, Any]]:
         own_engine = engine is None
         db_engine = engine or make_engine(settings.database_url)
         redis = connect(settings.redis_url)
@@ -104,7 +87,14 @@ def create_app(
             deliveries,
             usage_tokens=usage_tokens,
             clock=clock,
+            throttle=Throttle(clock),
+            refresh_metrics=metrics.Refresher(clock),
         )
+        listener = None
+        if serve_operator and address is not None:
+            listener = operator_port.Listener(state, address)
+            await listener.start()
+            running.state.operator = listener  # its url, for tests
         http = None
         if plan_token is not None:
             # The admin page's dry runs read Cryptolens: one client for the process.
@@ -119,6 +109,8 @@ def create_app(
         try:
             yield {"bridge": state}
         finally:
+            if listener is not None:
+                await listener.stop()
             await batcher.aclose()
             await deliveries.flush()
             if http is not None:
@@ -138,7 +130,6 @@ def create_app(
         Route("/usage/openapi.json", usage_endpoint.openapi, methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
     ]
     if admin_token is not None:
         # Imported only when on: the webhook path never loads the operator's tooling.

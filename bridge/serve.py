@@ -187,7 +187,7 @@ def app_from_environment() -> Any:
     settings = Settings()
     logs.configure(settings.log_level)
     logs.register_secrets(settings.stripe_webhook_secret.get_secret_value().split(","))
-    return create_app(settings)
+    return create_app(settings, serve_operator=True)
 
 
 @click.command("serve")
@@ -204,12 +204,15 @@ def app_from_environment() -> Any:
     ),
 )
 def command(host: str, port: int, workers: int) -> None:
-    """Receive webhooks (STRIPE_WEBHOOK_SECRET, BRIDGE_DATABASE_URL, BRIDGE_REDIS_URL)."""
+    """Receive webhooks (STRIPE_WEBHOOK_SECRET, BRIDGE_DATABASE_URL, BRIDGE_REDIS_URL).
+
+    /metrics and the detailed /readyz: on BRIDGE_METRICS_ADDRESS (127.0.0.1:9464)."""
     settings = Settings()
     logs.configure(settings.log_level)
     logs.register_secrets(settings.stripe_webhook_secret.get_secret_value().split(","))
     try:
-        app = create_app(settings)  # validates the secrets before anything listens
+        # Validates the secrets before anything listens; metrics go to the operator address.
+        app = create_app(settings, serve_operator=True)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     if workers == 1:

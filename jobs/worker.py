@@ -113,6 +113,16 @@ def _new_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
+def serve_metrics(settings: Settings) -> None:
+    """This process's metrics (Cryptolens calls, retries) on BRIDGE_WORKER_METRICS_PORT,
+    bound to BRIDGE_WORKER_METRICS_ADDRESS: this host only unless the operator says
+    otherwise, since they are the operator's and not the network's."""
+    if settings.worker_metrics_port:
+        prometheus_client.start_http_server(
+            settings.worker_metrics_port, addr=settings.worker_metrics_address
+        )
+
+
 @click.command("worker")
 @click.option("--burst", is_flag=True, help="Process what is queued, then exit.")
 def command(burst: bool) -> None:
@@ -124,9 +134,7 @@ def command(burst: bool) -> None:
     # arq binds the worker to the event loop current at construction; run() drives it.
     # uvloop (installed with uvicorn[standard]) halves the event loop's share of a job.
     asyncio.set_event_loop(_new_loop())
-    if settings.worker_metrics_port:
-        # Cryptolens calls, retries and the scrape-time gauges of this process.
-        prometheus_client.start_http_server(settings.worker_metrics_port)
+    serve_metrics(settings)
     worker = Worker(**worker_options(settings), burst=burst)
     log.info(
         "worker starting",

@@ -85,7 +85,7 @@ class TestOff:
             assert httpx.get(f"{url}/admin/login").status_code == 404
 
     def test_a_short_or_placeholder_token_refuses_to_start(self, tmp_path: Path) -> None:
-        for token in ("short", "changeme"):
+        for token in ("short", "changeme", "a" * 16, "abababababababababab"):
             settings = make_settings(
                 database_url="sqlite://",
                 redis_url="redis://127.0.0.1:1/0",

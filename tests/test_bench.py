@@ -142,3 +142,13 @@ class TestBurstBench:
         assert burst["keys_created"] == burst["events"] == burst["tagged_once"] == 12
         assert burst["ratio_to_serial"] is not None
         assert set(burst["cpu_ms_per_purchase"]) == {"web", "sandbox", "worker1", "worker2"}
+
+
+class TestScrapeBench:
+    def test_times_the_old_recount_beside_the_scrape(self) -> None:
+        args = ["bench", "--json", "--scrape", "3000"]
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        scrape = json.loads(result.stdout)["scrape"]
+        assert (scrape["database"], scrape["intents"]) == ("sqlite", 3000)
+        assert scrape["recount_ms"] > 0 and scrape["scrape_ms"] > 0

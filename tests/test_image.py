@@ -143,7 +143,7 @@ def test_help_migrate_and_serve_from_the_wheel(installed: Path, tmp_path: Path) 
     assert migrated.returncode == 0, migrated.stderr
     assert (tmp_path / "bridge.db").exists()
 
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     server = subprocess.Popen(
         [str(installed / "bin" / "python"), "-m", "bridge", "serve", "--port", str(port)],
         cwd=tmp_path,
@@ -152,6 +152,7 @@ def test_help_migrate_and_serve_from_the_wheel(installed: Path, tmp_path: Path) 
             BRIDGE_DATABASE_URL=database,
             STRIPE_WEBHOOK_SECRET="whsec_image_test_secret",
             BRIDGE_LOG_LEVEL="WARNING",
+            BRIDGE_METRICS_ADDRESS=f"127.0.0.1:{metrics_port}",
         ),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -162,6 +163,10 @@ def test_help_migrate_and_serve_from_the_wheel(installed: Path, tmp_path: Path) 
         assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
         refused = httpx.post(f"{url}/webhooks/stripe", content=b"{}")
         assert refused.status_code in (400, 401)  # unsigned: refused, nothing stored
+        # Metrics on the operator address only, not on the webhook port.
+        assert httpx.get(f"{url}/metrics").status_code == 404
+        scraped = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics")
+        assert scraped.status_code == 200 and "bridge_webhooks_total" in scraped.text
     finally:
         server.terminate()
         server.communicate(timeout=20)

@@ -59,14 +59,15 @@ class TestRedisOutage:
             sandbox_url=sandbox_server.url,
             config_path=config,
         )
-        with run_asgi(create_app(settings, engine=engine)) as url:
+        app = create_app(settings, engine=engine, serve_operator=True)
+        with run_asgi(app) as url:
             bridge = Pipeline(settings, engine, url, sandbox_server)
             try:
                 await bridge.post(one_off(0))
                 private_redis.stop()
                 responses = [await bridge.post(one_off(n)) for n in range(1, 4)]
                 assert [r.status_code for r in responses] == [200, 200, 200]
-                ready = await bridge.http.get(f"{url}/readyz")
+                ready = await bridge.http.get(f"{app.state.operator.url}/readyz")
                 assert ready.status_code == 503
                 assert ready.json()["redis"].startswith("unavailable")
 

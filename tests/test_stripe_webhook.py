@@ -277,7 +277,8 @@ class TestAccepted:
             config_path=config,
         )
         engine = make_engine(settings.database_url)
-        with run_asgi(create_app(settings, engine=engine)) as url:
+        app = create_app(settings, engine=engine, serve_operator=True)
+        with run_asgi(app) as url:
             body = json.dumps(sb.load("checkout.session.completed.payment")).encode()
             async with httpx.AsyncClient() as http:
                 response = await http.post(
@@ -286,10 +287,12 @@ class TestAccepted:
                     headers={"Stripe-Signature": sign(body, SECRET)},
                 )
                 ready = await http.get(f"{url}/readyz")
+                detailed = await http.get(f"{app.state.operator.url}/readyz")
         engine.dispose()
         assert response.status_code == 503
-        assert ready.status_code == 503
-        assert ready.json()["database"].startswith("unavailable")
+        assert (ready.status_code, ready.json()) == (503, {"ready": False})
+        assert detailed.status_code == 503
+        assert detailed.json()["database"].startswith("unavailable")
 
 
 class TestHealth:
@@ -297,12 +300,18 @@ class TestHealth:
         assert (await bridge.http.get(f"{bridge.url}/healthz")).json() == {"status": "ok"}
         ready = await bridge.http.get(f"{bridge.url}/readyz")
         assert ready.status_code == 200
-        assert ready.json() == {"ready": True, "database": "ok", "redis": "ok"}
+        assert ready.json() == {"ready": True}  # what is up or down: the operator's
+        detailed = await bridge.http.get(f"{bridge.operator_url}/readyz")
+        assert detailed.json() == {"ready": True, "database": "ok", "redis": "ok"}
 
     async def test_metrics_count_outcomes(self, bridge: Pipeline) -> None:
         await bridge.post(sb.load("checkout.session.completed.payment"), secret="whsec_forged")
-        text = (await bridge.http.get(f"{bridge.url}/metrics")).text
+        text = (await bridge.http.get(f"{bridge.operator_url}/metrics")).text
         assert 'bridge_webhooks_total{outcome="bad_signature",provider="stripe"}' in text
+
+    async def test_the_webhook_port_serves_no_metrics(self, bridge: Pipeline) -> None:
+        assert (await bridge.http.get(f"{bridge.url}/metrics")).status_code == 404
+        assert bridge.operator_url.startswith("http://127.0.0.1:")
 
 
 class TestSecrets:

@@ -56,10 +56,13 @@ meter_event_name = "api_calls"
 
 class TestUsageTokens:
     def test_rotation_and_placeholders(self) -> None:
-        two = Settings(_env_file=None, BRIDGE_USAGE_TOKENS=" a" * 1 + "a" * 20 + ", " + "b" * 20)
-        assert two.usage_tokens_list() == ("a" + "a" * 20, "b" * 20)
+        one, other = "usage-token-one-0123456789", "usage-token-two-0123456789"
+        two = Settings(_env_file=None, BRIDGE_USAGE_TOKENS=f" {one}, {other}")
+        assert two.usage_tokens_list() == (one, other)
         assert Settings(_env_file=None).usage_tokens_list() == ()
         with pytest.raises(ConfigError):
             Settings(_env_file=None, BRIDGE_USAGE_TOKENS="changeme").usage_tokens_list()
         with pytest.raises(ConfigError):
             Settings(_env_file=None, BRIDGE_USAGE_TOKENS="short").usage_tokens_list()
+        with pytest.raises(ConfigError, match="distinct"):
+            Settings(_env_file=None, BRIDGE_USAGE_TOKENS=f"{one},{'a' * 40}").usage_tokens_list()

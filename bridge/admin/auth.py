@@ -32,11 +32,19 @@ from starlette.responses import Response
 
 from bridge.admin import sessions
 from bridge.core.state import AppState
+from bridge.core.throttle import Throttle
 
 COOKIE = "bridge_admin"
 PATH = "/admin"
 MAX_AGE = 12 * 3600  # seconds a login lasts
 _SALT = "cryptolens-bridge admin session"
+THROTTLE_KIND = "admin"
+
+
+@dataclass(frozen=True)
+class TokenCheck:
+    ok: bool
+    retry_after: int | None = None  # seconds; set: throttled, the token was not compared
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,18 @@ class Guard:
 
     def token_matches(self, given: str) -> bool:
         return hmac.compare_digest(self._token, given.encode())
+
+    def check_token(self, given: object, throttle: Throttle, client: str) -> TokenCheck:
+        """``token_matches``, throttled per client (bridge.core.throttle): while
+        ``client`` waits, nothing is compared."""
+        wait = throttle.wait(THROTTLE_KIND, client)
+        if wait is not None:
+            return TokenCheck(ok=False, retry_after=wait)
+        if isinstance(given, str) and self.token_matches(given):
+            throttle.succeeded(THROTTLE_KIND, client)
+            return TokenCheck(ok=True)
+        throttle.failed(THROTTLE_KIND, client)
+        return TokenCheck(ok=False)
 
     def _cookie(self, request: Request) -> Session | None:
         raw = request.cookies.get(COOKIE)

@@ -259,12 +259,21 @@ class Admin:
         form = await _form(request)
         if not self.guard.csrf_matches(session, form.get("csrf")):
             raise HTTPException(403, "bad or missing CSRF token: reload the login page")
-        token = form.get("token")
-        if not isinstance(token, str) or not self.guard.token_matches(token):
+        state = _state(request)
+        check = self.guard.check_token(
+            form.get("token"), state.throttle, state.client(request.scope)
+        )
+        if not check.ok:
             log.warning("admin sign-in refused", client=request.client and request.client.host)
             cookie = Response()
             fresh = self.guard.start(cookie, request)
-            return self._login_page(request, fresh, cookie, error="That is not the token.")
+            if check.retry_after is None:
+                return self._login_page(request, fresh, cookie, error="That is not the token.")
+            wait = f"Too many wrong tokens: try again in {check.retry_after} s."
+            page = self._login_page(request, fresh, cookie, error=wait)
+            page.status_code = 429
+            page.headers["Retry-After"] = str(check.retry_after)
+            return page
         redirect = self.redirect(request, "admin:home")
         # A new session id and CSRF token: nothing known before signing in carries over.
         await self.guard.sign_in(redirect, request, replacing=session)

@@ -14,6 +14,7 @@ provider and the cause in one shared vocabulary, so the admin page compares prov
     malformed_header   a header that does not parse (or the wrong auth scheme)
     timestamp          the signature matches, but is dated outside the tolerance
     no_match           no secret, credential or token matches
+    throttled          not checked: this client failed too often (bridge.core.throttle)
     url_mismatch       HubSpot: a client secret matches, but for another URL than the
                        one the bridge rebuilt (BRIDGE_PUBLIC_URL, BRIDGE_TRUST_FORWARDED)
     too_large, bad_encoding, bad_json, not_an_event, bad_body, too_many, bad_payload,

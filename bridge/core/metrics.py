@@ -1,25 +1,35 @@
 """Prometheus metrics: counters and histograms where things happen, gauges at scrape time.
 
-The web process serves ``GET /metrics``; the worker serves its own on
-``BRIDGE_WORKER_METRICS_PORT`` (its Cryptolens calls happen there). The gauges read the
-database and Redis when scraped (:func:`refresh`), with a short timeout: a slow database
-leaves them at their last value rather than stalling the scrape.
+The web process serves ``GET /metrics`` on its operator address (``BRIDGE_METRICS_ADDRESS``,
+never the webhook port); the worker serves its own on ``BRIDGE_WORKER_METRICS_PORT`` (its
+Cryptolens calls happen there). The gauges read the database and Redis when scraped
+(:func:`refresh`), with a short timeout: a slow database leaves them at their last value
+rather than stalling the scrape.
+
+A scrape costs the same whatever the tables hold: each status is counted through the
+status index up to :data:`COUNT_CAP` rows (``SELECT count(*)`` over a million done intents
+took ~300 ms on PostgreSQL, per scrape), the oldest pending intent sorts the pending rows
+only, all in one statement (one round trip), and the database is read at most once per
+:data:`REFRESH_EVERY` seconds however many scrapers ask (the others get the gauges as
+last read).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
+from collections.abc import Callable
 from datetime import datetime
 
 from arq.connections import ArqRedis
 from arq.constants import default_queue_name
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import Engine, func
-from sqlmodel import Session, col, select
+from sqlalchemy import DateTime, Engine, Integer, TextualSelect, column, text
 
 from bridge.core.intents import Status
 from bridge.core.logs import get_logger
-from bridge.core.models import Intent, utcnow
+from bridge.core.models import utcnow
 
 log = get_logger(__name__)
 
@@ -35,7 +45,9 @@ CRYPTOLENS_CALLS = Histogram(
     ["method", "outcome"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
-INTENTS = Gauge("bridge_intents", "Intents by status (at scrape time)", ["status"])
+INTENTS = Gauge(
+    "bridge_intents", "Intents by status (at scrape time; at most COUNT_CAP)", ["status"]
+)
 QUEUE_DEPTH = Gauge("bridge_queue_depth", "Jobs in the arq queue (due or deferred)")
 OLDEST_PENDING = Gauge(
     "bridge_oldest_pending_intent_seconds", "Age of the oldest pending intent (0: none)"
@@ -46,17 +58,62 @@ SCRAPE_ERRORS = Counter(
 )
 
 REFRESH_TIMEOUT = 1.0  # seconds per source at scrape time
+REFRESH_EVERY = 5.0  # seconds: scrapes closer together than this reuse the last read
+COUNT_CAP = 1_000  # intents counted per status; the gauge reads "at least" at the cap
+
+
+def stats_sql(dialect: str) -> str:
+    """One statement, one round trip: each status counted through the status index up
+    to ``:cap`` rows, and the oldest pending intent (sorting the pending rows only).
+    Built from the Status enum, no input: the bind parameters carry the values."""
+    # SQLite's planner knows only the average rows per status (ANALYZE: half of the
+    # table) and chose to scan a million rows for the few pending ones; PostgreSQL keeps
+    # the common values' frequencies and needs no hint.
+    index = " INDEXED BY ix_intent_status" if dialect == "sqlite" else ""
+    counts = ", ".join(
+        f"(SELECT count(*) FROM (SELECT 1 FROM intent{index} WHERE status = :{s.name.lower()}"  # noqa: S608
+        f" LIMIT :cap) AS {s.name.lower()}_rows) AS {s.name.lower()}"
+        for s in Status
+    )
+    oldest = (
+        f"(SELECT created_at FROM intent{index} WHERE status = :pending ORDER BY created_at"  # noqa: S608
+        " LIMIT 1) AS oldest_pending"
+    )
+    return f"SELECT {counts}, {oldest}"
+
+
+@functools.cache
+def _stats(dialect: str) -> TextualSelect:
+    return text(stats_sql(dialect)).columns(
+        *(column(s.name.lower(), Integer) for s in Status),
+        column("oldest_pending", DateTime(timezone=True)),
+    )
 
 
 def _intent_stats(engine: Engine) -> tuple[dict[str, int], datetime | None]:
-    with Session(engine) as s:
-        counts = dict(
-            s.exec(select(Intent.status, func.count()).group_by(col(Intent.status))).all()
-        )
-        oldest = s.exec(
-            select(func.min(Intent.created_at)).where(col(Intent.status) == Status.PENDING.value)
-        ).first()
+    params: dict[str, object] = {s.name.lower(): s.value for s in Status}
+    with engine.connect() as connection:
+        row = connection.execute(_stats(engine.dialect.name), {**params, "cap": COUNT_CAP}).one()
+    counts = {s.value: int(getattr(row, s.name.lower())) for s in Status}
+    oldest: datetime | None = row.oldest_pending
     return counts, oldest
+
+
+class Refresher:
+    """:func:`refresh`, at most once per ``every`` seconds of ``clock``."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, every: float = REFRESH_EVERY):
+        self._clock, self._every = clock, every
+        self._last: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self, engine: Engine, redis: ArqRedis | None) -> None:
+        async with self._lock:  # concurrent scrapes wait for one read, not one each
+            now = self._clock()
+            if self._last is not None and now - self._last < self._every:
+                return
+            await refresh(engine, redis)
+            self._last = self._clock()
 
 
 async def refresh(engine: Engine, redis: ArqRedis | None) -> None:

@@ -44,7 +44,34 @@ def _secrets(raw: str, name: str) -> tuple[str, ...]:
     return parts
 
 
-ADMIN_TOKEN_MIN = 16
+# Secrets the operator makes up (the admin token, the Pipedrive webhook's password, usage
+# tokens, CRM_SECRET_<SOURCE>) must be hard to guess: online guessing is throttled
+# (bridge.core.throttle), but "aaaaaaaaaaaaaaaa" or "p" fall to a short list of guesses.
+# Secrets a vendor issues (Stripe's, HubSpot's, API keys) are taken as they come.
+SECRET_MIN_LENGTH = 16
+SECRET_MIN_DISTINCT = 8  # characters; a random 16-character token has about 13
+MAKE_ONE = "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+
+def weakness(value: str) -> str | None:
+    """Why ``value`` is too weak to be a secret, or None."""
+    if value.lower() in _PLACEHOLDERS:
+        return "is empty or a placeholder"
+    if len(value) < SECRET_MIN_LENGTH:
+        return f"is shorter than {SECRET_MIN_LENGTH} characters"
+    if len(set(value)) < SECRET_MIN_DISTINCT:
+        return f"has fewer than {SECRET_MIN_DISTINCT} distinct characters"
+    return None
+
+
+def _strong(name: str, values: tuple[str, ...]) -> tuple[str, ...]:
+    """``values`` when each is strong; else ConfigError naming ``name`` (never the value)."""
+    for value in values:
+        why = weakness(value)
+        if why is not None:
+            which = "one of its values" if len(values) > 1 else "its value"
+            raise ConfigError(f"{name}: {which} {why}; {MAKE_ONE}")
+    return values
 
 
 class ConfigError(Permanent):
@@ -299,8 +326,15 @@ class Settings(BaseSettings):
     worker_shutdown_wait: int = Field(default=10, ge=0, alias="BRIDGE_WORKER_SHUTDOWN_WAIT")
 
     log_level: str = Field(default="INFO", alias="BRIDGE_LOG_LEVEL")
-    # Where `worker` serves its Prometheus metrics (its Cryptolens calls); 0: not served.
+    # Metrics and details tell the sales volume and the setup: served where only operators
+    # reach them. `serve`: /metrics and the detailed /readyz on this host:port ("off": not
+    # served), never on the webhook port. `worker`: its metrics on this port (0: not
+    # served) of this address.
+    metrics_address: str = Field(default="127.0.0.1:9464", alias="BRIDGE_METRICS_ADDRESS")
     worker_metrics_port: int = Field(default=0, ge=0, le=65535, alias="BRIDGE_WORKER_METRICS_PORT")
+    worker_metrics_address: str = Field(
+        default="127.0.0.1", min_length=1, alias="BRIDGE_WORKER_METRICS_ADDRESS"
+    )
 
     # The operator's page at /admin: off (404) unless set; at least 16 characters.
     admin_token: SecretStr = Field(default=SecretStr(""), alias="BRIDGE_ADMIN_TOKEN")
@@ -387,6 +421,7 @@ class Settings(BaseSettings):
                 "PIPEDRIVE_WEBHOOK_USER and PIPEDRIVE_WEBHOOK_PASSWORD must both be set, "
                 "to values that are not placeholders"
             )
+        _strong("PIPEDRIVE_WEBHOOK_PASSWORD", (password,))
         return user, password
 
     @staticmethod
@@ -395,18 +430,13 @@ class Settings(BaseSettings):
         (read from the process environment: the names depend on the sources); none: the
         source's endpoint answers 404."""
         name = f"CRM_SECRET_{source.upper()}"
-        return _secrets(os.environ.get(name, ""), name)
+        return _strong(name, _secrets(os.environ.get(name, ""), name))
 
     def usage_tokens_list(self) -> tuple[str, ...]:
         """The usage endpoint's bearer tokens; empty when none is configured. A
         placeholder is refused: it would let anyone bill a customer."""
         raw = self.usage_tokens.get_secret_value()
-        parts = tuple(p.strip() for p in raw.split(",") if p.strip())
-        if any(p.lower() in _PLACEHOLDERS or len(p) < 16 for p in parts):
-            raise ConfigError(
-                "BRIDGE_USAGE_TOKENS holds a placeholder or a token shorter than 16 characters"
-            )
-        return parts
+        return _strong("BRIDGE_USAGE_TOKENS", tuple(p.strip() for p in raw.split(",") if p.strip()))
 
     def mytracker_key(self) -> str | None:
         """myTracker's API key; None when unset; a placeholder is refused."""
@@ -429,11 +459,14 @@ class Settings(BaseSettings):
         sources = ["stripe"] if self.webhook_secrets() else []
         sources += ["hubspot"] if self.hubspot_secrets() else []
         sources += ["pipedrive"] if self.pipedrive_credentials() is not None else []
-        sources += [
-            "crm:" + name.removeprefix("CRM_SECRET_").lower()
+        crm = [
+            name.removeprefix("CRM_SECRET_").lower()
             for name, value in os.environ.items()
             if name.startswith("CRM_SECRET_") and value.strip()
         ]
+        for source in crm:  # a weak one stops the start, not only its source
+            self.crm_secrets(source)
+        sources += ["crm:" + source for source in crm]
         sources += ["usage"] if self.usage_tokens_list() else []
         return sources
 
@@ -442,10 +475,11 @@ class Settings(BaseSettings):
         token = self.admin_token.get_secret_value().strip()
         if not token:
             return None
-        if token.lower() in _PLACEHOLDERS or len(token) < ADMIN_TOKEN_MIN:
+        why = weakness(token)
+        if why is not None:
             raise ConfigError(
-                f"BRIDGE_ADMIN_TOKEN is a placeholder or shorter than {ADMIN_TOKEN_MIN} "
-                "characters; leave it empty to turn the admin page off"
+                f"BRIDGE_ADMIN_TOKEN {why}; {MAKE_ONE} (or leave it empty to turn the admin "
+                "page off)"
             )
         return token
 

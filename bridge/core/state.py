@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
 from bridge.core.batcher import Batcher
 from bridge.core.deliverylog import DeliveryLog
+from bridge.core.metrics import Refresher
 from bridge.core.settings import BridgeConfig, Settings
+from bridge.core.throttle import Throttle, client_key
 from bridge.cryptolens import CryptolensClient
 
 
@@ -31,3 +34,11 @@ class AppState:
     clock: Callable[[], float] = time.time
     # Read-only Cryptolens calls for the admin page's plans (None: no token configured).
     cryptolens: CryptolensClient | None = None
+    # Failed credential checks per client (admin token, Pipedrive Basic, usage tokens).
+    throttle: Throttle = field(default_factory=Throttle)
+    # The metrics' gauges, read at most once per few seconds however many scrape.
+    refresh_metrics: Refresher = field(default_factory=Refresher)
+
+    def client(self, scope: Mapping[str, Any]) -> str:
+        """The key a client's failed checks are counted under."""
+        return client_key(scope, self.settings.trust_forwarded)

@@ -4,6 +4,8 @@
 401  no or wrong credentials (compared in constant time)      nothing stored
      (noted as no_header, malformed_header: not Basic, not base64, no ':'; or
      no_match: the user or the password is wrong, which one is not told)
+429  this client failed too often (bridge.core.throttle):     nothing stored
+     Retry-After says when to try again; nothing was compared
 413  body over the limit                                      nothing stored
 400  not JSON, or no meta.id to store it under                nothing stored
 503  the database cannot take it                              Pipedrive retries
@@ -51,16 +53,23 @@ def auth_refusal(header: str | None, user: str, password: str) -> str | None:
 async def endpoint(request: Request) -> Response:
     state = state_of(request)
     credentials = state.settings.pipedrive_credentials()
+    client = state.client(request.scope)
+    wait = state.throttle.wait(SOURCE, client)
     try:
+        if wait is not None:
+            detail = f"too many failed credential checks: retry in {wait} s"
+            raise Refused(429, "throttled", detail)
         cause = (
             "no_match"
             if credentials is None
             else auth_refusal(request.headers.get("authorization"), *credentials)
         )
         if cause is not None:
+            state.throttle.failed(SOURCE, client)
             raise Refused(
                 401, "unauthorized", "HTTP Basic credentials of the webhook expected", cause
             )
+        state.throttle.succeeded(SOURCE, client)
         body = await read_body(request, state.settings.max_body_bytes)
         parsed = parse_json(body)
         try:
@@ -71,6 +80,8 @@ async def endpoint(request: Request) -> Response:
         response = refuse(request, SOURCE, refused)
         if refused.status == 401:
             response.headers["WWW-Authenticate"] = 'Basic realm="cryptolens-bridge"'
+        if wait is not None:
+            response.headers["Retry-After"] = str(wait)
         return response
     stored = await record(
         request,

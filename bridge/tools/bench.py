@@ -43,8 +43,8 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from bridge.core.db import migrate
+from bridge.tools import bench_scrape, loadgen
 from bridge.tools import burst as burst_mode
-from bridge.tools import loadgen
 from bridge.tools.procs import REDIS_HINT, free_port, redis_server_binary
 
 SECRET = "whsec_bench_only_not_a_real_secret"  # noqa: S105 - signs local bench events
@@ -556,6 +556,16 @@ def _usage(
     "--usage-records", default=500, show_default=True, help="Records per key in one window."
 )
 @click.option(
+    "--scrape",
+    type=click.IntRange(1, 100_000_000),
+    help="Instead: one /metrics scrape's database reads with N intents, before and now.",
+)
+@click.option(
+    "--postgres",
+    help="With --scrape: a PostgreSQL server URL to make a throwaway database on "
+    "(default: a temporary SQLite file).",
+)
+@click.option(
     "--keep",
     type=click.Path(file_okay=False, path_type=Path),
     help="Keep databases and process logs in this directory.",
@@ -575,6 +585,8 @@ def command(
     usage: bool,
     usage_batch: int,
     usage_records: int,
+    scrape: int | None,
+    postgres: str | None,
     keep: Path | None,
 ) -> None:
     """Measure ingest throughput, webhook-to-key latency and memory against their targets.
@@ -583,6 +595,14 @@ def command(
     missed target is reported, not an error: the exit code is 0.
     """
     host = machine()
+    if scrape is not None:
+        scraped = bench_scrape.run(scrape, postgres)
+        if as_json:
+            click.echo(json.dumps({"machine": host, "scrape": scraped}, indent=2))
+        else:
+            click.echo(f"machine: {host['cores']} cores, {host['cpu']}, Python {host['python']}")
+            click.echo(bench_scrape.report(scraped))
+        return
     if burst is not None:
         with stack(keep) as st:
             result = burst_mode.run(

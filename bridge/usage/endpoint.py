@@ -2,6 +2,8 @@
 
     404  no BRIDGE_USAGE_TOKENS configured: the endpoint does not exist
     401  no bearer token, or not one of BRIDGE_USAGE_TOKENS    nothing stored
+    429  this client failed too often (bridge.core.throttle)   nothing stored; retry
+         after Retry-After seconds (its token was not compared)
     413  body over BRIDGE_MAX_BODY_BYTES, or over 1,000 records nothing stored
     400  not a JSON object or array (or an empty array)        nothing stored
     503  the database cannot take the write                    nothing stored; retry
@@ -96,10 +98,17 @@ async def post_usage(request: Request) -> Response:
     state: AppState = request.state.bridge
     if not state.usage_tokens:
         return _error(404, "not_found", "usage reporting is not configured")
+    client = state.client(request.scope)
+    wait = state.throttle.wait(PROVIDER, client)
+    if wait is not None:
+        detail = f"too many failed credential checks: retry in {wait} s"
+        return _refuse(request, 429, "throttled", detail, **{"Retry-After": str(wait)})
     cause = token_refusal(request.headers.get("authorization"), state.usage_tokens)
     if cause is not None:
+        state.throttle.failed(PROVIDER, client)
         detail = "a bearer token from BRIDGE_USAGE_TOKENS is needed"
         return _refuse(request, 401, "unauthorized", detail, cause)
+    state.throttle.succeeded(PROVIDER, client)
     try:
         body = await _body(request, state.settings.max_body_bytes)
     except _TooLarge:
