@@ -307,6 +307,31 @@ class TestPipedrive:
         assert found["duplicate"].external_id == "delivery-1"
         assert_nothing_secret(found.values(), sent, (PIPEDRIVE_AUTH[0], "not-the-password"))
 
+    async def test_a_nul_in_the_id_or_type_is_stored_escaped_never_a_5xx(
+        self, settings: Settings, engine: Engine, sandbox_server: SandboxServer
+    ) -> None:
+        # PostgreSQL refuses a NUL in text: a 503 on every retry, and Pipedrive disables a
+        # webhook that keeps failing. Stored escaped, acted on never, the reason kept.
+        nul_id = pipedrive_delivery("delivery\u0000-1")
+        nul_type = pipedrive_delivery("delivery-2")
+        nul_type["meta"]["entity"] = "deal\u0000"
+        async with bridge(settings, engine, sandbox_server) as b:
+            sent = [
+                await b.post_pipedrive(nul_id),
+                await b.post_pipedrive(nul_id),
+                await b.post_pipedrive(nul_type),
+            ]
+            events = {e.external_id: e for e in b.events()}
+            assert b.intents() == {}
+        assert [r.status_code for r in sent] == [200, 200, 200]
+        assert [r.json()["duplicate"] for r in sent] == [False, True, False]
+        assert sorted(events) == ["delivery-2", "delivery\\u0000-1"]
+        assert events["delivery-2"].type == "deal\\u0000.change"
+        assert {e.outcome for e in events.values()} == {"ignored"}
+        assert all("NUL" in (e.note or "") for e in events.values())
+        rows, _ = logged(engine, "pipedrive")
+        assert [r.external_id for r in rows] == ["delivery\\u0000-1"]
+
 
 def contract_event(event_id: str) -> dict[str, Any]:
     return {

@@ -15,12 +15,14 @@ provider and the cause in one shared vocabulary, so the admin page compares prov
     timestamp          the signature matches, but is dated outside the tolerance
     no_match           no secret, credential or token matches
     url_mismatch       HubSpot: a client secret matches, but for another URL than the
-                       one the bridge rebuilt (BRIDGE_PUBLIC_URL, BRIDGE_TRUST_FORWARDED)
+                       one the bridge rebuilt (BRIDGE_PUBLIC_URL)
+    legacy_signature   HubSpot: only a v1/v2 signature (HUBSPOT_ACCEPT_LEGACY_SIGNATURES off)
     too_large, bad_encoding, bad_json, not_an_event, bad_body, too_many, bad_payload,
     no_such_source, database_unavailable
                        the body or the request itself, as the endpoint answered it
     bad_event          HubSpot: events of a batch skipped (once per batch, with a count)
     bad_records        POST /usage: records of a batch refused (once, with a count)
+    idempotency_conflict  POST /usage: records reusing a key for other content (idem)
     duplicate          verified, but already stored (usage: once per batch, with a count)
 
 Noting only appends to memory and returns. One background task writes what has piled
