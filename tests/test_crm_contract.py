@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -243,6 +244,12 @@ class TestRefused:
         assert (response.status_code, response.json()["error"]) == (400, "bad_payload")
         self.nothing_stored(crm_now)
 
+    async def test_an_escaped_surrogate_pair_is_a_character(self, crm_now: CrmPipeline) -> None:
+        customer = {"email": "a@b.c", "name": "Ada \U0001f600"}  # sent as \ud83d\ude00
+        body = json.dumps(deal_event("evt-1", customer=customer)).encode()
+        assert b"\\ud83d\\ude00" in body
+        assert (await crm_now.post_contract(body)).status_code == 200
+
     async def test_up_to_the_tolerance_ahead_is_taken(self, crm_now: CrmPipeline) -> None:
         event = deal_event("evt-1", at="2026-05-28T20:31:40Z")  # NOW + 300 s
         assert (await crm_now.post_contract(event)).status_code == 200
@@ -253,6 +260,11 @@ class TestRefused:
             b"\xef\xbb\xbf{}",
             b'{"amount": NaN}',
             '{"a":"\u00e9"}'.encode("utf-16"),
+            # A lone surrogate: no character, once a 500 on every retry (it reached the
+            # intent's params, which no encoder takes).
+            json.dumps(
+                deal_event("evt-1", customer={"email": "a@b.c", "name": "Ada\ud800"})
+            ).encode(),
         ):
             response = await crm_now.post_contract(body)
             assert response.status_code == 400, body
