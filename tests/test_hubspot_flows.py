@@ -268,7 +268,9 @@ class TestTheSignedUrl:
         self, crm_settings: Settings, engine: Engine
     ) -> None:
         # The client sent "X-Forwarded-Host: staging.example.com"; the proxy appended its own.
-        settings = crm_settings.model_copy(update={"public_url": "https://bridge.other.example"})
+        settings = crm_settings.model_copy(
+            update={"public_url": "https://bridge.other.example", "trust_forwarded": True}
+        )
         signed = f"{PUBLIC_URL}/webhooks/hubspot"
         claims = {
             "X-Forwarded-Proto": "http, https",

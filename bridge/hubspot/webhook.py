@@ -71,10 +71,11 @@ def called_uri(request: Request, settings: Settings) -> str:
 
 def _other_uris(request: Request, settings: Settings) -> list[str]:
     """The URLs HubSpot may have signed if BRIDGE_PUBLIC_URL is wrong, to say so: the
-    request's own, the forwarded one, each with the other scheme. Only ever named in a
-    refusal: a signature for one of them is still refused."""
+    request's own, the forwarded one (with BRIDGE_TRUST_FORWARDED), each with the other
+    scheme. Only ever named in a refusal: a signature for one of them is still refused."""
     called = called_uri(request, settings)
-    found = [uri for uri in (_own(request), _forwarded(request)) if uri is not None]
+    forwarded = _forwarded(request) if settings.trust_forwarded else None
+    found = [uri for uri in (_own(request), forwarded) if uri is not None]
     found += [_other_scheme(uri) for uri in found]
     return [uri for uri in dict.fromkeys(found) if uri != called]
 
