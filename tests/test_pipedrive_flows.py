@@ -181,6 +181,15 @@ class TestRefused:
             "person.create: only deals concern keys",
         )
 
+    async def test_a_change_dated_in_the_future_is_ignored(self, pipedrive: CrmPipeline) -> None:
+        # It would order after every real change of the deal, for ever.
+        body = won()
+        body["meta"]["timestamp"] = "2099-01-01T00:00:00Z"
+        assert (await pipedrive.post_pipedrive(body)).status_code == 200
+        [stored] = pipedrive.events()
+        assert (stored.outcome, stored.note) == ("ignored", "meta.timestamp is in the future")
+        assert pipedrive.intents() == {}
+
     @pytest.mark.parametrize("entity_id", ["0", "000", "-8", "8.0", "8 "])
     async def test_an_entity_id_that_is_no_deal_id_is_ignored(
         self, pipedrive: CrmPipeline, entity_id: str

@@ -71,7 +71,16 @@ def _kinds(delivery: Delivery) -> list[Kind]:
     return kinds
 
 
-def plan(delivery: Delivery, config: PipedriveConfig, tracker: TrackerConfig = OFF) -> Plan:
+def plan(
+    delivery: Delivery,
+    config: PipedriveConfig,
+    tracker: TrackerConfig = OFF,
+    *,
+    latest_ms: int | None = None,
+) -> Plan:
+    """The delivery's intents; one dated (``meta.timestamp``) after ``latest_ms`` (our
+    clock plus the signature tolerance) is ignored: it would order after every real
+    change of the deal, for ever."""
     if delivery.entity != "deal":
         return Plan(ignored=f"{delivery.type}: only deals concern keys")
     deal_id = deal_id_of(delivery.entity_id)
@@ -79,6 +88,8 @@ def plan(delivery: Delivery, config: PipedriveConfig, tracker: TrackerConfig = O
         return Plan(ignored=f"meta.entity_id {delivery.entity_id!r} is not a deal id")
     if delivery.occurred_at_ms <= 0:
         return Plan(ignored="no meta.timestamp to order the change by")
+    if latest_ms is not None and delivery.occurred_at_ms > latest_ms:
+        return Plan(ignored="meta.timestamp is in the future")
     kinds = _kinds(delivery)
     if not kinds:
         return Plan(ignored=f"{delivery.type} does not concern the deal's key")
