@@ -25,6 +25,7 @@ import httpx
 
 from bridge.hubspot.signature import sign_v3
 from bridge.stripe.signature import sign
+from bridge.tools.terminal import say
 
 _ROOT = Path(__file__).parent.parent
 SAMPLES = {
@@ -72,7 +73,7 @@ def _send(url: str, body: bytes, headers: dict[str, str]) -> None:
         ) from None
     except httpx.HTTPError as exc:
         raise click.ClickException(f"posting to {url} failed: {exc!r}") from None
-    click.echo(f"{response.status_code} {response.text}")
+    say(f"{response.status_code} {response.text}")  # the server's words, escaped
     if not response.is_success:
         raise SystemExit(1)
 
