@@ -21,8 +21,9 @@ BRIDGE_SIGNATURE_TOLERANCE is refused: it would order after every real change.
 
 Refusals are noted in the delivery log with their cause (no_header, malformed_header,
 timestamp, no_match, url_mismatch: a client secret signed the request for one of the
-other URLs the bridge could have rebuilt, which a setting mends), bad events once per
-batch with their count, and each duplicate event under its eventId.
+other URLs the bridge could have rebuilt, which a setting mends; legacy_signature: only
+v1/v2), bad events once per batch with their count, and each duplicate event under its
+eventId.
 """
 
 from __future__ import annotations
