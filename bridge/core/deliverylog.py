@@ -44,6 +44,7 @@ from typing import Any
 from sqlalchemy import DateTime, Engine, bindparam, text
 
 from bridge.core.db import transaction
+from bridge.core.inbox import storable_text
 from bridge.core.logs import get_logger
 from bridge.core.models import utcnow
 
@@ -86,6 +87,12 @@ def client_of(scope: Mapping[str, Any]) -> str | None:
     return str(client[0]) if client else None
 
 
+def _detail(text: str) -> str:
+    """A detail within its column, escaped where a database could not take it (an
+    escape is at most six characters: never hashed, cut after)."""
+    return storable_text(text[:_DETAIL], 6 * _DETAIL)[:_DETAIL]
+
+
 class DeliveryLog:
     def __init__(self, engine: Engine, *, keep: int = KEEP, buffer: int = BUFFER) -> None:
         self._engine = engine
@@ -110,8 +117,10 @@ class DeliveryLog:
                 provider,
                 outcome,
                 cause,
-                detail[:_DETAIL] if detail else None,
-                external_id[:255] if external_id else None,
+                # A sender's id may hold a NUL, which PostgreSQL refuses: escaped, or
+                # the whole batch of notes would fail to be written.
+                _detail(detail) if detail else None,
+                storable_text(external_id, 255) if external_id else None,
                 client[:64] if client else None,
                 utcnow(),
             )

@@ -178,6 +178,12 @@ def _escaped(text: str, limit: int) -> str:
     return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def storable_text(text: str, limit: int) -> str:
+    """``text`` as a text column of ``limit`` characters takes it on both databases:
+    itself, or escaped (:func:`_escaped`)."""
+    return text if _fits(text, limit) else _escaped(text, limit)
+
+
 def storable(delivery: Delivery) -> Delivery:
     """``delivery`` as the database can take it. A verified delivery whose id or type it
     cannot store (a NUL, a lone surrogate, too long) is stored with them escaped, as

@@ -119,9 +119,7 @@ async def record(
     for delivery, outcome in zip(deliveries, recorded, strict=True):
         if outcome.duplicate:
             label = "duplicate"
-            # As stored: an id the database cannot take as sent is kept escaped.
-            stored_id = inbox.storable(delivery).external_id
-            state.deliveries.duplicate(provider, request.scope, stored_id)
+            state.deliveries.duplicate(provider, request.scope, delivery.external_id)
         elif delivery.plan.ignored or not delivery.plan.intents:
             label = "ignored"
         else:
