@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fixtures.crm import CRM_SECRET, CrmPipeline
+from bridge.app import create_app
+from bridge.core.settings import ConfigError, Settings
+from tests.fixtures.crm import CLOSE_SECRET, CRM_SECRET, CrmPipeline
+from tests.fixtures.pipeline import SECRET, make_settings
 
 NOW = 1_780_000_000  # the app's clock in these tests (2026-05-28)
 
@@ -225,6 +230,11 @@ class TestRefused:
             {"deal": {"id": "D-1", "template_id": 0}},
             {"id": ""},
             {"type": "deal.customer_changed", "customer": {"name": "no email"}},
+            # Ahead of the clock (NOW) by more than the tolerance: it would order after
+            # every real change of the deal, for ever.
+            {"occurred_at": "2026-05-28T20:31:41Z"},
+            {"occurred_at": "2099-12-31T00:00:00Z"},
+            {"occurred_at": "0001-01-01T00:00:00+01:00"},
         ],
     )
     async def test_signed_but_not_the_contract_is_400(
@@ -234,12 +244,27 @@ class TestRefused:
         assert (response.status_code, response.json()["error"]) == (400, "bad_payload")
         self.nothing_stored(crm_now)
 
+    async def test_an_escaped_surrogate_pair_is_a_character(self, crm_now: CrmPipeline) -> None:
+        customer = {"email": "a@b.c", "name": "Ada \U0001f600"}  # sent as \ud83d\ude00
+        body = json.dumps(deal_event("evt-1", customer=customer)).encode()
+        assert b"\\ud83d\\ude00" in body
+        assert (await crm_now.post_contract(body)).status_code == 200
+
+    async def test_up_to_the_tolerance_ahead_is_taken(self, crm_now: CrmPipeline) -> None:
+        event = deal_event("evt-1", at="2026-05-28T20:31:40Z")  # NOW + 300 s
+        assert (await crm_now.post_contract(event)).status_code == 200
+
     async def test_bad_json_is_400(self, crm_now: CrmPipeline) -> None:
         for body in (
             b"{",
             b"\xef\xbb\xbf{}",
             b'{"amount": NaN}',
             '{"a":"\u00e9"}'.encode("utf-16"),
+            # A lone surrogate: no character, once a 500 on every retry (it reached the
+            # intent's params, which no encoder takes).
+            json.dumps(
+                deal_event("evt-1", customer={"email": "a@b.c", "name": "Ada\ud800"})
+            ).encode(),
         ):
             response = await crm_now.post_contract(body)
             assert response.status_code == 400, body
@@ -250,3 +275,39 @@ def test_the_signature_uses_the_real_clock_by_default() -> None:
     # The fixture's clock runs on time.time() unless a test sets it.
     assert abs(time.time() - NOW) > 0
     assert CRM_SECRET
+
+
+class TestSecretsApart:
+    """The signature covers the body, not the source: two sources sharing a secret would
+    each take the other's events, so the bridge refuses to start."""
+
+    def settings(self, tmp_path: Path, **env: str) -> Settings:
+        return make_settings(
+            database_url="sqlite://",
+            redis_url="redis://127.0.0.1:1/0",
+            sandbox_url="http://127.0.0.1:1/api/",
+            config_path=tmp_path / "missing.toml",
+            **env,
+        )
+
+    def test_two_sources_with_one_secret(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("CRM_SECRET_ZOHO", "old-zoho-secret-0001,shared-secret-0001")
+        monkeypatch.setenv("CRM_SECRET_CLOSE", "shared-secret-0001")
+        with pytest.raises(ConfigError, match="CRM_SECRET_ZOHO and CRM_SECRET_CLOSE") as refused:
+            create_app(self.settings(tmp_path))
+        assert "shared-secret-0001" not in str(refused.value)
+
+    def test_a_source_with_stripes_secret(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("CRM_SECRET_ZOHO", SECRET)
+        with pytest.raises(ConfigError, match="STRIPE_WEBHOOK_SECRET"):
+            create_app(self.settings(tmp_path))
+
+    def test_each_its_own(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("CRM_SECRET_ZOHO", CRM_SECRET)
+        monkeypatch.setenv("CRM_SECRET_CLOSE", CLOSE_SECRET)
+        sources = self.settings(tmp_path).webhook_sources()
+        assert sorted(sources) == ["crm:close", "crm:zoho", "stripe"]

@@ -9,12 +9,13 @@ from typing import Any
 
 import httpx
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from bridge.app import create_app
-from bridge.core.settings import Settings
+from bridge.core.settings import ConfigError, Settings
 from bridge.hubspot.signature import sign_v3
-from tests.fixtures.crm import HUBSPOT_SECRET, CrmPipeline
+from tests.fixtures.crm import HUBSPOT_SECRET, PUBLIC_URL, CrmPipeline
 from tests.fixtures.crm_fakes import FakeCrm
 from tests.fixtures.servers import run_asgi
 
@@ -206,6 +207,14 @@ class TestRefused:
         await hubspot.drain()
         assert hubspot.counts()["keys_created"] == 1
 
+    async def test_an_event_from_the_future_is_refused(self, hubspot: CrmPipeline) -> None:
+        # Dated ahead, a signed event would order after every real change of the deal.
+        ahead = (NOW + 301) * 1000  # past BRIDGE_SIGNATURE_TOLERANCE (300 s)
+        batch = [stage(2, "closedlost", ahead), stage(3, "closedwon", (NOW + 300) * 1000)]
+        response = await hubspot.post_hubspot(batch)
+        assert response.json() == {"received": 1, "duplicates": 0, "refused": 1}
+        assert [e.external_id for e in hubspot.events()] == ["3"]
+
     @pytest.mark.parametrize("body", [b"{}", json.dumps([{}] * 101).encode(), b"[", b""])
     async def test_not_a_batch_is_400(self, hubspot: CrmPipeline, body: bytes) -> None:
         response = await hubspot.post_hubspot(body)
@@ -218,37 +227,67 @@ class TestRefused:
         self.nothing_stored(hubspot)
 
 
-class TestBehindAProxy:
-    """HubSpot signs https://bridge.example.com/...; the bridge hears http://127.0.0.1/..."""
-
-    PUBLIC = "https://bridge.example.com"
+class TestTheSignedUrl:
+    """HubSpot signs https://bridge.example.com/... (BRIDGE_PUBLIC_URL); the bridge hears
+    http://127.0.0.1/... Only the configured URL counts, whatever the request names."""
 
     async def post_through(
-        self, settings: Settings, engine: Engine, headers: dict[str, str]
-    ) -> int:
+        self, settings: Settings, engine: Engine, signed: str, headers: dict[str, str]
+    ) -> httpx.Response:
         body = json.dumps([stage(2, "closedwon", WON_AT)]).encode()
         at = NOW * 1000
         sent = {
             "X-HubSpot-Request-Timestamp": str(at),
-            "X-HubSpot-Signature-v3": sign_v3(
-                HUBSPOT_SECRET, "POST", f"{self.PUBLIC}/webhooks/hubspot", body, at
-            ),
+            "X-HubSpot-Signature-v3": sign_v3(HUBSPOT_SECRET, "POST", signed, body, at),
             **headers,
         }
         with run_asgi(create_app(settings, engine=engine, clock=lambda: NOW)) as url:
             async with httpx.AsyncClient() as client:
-                response = await client.post(f"{url}/webhooks/hubspot", content=body, headers=sent)
-        return response.status_code
+                return await client.post(f"{url}/webhooks/hubspot", content=body, headers=sent)
 
     async def test_the_configured_public_url(self, crm_settings: Settings, engine: Engine) -> None:
-        settings = crm_settings.model_copy(update={"public_url": self.PUBLIC})
-        assert await self.post_through(settings, engine, {}) == 200
+        signed = f"{PUBLIC_URL}/webhooks/hubspot"
+        assert (await self.post_through(crm_settings, engine, signed, {})).status_code == 200
 
-    async def test_forwarded_headers_only_when_trusted(
+    @pytest.mark.parametrize("trusting", [False, True])
+    async def test_a_signature_for_the_host_the_client_names_is_refused(
+        self, crm_settings: Settings, engine: Engine, trusting: bool
+    ) -> None:
+        # Made for a staging bridge of the same app, replayed here naming its host.
+        settings = crm_settings.model_copy(update={"trust_forwarded": trusting})
+        signed = "https://staging.example.com/webhooks/hubspot"
+        claims = {
+            "Host": "staging.example.com",
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "staging.example.com",
+        }
+        response = await self.post_through(settings, engine, signed, claims)
+        assert response.status_code == 401
+
+    async def test_a_proxy_appends_so_its_forwarded_host_is_the_last(
         self, crm_settings: Settings, engine: Engine
     ) -> None:
-        forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "bridge.example.com"}
-        assert await self.post_through(crm_settings, engine, forwarded) == 401
-        trusting = crm_settings.model_copy(update={"trust_forwarded": True})
-        assert await self.post_through(trusting, engine, forwarded) == 200
-        assert await self.post_through(trusting, engine, {}) == 401  # no headers: its own URL
+        # The client sent "X-Forwarded-Host: staging.example.com"; the proxy appended its own.
+        settings = crm_settings.model_copy(
+            update={"public_url": "https://bridge.other.example", "trust_forwarded": True}
+        )
+        signed = f"{PUBLIC_URL}/webhooks/hubspot"
+        claims = {
+            "X-Forwarded-Proto": "http, https",
+            "X-Forwarded-Host": f"staging.example.com, {PUBLIC_URL.removeprefix('https://')}",
+        }
+        response = await self.post_through(settings, engine, signed, claims)
+        assert response.status_code == 401  # named as the likely mistake, still refused
+        assert f"signed for {signed}" in response.json()["detail"]
+
+    def test_hubspot_without_a_public_url_does_not_start(self, crm_settings: Settings) -> None:
+        settings = crm_settings.model_copy(update={"public_url": None})
+        with pytest.raises(ConfigError, match="BRIDGE_PUBLIC_URL"):
+            create_app(settings)
+
+    @pytest.mark.parametrize(
+        "url", ["bridge.example.com", "ftp://bridge.example.com", "https://b.example.com/?t=1"]
+    )
+    def test_a_public_url_must_be_one(self, url: str) -> None:
+        with pytest.raises(ValidationError, match="BRIDGE_PUBLIC_URL"):
+            Settings(_env_file=None, BRIDGE_PUBLIC_URL=url)

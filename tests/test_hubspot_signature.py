@@ -1,4 +1,4 @@
-"""HubSpot signatures: v3 with rotation and a clock, v1/v2 for legacy apps."""
+"""HubSpot signatures: v3 with rotation and a clock, v1/v2 only for legacy apps that opt in."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 
 from bridge.hubspot.signature import (
     InvalidSignature,
+    LegacySignature,
     MalformedSignature,
     SignatureError,
     UrlMismatch,
@@ -46,10 +47,22 @@ def v3_headers(secret: str, at: int, uri: str = URI) -> dict[str, str]:
     }
 
 
-def check(headers: dict[str, str], *, uri: str = URI, now_ms: int = NOW_MS) -> str:
+def check(
+    headers: dict[str, str], *, uri: str = URI, now_ms: int = NOW_MS, legacy: bool = False
+) -> str:
     return verify(
-        method="POST", uri=uri, body=BODY, headers=headers, secrets=("old", "new"), now_ms=now_ms
+        method="POST",
+        uri=uri,
+        body=BODY,
+        headers=headers,
+        secrets=("old", "new"),
+        now_ms=now_ms,
+        legacy=legacy,
     )
+
+
+def v1_headers(secret: str) -> dict[str, str]:
+    return {"x-hubspot-signature": sign_v1(secret, BODY), "x-hubspot-signature-version": "v1"}
 
 
 class TestV3:
@@ -87,26 +100,32 @@ class TestV3:
 
 class TestLegacy:
     def test_v1_and_v2_by_their_version_header(self) -> None:
-        v1 = {"x-hubspot-signature": sign_v1("old", BODY), "x-hubspot-signature-version": "v1"}
         v2 = {
             "x-hubspot-signature": sign_v2("new", "POST", URI, BODY),
             "x-hubspot-signature-version": "v2",
         }
-        assert check(v1) == "v1"
-        assert check(v2) == "v2"
+        assert check(v1_headers("old"), legacy=True) == "v1"
+        assert check(v2, legacy=True) == "v2"
+
+    def test_off_unless_turned_on(self) -> None:
+        # HubSpot sends v1 beside v3: with v3 stripped, a captured request (no time, no
+        # URL in v1) would replay for ever.
+        v2 = {
+            "x-hubspot-signature": sign_v2("new", "POST", URI, BODY),
+            "x-hubspot-signature-version": "v2",
+        }
+        for headers in (v1_headers("old"), v2):
+            with pytest.raises(LegacySignature):
+                check(headers)
 
     def test_a_v1_signature_does_not_count_beside_a_v3_header(self) -> None:
-        headers = {
-            "x-hubspot-signature": sign_v1("old", BODY),
-            "x-hubspot-signature-version": "v1",
-            **v3_headers("new", NOW_MS - 600_000),  # stale v3: no fallback to v1
-        }
+        headers = {**v1_headers("old"), **v3_headers("new", NOW_MS - 600_000)}  # stale v3
         with pytest.raises(InvalidSignature):
-            check(headers)
+            check(headers, legacy=True)
 
     def test_a_signature_without_its_version_is_malformed(self) -> None:
         with pytest.raises(MalformedSignature):
-            check({"x-hubspot-signature": sign_v1("old", BODY)})
+            check({"x-hubspot-signature": sign_v1("old", BODY)}, legacy=True)
 
 
 class TestCauses:
@@ -114,7 +133,9 @@ class TestCauses:
 
     PROXY = "http://10.0.0.5:8000/webhooks/hubspot"  # what the bridge hears
 
-    def cause(self, headers: dict[str, str], *, others: tuple[str, ...] = ()) -> str:
+    def cause(
+        self, headers: dict[str, str], *, others: tuple[str, ...] = (), legacy: bool = True
+    ) -> str:
         with pytest.raises(SignatureError) as refused:
             verify(
                 method="POST",
@@ -124,6 +145,7 @@ class TestCauses:
                 secrets=("old", "new"),
                 now_ms=NOW_MS,
                 other_uris=lambda: others,
+                legacy=legacy,
             )
         return refused.value.cause
 
@@ -168,6 +190,9 @@ class TestCauses:
                 other_uris=lambda: [URI],
             )
         assert refused.value.signed_uri == URI
+
+    def test_a_legacy_signature_while_they_are_off(self) -> None:
+        assert self.cause(v1_headers("old"), legacy=False) == "legacy_signature"
 
     def test_without_candidates_another_url_is_no_match(self) -> None:
         assert self.cause(v3_headers("new", NOW_MS)) == "no_match"

@@ -239,3 +239,60 @@ class TestStartHints:
         assert again.duplicate and again.hinted == []
         with Session(engine) as s:
             assert len(s.exec(select(StartHint)).all()) == 1
+
+
+class TestWhatTheDatabaseCannotTake:
+    """A NUL (PostgreSQL refuses one in text), a lone surrogate (no UTF-8 for it) or an
+    id over its column: stored escaped and ignored, the same on both databases, so a
+    verified sender is never answered a 5xx it would retry for ever."""
+
+    @pytest.mark.parametrize(
+        "external_id,event_type,stored_id,stored_type",
+        [
+            ("evt\x00_1", "invoice.paid", "evt\\u0000_1", "invoice.paid"),
+            ("evt_1", "invoice.\x00paid", "evt_1", "invoice.\\u0000paid"),
+            ("evt_\ud800", "invoice.paid", "evt_\\ud800", "invoice.paid"),
+        ],
+        ids=["nul id", "nul type", "lone surrogate"],
+    )
+    def test_stored_escaped_and_ignored(
+        self,
+        engine: Engine,
+        external_id: str,
+        event_type: str,
+        stored_id: str,
+        stored_type: str,
+    ) -> None:
+        def once() -> inbox.Recorded:
+            return inbox.record(
+                engine,
+                provider="pipedrive",
+                external_id=external_id,
+                event_type=event_type,
+                api_version=None,
+                livemode=True,
+                payload={"id": external_id},
+                plan=Plan(intents=[spec("i1")]),
+            )
+
+        first, again = once(), once()
+        assert (first.duplicate, first.new_intents, again.duplicate) == (False, [], True)
+        with Session(engine) as s:
+            event = s.exec(select(WebhookEvent)).one()
+            assert s.exec(select(Intent)).all() == []
+        assert (event.external_id, event.type, event.outcome) == (stored_id, stored_type, "ignored")
+        assert "stored escaped" in (event.note or "")
+
+    def test_an_id_over_its_column_is_stored_as_its_hash(self, engine: Engine) -> None:
+        long_id = "evt_" + "x" * 300
+        first = record(engine, long_id, Plan(intents=[spec("i1")]))
+        again = record(engine, long_id, Plan(intents=[spec("i1")]))
+        assert (first.duplicate, again.duplicate) == (False, True)
+        with Session(engine) as s:
+            event = s.exec(select(WebhookEvent)).one()
+        assert event.external_id.startswith("sha256:") and len(event.external_id) == 71
+
+    def test_a_note_with_a_nul_is_escaped(self, engine: Engine) -> None:
+        record(engine, "evt_1", Plan(ignored="type deal\x00 is not a deal"))
+        with Session(engine) as s:
+            assert s.exec(select(WebhookEvent)).one().note == "type deal\\u0000 is not a deal"

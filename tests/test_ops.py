@@ -11,7 +11,8 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from bridge.core.intents import Status
+from bridge.core import inbox
+from bridge.core.intents import Effect, IntentSpec, Plan, Status
 from bridge.core.models import Intent
 from bridge.tools import ops
 from tests.fixtures import stripe_builders as sb
@@ -155,3 +156,47 @@ class TestListings:
         one = json.loads((await _cli(bridge, ops.intents_command, "show", create, "--json")).output)
         assert one["status"] == "done"
         assert [c["method"] for c in one["calls"]] == ["key/CreateKeyFromTemplate"]
+
+
+class TestWhatTheTerminalIsShown:
+    """Ids, types and notes come from senders: printed raw, an escape sequence from one
+    would rewrite the operator's screen (here: clear it, retitle it, return the cursor
+    over the line, reverse the text)."""
+
+    EVIL = "evt_\x1b[2J\x1b]0;pwned\x07\rfake\u202e\nsecond line"
+
+    def invoke(self, database_url: str, command: click.Command, *args: str) -> str:
+        result = CliRunner().invoke(command, list(args), env={"BRIDGE_DATABASE_URL": database_url})
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    def test_listings_and_shows_escape_control_characters(
+        self, database_url: str, engine: Engine
+    ) -> None:
+        spec = IntentSpec(
+            id=f"{self.EVIL}:extend",
+            effect=Effect.EXTEND,
+            license_ref="crm:zoho:deal:1",
+            params={"expires_at": 100},
+            occurred_at=1,
+        )
+        inbox.record(
+            engine,
+            provider="crm:zoho",
+            external_id=self.EVIL,
+            event_type="deal.won\x1b[31m",
+            api_version=None,
+            livemode=True,
+            payload={"id": self.EVIL},
+            plan=Plan(intents=[spec]),
+        )
+        outputs = [
+            self.invoke(database_url, ops.events_command),
+            self.invoke(database_url, ops.events_command, "show", self.EVIL),
+            self.invoke(database_url, ops.intents_command),
+            self.invoke(database_url, ops.intents_command, "show", spec.id),
+        ]
+        for output in outputs:
+            assert not any(c in output for c in "\x1b\x07\r\u202e"), output
+            assert "evt_\\x1b[2J\\x1b]0;pwned\\x07\\x0dfake\\u202e\\x0asecond line" in output
+        assert "deal.won\\x1b[31m" in outputs[0]

@@ -85,6 +85,20 @@ class TestWon:
         assert len(fake_crm.writes) == 1 and fake_crm.faults == []
         assert len(pipedrive.events()) == 3  # one per meta.id
 
+    async def test_a_deal_id_spelled_with_zeros_is_the_same_deal(
+        self, pipedrive: CrmPipeline, fake_crm: FakeCrm
+    ) -> None:
+        # Pipedrive's API reads "008" as deal 8: one license, not two keys for one deal.
+        padded = won()
+        padded["meta"].update(entity_id="008", id="delivery-padded")
+        for body in (padded, won()):
+            assert (await pipedrive.post_pipedrive(body)).status_code == 200
+        assert {i.license_ref for i in pipedrive.intents().values()} == {"pipedrive:deal:8"}
+        await pipedrive.drain()
+        pipedrive.assert_all_done()
+        assert pipedrive.counts()["keys_created"] == 1
+        assert [path for _, path, _ in fake_crm.writes] == ["/api/v2/deals/8"]
+
     async def test_a_value_that_is_no_amount_registers_no_value(
         self, pipedrive: CrmPipeline, fake_crm: FakeCrm
     ) -> None:
@@ -166,6 +180,25 @@ class TestRefused:
             "ignored",
             "person.create: only deals concern keys",
         )
+
+    async def test_a_change_dated_in_the_future_is_ignored(self, pipedrive: CrmPipeline) -> None:
+        # It would order after every real change of the deal, for ever.
+        body = won()
+        body["meta"]["timestamp"] = "2099-01-01T00:00:00Z"
+        assert (await pipedrive.post_pipedrive(body)).status_code == 200
+        [stored] = pipedrive.events()
+        assert (stored.outcome, stored.note) == ("ignored", "meta.timestamp is in the future")
+        assert pipedrive.intents() == {}
+
+    @pytest.mark.parametrize("entity_id", ["0", "000", "-8", "8.0", "8 "])
+    async def test_an_entity_id_that_is_no_deal_id_is_ignored(
+        self, pipedrive: CrmPipeline, entity_id: str
+    ) -> None:
+        body = won()
+        body["meta"]["entity_id"] = entity_id
+        assert (await pipedrive.post_pipedrive(body)).status_code == 200
+        [stored] = pipedrive.events()
+        assert stored.outcome == "ignored" and pipedrive.intents() == {}
 
     async def test_no_meta_id_is_400(self, pipedrive: CrmPipeline) -> None:
         body = won()

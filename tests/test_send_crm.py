@@ -11,7 +11,13 @@ from click.testing import CliRunner
 from bridge.core.settings import Settings
 from bridge.tools import dev
 from bridge.tools.send import command
-from tests.fixtures.crm import CRM_SECRET, HUBSPOT_SECRET, PIPEDRIVE_AUTH, CrmPipeline
+from tests.fixtures.crm import (
+    CRM_SECRET,
+    HUBSPOT_SECRET,
+    PIPEDRIVE_AUTH,
+    PUBLIC_URL,
+    CrmPipeline,
+)
 
 
 def send(*args: str, env: dict[str, str]) -> str:
@@ -26,7 +32,7 @@ async def test_every_crm_sample_is_taken(crm: CrmPipeline) -> None:
         "deal.propertyChange.dealstage_closedwon",
         "--url",
         f"{crm.url}/webhooks/hubspot",
-        env={"HUBSPOT_CLIENT_SECRET": HUBSPOT_SECRET},
+        env={"HUBSPOT_CLIENT_SECRET": HUBSPOT_SECRET, "BRIDGE_PUBLIC_URL": PUBLIC_URL},
     )
     assert out.startswith("200 ") and '"received":1' in out
     user, password = PIPEDRIVE_AUTH
@@ -71,8 +77,11 @@ def test_dev_generates_crm_secrets_and_prints_only_those(
 ) -> None:
     monkeypatch.delenv("CRM_SECRET_DEMO", raising=False)
     settings = Settings(_env_file=None, PIPEDRIVE_WEBHOOK_PASSWORD="users-own-password-1")
-    plan = dev._plan(settings, demo=False, sandbox_port=1, config_dir=tmp_path, crm_port=2)
+    plan = dev._plan(
+        settings, demo=False, sandbox_port=1, config_dir=tmp_path, crm_port=2, web_port=3
+    )
     assert plan.crm_root == "http://127.0.0.1:2"
+    assert plan.env["BRIDGE_PUBLIC_URL"] == "http://127.0.0.1:3"  # what HubSpot's signature binds
     assert plan.env["HUBSPOT_API_URL"] == plan.env["PIPEDRIVE_API_URL"] == plan.crm_root
     banner = dev._banner(plan, "http://127.0.0.1:3", "redis://x")
     assert plan.env["HUBSPOT_CLIENT_SECRET"] in banner

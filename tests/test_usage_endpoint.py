@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import Engine
 
 from bridge.app import create_app
@@ -80,6 +82,7 @@ class TestRecords:
         assert body == {
             "accepted": 1,
             "duplicate": 0,
+            "conflict": 0,
             "refused": 0,
             "results": [
                 {
@@ -98,11 +101,52 @@ class TestRecords:
 
     async def test_a_record_seen_before_changes_nothing(self, usage_bridge: UsageBridge) -> None:
         await usage_bridge.usage(record(1, key=KEY, quantity=5))
-        again = await usage_bridge.usage(record(1, key=KEY, quantity=7))
+        again = await usage_bridge.usage(record(1, key=KEY, quantity=5))
         assert again.json()["results"][0]["outcome"] == "duplicate"
         assert usage_bridge.ledger_total() == 5
         [agg] = usage_bridge.aggregates()
         assert agg.quantity == 5
+
+    @pytest.mark.parametrize(
+        "change",
+        [{"quantity": 7}, {"key": "OTHER-KEY"}, {"product_id": METER_PRODUCT}, {"meter": "cpu"}],
+        ids=["quantity", "key", "product", "meter"],
+    )
+    async def test_a_key_reused_for_other_content_is_a_conflict(
+        self, usage_bridge: UsageBridge, change: dict[str, Any]
+    ) -> None:
+        # Answered "duplicate" it would look billed to the sender, and never be.
+        await usage_bridge.usage(record(1, key=KEY, quantity=5))
+        other = {**record(1, key=KEY, quantity=5), **change}
+        again = await usage_bridge.usage([other, record(2, key=KEY, quantity=1)])
+        body = again.json()
+        assert (body["accepted"], body["duplicate"], body["conflict"]) == (1, 0, 1)
+        [result, _] = body["results"]
+        assert result["outcome"] == "conflict" and "another" in result["reason"]
+        assert usage_bridge.ledger_total() == 6
+
+    async def test_a_key_twice_in_one_batch_with_other_content_is_a_conflict(
+        self, usage_bridge: UsageBridge
+    ) -> None:
+        batch = [record(1, key=KEY, quantity=5), record(1, key=KEY, quantity=5)]
+        batch.append(record(1, key=KEY, quantity=6))
+        outcomes = [r["outcome"] for r in (await usage_bridge.usage(batch)).json()["results"]]
+        assert outcomes == ["accepted", "duplicate", "conflict"]
+        assert usage_bridge.ledger_total() == 5
+
+    async def test_a_timestamp_at_the_edge_of_the_calendar_is_refused_alone(
+        self, usage_bridge: UsageBridge
+    ) -> None:
+        # Year 1 at +01:00 is before year 1 in UTC: once a 500 that lost the whole batch.
+        edges = ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"]
+        batch = [record(n, key=KEY) for n in range(1, 999)]
+        batch += [{**record(1000 + n, key=KEY), "timestamp": t} for n, t in enumerate(edges)]
+        response = await usage_bridge.usage(batch)
+        assert response.status_code == 202
+        body = response.json()
+        assert (body["accepted"], body["refused"]) == (998, 2)
+        assert "out of range" in body["results"][-1]["reason"]
+        assert usage_bridge.ledger_total() == 998
 
     async def test_bad_records_are_refused_each_with_a_reason_and_good_ones_stored(
         self, usage_bridge: UsageBridge
@@ -117,7 +161,7 @@ class TestRecords:
             "not an object",
             {**record(7, key=KEY), "meter": "has space"},
             record(8, key=KEY, product_id=METER_PRODUCT, meter="storage"),
-            record(1, key=KEY, quantity=9),  # the same key again, in the same batch
+            record(1, key=KEY, quantity=2),  # the same record again, in the same batch
         ]
         response = await usage_bridge.usage(batch)
         assert response.status_code == 202

@@ -16,12 +16,14 @@ provider and the cause in one shared vocabulary, so the admin page compares prov
     no_match           no secret, credential or token matches
     throttled          not checked: this client failed too often (bridge.core.throttle)
     url_mismatch       HubSpot: a client secret matches, but for another URL than the
-                       one the bridge rebuilt (BRIDGE_PUBLIC_URL, BRIDGE_TRUST_FORWARDED)
+                       one the bridge rebuilt (BRIDGE_PUBLIC_URL)
+    legacy_signature   HubSpot: only a v1/v2 signature (HUBSPOT_ACCEPT_LEGACY_SIGNATURES off)
     too_large, bad_encoding, bad_json, not_an_event, bad_body, too_many, bad_payload,
     no_such_source, database_unavailable
                        the body or the request itself, as the endpoint answered it
     bad_event          HubSpot: events of a batch skipped (once per batch, with a count)
     bad_records        POST /usage: records of a batch refused (once, with a count)
+    idempotency_conflict  POST /usage: records reusing a key for other content (idem)
     duplicate          verified, but already stored (usage: once per batch, with a count)
 
 Noting only appends to memory and returns. One background task writes what has piled
@@ -43,6 +45,7 @@ from typing import Any
 from sqlalchemy import DateTime, Engine, bindparam, text
 
 from bridge.core.db import transaction
+from bridge.core.inbox import storable_text
 from bridge.core.logs import get_logger
 from bridge.core.models import utcnow
 
@@ -85,6 +88,12 @@ def client_of(scope: Mapping[str, Any]) -> str | None:
     return str(client[0]) if client else None
 
 
+def _detail(text: str) -> str:
+    """A detail within its column, escaped where a database could not take it (an
+    escape is at most six characters: never hashed, cut after)."""
+    return storable_text(text[:_DETAIL], 6 * _DETAIL)[:_DETAIL]
+
+
 class DeliveryLog:
     def __init__(self, engine: Engine, *, keep: int = KEEP, buffer: int = BUFFER) -> None:
         self._engine = engine
@@ -109,8 +118,10 @@ class DeliveryLog:
                 provider,
                 outcome,
                 cause,
-                detail[:_DETAIL] if detail else None,
-                external_id[:255] if external_id else None,
+                # A sender's id may hold a NUL, which PostgreSQL refuses: escaped, or
+                # the whole batch of notes would fail to be written.
+                _detail(detail) if detail else None,
+                storable_text(external_id, 255) if external_id else None,
                 client[:64] if client else None,
                 utcnow(),
             )

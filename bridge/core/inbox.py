@@ -16,10 +16,11 @@ commit, and SQLAlchemy's transaction around them more than SQLite took to store 
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from itertools import chain
 from typing import Any
@@ -151,13 +152,68 @@ def record(
     return record_many(engine, [delivery])[0]
 
 
+# The columns' bounds (``WebhookEvent``): PostgreSQL refuses a longer value.
+_EXTERNAL_ID_MAX, _TYPE_MAX, _NOTE_MAX = 255, 100, 500
+
+
+def _fits(text: str, limit: int) -> bool:
+    """Whether both databases store ``text`` as it is: no NUL (PostgreSQL refuses one in
+    text), no lone surrogate (JSON's ``\\ud800`` makes one; UTF-8 has none) and within
+    the column's bound."""
+    if len(text) > limit or "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escaped(text: str, limit: int) -> str:
+    """``text`` as JSON escapes it (``\\u0000``), the same for every redelivery; over
+    ``limit`` its SHA-256 instead."""
+    escaped = json.dumps(text)[1:-1]
+    if len(escaped) <= limit:
+        return escaped
+    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def storable_text(text: str, limit: int) -> str:
+    """``text`` as a text column of ``limit`` characters takes it on both databases:
+    itself, or escaped (:func:`_escaped`)."""
+    return text if _fits(text, limit) else _escaped(text, limit)
+
+
+def storable(delivery: Delivery) -> Delivery:
+    """``delivery`` as the database can take it. A verified delivery whose id or type it
+    cannot store (a NUL, a lone surrogate, too long) is stored with them escaped, as
+    ignored with the reason: refused with a 5xx it would come again for ever (Pipedrive
+    disables a webhook that keeps failing), and no event the bridge acts on is named so."""
+    d = delivery
+    if not (_fits(d.external_id, _EXTERNAL_ID_MAX) and _fits(d.event_type, _TYPE_MAX)):
+        return replace(
+            d,
+            external_id=_escaped(d.external_id, _EXTERNAL_ID_MAX),
+            event_type=_escaped(d.event_type, _TYPE_MAX),
+            plan=Plan(
+                ignored="its id or type holds a NUL or a lone surrogate, or is too long:"
+                " stored escaped, not acted on"
+            ),
+        )
+    if d.plan.ignored is not None and not _fits(d.plan.ignored, _NOTE_MAX):
+        return replace(d, plan=replace(d.plan, ignored=_escaped(d.plan.ignored, _NOTE_MAX)))
+    return d
+
+
 def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded]:
-    """Store ``deliveries`` in one transaction, as if one after the other, in order.
+    """Store ``deliveries`` in one transaction, as if one after the other, in order
+    (each as :func:`storable` makes it).
 
     Rows are inserted sorted by their unique keys (key creations first, see
     :func:`_insert_intents`), so that concurrent transactions on PostgreSQL take the keys'
     locks in one order and cannot deadlock.
     """
+    deliveries = [storable(d) for d in deliveries]
     sql = _sql(engine.dialect)
     # The first delivery of each event id is the one that may be new; later ones in the
     # same batch are duplicates, as they would be one after the other.

@@ -14,6 +14,7 @@ import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal, Protocol
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -339,16 +340,21 @@ class Settings(BaseSettings):
     # The operator's page at /admin: off (404) unless set; at least 16 characters.
     admin_token: SecretStr = Field(default=SecretStr(""), alias="BRIDGE_ADMIN_TOKEN")
 
-    # Where the bridge is reached from outside (https://bridge.example.com), when a TLS
-    # proxy is in front: HubSpot signs the URL it called, rebuilt from this. Else, with
-    # BRIDGE_TRUST_FORWARDED, from X-Forwarded-Proto/Host (only behind a proxy that sets
-    # them); else from the request as it arrived.
+    # Where the bridge is reached from outside (https://bridge.example.com): HubSpot
+    # signs the URL it called, rebuilt from this (required with HubSpot on: the Host a
+    # request names is the client's claim). BRIDGE_TRUST_FORWARDED: X-Forwarded-Proto/Host
+    # (their last values, the proxy's) only name the URL a refused signature was for.
     public_url: str | None = Field(default=None, alias="BRIDGE_PUBLIC_URL")
     trust_forwarded: bool = Field(default=False, alias="BRIDGE_TRUST_FORWARDED")
 
     # HubSpot: the app's client secret (several, comma-separated, during a rotation), the
-    # private app's token for the CRM API, and the API root (without /crm/v3).
+    # private app's token for the CRM API, and the API root (without /crm/v3). v1/v2
+    # signatures bind no time (v1 no URL either) and HubSpot sends them beside v3: off
+    # unless an app cannot send v3 (weaker: a captured request replays for ever).
     hubspot_client_secret: SecretStr = Field(default=SecretStr(""), alias="HUBSPOT_CLIENT_SECRET")
+    hubspot_accept_legacy_signatures: bool = Field(
+        default=False, alias="HUBSPOT_ACCEPT_LEGACY_SIGNATURES"
+    )
     hubspot_token: SecretStr = Field(default=SecretStr(""), alias="HUBSPOT_TOKEN")
     hubspot_api_url: str = Field(default="https://api.hubapi.com", alias="HUBSPOT_API_URL")
     # Pipedrive: the webhook's HTTP Basic credentials, the API token and root (no /api/v2).
@@ -385,6 +391,19 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        url = urlsplit(value.strip())
+        if url.scheme not in ("http", "https") or not url.hostname or url.query or url.fragment:
+            raise ValueError(
+                "BRIDGE_PUBLIC_URL must be the http(s) URL the bridge is reached at, without"
+                " a query (https://bridge.example.com)"
+            )
+        return value.strip()
+
     @field_validator("cryptolens_api_url")
     @classmethod
     def _trailing_slash(cls, value: str) -> str:
@@ -407,8 +426,17 @@ class Settings(BaseSettings):
         return parts
 
     def hubspot_secrets(self) -> tuple[str, ...]:
-        """HubSpot's client secrets (several during a rotation); none: no endpoint."""
-        return _secrets(self.hubspot_client_secret.get_secret_value(), "HUBSPOT_CLIENT_SECRET")
+        """HubSpot's client secrets (several during a rotation); none: no endpoint.
+        Refused without BRIDGE_PUBLIC_URL: the signed URL must be the one HubSpot called,
+        not one the client names (a signature for another host would verify)."""
+        found = _secrets(self.hubspot_client_secret.get_secret_value(), "HUBSPOT_CLIENT_SECRET")
+        if found and not self.public_url:
+            raise ConfigError(
+                "HUBSPOT_CLIENT_SECRET is set but BRIDGE_PUBLIC_URL is not: set it to the URL"
+                " HubSpot calls the bridge at, without /webhooks/hubspot"
+                " (https://bridge.example.com)"
+            )
+        return found
 
     def pipedrive_credentials(self) -> tuple[str, str] | None:
         """The Basic auth user and password Pipedrive sends; None: no endpoint."""
@@ -464,11 +492,29 @@ class Settings(BaseSettings):
             for name, value in os.environ.items()
             if name.startswith("CRM_SECRET_") and value.strip()
         ]
-        for source in crm:  # a weak one stops the start, not only its source
-            self.crm_secrets(source)
-        sources += ["crm:" + source for source in crm]
+        self._crm_secrets_apart(crm)
+        sources += ["crm:" + name for name in crm]
         sources += ["usage"] if self.usage_tokens_list() else []
         return sources
+
+    def _crm_secrets_apart(self, sources: list[str]) -> None:
+        """Refuse a weak secret (it stops the start, not only its source) and a secret two
+        generic sources share (or one shares with Stripe, whose scheme they use): the
+        signature does not cover the source, so each would take the other's events."""
+        owner = dict.fromkeys(self.webhook_secrets(), "STRIPE_WEBHOOK_SECRET")
+        for source in sorted(sources):
+            name = f"CRM_SECRET_{source.upper()}"
+            try:
+                secrets = _secrets(os.environ.get(name, ""), name)
+            except ConfigError:
+                continue  # a placeholder: the source stays closed (its endpoint says so)
+            for secret in _strong(name, secrets):
+                other = owner.setdefault(secret, name)
+                if other != name:
+                    raise ConfigError(
+                        f"{name} and {other} share a secret: each source needs its own,"
+                        " or either would accept the other's events"
+                    )
 
     def admin_token_value(self) -> str | None:
         """The admin page's token, or None when the page is off; refuses weak ones."""

@@ -75,7 +75,7 @@ def _amount(deal: dict[str, Any]) -> tuple[Decimal | None, str | None]:
     return amount, currency
 
 
-def _occurred_at_ms(value: Any) -> int:
+def _occurred_at_ms(value: Any, latest_ms: int) -> int:
     if not isinstance(value, str):
         raise ContractError("occurred_at must be an ISO 8601 time with a zone")
     try:
@@ -84,9 +84,15 @@ def _occurred_at_ms(value: Any) -> int:
         raise ContractError(f"occurred_at {value!r} is not ISO 8601") from None
     if at.tzinfo is None:
         raise ContractError("occurred_at needs a zone (Z or +01:00): without one it is ambiguous")
-    ms = int(at.timestamp() * 1000)
+    try:
+        ms = int(at.timestamp() * 1000)
+    except (OverflowError, ValueError):  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise ContractError(f"occurred_at {value!r} is out of range") from None
     if not _EARLIEST_MS <= ms < _LATEST_MS:
         raise ContractError(f"occurred_at {value!r} is out of range")
+    if ms > latest_ms:
+        # A deal's changes are ordered by it: a time ahead of ours would win for ever.
+        raise ContractError(f"occurred_at {value!r} is in the future")
     return ms
 
 
@@ -104,8 +110,11 @@ def _buyer(body: dict[str, Any], kind: Kind) -> Buyer | None:
     return Buyer(email=email, name=_text(customer, "name"), company=_text(customer, "company"))
 
 
-def read(body: Any, source: str, config: CrmSourceConfig) -> tuple[str, str, DealEvent]:
-    """The delivery id, the type and the deal event in a contract body."""
+def read(
+    body: Any, source: str, config: CrmSourceConfig, *, latest_ms: int
+) -> tuple[str, str, DealEvent]:
+    """The delivery id, the type and the deal event in a contract body; an event dated
+    after ``latest_ms`` (our clock plus the signature tolerance) is refused."""
     if not isinstance(body, dict):
         raise ContractError("the body must be a JSON object")
     event_id = body.get("id")
@@ -128,7 +137,7 @@ def read(body: Any, source: str, config: CrmSourceConfig) -> tuple[str, str, Dea
         source=f"crm:{source}",
         deal_id=_deal_id(deal),
         kind=kind,
-        occurred_at_ms=_occurred_at_ms(body.get("occurred_at")),
+        occurred_at_ms=_occurred_at_ms(body.get("occurred_at"), latest_ms),
         lost_policy=config.lost_policy,
         template=config.template_for(template_raw, _text(deal, "product")),
         amount=amount,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -59,7 +60,7 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 def parse_json(body: bytes) -> Any:
     """The body's JSON value, numbers with a fraction as :class:`Decimal` (an amount of
-    25.30 stays 25.30); UTF-8 only, no byte order mark."""
+    25.30 stays 25.30); UTF-8 only, no byte order mark, no lone surrogate escaped."""
     if body.startswith(b"\xef\xbb\xbf") or b"\x00" in body:
         raise Refused(400, "bad_encoding", "send UTF-8 JSON without a byte order mark")
     try:
@@ -67,9 +68,25 @@ def parse_json(body: bytes) -> Any:
     except UnicodeDecodeError as exc:
         raise Refused(400, "bad_encoding", f"not valid UTF-8 (byte {exc.start})") from None
     try:
-        return json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
+        value = json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
         raise Refused(400, "bad_json", f"the body is not JSON: {exc}") from None
+    if _SURROGATE_ESCAPE.search(text) is not None and not _unicode(value):
+        # A lone one (\ud800) is no character: nothing downstream can encode it, and a
+        # 5xx for it would be retried for ever.
+        raise Refused(400, "bad_encoding", "a \\u escape names a lone surrogate")
+    return value
+
+
+def _unicode(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _no_constant(name: str) -> Any:

@@ -3,13 +3,15 @@
     404  no CRM_SECRET_<SOURCE> is set: the source does not exist    nothing stored
     413  body over the limit                                          nothing stored
     400  missing or garbled X-Bridge-Signature, a body that is not
-         UTF-8 JSON or not a deal event of the contract               nothing stored
+         UTF-8 JSON or not a deal event of the contract (occurred_at
+         later than our clock plus BRIDGE_SIGNATURE_TOLERANCE too)    nothing stored
     401  no signature matches, or its time is out of tolerance       nothing stored
     503  the database cannot take the write                           send it again
     200  recorded (or a duplicate of an id already stored)
 
 ``X-Bridge-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`` is Stripe's
-scheme, so the same code checks it and existing tooling can sign it, and a refusal is
+scheme, so the same code checks it and existing tooling can sign it (the settings refuse
+a secret two sources share: the signature does not cover the source), and a refusal is
 noted in the delivery log with Stripe's causes (no_header, malformed_header, timestamp,
 no_match), under ``crm:<source>`` (``crm`` while the source is unknown).
 """
@@ -79,7 +81,8 @@ async def endpoint(request: Request) -> Response:
         parsed = parse_json(body)
         config = state.config.crm.get(source, CrmSourceConfig())
         try:
-            event_id, type_, event = contract.read(parsed, source, config)
+            latest_ms = int((state.clock() + state.settings.signature_tolerance) * 1000)
+            event_id, type_, event = contract.read(parsed, source, config, latest_ms=latest_ms)
         except contract.ContractError as exc:
             raise Refused(400, "bad_payload", str(exc)) from None
     except Refused as refused:

@@ -44,7 +44,7 @@ def _id(value: Any) -> str | None:
     return str(value)
 
 
-def _event(raw: Any) -> HubSpotEvent | str:
+def _event(raw: Any, latest_ms: int) -> HubSpotEvent | str:
     if not isinstance(raw, dict):
         return "an event must be an object"
     event_id = _id(raw.get("eventId"))
@@ -56,6 +56,9 @@ def _event(raw: Any) -> HubSpotEvent | str:
         return "subscriptionType (or eventType) must be a string"
     if isinstance(occurred, bool) or not isinstance(occurred, int) or not 0 < occurred <= _INT64:
         return "occurredAt must be unix milliseconds"
+    if occurred > latest_ms:
+        # A deal's changes are ordered by it: a time ahead of ours would win for ever.
+        return "occurredAt is in the future"
     object_id = _id(raw.get("objectId")) or _id(raw.get("fromObjectId"))
     if object_id is None:
         return "objectId must be a positive integer"
@@ -76,13 +79,14 @@ def _event(raw: Any) -> HubSpotEvent | str:
     )
 
 
-def read_batch(body: Any) -> list[HubSpotEvent | BadEvent]:
+def read_batch(body: Any, *, latest_ms: int) -> list[HubSpotEvent | BadEvent]:
+    """The batch's events; one dated (``occurredAt``) after ``latest_ms`` is refused."""
     if not isinstance(body, list):
         raise BatchError("HubSpot sends a JSON array of events")
     if len(body) > MAX_EVENTS:
         raise BatchError(f"HubSpot sends at most {MAX_EVENTS} events a request")
     read: list[HubSpotEvent | BadEvent] = []
     for index, raw in enumerate(body):
-        event = _event(raw)
+        event = _event(raw, latest_ms)
         read.append(BadEvent(index, event) if isinstance(event, str) else event)
     return read

@@ -1,4 +1,4 @@
-"""HubSpot request signatures: v3, and v1/v2 for legacy apps.
+"""HubSpot request signatures: v3, and v1/v2 only for legacy apps that opt in.
 
     v3  X-HubSpot-Signature-v3 = base64(HMAC-SHA256(client secret,
             method + URI + body + X-HubSpot-Request-Timestamp)), the URI as HubSpot
@@ -7,9 +7,12 @@
     v2  X-HubSpot-Signature = hex(SHA-256(client secret + method + URI + body))
     v1  X-HubSpot-Signature = hex(SHA-256(client secret + body))
 
+HubSpot sends v1 (or v2) beside v3 on every webhook, and neither older scheme binds a
+time (v1 not even the URL): a captured request with its v3 headers removed would replay
+for ever. So v3 alone proves a request, unless ``legacy`` is on
+(``HUBSPOT_ACCEPT_LEGACY_SIGNATURES``, for apps that cannot send v3: weaker). Even then
 v1 and v2 are chosen by ``X-HubSpot-Signature-Version`` and only where no v3 header is
-present: a request that carries v3 is judged by v3 alone, so a stripped or stale v3
-cannot fall back to an older scheme without a timestamp. Every secret of a rotation is
+present: a request that carries v3 is judged by v3 alone. Every secret of a rotation is
 compared, each with ``hmac.compare_digest``, without an early exit.
 
     SignatureError (Rejected)
@@ -17,7 +20,8 @@ compared, each with ``hmac.compare_digest``, without an early exit.
     │   └── MissingSignature     no signature header at all
     └── InvalidSignature     no secret matches (401)
         ├── StaleTimestamp       a secret matches, but the timestamp is stale
-        └── UrlMismatch          a secret matches, but for another URL than ours
+        ├── UrlMismatch          a secret matches, but for another URL than ours
+        └── LegacySignature      only a v1/v2 signature, and legacy ones are off
 
 Each has a ``cause``, the name the delivery log and the admin page give the refusal.
 A URL mismatch is told apart from a wrong secret where it can be: only after nothing
@@ -72,6 +76,12 @@ class UrlMismatch(InvalidSignature):
         self.signed_uri = signed_uri
 
 
+class LegacySignature(InvalidSignature):
+    """Only a v1/v2 signature, which proves neither when nor (v1) where it was sent."""
+
+    cause = "legacy_signature"
+
+
 def sign_v3(secret: str, method: str, uri: str, body: bytes, timestamp_ms: int) -> str:
     signed = f"{method}{unquote(uri)}".encode() + body + str(timestamp_ms).encode()
     digest = hmac.new(secret.encode(), signed, hashlib.sha256).digest()
@@ -121,8 +131,10 @@ def verify(
     secrets: Sequence[str],
     now_ms: int,
     other_uris: Callable[[], Iterable[str]] = tuple,
+    legacy: bool = False,
 ) -> str:
-    """The scheme that proved the request ("v3", "v2" or "v1"); raises SignatureError.
+    """The scheme that proved the request ("v3", or with ``legacy`` "v2" or "v1");
+    raises SignatureError.
 
     ``other_uris`` gives the URLs HubSpot may have signed instead of ``uri``; they are
     read only when no secret matches ``uri``, to refuse with :class:`UrlMismatch`.
@@ -148,6 +160,11 @@ def verify(
     given = headers.get("x-hubspot-signature")
     if given is None:
         raise MissingSignature("no X-HubSpot-Signature-v3, nor a v1/v2 X-HubSpot-Signature")
+    if not legacy:
+        raise LegacySignature(
+            "no X-HubSpot-Signature-v3: v1/v2 signatures are not accepted"
+            " (HUBSPOT_ACCEPT_LEGACY_SIGNATURES)"
+        )
     if version not in ("v1", "v2"):
         raise MalformedSignature("an X-HubSpot-Signature needs X-HubSpot-Signature-Version v1/v2")
     given = given.strip().lower()

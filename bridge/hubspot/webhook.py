@@ -4,20 +4,26 @@
     413  body over the limit                                       nothing stored
     400  no signature header, a bad timestamp, a body that is
          not a JSON array of at most 100 events                    nothing stored
-    401  no client secret matches (or the URI differs), stale      nothing stored
+    401  no client secret matches (or the URI differs), stale, or
+         only a v1/v2 signature while legacy ones are off          nothing stored
     503  the database cannot take the batch                        HubSpot retries
     200  every good event stored (deduplicated on its eventId); an event that is not
          one HubSpot sends is counted in "refused" and skipped: a retry cannot mend it
 
 HubSpot retries a delivery on a 5xx or a timeout (its budget is 5 s) and not on a 4xx,
 so 4xx is kept for requests refused for good. The URI HubSpot signed is the one it
-called: behind a TLS proxy it is rebuilt from BRIDGE_PUBLIC_URL, or from
-X-Forwarded-Proto/Host with BRIDGE_TRUST_FORWARDED; else the request's own.
+called, always rebuilt from BRIDGE_PUBLIC_URL (required with HubSpot on): a URL taken
+from the request's ``Host`` or ``X-Forwarded-Host`` is what the client claims, and
+would let a signature made for another bridge of the same app (staging, an old URL)
+verify here. Only v3 signatures count unless HUBSPOT_ACCEPT_LEGACY_SIGNATURES is on.
+An event dated (``occurredAt``) further ahead of our clock than
+BRIDGE_SIGNATURE_TOLERANCE is refused: it would order after every real change.
 
 Refusals are noted in the delivery log with their cause (no_header, malformed_header,
 timestamp, no_match, url_mismatch: a client secret signed the request for one of the
-other URLs the bridge could have rebuilt, which a setting mends), bad events once per
-batch with their count, and each duplicate event under its eventId.
+other URLs the bridge could have rebuilt, which a setting mends; legacy_signature: only
+v1/v2), bad events once per batch with their count, and each duplicate event under its
+eventId.
 """
 
 from __future__ import annotations
@@ -51,23 +57,26 @@ def _forwarded(request: Request) -> str | None:
     host = request.headers.get("x-forwarded-host")
     if not (proto and host):
         return None
-    # A proxy chain appends: the first value is what the client called.
-    return f"{proto.split(',')[0].strip()}://{host.split(',')[0].strip()}{_tail(request)}"
+    # A proxy appends what it saw to what the client sent: only the last value is the
+    # proxy's own word, every earlier one is the client's.
+    return f"{proto.split(',')[-1].strip()}://{host.split(',')[-1].strip()}{_tail(request)}"
 
 
 def called_uri(request: Request, settings: Settings) -> str:
-    """The URL HubSpot called, as it signed it."""
-    if settings.public_url:
-        return settings.public_url.rstrip("/") + _tail(request)
-    forwarded = _forwarded(request) if settings.trust_forwarded else None
-    return forwarded or _own(request)
+    """The URL HubSpot called, as it signed it: the configured public URL (settings
+    refuse HubSpot without one) and the path and query the request arrived at."""
+    if not settings.public_url:  # Settings.hubspot_secrets refuses this at start-up
+        raise RuntimeError("HubSpot's endpoint needs BRIDGE_PUBLIC_URL")
+    return settings.public_url.rstrip("/") + _tail(request)
 
 
 def _other_uris(request: Request, settings: Settings) -> list[str]:
-    """The URLs HubSpot may have signed if the settings rebuild the wrong one: the
-    request's own, the forwarded one (trusted or not), each with the other scheme."""
+    """The URLs HubSpot may have signed if BRIDGE_PUBLIC_URL is wrong, to say so: the
+    request's own, the forwarded one (with BRIDGE_TRUST_FORWARDED), each with the other
+    scheme. Only ever named in a refusal: a signature for one of them is still refused."""
     called = called_uri(request, settings)
-    found = [uri for uri in (_own(request), _forwarded(request)) if uri is not None]
+    forwarded = _forwarded(request) if settings.trust_forwarded else None
+    found = [uri for uri in (_own(request), forwarded) if uri is not None]
     found += [_other_scheme(uri) for uri in found]
     return [uri for uri in dict.fromkeys(found) if uri != called]
 
@@ -94,14 +103,14 @@ def _verify(request: Request, body: bytes) -> None:
             secrets=settings.hubspot_secrets(),
             now_ms=int(state.clock() * 1000),
             other_uris=lambda: _other_uris(request, settings),
+            legacy=settings.hubspot_accept_legacy_signatures,
         )
     except MalformedSignature as exc:
         raise Refused(400, "bad_signature_header", str(exc), exc.cause) from None
     except UrlMismatch as exc:
         detail = (
             f"signed for {_without_query(exc.signed_uri)}, not {_without_query(called)}:"
-            " set BRIDGE_PUBLIC_URL to the URL in HubSpot's settings (or"
-            " BRIDGE_TRUST_FORWARDED behind a proxy you trust)"
+            " set BRIDGE_PUBLIC_URL to the URL in HubSpot's settings"
         )
         raise Refused(401, "bad_signature", detail, exc.cause) from None
     except InvalidSignature as exc:
@@ -114,7 +123,10 @@ async def endpoint(request: Request) -> Response:
         body = await read_body(request, state.settings.max_body_bytes)
         _verify(request, body)
         try:
-            events = payload.read_batch(parse_json(body))
+            events = payload.read_batch(
+                parse_json(body),
+                latest_ms=int((state.clock() + state.settings.signature_tolerance) * 1000),
+            )
         except payload.BatchError as exc:
             raise Refused(400, "bad_payload", str(exc)) from None
     except Refused as refused:

@@ -30,6 +30,14 @@ SOURCE = "pipedrive"
 _DEAL_ID = re.compile(r"[0-9]{1,18}")
 
 
+def deal_id_of(entity_id: str) -> str | None:
+    """The deal id as Pipedrive's API reads it ("007" is deal 7), or None: the id names
+    the license, so two spellings of one deal must not name two licenses."""
+    if not _DEAL_ID.fullmatch(entity_id) or int(entity_id) == 0:
+        return None
+    return str(int(entity_id))
+
+
 def _amount(data: dict[str, Any]) -> tuple[Decimal | None, str | None]:
     value, currency = data.get("value"), data.get("currency")
     if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
@@ -63,13 +71,25 @@ def _kinds(delivery: Delivery) -> list[Kind]:
     return kinds
 
 
-def plan(delivery: Delivery, config: PipedriveConfig, tracker: TrackerConfig = OFF) -> Plan:
+def plan(
+    delivery: Delivery,
+    config: PipedriveConfig,
+    tracker: TrackerConfig = OFF,
+    *,
+    latest_ms: int | None = None,
+) -> Plan:
+    """The delivery's intents; one dated (``meta.timestamp``) after ``latest_ms`` (our
+    clock plus the signature tolerance) is ignored: it would order after every real
+    change of the deal, for ever."""
     if delivery.entity != "deal":
         return Plan(ignored=f"{delivery.type}: only deals concern keys")
-    if not _DEAL_ID.fullmatch(delivery.entity_id):
+    deal_id = deal_id_of(delivery.entity_id)
+    if deal_id is None:
         return Plan(ignored=f"meta.entity_id {delivery.entity_id!r} is not a deal id")
     if delivery.occurred_at_ms <= 0:
         return Plan(ignored="no meta.timestamp to order the change by")
+    if latest_ms is not None and delivery.occurred_at_ms > latest_ms:
+        return Plan(ignored="meta.timestamp is in the future")
     kinds = _kinds(delivery)
     if not kinds:
         return Plan(ignored=f"{delivery.type} does not concern the deal's key")
@@ -80,7 +100,7 @@ def plan(delivery: Delivery, config: PipedriveConfig, tracker: TrackerConfig = O
     for kind in kinds:
         event = DealEvent(
             source=SOURCE,
-            deal_id=delivery.entity_id,
+            deal_id=deal_id,
             kind=kind,
             occurred_at_ms=delivery.occurred_at_ms,
             lost_policy=config.lost_policy,

@@ -9,9 +9,10 @@
 413  body over the limit                                      nothing stored
 400  not JSON, or no meta.id to store it under                nothing stored
 503  the database cannot take it                              Pipedrive retries
-200  stored once per meta.id; a delivery the bridge does not act on is stored as
-     ignored, never refused: Pipedrive retries three times and then disables a
-     webhook that keeps failing
+200  stored once per meta.id; a delivery the bridge does not act on (one dated
+     past our clock plus BRIDGE_SIGNATURE_TOLERANCE too) is stored as ignored, never
+     refused: Pipedrive retries three times and then disables a webhook that keeps
+     failing
 """
 
 from __future__ import annotations
@@ -94,7 +95,12 @@ async def endpoint(request: Request) -> Response:
                 api_version="webhooks-v2",
                 livemode=True,
                 payload=stored_json(parsed),
-                plan=plan(delivery, state.config.pipedrive, state.config.mytracker),
+                plan=plan(
+                    delivery,
+                    state.config.pipedrive,
+                    state.config.mytracker,
+                    latest_ms=int((state.clock() + state.settings.signature_tolerance) * 1000),
+                ),
             )
         ],
     )

@@ -227,11 +227,19 @@ class _Plan:
 
 
 def _plan_crms(
-    settings: Settings, env: dict[str, str], notes: list[str], crm_port: int, made: dict[str, str]
+    settings: Settings,
+    env: dict[str, str],
+    notes: list[str],
+    ports: tuple[int, int],
+    made: dict[str, str],
 ) -> str | None:
     """CRM endpoints on, with secrets generated for this run where none is given (they
-    are printed: dev-only values), and the APIs of a local stand-in unless given."""
+    are printed: dev-only values), and the APIs of a local stand-in unless given. HubSpot
+    signs the URL it calls: the bridge's own here, unless BRIDGE_PUBLIC_URL is given."""
+    crm_port, web_port = ports
     given = settings.model_fields_set
+    if "public_url" not in given:
+        env["BRIDGE_PUBLIC_URL"] = f"http://127.0.0.1:{web_port}"
     generated = {
         "hubspot_client_secret": ("HUBSPOT_CLIENT_SECRET", f"hubspot-dev-{secrets.token_hex(12)}"),
         "pipedrive_webhook_user": ("PIPEDRIVE_WEBHOOK_USER", "bridge-dev"),
@@ -257,7 +265,13 @@ def _plan_crms(
 
 
 def _plan(
-    settings: Settings, *, demo: bool, sandbox_port: int, config_dir: Path, crm_port: int = 8791
+    settings: Settings,
+    *,
+    demo: bool,
+    sandbox_port: int,
+    config_dir: Path,
+    crm_port: int = 8791,
+    web_port: int = 8000,
 ) -> _Plan:
     given = settings.model_fields_set
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -313,7 +327,7 @@ def _plan(
         env["STRIPE_WEBHOOK_SECRET"] = generated
         notes.append(f"webhook secret: {generated} (generated for this run)")
     made: dict[str, str] = {}
-    crm_root = None if demo else _plan_crms(settings, env, notes, crm_port, made)
+    crm_root = None if demo else _plan_crms(settings, env, notes, (crm_port, web_port), made)
     crm_secrets = None if demo else made
     admin_token = _plan_admin(settings, env, notes)
     return _Plan(
@@ -447,6 +461,7 @@ def command(port: int, sandbox_port: int, crm_port: int, demo: bool, timeout: fl
                 sandbox_port=sandbox_port,
                 config_dir=Path(config_dir),
                 crm_port=crm_port,
+                web_port=port,
             )
             _require_free(port, "--port")
             if plan.sandbox_root is not None:

@@ -13,6 +13,9 @@ A replay puts an intent back to pending with a fresh attempt budget and wakes a 
 the worker reads Cryptolens back before acting, as always. An intent in ``needs_review``
 is there because a read-back was ambiguous: replay it only after looking, and for a key
 creation say which key is the license's (``--key``), so that none is created twice.
+
+Stored text is printed with its control characters escaped (``bridge.tools.terminal``):
+ids, types and notes come from senders.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from bridge.core.intents import Effect, Status
 from bridge.core.models import Attempt, Intent, License, LicenseAlias, WebhookEvent, utcnow
 from bridge.core.queue import connect, enqueue
 from bridge.core.settings import Settings
+from bridge.tools.terminal import printable, say
 
 REPLAYABLE = {Status.FAILED.value, Status.NEEDS_REVIEW.value}
 
@@ -93,7 +97,7 @@ def intents_command(
             click.echo(json.dumps(_intent_json(row)))
         else:
             error = f"  {row.last_error}" if row.last_error else ""
-            click.echo(f"{row.status:<12} {row.attempts:>3}  {row.id}{error}")
+            say(f"{row.status:<12} {row.attempts:>3}  {row.id}{error}")
     engine.dispose()
 
 
@@ -107,7 +111,7 @@ def intent_show_command(intent_id: str, as_json: bool) -> None:
         with Session(engine) as s:
             row = s.get(Intent, intent_id)
             if row is None:
-                raise click.ClickException(f"no intent {intent_id}")
+                raise click.ClickException(printable(f"no intent {intent_id}"))
             attempts = s.exec(
                 select(Attempt).where(col(Attempt.intent_id) == intent_id).order_by(col(Attempt.id))
             ).all()
@@ -128,11 +132,9 @@ def intent_show_command(intent_id: str, as_json: bool) -> None:
         return
     for name, value in data.items():
         if name != "calls":
-            click.echo(f"{name:<12} {value}")
+            say(f"{name:<12} {value}")
     for call in calls:
-        click.echo(
-            f"call         {call['method']} {call['outcome'] or 'in flight'} {call['detail']}"
-        )
+        say(f"call         {call['method']} {call['outcome'] or 'in flight'} {call['detail']}")
 
 
 def _event_json(row: WebhookEvent, intents: int | None = None) -> dict[str, Any]:
@@ -189,7 +191,7 @@ def events_command(
         else:
             note = f"  {row.note}" if row.note else ""
             head = f"{row.id:>6} {row.provider:<8} {row.outcome:<8} {row.type:<40}"
-            click.echo(f"{head} {row.external_id}{note}")
+            say(f"{head} {row.external_id}{note}")
 
 
 def _find_event(s: Session, event_id: str) -> WebhookEvent | None:
@@ -210,7 +212,7 @@ def event_show_command(event_id: str, payload: bool, as_json: bool) -> None:
         with Session(engine) as s:
             row = _find_event(s, event_id)
             if row is None:
-                raise click.ClickException(f"no event {event_id}")
+                raise click.ClickException(printable(f"no event {event_id}"))
             intents = s.exec(
                 select(Intent).where(col(Intent.event_id) == row.id).order_by(col(Intent.id))
             ).all()
@@ -223,9 +225,9 @@ def event_show_command(event_id: str, payload: bool, as_json: bool) -> None:
         click.echo(json.dumps(data))
         return
     for name in ("id", "provider", "external_id", "type", "received_at", "outcome", "note"):
-        click.echo(f"{name:<12} {data[name]}")
+        say(f"{name:<12} {data[name]}")
     for i in intents:
-        click.echo(f"intent       {i.status:<12} {i.id}")
+        say(f"intent       {i.status:<12} {i.id}")
     if payload:
         click.echo(json.dumps(data["payload"], indent=2))
 
@@ -235,7 +237,7 @@ def replay(engine: Engine, intent_id: str, *, key: str | None = None) -> None:
     with session(engine) as s:
         intent = s.get(Intent, intent_id, with_for_update=True)
         if intent is None:
-            raise click.ClickException(f"no intent {intent_id}")
+            raise click.ClickException(printable(f"no intent {intent_id}"))
         if intent.status not in REPLAYABLE:
             raise click.ClickException(
                 f"{intent_id} is {intent.status}; only failed or needs_review intents are replayed"
@@ -295,17 +297,17 @@ def _print_plans(settings: Settings, engine: Engine, intent_ids: list[str], as_j
                 if as_json:
                     click.echo(json.dumps(plan.as_json()))
                     continue
-                click.echo(f"{plan.intent_id} ({plan.effect}, {plan.status})")
+                say(f"{plan.intent_id} ({plan.effect}, {plan.status})")
                 key = plan.key or "no key yet"
-                click.echo(f"  license {plan.license_ref}: {key}")
+                say(f"  license {plan.license_ref}: {key}")
                 for name, value in plan.state.items():
-                    click.echo(f"  now {name}: {value}")
+                    say(f"  now {name}: {value}")
                 for call in plan.calls:
-                    click.echo(f"  would call {call.line()}")
+                    say(f"  would call {call.line()}")
                 if not plan.calls:
                     click.echo("  would call nothing")
                 for note in plan.notes:
-                    click.echo(f"  note: {note}")
+                    say(f"  note: {note}")
         finally:
             await http.aclose()
 
@@ -339,7 +341,7 @@ def replay_command(ids: tuple[str, ...], key: str | None, dry_run: bool, as_json
             raise click.ClickException("nothing to replay: no failed or needs_review intent")
         for intent_id in intent_ids:
             replay(engine, intent_id, key=key)
-            click.echo(f"pending again: {intent_id}")
+            say(f"pending again: {intent_id}")
     finally:
         engine.dispose()
 

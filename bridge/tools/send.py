@@ -22,6 +22,7 @@ import httpx
 
 from bridge.stripe.signature import sign
 from bridge.tools import send_crm
+from bridge.tools.terminal import say
 
 SAMPLES = Path(__file__).parent.parent / "stripe" / "samples"
 DEFAULT_URL = "http://127.0.0.1:8000/webhooks/stripe"
@@ -159,7 +160,8 @@ def stripe_command(
                 ) from None
             except httpx.HTTPError as exc:
                 raise click.ClickException(f"posting to {url} failed: {exc!r}") from None
-            click.echo(f"{sent['type']} {sent['id']}: {response.status_code} {response.text}")
+            # The answer is whatever the URL's server says: escaped for the terminal.
+            say(f"{sent['type']} {sent['id']}: {response.status_code} {response.text}")
             failed += not response.is_success
     if failed:
         raise SystemExit(1)

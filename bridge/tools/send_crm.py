@@ -25,6 +25,7 @@ import httpx
 
 from bridge.hubspot.signature import sign_v3
 from bridge.stripe.signature import sign
+from bridge.tools.terminal import say
 
 _ROOT = Path(__file__).parent.parent
 SAMPLES = {
@@ -72,7 +73,7 @@ def _send(url: str, body: bytes, headers: dict[str, str]) -> None:
         ) from None
     except httpx.HTTPError as exc:
         raise click.ClickException(f"posting to {url} failed: {exc!r}") from None
-    click.echo(f"{response.status_code} {response.text}")
+    say(f"{response.status_code} {response.text}")  # the server's words, escaped
     if not response.is_success:
         raise SystemExit(1)
 
@@ -88,7 +89,10 @@ _KEEP = click.option(
 @click.argument("fixture")
 @click.option("--url", default=f"{BASE_URL}/webhooks/hubspot", show_default=True)
 @click.option("--secret", envvar="HUBSPOT_CLIENT_SECRET", help="Default: HUBSPOT_CLIENT_SECRET.")
-@click.option("--signed-url", help="The URL to sign (the public one, behind a proxy).")
+@click.option(
+    "--signed-url",
+    help="The URL to sign. Default: BRIDGE_PUBLIC_URL + /webhooks/hubspot, else --url.",
+)
 @_KEEP
 def hubspot_command(
     fixture: str, url: str, secret: str | None, signed_url: str | None, keep: bool
@@ -105,10 +109,12 @@ def hubspot_command(
                 event["eventId"] = secrets.randbelow(10**12) + 1
                 event["occurredAt"] = now_ms + i
     body = json.dumps(events).encode()
+    public = os.environ.get("BRIDGE_PUBLIC_URL", "").strip().rstrip("/")
+    signed = signed_url or (f"{public}/webhooks/hubspot" if public else url)
     headers = {
         "Content-Type": "application/json",
         "X-HubSpot-Request-Timestamp": str(now_ms),
-        "X-HubSpot-Signature-v3": sign_v3(client_secret, "POST", signed_url or url, body, now_ms),
+        "X-HubSpot-Signature-v3": sign_v3(client_secret, "POST", signed, body, now_ms),
     }
     _send(url, body, headers)
 

@@ -7,12 +7,15 @@
     413  body over BRIDGE_MAX_BODY_BYTES, or over 1,000 records nothing stored
     400  not a JSON object or array (or an empty array)        nothing stored
     503  the database cannot take the write                    nothing stored; retry
-    202  per record: accepted, duplicate (its idempotency key was seen before: nothing
-         changes), or refused with the reason; good records are stored whatever the others
+    202  per record: accepted, duplicate (its idempotency key was seen before, for the
+         same record: nothing changes), conflict (the key was seen before for another
+         product, key, meter or quantity: nothing changes), or refused with the reason
+         (a timestamp out of range too); good records are stored whatever the others
 
 Refusals are noted in the delivery log under ``usage`` with their cause (no_header,
 malformed_header: not a bearer token, no_match: no token matches; too_large, bad_json,
-...); refused and duplicate records once per batch, with their count.
+...); refused, conflicting (idempotency_conflict) and duplicate records once per batch,
+with their count.
 
 ``GET /usage/openapi.json`` serves the endpoint's OpenAPI description (no token needed:
 it describes, it holds nothing). Like the webhook, the endpoint records and enqueues;
@@ -47,6 +50,11 @@ ENQUEUE_TIMEOUT = 1.0
 
 
 PROVIDER = "usage"  # its name in the delivery log
+OUTCOMES = ("accepted", "duplicate", "conflict", "refused")
+_CONFLICT = (
+    "idempotency_key was used before for another product, key, meter or quantity:"
+    " nothing changed (send a new record under a new key)"
+)
 
 
 def _error(status: int, error: str, detail: str, **headers: str) -> Response:
@@ -155,10 +163,11 @@ async def post_usage(request: Request) -> Response:
                 request, 503, "database_unavailable", "nothing was stored", **{"Retry-After": "5"}
             )
         for (i, r), (outcome, aggregate) in zip(good, stored.results, strict=True):
-            results[i] = Result(i, outcome, r.idempotency_key, aggregate)
+            reason = _CONFLICT if outcome == "conflict" else None
+            results[i] = Result(i, outcome, r.idempotency_key, aggregate, reason)
         await _enqueue(state, stored.opened)
     done = [r for r in results if r is not None]
-    counts = {o: sum(r.outcome == o for r in done) for o in ("accepted", "duplicate", "refused")}
+    counts = {o: sum(r.outcome == o for r in done) for o in OUTCOMES}
     _note_batch(request, state, done, counts)
     return JSONResponse({**counts, "results": [r.json() for r in done]}, status_code=202)
 
@@ -172,6 +181,9 @@ def _note_batch(
     if counts["refused"]:
         detail = f"{counts['refused']} {of} refused"
         state.deliveries.refused(PROVIDER, "bad_records", request.scope, detail)
+    if counts["conflict"]:
+        detail = f"{counts['conflict']} {of} reused an idempotency key for other content"
+        state.deliveries.refused(PROVIDER, "idempotency_conflict", request.scope, detail)
     if counts["duplicate"]:
         first = next(r.idempotency_key for r in done if r.outcome == "duplicate")
         detail = f"{counts['duplicate']} {of} seen before"

@@ -1,10 +1,14 @@
 """The ledger: every usage record once, and the aggregates the sinks are sent.
 
 A record is stored under its idempotency key (``UNIQUE``, insert-on-conflict-do-nothing):
-a record seen before changes nothing. A new record joins the aggregate of its product,
-key and meter for the window its *arrival* falls in (``window_seconds`` per product);
-each aggregate is one intent, whose id names product, key, meter and window start, so
-every web process and worker opens the same one.
+a record seen before changes nothing. One that reuses a stored key for other content
+(product, key, meter or quantity: what is billed) is a conflict, not a duplicate: taken
+for a retry it would be dropped unbilled without a word.
+
+A new record joins the aggregate of its product, key and meter for the window its
+*arrival* falls in (``window_seconds`` per product); each aggregate is one intent, whose
+id names product, key, meter and window start, so every web process and worker opens
+the same one.
 
 An aggregate is open until the worker seals it (:func:`seal`), which happens once its
 window has ended; the amount reported is what it holds then, and can never change
@@ -32,6 +36,10 @@ from bridge.usage.config import UsageConfig
 from bridge.usage.records import Outcome, UsageIn
 
 _ROWS_PER_STATEMENT = 200
+_STORED_RECORDS = (
+    'SELECT idempotency_key, product_id, "key", meter, quantity FROM usage_record'
+    " WHERE idempotency_key IN ({marks})"
+)
 _INSERT_RECORDS = (
     'INSERT INTO usage_record (idempotency_key, product_id, "key", meter, quantity,'
     " occurred_at, received_at, source, aggregate_id) VALUES {values}"
@@ -120,7 +128,8 @@ def record_many(
 
     Every record's product must be in ``config`` (:func:`bridge.usage.records.parse`
     checks it). A second record with an idempotency key already stored, or earlier in
-    ``records``, is a duplicate and changes nothing.
+    ``records``, is a duplicate and changes nothing; with other content (:func:`bills`)
+    it is a conflict, and changes nothing either.
     """
     with tx(engine) as t:
         return _store(t, records, now=now, config=config)
@@ -155,12 +164,35 @@ def _store(t: Tx, records: Sequence[UsageIn], *, now: datetime, config: UsageCon
             _ADD,
             {"id": joined, "quantity": sum(r.quantity for r in members), "n": len(members)},
         )
+    # What was stored before under the keys not inserted now: the same record, or not.
+    before = _stored_bills(
+        t, [r.idempotency_key for r in unique if r.idempotency_key not in inserted]
+    )
     for i, r in enumerate(records):
         if first[r.idempotency_key] == i and r.idempotency_key in final:
             stored.results.append(("accepted", final[r.idempotency_key]))
-        else:
-            stored.results.append(("duplicate", None))
+            continue
+        earlier = before.get(r.idempotency_key) or bills(records[first[r.idempotency_key]])
+        stored.results.append(("duplicate" if bills(r) == earlier else "conflict", None))
     return stored
+
+
+def bills(r: UsageIn) -> tuple[int, str, str, int]:
+    """What a record bills: two records under one idempotency key must agree on it (the
+    timestamp is not part of it: a window is chosen by arrival, not by it)."""
+    return (r.product_id, r.key, r.meter, r.quantity)
+
+
+def _stored_bills(t: Tx, keys: list[str]) -> dict[str, tuple[int, str, str, int]]:
+    mark = "?" if t.dialect == "sqlite" else "%s"
+    found: dict[str, tuple[int, str, str, int]] = {}
+    for start in range(0, len(keys), _ROWS_PER_STATEMENT):
+        chunk = keys[start : start + _ROWS_PER_STATEMENT]
+        # Only placeholders are joined into the statement; the keys are bound.
+        t.cursor.execute(_STORED_RECORDS.format(marks=",".join([mark] * len(chunk))), chunk)
+        for key, product_id, license_key, meter, quantity in t.cursor.fetchall():
+            found[key] = (int(product_id), str(license_key), str(meter), int(quantity))
+    return found
 
 
 def _insert_records(

@@ -38,10 +38,13 @@ _RESULT: dict[str, Any] = {
     "required": ["index", "outcome"],
     "properties": {
         "index": {"type": "integer", "description": "the record's place in the request"},
-        "outcome": {"enum": ["accepted", "duplicate", "refused"]},
+        "outcome": {
+            "enum": ["accepted", "duplicate", "conflict", "refused"],
+            "description": "conflict: the idempotency key was used for another record",
+        },
         "idempotency_key": {"type": "string"},
         "aggregate": {"type": "string", "description": "the intent that will bill it"},
-        "reason": {"type": "string", "description": "why it was refused"},
+        "reason": {"type": "string", "description": "why it was refused or is a conflict"},
     },
 }
 
@@ -104,6 +107,7 @@ OPENAPI: dict[str, Any] = {
                                     "properties": {
                                         "accepted": {"type": "integer"},
                                         "duplicate": {"type": "integer"},
+                                        "conflict": {"type": "integer"},
                                         "refused": {"type": "integer"},
                                         "results": {
                                             "type": "array",

@@ -7,6 +7,7 @@ the good ones of its batch. What it must be::
     product_id       a product configured in [[usage.product]]
     quantity         a positive integer (at most 2**31 - 1: RecordUsage's Amount)
     idempotency_key  1-255 printable characters: the same key is the same record, forever
+                     (reused for another product, key, meter or quantity: a conflict)
     timestamp        ISO 8601 with a zone ("2026-12-01T14:00:00Z"): when it was used
     meter            optional: a name of 1-64 letters, digits, ``_ . -``
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from bridge.usage.config import METER, UsageConfig
@@ -25,7 +26,7 @@ _KEY = re.compile(r"[\x21-\x7e]{1,100}")
 _IDEMPOTENCY = re.compile(r"[\x20-\x7e]{1,255}")
 FIELDS = frozenset({"key", "product_id", "quantity", "idempotency_key", "timestamp", "meter"})
 
-Outcome = Literal["accepted", "duplicate", "refused"]
+Outcome = Literal["accepted", "duplicate", "conflict", "refused"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +83,10 @@ def _timestamp(value: Any) -> datetime:
         raise Bad("timestamp is not ISO 8601 (e.g. 2026-12-01T14:00:00Z)") from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise Bad("timestamp has no zone (add Z or +hh:mm)")
-    return parsed
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        raise Bad("timestamp is out of range") from None
 
 
 def parse(raw: Any, config: UsageConfig) -> UsageIn:
