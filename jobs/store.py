@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
-from bridge.core import locks
+from bridge.core import blocks, locks
 from bridge.core.db import session
 from bridge.core.dbapi import Sql, Tx, tx
 from bridge.core.intents import TERMINAL, Effect, Status, merge_start
@@ -156,6 +156,13 @@ _DUE_TRACKS = Sql(
     AND (attempt.outcome IS NULL OR attempt.outcome IN ('unknown', 'refused')))
     ORDER BY id LIMIT :limit {skip_locked}"""
 )
+# A license's block and unblock intents, under its ref or an alias, whatever their status:
+# an ending block holds from the moment it is stored (bridge.core.blocks).
+_BLOCK_INTENTS = Sql(
+    """SELECT id, effect, params, occurred_at FROM intent WHERE effect IN ('block', 'unblock')
+    AND (license_ref = :ref OR license_ref IN (SELECT alias FROM license_alias WHERE ref = :ref))
+    ORDER BY id"""
+)
 _REFUSED_BEFORE = Sql("SELECT 1 FROM attempt WHERE intent_id = :id AND outcome = 'refused' LIMIT 1")
 # Taken only if unchanged since it was read (every status change writes updated_at), so
 # an intent another run claimed, or claimed, sent and put back meanwhile with an attempt
@@ -200,7 +207,7 @@ class LicenseView:
     customer_id: int | None
     block_decided_at: int | None
     block_reason: str | None
-    ended_by: str | None = None  # the block that ended the license, never lifted
+    ended_by: str | None = None  # an ending block in force (bridge.core.blocks)
     customer_decided_at: int | None = None  # the newest customer change applied
 
 
@@ -844,6 +851,15 @@ def checkout_session(engine: Engine, ref: str) -> str | None:
         return None
     session = json.loads(row[0]).get("checkout_session")
     return session if isinstance(session, str) else None
+
+
+def block_intents(engine: Engine, ref: str) -> list[blocks.Stored]:
+    """The license's stored block and unblock intents (``bridge.core.blocks``)."""
+    with tx(engine) as t:
+        return [
+            blocks.Stored.of(id_, Effect(effect), json.loads(params), occurred_at)
+            for id_, effect, params, occurred_at in t.all(_BLOCK_INTENTS, {"ref": ref})
+        ]
 
 
 def set_needs_review(engine: Engine, intent_id: str, error: str) -> None:

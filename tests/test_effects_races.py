@@ -9,6 +9,7 @@ happened to produce; "two workers" are two Runtimes on one database.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Engine
@@ -154,7 +155,8 @@ class TestStickyBlocks:
                 assert await finish(rt, intent_id) == {intent_id: "done"}
         assert blocked(sandbox_server, key)
         license_ = license_row(engine, REF)
-        assert (license_.ended_by, license_.block_reason) == (ending, ending)
+        # The payment status is recorded apart, for when the end is lifted (a won dispute).
+        assert (license_.ended_by, license_.block_reason) == (ending, None)
         counts = sandbox_server.state()["counts"]
         assert (counts["blocks"], counts["unblocks"]) == (1, 0)
 
@@ -221,6 +223,134 @@ class TestStickyBlocks:
         # No assertion on the number of unblocks: "unpaid" and "active" may both run
         # before the dispute (a legitimate order: the key was unblocked before its end).
         # What must hold whatever the interleaving is the end state above.
+
+    async def test_an_older_active_leaves_a_cancellation_whose_reply_was_lost_alone(
+        self, bridge_settings: Settings, engine: Engine, sandbox_server: SandboxServer
+    ) -> None:
+        """Issue 15, 3 (reproduced): the cancellation's BlockKey landed, its reply was
+        lost. An older "active" ran meanwhile: the old code credited the cancellation's
+        BlockKey as applied and then unblocked (``ended_by`` is written only when the
+        cancellation's run succeeds), so the canceled key was usable until the
+        cancellation ran again, and one cancellation cost two BlockKeys and an
+        UnblockKey. A stored ending block ends the license for every unblock."""
+        key, _ = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        t = _now() - 600
+        cancel = block(engine, "canceled", t + 30)
+        active = block(engine, "active", t + 10)
+        sandbox_server.set_faults(script=[{"method": "key/BlockKey", "fault": "lost_reply"}])
+        async with runtime(bridge_settings, engine) as rt:
+            assert await step(rt, cancel) == "retry"
+            assert attempts(engine, cancel) == [("key/BlockKey", "unknown")]
+            assert await finish(rt, active) == {active: "done"}
+            assert blocked(sandbox_server, key)
+            assert "kept_blocked" in (intent(engine, active).result or "")
+            assert await finish(rt, cancel) == {cancel: "done"}
+        assert blocked(sandbox_server, key)
+        assert attempts(engine, cancel) == [("key/BlockKey", "applied")]
+        assert attempts(engine, active) == []
+        counts = sandbox_server.state()["counts"]
+        assert (counts["blocks"], counts["unblocks"]) == (1, 0)
+        license_ = license_row(engine, REF)
+        assert (license_.ended_by, license_.block_reason) == ("canceled", None)
+
+
+def dispute(engine: Engine, dispute_id: str, at: int) -> str:
+    """``charge.dispute.created``'s block, as the Stripe planner stores it."""
+    params = {"reason": "dispute", "dispute": dispute_id}
+    return add_intent(engine, f"{REF}:block:dispute:{dispute_id}", "block", REF, params, at)
+
+
+def dispute_won(engine: Engine, dispute_id: str, at: int) -> str:
+    """``charge.dispute.closed`` (won)'s lift, as the Stripe planner stores it."""
+    params = {"reason": "dispute_won", "dispute": dispute_id}
+    return add_intent(engine, f"{REF}:unblock:dispute_won:{dispute_id}", "unblock", REF, params, at)
+
+
+class TestWonDisputes:
+    """Issue 15, 3: a won dispute lifts its own block, unless another ending block (a
+    cancellation, a refund, a dispute not won) holds or the newest payment status is a
+    block; a lost dispute keeps it (its close plans nothing: tests/test_stripe_plan.py)."""
+
+    @pytest.mark.parametrize("won_first", [False, True])
+    async def test_a_won_dispute_lifts_its_block_in_either_order(
+        self,
+        bridge_settings: Settings,
+        engine: Engine,
+        sandbox_server: SandboxServer,
+        won_first: bool,
+    ) -> None:
+        key, _ = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        t = _now() - 600
+        # Each stored when delivered, then run: either may arrive first.
+        store: list[Callable[[], str]] = [
+            lambda: dispute(engine, "dp_1", t),
+            lambda: dispute_won(engine, "dp_1", t + 100),
+        ]
+        async with runtime(bridge_settings, engine) as rt:
+            for add in reversed(store) if won_first else store:
+                intent_id = add()
+                assert await finish(rt, intent_id) == {intent_id: "done"}
+        assert not blocked(sandbox_server, key)
+        assert license_row(engine, REF).ended_by is None
+        counts = sandbox_server.state()["counts"]
+        # Delivered after its close, the dispute's block is never applied.
+        expected = (0, 0) if won_first else (1, 1)
+        assert (counts["blocks"], counts["unblocks"]) == expected
+
+    @pytest.mark.parametrize("other", ["canceled", "refund", "another dispute", "unpaid"])
+    async def test_a_won_dispute_leaves_the_key_blocked_while_another_block_holds(
+        self,
+        bridge_settings: Settings,
+        engine: Engine,
+        sandbox_server: SandboxServer,
+        other: str,
+    ) -> None:
+        key, _ = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        t = _now() - 600
+        delivered: list[Callable[[], str]] = [
+            lambda: dispute(engine, "dp_1", t),
+            (lambda: dispute(engine, "dp_2", t + 50))
+            if other == "another dispute"
+            else (lambda: block(engine, other, t + 50)),
+            lambda: dispute_won(engine, "dp_1", t + 100),
+        ]
+        async with runtime(bridge_settings, engine) as rt:
+            for deliver in delivered:
+                intent_id = deliver()  # stored as delivered, then run
+                assert await finish(rt, intent_id) == {intent_id: "done"}
+        assert blocked(sandbox_server, key)
+        counts = sandbox_server.state()["counts"]
+        assert (counts["blocks"], counts["unblocks"]) == (1, 0)
+        license_ = license_row(engine, REF)
+        if other == "unpaid":
+            assert (license_.ended_by, license_.block_reason) == (None, "unpaid")
+        else:
+            assert license_.ended_by == ("dispute" if other == "another dispute" else other)
+
+    async def test_active_again_while_disputed_counts_once_the_dispute_is_won(
+        self, bridge_settings: Settings, engine: Engine, sandbox_server: SandboxServer
+    ) -> None:
+        """Payment-status changes while an ending block holds leave the key blocked but
+        are recorded: unpaid then active again, then the dispute won, unblocks."""
+        key, _ = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        t = _now() - 600
+        delivered: list[Callable[[], str]] = [
+            lambda: dispute(engine, "dp_1", t),
+            lambda: block(engine, "unpaid", t + 10),
+            lambda: block(engine, "active", t + 20),
+        ]
+        async with runtime(bridge_settings, engine) as rt:
+            for deliver in delivered:
+                intent_id = deliver()  # stored as delivered, then run
+                assert await finish(rt, intent_id) == {intent_id: "done"}
+                assert blocked(sandbox_server, key)
+            lift = dispute_won(engine, "dp_1", t + 100)
+            assert await finish(rt, lift) == {lift: "done"}
+        assert not blocked(sandbox_server, key)
 
 
 class TestRegisterEvent:

@@ -27,10 +27,15 @@ every run (each with a test in tests/test_effects_races.py):
   against the exact state it would have produced (an extension: ``before + days``, or
   today + days for an expired key; a block: the flag). An expiry that is neither that
   value nor the one before goes to a person. So renewal B can never be read as A's effect.
-- BLOCK / UNBLOCK: a block that ends the license (canceled, refund, dispute) is applied
-  whatever its age and is never lifted or overwritten (``license.ended_by``); payment-
-  status blocks and unblocks (unpaid, past due, active again) apply only when newer than
-  the license's last such decision, so reordered deliveries converge.
+- BLOCK / UNBLOCK (the rule: ``bridge.core.blocks``): a block that ends the license
+  (canceled, refund, dispute) is applied whatever its age, and holds from the moment its
+  intent is stored: an unblock that runs while the ending block's outcome is unknown (its
+  reply lost) or before it ran leaves the key alone, reading nothing, so it neither
+  lifts it nor credits itself with its BlockKey. Only a won dispute lifts a block, its
+  own dispute's, and unblocks only when no other ending block holds and the newest
+  payment status is not a block. Payment-status blocks and unblocks (unpaid, past due,
+  active again) apply only when newer than the license's last such decision, so
+  reordered deliveries converge; they are recorded while the license is ended too.
 - REGISTER_EVENT carries the intent id in its Metadata; a lost reply is settled by
   GetEvents filtered on that exact Metadata string, once the call can no longer land.
   Events of one key that are due together go in one RegisterEvents call. It needs no
