@@ -15,7 +15,12 @@ async def link_customer(run: Run, license_: store.LicenseView) -> dict[str, Any]
     if expected is not None:
         # A repair (``reconcile --repair``): the key was relinked in Cryptolens behind the
         # bridge's back, so Cryptolens' own link is what is compared. A setting: repeated
-        # freely, so two such intents on one key cannot add anything twice.
+        # freely, so two such intents on one key cannot add anything twice. It is dated
+        # like the customer decision it restores: one decided later (a CRM contact
+        # change) that ran meanwhile wins, as it would over that decision.
+        decided = license_.customer_decided_at
+        if decided is not None and run.intent.occurred_at < decided:
+            return {"superseded_by": decided}
         current = await run.rt.client.get_key(license_.product_id, license_.key)
         if current.customer is not None and current.customer.id == int(expected):
             return {"customer_id": int(expected), "already_linked": True}
