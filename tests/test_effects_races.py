@@ -19,6 +19,7 @@ from bridge.core.settings import Settings
 from jobs.runtime import Runtime
 from tests.fixtures.runs import (
     DAY,
+    PRODUCT,
     add_intent,
     add_license,
     attempts,
@@ -351,6 +352,59 @@ class TestWonDisputes:
             lift = dispute_won(engine, "dp_1", t + 100)
             assert await finish(rt, lift) == {lift: "done"}
         assert not blocked(sandbox_server, key)
+
+
+def customers_with(sandbox: SandboxServer, email: str) -> list[int]:
+    return [int(c["id"]) for c in sandbox.state()["customers"] if c["email"] == email]
+
+
+class TestAddCustomer:
+    """Issue 15, 4 (reproduced): AddCustomer was read back (a search by email) 0.13-0.25 s
+    after a lost reply, without the settle window; a late landing then made two customers
+    with the buyer's email. It waits for the window like every other read-back."""
+
+    EMAIL = "late.buyer@example.org"
+
+    def link(self, engine: Engine) -> str:
+        params = {"customer": {"email": self.EMAIL, "name": "Late Buyer"}}
+        return add_intent(engine, f"{REF}:link_customer", "link_customer", REF, params, _now())
+
+    @pytest.mark.parametrize("lands", [True, False])
+    async def test_a_lost_add_customer_is_searched_for_again_only_past_its_window(
+        self,
+        bridge_settings: Settings,
+        engine: Engine,
+        sandbox_server: SandboxServer,
+        lands: bool,
+    ) -> None:
+        settings = bridge_settings.model_copy(update={"settle_seconds": 30.0})
+        bound = settings.call_bound_seconds
+        key, _ = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        link = self.link(engine)
+        fault = {"method": "customer/AddCustomer", "fault": "lost_request"}
+        sandbox_server.set_faults(script=[fault])
+        async with runtime(settings, engine) as rt:
+            assert await step(rt, link) == "retry"  # no reply: the outcome is unknown
+            # Past the call's bound but within BRIDGE_SETTLE_SECONDS: it may still land.
+            for ahead in (0.0, bound + 10):
+                rt.clock = later(ahead)
+                due_now(engine, link)
+                assert await step(rt, link) == "retry"
+            received = sandbox_server.state()["calls"]["customer/AddCustomer"]["received"]
+            assert received == 1
+            assert customers_with(sandbox_server, self.EMAIL) == []
+            assert attempts(engine, link) == [("customer/AddCustomer", "unknown")]
+            if lands:  # the call the proxy gave up on reaches Cryptolens late
+                sandbox_server.call("customer/AddCustomer", Name="Late Buyer", Email=self.EMAIL)
+            rt.clock = later(bound + 31)  # past the window: the search is final
+            assert await finish(rt, link) == {link: "done"}
+        [customer] = customers_with(sandbox_server, self.EMAIL)
+        body = sandbox_server.call("key/GetKey", ProductId=PRODUCT, Key=key)
+        assert body["licenseKey"]["customer"]["id"] == customer
+        expected = "applied" if lands else "not_applied"
+        assert attempts(engine, link)[0] == ("customer/AddCustomer", expected)
+        assert len(attempts(engine, link)) == (1 if lands else 2)
 
 
 class TestRegisterEvent:

@@ -76,7 +76,10 @@ every run (each with a test in tests/test_effects_races.py):
   imported nothing: its items are sent again, each alone (an item with a refused call
   is never a companion again), so only the bad one fails.
 - LINK_CUSTOMER links the key to the buyer found by email (added if none), once both the
-  key and the buyer are known, whichever start event named the buyer.
+  key and the buyer are known, whichever start event named the buyer. AddCustomer gets an
+  attempt row (scope: the email); its read-back is the search by email, which cannot see
+  a call in flight, so while an AddCustomer of that email is unresolved and may still
+  land no other is sent, and a search that finds nothing settles it only past its window.
 - SET_CUSTOMER (a CRM deal's contact or company changed) applies only when newer than the
   license's last customer decision (``customer_decided_at``, written with the run's
   outcome in the run's transaction), and sends ChangeCustomer only when the customer
