@@ -133,14 +133,15 @@ _UNPARK = Sql(
     "UPDATE intent SET status = 'pending', updated_at = :now WHERE id = :id AND status = 'waiting'"
 )
 # The other due REGISTER_EVENT intents of a license (under its ref or an alias) that no
-# run holds and whose earlier call, if any, is settled: a lead's companions.
+# run holds, whose earlier call, if any, is settled, and that were never in a refused
+# call (a refused batch is sent again event by event, each alone): a lead's companions.
 _DUE_EVENTS = Sql(
     """SELECT id, license_ref, params, occurred_at, attempts, created_at, updated_at
     FROM intent WHERE effect = 'register_event' AND status = 'pending' AND id <> :lead
     AND (next_attempt_at IS NULL OR next_attempt_at <= :due)
     AND (license_ref = :ref OR license_ref IN (SELECT alias FROM license_alias WHERE ref = :ref))
     AND NOT EXISTS (SELECT 1 FROM attempt WHERE attempt.intent_id = intent.id
-    AND (attempt.outcome IS NULL OR attempt.outcome = 'unknown'))
+    AND (attempt.outcome IS NULL OR attempt.outcome IN ('unknown', 'refused')))
     ORDER BY id LIMIT :limit {skip_locked}"""
 )
 # PostgreSQL: rows another claim holds (its lead, or its own companions) are passed over,
@@ -357,11 +358,12 @@ def _gathers(
     t: Tx, effect: Effect, intent_id: str, open_attempts: dict[str, Any], params: dict[str, Any]
 ) -> bool:
     """Whether this run takes companions: an intent with an unresolved call settles it
-    alone, one a CRM deal must complete first (``jobs.effects.deals``) runs alone, and a
-    myTracker item of a refused batch is sent alone (to tell the bad item from the rest)."""
+    alone, one a CRM deal must complete first (``jobs.effects.deals``) runs alone, and an
+    event or myTracker item of a refused batch is sent alone (to tell the bad one from
+    the rest)."""
     if effect not in BATCH_SIZES or open_attempts or "deal_id" in params:
         return False
-    return effect not in KEYLESS_EFFECTS or t.one(_REFUSED_BEFORE, {"id": intent_id}) is None
+    return t.one(_REFUSED_BEFORE, {"id": intent_id}) is None
 
 
 def _gather(

@@ -53,7 +53,9 @@ every run (each with a test in tests/test_effects_races.py):
   lost reply each member, in its own run and alone (an intent with an unresolved call
   is never a companion, and gathers none), finds its own event or, once the call can no
   longer land, sends it again; whether Cryptolens applied the batch whole or in part,
-  each event is counted by its own read-back.
+  each event is counted by its own read-back. A batch Cryptolens refuses registered
+  nothing: its members go back to pending and are sent alone (an event with a refused
+  call is never a companion, and gathers none), so only the bad event fails.
 - RECORD_USAGE cannot be read back: an unknown outcome goes to a person.
 - REPORT_USAGE sends one usage aggregate. Two of them racing on one key are two
   different aggregates (their ids name the window), each holding its own records: a
