@@ -5,8 +5,8 @@ reads the store and Cryptolens (GetKey, GetCustomers, GetLicenseTemplates) and c
 nothing: no attempt, no lease, no status. The decisions follow the worker's effects
 (``jobs/effects``): an extension by the days short of the target, a block only when the
 key's flag differs and no later decision or license end overrides it (the worker's
-rule, ``bridge.core.blocks``), a customer link
-only when the key has none. Parameters are those the client sends, minus the token.
+rule, ``bridge.core.blocks``), a customer link only when the key has none. Parameters
+are those the client sends, minus the token.
 """
 
 from __future__ import annotations
