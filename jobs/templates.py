@@ -3,7 +3,8 @@
 The provider is found by the intent's license ref (``bridge.providers.for_ref``); its
 worker hook knows what its purchases name (Stripe: metadata, the price mapping, the
 checkout's line items; a CRM: the deal's pipeline or product). A params ``template_id``
-set by the planner is taken as it is.
+set by the planner is taken as it is, except by a provider whose start comes in several
+events: it says when a later one can no longer change it (:func:`final_template`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from bridge import providers
 from bridge.core.errors import NoTemplate
 from bridge.core.providers import WorkerContext
 
-__all__ = ["NoTemplate", "resolve_template"]
+__all__ = ["NoTemplate", "final_template", "resolve_template"]
 
 
 async def resolve_template(
@@ -31,3 +32,16 @@ async def resolve_template(
             return None
         raise NoTemplate(f"nothing names a license template for {ref}")
     return await hook(ctx, params, default)
+
+
+async def final_template(
+    ctx: WorkerContext, ref: str, params: dict[str, Any]
+) -> tuple[int, str] | None:
+    """The template once no start event still to come can change it, and what named it;
+    None while one may (the caller waits, then takes ``resolve_template``'s answer).
+    NoTemplate when nothing names one and the provider has no default."""
+    provider = providers.for_ref(ref)
+    hook = provider.worker.final_template if provider is not None else None
+    if hook is None:
+        return await resolve_template(ctx, ref, params)
+    return await hook(ctx, ref, params)

@@ -152,3 +152,18 @@ class TestScrapeBench:
         scrape = json.loads(result.stdout)["scrape"]
         assert (scrape["database"], scrape["intents"]) == ("sqlite", 3000)
         assert scrape["recount_ms"] > 0 and scrape["scrape_ms"] > 0
+
+
+class TestStartsBench:
+    def test_every_subscription_gets_its_template_with_and_without_the_api_key(self) -> None:
+        """The starts mode's figures: every key made, of its purchase's template, in both
+        runs (the figures themselves are the bench's, not asserted here)."""
+        args = ["bench", "--starts", "4", "--start-gap", "0.2", "--latency-ms", "5"]
+        args += ["--stripe-latency-ms", "5", "--settle", "120", "--json"]
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        starts = json.loads(result.stdout)["starts"]
+        assert [r["stripe_api_key"] for r in starts["runs"]] == [True, False]
+        for r in starts["runs"]:
+            assert (r["keys"], r["wrong_template"]) == (4, [])
+            assert r["seconds_median"] is not None and r["seconds_max"] is not None

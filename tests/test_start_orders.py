@@ -3,15 +3,21 @@
 A subscription starts with ``checkout.session.completed`` (subscription mode),
 ``customer.subscription.created`` and the first ``invoice.paid`` (billing_reason
 ``subscription_create``), which Stripe delivers in no fixed order, each maybe twice.
-Whatever the order, the shape (API 2024-06-20 or 2025-03-31.basil) and where the
-template is named, the outcome must be the same: exactly one key, of the template the
-purchase names (else the default, once the start wait is over), linked to the buyer's
+Whatever the order, the shape (API 2024-06-20 or 2025-03-31.basil), where the template
+is named and whether the worker has ``STRIPE_API_KEY``, the outcome must be the same:
+exactly one key, of the template the most specific hint names (the session's metadata
+over the subscription's over the price mapping; else the default), linked to the buyer's
 Cryptolens customer, expiring at the paid period end + grace, and one purchase event.
+The worker runs after every delivery, as in production: with ``STRIPE_API_KEY`` the key
+is made after the first (Stripe says what the others would), without it only once no
+event still to come can name a richer template, and never by waiting for the clock once
+all three have arrived.
 
 The matrix runs in-process to stay fast: deliveries go to the web app through
 ``httpx.ASGITransport`` (its lifespan entered here), and the worker's job function runs
 directly on every pending intent against one shared sandbox, with a clock the test moves
-(``Runtime.clock``) so that the start wait ends exactly when the test says.
+(``Runtime.clock``) so that the start wait ends exactly when the test says. Stripe's API
+is the local stand-in (``tests.fixtures.fake_stripe``) over HTTP.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from bridge.stripe.signature import sign
 from jobs.runner import run_intent
 from jobs.runtime import Runtime
 from tests.fixtures import stripe_builders as sb
+from tests.fixtures.fake_stripe import API_KEY, FakeStripe
 from tests.fixtures.pipeline import SECRET, make_settings, now, shifted
 from tests.fixtures.servers import SandboxServer
 
@@ -48,6 +55,7 @@ EMAIL = "example@example.com"  # the buyer, as the session and the first invoice
 SUB_REF = f"stripe:sub:{sb.SUB}"
 CREATE = f"{SUB_REF}:create_key"
 NAMED, DEFAULT = 3, 1  # the template the purchase names; default_template_id
+VAGUER = 2  # what a less specific hint names, where two do
 
 START_EVENTS = ("checkout", "subscription", "invoice")
 ORDERS = list(itertools.permutations(START_EVENTS))
@@ -62,17 +70,12 @@ class Naming:
     session_metadata: dict[str, str] = field(default_factory=dict)
     subscription_metadata: dict[str, str] = field(default_factory=dict)
     template: int = NAMED
-    source: str = "purchase"
+    source: str = "session"
 
-    def names_template(self, event: str) -> bool:
-        """Whether ``event`` alone tells the planner which template to use."""
-        if self.name == "mapping":  # the price; a checkout's webhook carries no line items
-            return event != "checkout"
-        if self.name == "session_metadata":
-            return event == "checkout"
-        if self.name == "subscription_metadata":  # the invoice carries a snapshot of it
-            return event != "checkout"
-        return False
+    def names_the_richest(self, event: str) -> bool:
+        """Whether ``event`` carries the richest hint there is (the session's metadata):
+        then nothing still to come can change the answer."""
+        return event == "checkout" and bool(self.session_metadata)
 
 
 BASE_TOML = """
@@ -92,13 +95,25 @@ template_id = {NAMED}
 """
 )
 METADATA = {"cryptolens_template_id": str(NAMED)}
+VAGUER_METADATA = {"cryptolens_template_id": str(VAGUER)}
+VAGUER_MAPPING_TOML = MAPPED_TOML.replace(f"template_id = {NAMED}", f"template_id = {VAGUER}")
 NAMINGS = {
     n.name: n
     for n in (
         Naming("mapping", MAPPED_TOML, source="mapping"),
         Naming("session_metadata", BASE_TOML, session_metadata=METADATA),
-        Naming("subscription_metadata", BASE_TOML, subscription_metadata=METADATA),
+        Naming(
+            "subscription_metadata", BASE_TOML, subscription_metadata=METADATA, source="purchase"
+        ),
         Naming("none", BASE_TOML, template=DEFAULT, source="default"),
+        # Two hints: the richer one must win whichever comes first (issue 15, item 2).
+        Naming("session_over_mapping", VAGUER_MAPPING_TOML, session_metadata=METADATA),
+        Naming(
+            "session_over_subscription",
+            BASE_TOML,
+            session_metadata=METADATA,
+            subscription_metadata=VAGUER_METADATA,
+        ),
     )
 }
 
@@ -118,6 +133,14 @@ def start_events(naming: Naming, *, basil: bool, delta: int) -> dict[str, dict[s
         ),
     }
     return {name: shifted(event, delta) for name, event in events.items()}
+
+
+def stripe_knows(stripe: FakeStripe, events: dict[str, dict[str, Any]]) -> None:
+    """Stripe's API holds what the events are about: the subscription, and the Checkout
+    Session that created it (when ``events`` has one)."""
+    stripe.subscription_objects[sb.SUB] = sb.obj(events["subscription"])
+    if "checkout" in events:
+        stripe.checkout_sessions.append(sb.obj(events["checkout"]))
 
 
 class Clock:
@@ -140,6 +163,7 @@ class Bridge:
     runtime: Runtime
     sandbox: SandboxServer
     clock: Clock
+    stripe: FakeStripe | None  # Stripe's API, when the worker has STRIPE_API_KEY
 
     async def deliver(self, event: dict[str, Any]) -> None:
         body = json.dumps(event).encode()
@@ -186,6 +210,10 @@ class Bridge:
         with Session(self.engine) as s:
             return s.get(License, SUB_REF)
 
+    def has_key(self) -> bool:
+        license_ = self.license()
+        return license_ is not None and license_.key is not None
+
     def result(self, intent_id: str) -> dict[str, Any]:
         intent = self.intents()[intent_id]
         assert intent.result is not None, (intent.status, intent.last_error)
@@ -195,22 +223,31 @@ class Bridge:
 
 @pytest.fixture
 def make_bridge(
-    database_url: str, redis_url: str, sandbox_server: SandboxServer, engine: Engine, tmp_path: Path
-) -> Callable[[str], Any]:
-    """``async with make_bridge(toml) as bridge``: a bridge on this test's database."""
+    request: pytest.FixtureRequest,
+    database_url: str,
+    redis_url: str,
+    sandbox_server: SandboxServer,
+    engine: Engine,
+    tmp_path: Path,
+) -> Callable[..., Any]:
+    """``async with make_bridge(toml, api=...) as bridge``: a bridge on this test's
+    database; with ``api``, its worker has STRIPE_API_KEY for the Stripe stand-in."""
 
     from contextlib import asynccontextmanager
 
     @asynccontextmanager
-    async def start(toml: str) -> AsyncIterator[Bridge]:
+    async def start(toml: str, *, api: bool = False) -> AsyncIterator[Bridge]:
         config = tmp_path / "bridge.toml"
         config.write_text(toml)
+        stripe: FakeStripe | None = request.getfixturevalue("fake_stripe") if api else None
+        api_env = {"STRIPE_API_KEY": API_KEY, "STRIPE_API_BASE": stripe.url} if stripe else {}
         settings = make_settings(
             database_url=database_url,
             redis_url=redis_url,
             sandbox_url=sandbox_server.url,
             config_path=config,
             BRIDGE_START_WAIT_SECONDS=WAIT,
+            **api_env,
         )
         app = create_app(settings, engine=engine)
         runtime = Runtime.build(settings, engine=engine)
@@ -227,7 +264,7 @@ def make_bridge(
 
                 transport = httpx.ASGITransport(app=served)
                 async with httpx.AsyncClient(transport=transport, base_url="http://bridge") as http:
-                    yield Bridge(settings, engine, http, runtime, sandbox_server, clock)
+                    yield Bridge(settings, engine, http, runtime, sandbox_server, clock, stripe)
         finally:
             await runtime.close()
 
@@ -261,74 +298,93 @@ async def run_start(
     bridge: Bridge, naming: Naming, order: tuple[str, ...], *, basil: bool, twice: bool
 ) -> int:
     """Deliver the start events in ``order`` (each twice, the second after the worker ran
-    on the first, with ``twice``), running the worker after each; then let the start wait
-    pass. Returns the time shift of the events."""
+    on the first, with ``twice``), running the worker after each, the clock standing
+    still. Returns the time shift of the events."""
     delta = now() - sb.T0
     events = start_events(naming, basil=basil, delta=delta)
+    if bridge.stripe is not None:
+        stripe_knows(bridge.stripe, events)
     for step, name in enumerate(order):
         await bridge.deliver(events[name])
         outcomes = await bridge.work()
-        if step == 0:
-            license_ = bridge.license()
-            made = license_ is not None and license_.key is not None
-            # The first event waits for the others exactly when it names no template.
-            assert made == naming.names_template(name), (name, outcomes)
-            if not made:
-                assert "retry" in outcomes and bridge.sandbox.state()["counts"]["keys"] == 0
+        seen = order[: step + 1]
+        if bridge.stripe is not None:
+            # Stripe tells at once what the events still to come would say.
+            assert bridge.has_key(), (seen, outcomes)
+        elif "checkout" not in seen or (step == 0 and not naming.names_the_richest(name)):
+            # Without Stripe's word, the session may still name a richer template.
+            assert not bridge.has_key(), (seen, outcomes)
+            assert "retry" in outcomes and bridge.sandbox.state()["counts"]["keys"] == 0
+        elif step == 0:
+            assert bridge.has_key(), (seen, outcomes)
         if twice:
             await bridge.deliver(events[name])
             await bridge.work()
-    bridge.stand_at_wait(1)
-    await bridge.work()
+    # All three arrived: nothing can change the answer any more, no wait is left.
+    assert bridge.has_key()
     return delta
 
 
+def _case(naming: str, order: tuple[str, ...], basil: bool, twice: bool, api: bool) -> Any:
+    shape, times = "basil" if basil else "2024", "twice" if twice else "once"
+    where = "api" if api else "noapi"
+    return pytest.param(
+        naming, order, basil, twice, api, id=f"{naming}-{'_'.join(order)}-{shape}-{times}-{where}"
+    )
+
+
 CASES = [
-    pytest.param(naming, order, basil, twice, id=f"{naming}-{'_'.join(order)}-{shape}-{times}")
+    _case(naming, order, basil, twice, api)
     for naming in NAMINGS
     for order in ORDERS
-    for basil, shape in ((False, "2024"), (True, "basil"))
-    for twice, times in ((False, "once"), (True, "twice"))
+    for basil in (False, True)
+    for twice in (False, True)
+    for api in (False, True)
+    # With STRIPE_API_KEY the first event decides: duplicates are covered without it.
+    if not (api and twice)
 ]
-# PostgreSQL: each way of naming the template, both shapes, orders and duplicates spread.
+# PostgreSQL: each way of naming the template, both shapes, orders, duplicates and the
+# API key spread.
 PG_CASES = [
-    pytest.param(naming, order, basil, twice, id=f"{naming}-{'_'.join(order)}-{shape}-{times}")
+    _case(naming, order, basil, twice, api)
     for i, naming in enumerate(NAMINGS)
-    for order, (basil, shape), (twice, times) in (
-        (ORDERS[i], (False, "2024"), (False, "once")),
-        (ORDERS[5 - i], (True, "basil"), (True, "twice")),
+    for order, basil, twice, api in (
+        (ORDERS[i], False, False, i % 2 == 0),
+        (ORDERS[5 - i], True, True, i % 2 == 1),
     )
 ]
 
 
 class TestStartOrders:
     @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
-    @pytest.mark.parametrize(("naming", "order", "basil", "twice"), CASES)
+    @pytest.mark.parametrize(("naming", "order", "basil", "twice", "api"), CASES)
     async def test_every_order_makes_one_key_of_the_named_template(
         self,
-        make_bridge: Callable[[str], Any],
+        make_bridge: Callable[..., Any],
         naming: str,
         order: tuple[str, ...],
         basil: bool,
         twice: bool,
+        api: bool,
     ) -> None:
         how = NAMINGS[naming]
-        async with make_bridge(how.toml) as bridge:
+        async with make_bridge(how.toml, api=api) as bridge:
             delta = await run_start(bridge, how, order, basil=basil, twice=twice)
             assert_one_key_of(bridge, how, delta=delta)
 
     @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
-    @pytest.mark.parametrize(("naming", "order", "basil", "twice"), PG_CASES)
+    @pytest.mark.parametrize(("naming", "order", "basil", "twice", "api"), PG_CASES)
     async def test_on_postgres(
         self,
-        make_bridge: Callable[[str], Any],
+        make_bridge: Callable[..., Any],
         naming: str,
         order: tuple[str, ...],
         basil: bool,
         twice: bool,
+        api: bool,
     ) -> None:
         how = NAMINGS[naming]
-        async with make_bridge(how.toml) as bridge:
+        async with make_bridge(how.toml, api=api) as bridge:
             delta = await run_start(bridge, how, order, basil=basil, twice=twice)
             assert_one_key_of(bridge, how, delta=delta)
 
@@ -337,13 +393,12 @@ class TestHintsMerge:
     @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
     @pytest.mark.parametrize("order", ORDERS, ids=["_".join(o) for o in ORDERS])
     async def test_the_most_specific_hint_wins_whichever_was_stored_first(
-        self, make_bridge: Callable[[str], Any], order: tuple[str, ...]
+        self, make_bridge: Callable[..., Any], order: tuple[str, ...]
     ) -> None:
         """The price maps to template 2, the session's metadata names 3: delivered before
         the worker runs, in any order, the purchase's own metadata wins."""
-        toml = MAPPED_TOML.replace(f"template_id = {NAMED}", "template_id = 2")
-        how = Naming("session_metadata", toml, session_metadata=METADATA)
-        async with make_bridge(toml) as bridge:
+        how = NAMINGS["session_over_mapping"]
+        async with make_bridge(how.toml) as bridge:
             delta = now() - sb.T0
             events = start_events(how, basil=False, delta=delta)
             for name in order:
@@ -354,7 +409,7 @@ class TestHintsMerge:
 
 class TestStartWait:
     async def test_the_wait_is_bounded_then_the_default_template_is_used(
-        self, make_bridge: Callable[[str], Any]
+        self, make_bridge: Callable[..., Any]
     ) -> None:
         none = NAMINGS["none"]
         async with make_bridge(none.toml) as bridge:
@@ -379,7 +434,7 @@ class TestStartWait:
             # customer.subscription.created names only a Stripe customer: nobody to link.
             assert key["customer_id"] is None
 
-    async def test_a_one_off_payment_does_not_wait(self, make_bridge: Callable[[str], Any]) -> None:
+    async def test_a_one_off_payment_does_not_wait(self, make_bridge: Callable[..., Any]) -> None:
         async with make_bridge(BASE_TOML) as bridge:
             await bridge.deliver(sb.checkout_session(mode="payment"))
             await bridge.work()  # the clock never moves
@@ -388,3 +443,81 @@ class TestStartWait:
             assert key["template_id"] == DEFAULT
             result = bridge.result(f"stripe:pi:{sb.ONE_OFF_PI}:create_key")
             assert result["template_source"] == "default"
+
+
+class TestWithoutCheckout:
+    """A subscription made without Checkout (the API, the Dashboard) has no session event:
+    with STRIPE_API_KEY, Stripe says so at once; without it, the wait decides."""
+
+    @pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+    async def test_stripe_lists_no_session_so_the_first_event_decides(
+        self, make_bridge: Callable[..., Any]
+    ) -> None:
+        how = NAMINGS["mapping"]
+        async with make_bridge(how.toml, api=True) as bridge:
+            assert bridge.stripe is not None
+            delta = now() - sb.T0
+            events = start_events(how, basil=False, delta=delta)
+            del events["checkout"]
+            stripe_knows(bridge.stripe, events)
+            await bridge.deliver(events["subscription"])
+            await bridge.work()  # the clock never moves
+            assert bridge.has_key() and bridge.stripe.session_lists == 1
+            await bridge.deliver(events["invoice"])
+            await bridge.work()
+            assert_one_key_of(bridge, how, delta=delta)
+
+    async def test_without_the_api_key_a_named_hint_waits_for_a_session(
+        self, make_bridge: Callable[..., Any]
+    ) -> None:
+        how = NAMINGS["mapping"]
+        async with make_bridge(how.toml) as bridge:
+            delta = now() - sb.T0
+            events = start_events(how, basil=False, delta=delta)
+            for name in ("subscription", "invoice"):
+                await bridge.deliver(events[name])
+                assert "retry" in await bridge.work() and not bridge.has_key()
+            bridge.stand_at_wait(-1)
+            assert "retry" in await bridge.work()  # a session may still come
+            assert not bridge.has_key()
+            bridge.stand_at_wait(1)
+            with capture_logs() as logs:
+                await bridge.work()
+            assert_one_key_of(bridge, how, delta=delta)
+            assert not [e for e in logs if "default template" in e["event"]]
+
+
+class TestAskingStripe:
+    async def test_the_richest_hint_in_hand_asks_nothing(
+        self, make_bridge: Callable[..., Any]
+    ) -> None:
+        how = NAMINGS["session_over_subscription"]
+        async with make_bridge(how.toml, api=True) as bridge:
+            assert bridge.stripe is not None
+            delta = now() - sb.T0
+            events = start_events(how, basil=False, delta=delta)
+            for name in ("checkout", "subscription", "invoice"):
+                await bridge.deliver(events[name])
+                await bridge.work()
+            assert (bridge.stripe.session_lists, bridge.stripe.subscription_reads) == (0, 0)
+            assert_one_key_of(bridge, how, delta=delta)
+
+    async def test_stripe_refusing_falls_back_to_the_wait(
+        self, make_bridge: Callable[..., Any]
+    ) -> None:
+        how = NAMINGS["mapping"]
+        async with make_bridge(how.toml, api=True) as bridge:
+            assert bridge.stripe is not None
+            delta = now() - sb.T0
+            events = start_events(how, basil=False, delta=delta)
+            # Stripe does not know the subscription (a key of another account or mode):
+            # 404, so the creation waits for the session as it would without the key.
+            with capture_logs() as logs:
+                for name in ("subscription", "invoice"):
+                    await bridge.deliver(events[name])
+                    assert "retry" in await bridge.work() and not bridge.has_key()
+            [refused] = {e["error"] for e in logs if "Stripe cannot say" in e["event"]}
+            assert "HTTP 404" in refused and API_KEY not in refused
+            bridge.stand_at_wait(1)
+            await bridge.work()
+            assert_one_key_of(bridge, how, delta=delta)

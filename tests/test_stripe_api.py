@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import traceback
 from collections.abc import Iterator
@@ -20,8 +21,11 @@ from bridge.stripe.api import (
     TransientStripeError,
     checkout_template_hints,
     make_http_client,
+    subscription_start_hints,
 )
 from tests.fixtures import stripe_builders as b
+from tests.fixtures.fake_stripe import API_KEY as FAKE_KEY
+from tests.fixtures.fake_stripe import FakeStripe
 from tests.fixtures.servers import run_asgi
 
 API_KEY = "sk_test_bridge_fake_key_4242"
@@ -213,3 +217,63 @@ class TestErrors:
     def test_errors_share_one_base(self) -> None:
         assert issubclass(TransientStripeError, StripeApiError)
         assert issubclass(PermanentStripeError, StripeApiError)
+
+
+class TestSubscriptionStartHints:
+    """What a subscription's key creation asks instead of waiting, against the stand-in
+    of tests/fixtures/fake_stripe.py (the one the start-order matrix uses)."""
+
+    async def test_the_session_that_created_it_and_the_subscription(
+        self, fake_stripe: FakeStripe
+    ) -> None:
+        sub = b.obj(b.subscription(metadata={"cryptolens_template_id": "4"}))
+        sub["items"]["data"][0]["price"]["metadata"] = {"cryptolens_template_id": "6"}
+        fake_stripe.subscription_objects[b.SUB] = sub
+        session = b.obj(b.checkout_session(mode="subscription", metadata=TEMPLATE_5))
+        other = {**session, "id": "cs_other", "subscription": "sub_other", "metadata": {}}
+        # An expired session of the same subscription is listed after the complete one.
+        expired = {**session, "id": "cs_expired", "status": "expired", "metadata": {}}
+        fake_stripe.checkout_sessions += [expired, other, session]
+        async with contextlib.aclosing(ClosingClient()) as client:
+            hints = await subscription_start_hints(
+                b.SUB, api_key=FAKE_KEY, api_base=fake_stripe.url, http_client=client.http
+            )
+        assert (hints.session, hints.subscription) == (5, 4)
+        assert [(h.price_id, h.price_template_id) for h in hints.items] == [(b.PRICE, 6)]
+
+    async def test_a_subscription_made_without_checkout_has_no_session(
+        self, fake_stripe: FakeStripe
+    ) -> None:
+        fake_stripe.subscription_objects[b.SUB] = b.obj(b.subscription())
+        async with contextlib.aclosing(ClosingClient()) as client:
+            hints = await subscription_start_hints(
+                b.SUB, api_key=FAKE_KEY, api_base=fake_stripe.url, http_client=client.http
+            )
+        assert (hints.session, hints.subscription) == (None, None)
+        assert fake_stripe.session_lists == 1
+
+    async def test_an_unknown_subscription_is_permanent_and_shows_no_key(
+        self, fake_stripe: FakeStripe
+    ) -> None:
+        async with contextlib.aclosing(ClosingClient()) as client:
+            with pytest.raises(PermanentStripeError, match="HTTP 404") as caught:
+                await subscription_start_hints(
+                    "sub_missing",
+                    api_key=FAKE_KEY,
+                    api_base=fake_stripe.url,
+                    http_client=client.http,
+                )
+        assert FAKE_KEY not in str(caught.value)
+
+
+TEMPLATE_5 = {"cryptolens_template_id": "5"}
+
+
+class ClosingClient:
+    """A shared library client, closed at the end (as the worker's lifespan does)."""
+
+    def __init__(self) -> None:
+        self.http = make_http_client()
+
+    async def aclose(self) -> None:
+        await self.http.close_async()  # type: ignore[no-untyped-call]

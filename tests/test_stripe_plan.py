@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bridge.core.intents import Effect, IntentSpec, Plan
+from bridge.core.intents import TEMPLATE_RANKS, Effect, IntentSpec, Plan, merge_start
 from bridge.core.settings import PriceMapping, StripeConfig
 from bridge.stripe.plan import HANDLED_TYPES, PayloadError, plan
 from tests.fixtures import stripe_builders as b
@@ -649,7 +649,15 @@ class TestBasilShapes:
     def test_basil_first_invoice_creates_the_same_key(self) -> None:
         old = plan(b.invoice(billing_reason="subscription_create"), MAPPED)
         new = plan(b.invoice(billing_reason="subscription_create", basil=True), MAPPED)
-        assert one(new, Effect.CREATE_KEY) == one(old, Effect.CREATE_KEY)
+        old_params, new_params = (
+            one(old, Effect.CREATE_KEY).params,
+            one(new, Effect.CREATE_KEY).params,
+        )
+        # basil lines name their price by id: its metadata is not in the payload, so
+        # customer.subscription.created may still name a richer template.
+        assert old_params.pop("hints_from") == ["price", "purchase"]
+        assert new_params.pop("hints_from") == ["purchase"]
+        assert new_params == old_params
 
     def test_basil_invoice_subscription_metadata_snapshot_wins(self) -> None:
         event = b.invoice(
@@ -669,3 +677,32 @@ class TestBasilShapes:
         event = b.invoice(basil=True)
         b.obj(event)["parent"] = None
         assert plan(event, CONFIG).ignored is not None
+
+
+class TestStartHints:
+    """What each start event of a subscription carries in full (``hints_from``): the
+    worker waits, without STRIPE_API_KEY, only for a source none of them carried."""
+
+    def test_the_session_names_its_own_source_above_the_subscription(self) -> None:
+        event = b.checkout_session(mode="subscription", metadata={"cryptolens_template_id": "5"})
+        params = one(plan(event, CONFIG), Effect.CREATE_KEY).params
+        assert (params["template_id"], params["template_source"]) == (5, "session")
+        assert params["template_rank"] > TEMPLATE_RANKS["purchase"]
+        assert params["hints_from"] == ["session"]
+
+    def test_the_subscription_carries_its_metadata_and_prices(self) -> None:
+        params = one(plan(b.subscription(), CONFIG), Effect.CREATE_KEY).params
+        assert params["hints_from"] == ["price", "purchase"]
+
+    def test_a_one_off_payment_has_no_other_event(self) -> None:
+        event = b.checkout_session(metadata={"cryptolens_template_id": "5"})
+        params = one(plan(event, CONFIG), Effect.CREATE_KEY).params
+        assert params["template_source"] == "purchase" and "hints_from" not in params
+
+    def test_merging_keeps_what_every_delivery_carried(self) -> None:
+        first = {"template_id": None, "hints_from": ["session"]}
+        later = {"template_id": 7, "template_rank": 1, "hints_from": ["price", "purchase"]}
+        merged = merge_start(first, later)
+        assert merged["hints_from"] == ["price", "purchase", "session"]
+        assert merge_start(merged, later) == merged
+        assert merge_start(later, first)["hints_from"] == merged["hints_from"]

@@ -81,22 +81,30 @@ TEMPLATE_RANKS = {
     "pipeline": 1,  # a CRM deal's pipeline
     "product": 2,
     "price": 3,
-    "purchase": 4,
+    "purchase": 4,  # the purchase's own metadata: a one-off's session, a subscription's
     "deal": 4,  # a CRM deal that names its template itself
+    # A subscription's Checkout Session: the buyer chose there, the subscription's own
+    # metadata only says what it was created with.
+    "session": 5,
 }
+
+#: ``params["hints_from"]`` of a subscription's ``create_key``: the template sources the
+#: start events merged so far carried in full (what they did not name, their objects lack).
+HINTS_FROM = "hints_from"
 
 
 def merge_start(params: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
     """A ``create_key`` intent's params with what a later delivery of the same start adds.
 
-    The more specific template hint wins (ties keep the first); every other field, and
-    each field of the buyer, is filled where it is still missing. The result does not
+    The more specific template hint wins (ties keep the first); ``hints_from`` is the union
+    of both; every other field, and each field of the buyer, is filled where it is still
+    missing. The result does not
     depend on which delivery was stored first when their hints rank differently, and
     merging the same hint twice changes nothing.
     """
     merged = dict(params)
     for name, value in later.items():
-        if name in ("template_id", "template_rank", "template_source", "customer"):
+        if name in ("template_id", "template_rank", "template_source", "customer", HINTS_FROM):
             continue
         if merged.get(name) is None and value is not None:
             merged[name] = value
@@ -112,6 +120,9 @@ def merge_start(params: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]
             buyer[name] = value
     if buyer:
         merged["customer"] = buyer
+    if params.get(HINTS_FROM) is not None or later.get(HINTS_FROM) is not None:
+        carried = {*(params.get(HINTS_FROM) or ()), *(later.get(HINTS_FROM) or ())}
+        merged[HINTS_FROM] = sorted(carried)
     return merged
 
 

@@ -61,6 +61,9 @@ class Deal:
 
 
 TemplateHook = Callable[[WorkerContext, dict[str, Any], bool], Awaitable[tuple[int, str] | None]]
+FinalTemplateHook = Callable[
+    [WorkerContext, str, dict[str, Any]], Awaitable[tuple[int, str] | None]
+]
 DealHook = Callable[[WorkerContext, str], Awaitable[Deal]]
 WriteBackHook = Callable[[WorkerContext, str, str], Awaitable[dict[str, Any]]]
 
@@ -71,7 +74,10 @@ class WorkerHooks:
 
     ``template(ctx, params, default)``: the template a key creation's params lead to, and
     what named it; None when nothing does (with ``default`` the source's default, or
-    ``NoTemplate``). ``deal(ctx, deal_id)``: the deal's current facts. ``write_back(ctx,
+    ``NoTemplate``). ``final_template(ctx, ref, params)``: for a provider whose start
+    comes in several events, the template once none still to come can change it, None
+    while one may (without it, ``template`` with the default decides at once).
+    ``deal(ctx, deal_id)``: the deal's current facts. ``write_back(ctx,
     deal_id, key)``: the key written onto the deal (a setting: harmless twice).
     ``open(settings)`` makes the provider's client once per worker; ``close`` ends it.
     Hooks raise the error root's kinds (``bridge.core.errors``): permanent, retryable,
@@ -79,6 +85,7 @@ class WorkerHooks:
     """
 
     template: TemplateHook | None = None
+    final_template: FinalTemplateHook | None = None
     deal: DealHook | None = None
     write_back: WriteBackHook | None = None
     open: Callable[[Settings], Any] | None = None

@@ -1,9 +1,12 @@
-"""The Stripe API calls the worker makes: a checkout's line items, usage meter events.
+"""The Stripe API calls the worker makes: a checkout's line items, what a subscription's
+start names (its Checkout Session and its items), usage meter events.
 
 Webhooks never carry a session's line items, so when the planner cannot resolve a
 template it leaves ``checkout_session`` in the create_key params and the worker asks
-here. The ``stripe_meter`` usage sink sends Billing Meter events, for the customer of
-the key's subscription. We use the official library (it knows pagination, API versions
+here. A subscription's key creation asks here what its start events that have not
+arrived yet would say (:func:`subscription_start_hints`) instead of waiting for them.
+The ``stripe_meter`` usage sink sends Billing Meter events, for the customer of the
+key's subscription. We use the official library (it knows pagination, API versions
 and error types), on its httpx-based async client.
 
 Errors, translated at this edge so the worker decides retry vs fail in one place::
@@ -17,6 +20,7 @@ Messages carry the HTTP status, Stripe's error code and request id, never the AP
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Mapping
@@ -87,6 +91,20 @@ def _template(owner: Any, where: str) -> int | None:
     if not isinstance(raw, str) or not _POSITIVE_INT.fullmatch(raw.strip()):
         raise PermanentStripeError(f"{where} metadata {TEMPLATE_KEY}={raw!r} is not a positive id")
     return int(raw.strip())
+
+
+@dataclass(frozen=True)
+class StartHints:
+    """What Stripe says now about a subscription's template, by source.
+
+    ``session``: the metadata of the Checkout Session that created the subscription (None
+    when no session did, or it names none); ``subscription``: the subscription's own
+    metadata; ``items``: its items' prices (and expanded products).
+    """
+
+    session: int | None
+    subscription: int | None
+    items: list[LineItemHint]
 
 
 def _hint(line: Mapping[str, Any]) -> LineItemHint:
@@ -166,6 +184,53 @@ async def subscription_customer(
     if not isinstance(customer, str) or not customer:
         raise PermanentStripeError(f"subscription {subscription_id} names no customer")
     return customer
+
+
+async def subscription_start_hints(
+    subscription_id: str,
+    *,
+    api_key: str,
+    api_base: str | None,
+    http_client: stripe.HTTPClient,
+) -> StartHints:
+    """The template hints of subscription ``subscription_id`` as Stripe has them now: its
+    Checkout Session's metadata (List Checkout Sessions filtered by ``subscription``),
+    its own metadata and its items' prices with their products. Both reads side by side.
+
+    Checkout creates the subscription while it completes the session (the session's
+    ``subscription`` is set then), before Stripe sends any of their events: what we rely
+    on is that a subscription made through Checkout is found here once any start event
+    has arrived, so none found means no ``checkout.session.completed`` will come.
+    """
+    client = _client(api_key, api_base, http_client)
+    sessions_params: dict[str, Any] = {"subscription": subscription_id, "limit": 10}
+    sub_params: dict[str, Any] = {"expand": ["items.data.price.product"]}
+    try:
+        sessions, subscription = await asyncio.gather(
+            client.v1.checkout.sessions.list_async(
+                sessions_params,  # type: ignore[arg-type]
+            ),
+            client.v1.subscriptions.retrieve_async(
+                subscription_id,
+                sub_params,  # type: ignore[arg-type]
+            ),
+        )
+    except stripe.StripeError as exc:
+        _translate(exc, api_key)
+    found = [
+        s
+        for s in sessions.to_dict().get("data") or []
+        if isinstance(s, Mapping) and s.get("subscription") == subscription_id
+    ]
+    # One session creates a subscription; were there more, the complete one counts.
+    found.sort(key=lambda s: s.get("status") != "complete")
+    sub = subscription.to_dict()
+    items = (sub.get("items") or {}).get("data") or []
+    return StartHints(
+        session=_template(found[0], f"checkout session {found[0].get('id')}") if found else None,
+        subscription=_template(sub, f"subscription {subscription_id}"),
+        items=[_hint(item) for item in items if isinstance(item, Mapping)],
+    )
 
 
 class DuplicateMeterEvent(PermanentStripeError):

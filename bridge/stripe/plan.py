@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.core.blocks import DISPUTE_WON
-from bridge.core.intents import TEMPLATE_RANKS, Effect, IntentSpec, Plan
+from bridge.core.intents import HINTS_FROM, TEMPLATE_RANKS, Effect, IntentSpec, Plan
 from bridge.core.money import currency_code, to_cryptolens_value, to_major
 from bridge.core.settings import StripeConfig
 from bridge.mytracker import items as tracked
@@ -121,17 +121,20 @@ def _create_key(
     customer: dict[str, str | None],
     expires_at: int | None,
     start: str,
+    owner_source: str = "purchase",
+    hints_from: list[str] | None = None,
 ) -> IntentSpec:
     price_id = price.id if price else None
     mapping = config.mapping_for(price_id)
-    # The most specific hint wins: the purchase itself, then the price, then the product,
-    # then the TOML mapping. None leaves it to the worker (line items, then the default).
-    # The source's rank lets a later delivery of the same start replace a vaguer hint
+    # The most specific hint wins: the purchase itself (a subscription's checkout session
+    # over the subscription), then the price, then the product, then the TOML mapping.
+    # None leaves it to the worker (line items, then the default). The source's rank lets
+    # a later delivery of the same start replace a vaguer hint
     # (bridge.core.intents.merge_start).
     template_id: int | None = None
     source: str | None = None
     if owner_template is not None:
-        template_id, source = owner_template, "purchase"
+        template_id, source = owner_template, owner_source
     elif price is not None and price.template_id is not None:
         template_id, source = price.template_id, price.template_source
     elif mapping is not None:
@@ -149,9 +152,11 @@ def _create_key(
             "checkout_session": checkout_session,
             "customer": customer,
             "expires_at": expires_at,
-            # A subscription has three start events in no fixed order: a key creation
-            # that no hint names a template for waits a while for the others.
+            # A subscription has three start events in no fixed order: its key creation
+            # waits for the others while one of them may still name a richer template
+            # (bridge.stripe.templates.final_template).
             "start": start,
+            **({HINTS_FROM: sorted(hints_from)} if hints_from is not None else {}),
         },
         occurred_at=occurred_at,
     )
@@ -291,11 +296,15 @@ def _checkout(ev: _Event, config: StripeConfig, tracker: TrackerConfig) -> Plan:
             raise PayloadError(f"{session.where}: subscription is missing")
         subscription = session.expanded("subscription")
         ref = f"stripe:sub:{sub_id}"
+        on_session = _template(session)
         create = _create_key(
             ref,
             config=config,
             occurred_at=ev.created,
-            owner_template=_template(session) or _template(subscription),
+            owner_template=on_session or _template(subscription),
+            owner_source="session" if on_session else "purchase",
+            # The session's metadata; the subscription's only when a replay expanded it.
+            hints_from=["session", "purchase"] if subscription else ["session"],
             price=price or (_subscription_price(subscription, config) if subscription else None),
             checkout_session=session_id,
             customer=customer,
@@ -390,6 +399,8 @@ def _subscription_start(sub: Obj, ev: _Event, config: StripeConfig) -> list[Inte
             customer=customer,
             expires_at=expires_at,
             start="subscription",
+            # Its metadata, and its items' prices as whole objects (with their metadata).
+            hints_from=["purchase", "price"],
         ),
         *_link_customer(ref, customer, occurred_at=ev.created),
     ]
@@ -512,6 +523,14 @@ def _line_price(line: Obj) -> _Price | None:
     return _price(line.expanded("price") or line.expanded("plan"))
 
 
+def _line_price_object(line: Obj) -> bool:
+    """Whether the line carries its price as a whole object (its metadata included)."""
+    pricing = line.opt_obj("pricing")
+    if pricing is not None and pricing.opt_obj("price_details") is not None:
+        return False
+    return (line.expanded("price") or line.expanded("plan")) is not None
+
+
 def _invoice_payments(invoice: Obj) -> tuple[str | None, str | None]:
     """The payment intent and charge that paid the invoice, if the payload names them."""
     payment_intent, charge = invoice.ref("payment_intent"), invoice.ref("charge")
@@ -560,6 +579,11 @@ def _invoice_paid(ev: _Event, config: StripeConfig, tracker: TrackerConfig) -> P
             invoice.opt_text("customer_name"),
             invoice.ref("customer"),
         )
+        # What the invoice carries in full: the subscription's metadata (a snapshot in
+        # subscription_details), and its line's price as a whole object (not in basil,
+        # whose lines name the price by id).
+        carried = ["purchase"] if sub_details is not None and "metadata" in sub_details.data else []
+        carried += ["price"] if line is not None and _line_price_object(line) else []
         intents.append(
             _create_key(
                 ref,
@@ -571,6 +595,7 @@ def _invoice_paid(ev: _Event, config: StripeConfig, tracker: TrackerConfig) -> P
                 customer=customer,
                 expires_at=expires_at,
                 start="subscription",
+                hints_from=carried,
             )
         )
         intents += _link_customer(ref, customer, occurred_at=occurred_at)

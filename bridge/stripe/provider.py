@@ -10,7 +10,7 @@ from starlette.routing import BaseRoute, Route
 from bridge.core.providers import Provider, WorkerHooks
 from bridge.core.settings import Settings
 from bridge.stripe import api, webhook
-from bridge.stripe.templates import resolve_template
+from bridge.stripe.templates import final_template, resolve_template
 
 PATH = "/webhooks/stripe"
 
@@ -34,5 +34,7 @@ async def _close(client: Any) -> None:
 PROVIDER = Provider(
     name="stripe",
     routes=_routes,
-    worker=WorkerHooks(template=resolve_template, open=_open, close=_close),
+    worker=WorkerHooks(
+        template=resolve_template, final_template=final_template, open=_open, close=_close
+    ),
 )

@@ -45,6 +45,7 @@ from sqlalchemy import create_engine, text
 from bridge.core.db import migrate
 from bridge.tools import bench_scrape, loadgen
 from bridge.tools import burst as burst_mode
+from bridge.tools import starts as starts_mode
 from bridge.tools.procs import REDIS_HINT, free_port, redis_server_binary
 
 SECRET = "whsec_bench_only_not_a_real_secret"  # noqa: S105 - signs local bench events
@@ -528,7 +529,25 @@ def _usage(
     help="Instead: N one-off purchases of one product at once (bridge.tools.burst).",
 )
 @click.option(
-    "--latency-ms", default=80.0, show_default=True, help="With --burst: sandbox latency."
+    "--starts",
+    type=click.IntRange(1, 10_000),
+    help="Instead: N subscriptions started at once, their start events in every order, "
+    "with and without STRIPE_API_KEY (bridge.tools.starts).",
+)
+@click.option(
+    "--start-gap", default=1.0, show_default=True, help="With --starts: seconds between events."
+)
+@click.option(
+    "--stripe-latency-ms",
+    default=250.0,
+    show_default=True,
+    help="With --starts: the Stripe stand-in's latency.",
+)
+@click.option(
+    "--latency-ms",
+    default=80.0,
+    show_default=True,
+    help="With --burst or --starts: sandbox latency.",
 )
 @click.option(
     "--workers",
@@ -578,6 +597,9 @@ def command(
     seconds: float,
     settle: float,
     burst: int | None,
+    starts: int | None,
+    start_gap: float,
+    stripe_latency_ms: float,
     latency_ms: float,
     workers: int,
     lost_reply_rate: float,
@@ -602,6 +624,23 @@ def command(
         else:
             click.echo(f"machine: {host['cores']} cores, {host['cpu']}, Python {host['python']}")
             click.echo(bench_scrape.report(scraped))
+        return
+    if starts is not None:
+        with stack(keep) as st:
+            measured = starts_mode.run(
+                st,
+                start_redis(st),
+                n=starts,
+                gap=start_gap,
+                latency_ms=latency_ms,
+                stripe_latency_ms=stripe_latency_ms,
+                timeout=settle,
+            )
+        if as_json:
+            click.echo(json.dumps({"machine": host, "starts": measured}, indent=2))
+        else:
+            click.echo(f"machine: {host['cores']} cores, {host['cpu']}, Python {host['python']}")
+            click.echo(starts_mode.report(measured))
         return
     if burst is not None:
         with stack(keep) as st:

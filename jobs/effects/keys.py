@@ -17,7 +17,7 @@ from jobs.effects.customers import change_customer, find_or_add_customer
 from jobs.effects.run import DAY, READ_BACK_SLACK, Run, failed_outcome, together, unix
 from jobs.errors import Busy, LeaseLost, NeedsReview, NotYet
 from jobs.runtime import Runtime
-from jobs.templates import resolve_template
+from jobs.templates import final_template, resolve_template
 
 log = get_logger(__name__)
 
@@ -85,30 +85,27 @@ async def create_key(run: Run) -> dict[str, Any]:
 async def _choose_template(run: Run) -> tuple[int, str]:
     """The template the key is created from, and what named it.
 
-    A subscription start that nothing names a template for waits for its other start
-    events (the session may carry metadata, the invoice the price) up to
-    ``BRIDGE_START_WAIT_SECONDS`` from when it was stored; only then the default.
+    Decided once no start event still to come can change it (``final_template``: a
+    subscription's may name a richer template, unless Stripe says what they hold);
+    while one may, the creation waits for it up to ``BRIDGE_START_WAIT_SECONDS`` from
+    when it was stored, then takes the best hint in hand, else the default.
     """
     rt, intent = run.rt, run.intent
-    params = intent.params
-    if params.get("template_id") is not None:
-        return int(params["template_id"]), str(params.get("template_source") or "purchase")
-    named = await resolve_template(rt, intent.ref, params, default=False)
-    if named is not None:
-        return named
-    if params.get("start") == "subscription":
+    chosen = await final_template(rt, intent.ref, intent.params)
+    if chosen is None:
         waited = (rt.now() - intent.created_at).total_seconds()
         left = rt.settings.start_wait_seconds - waited
         if left > 0:
-            raise NotYet("waiting for the subscription's other start events", left)
-    fallback = await resolve_template(rt, intent.ref, params, default=True)
-    assert fallback is not None  # resolve_template raises NoTemplate otherwise
-    log.warning(
-        "no template named for this purchase: the default template is used",
-        intent=intent.id,
-        template_id=fallback[0],
-    )
-    return fallback
+            raise NotYet("waiting for the purchase's other start events", left)
+        chosen = await resolve_template(rt, intent.ref, intent.params, default=True)
+        assert chosen is not None  # resolve_template raises NoTemplate otherwise
+    if chosen[1] == "default":
+        log.warning(
+            "no template named for this purchase: the default template is used",
+            intent=intent.id,
+            template_id=chosen[0],
+        )
+    return chosen
 
 
 async def _tag(run: Run, product_id: int, key: str, fresh_notes: str | None) -> None:
