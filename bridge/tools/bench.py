@@ -49,6 +49,9 @@ from bridge.tools import starts as starts_mode
 from bridge.tools.procs import REDIS_HINT, free_port, redis_server_binary
 
 SECRET = "whsec_bench_only_not_a_real_secret"  # noqa: S105 - signs local bench events
+# Each source its own secret: the bridge refuses to start with one shared (the contract's
+# signature does not cover the source).
+CRM_SECRET = "crm_bench_only_not_a_real_secret"  # noqa: S105 - signs local bench deals
 TOKEN = "sandbox-demo-token-0001"  # noqa: S105 - the sandbox default token
 CONFIG = "[stripe]\ndefault_template_id = 1\n\n[crm.bench]\ndefault_template_id = 1\n"
 START_TIMEOUT = 20.0
@@ -165,7 +168,7 @@ def bridge_env(database_url: str, redis_url: str, config: Path, sandbox: str) ->
         BRIDGE_CONFIG=str(config),
         STRIPE_WEBHOOK_SECRET=SECRET,
         # The generic CRM endpoint the ingest phase also drives (/webhooks/crm/bench).
-        CRM_SECRET_BENCH=SECRET,
+        CRM_SECRET_BENCH=CRM_SECRET,
         CRYPTOLENS_API_URL=sandbox,
         CRYPTOLENS_TOKEN=TOKEN,
         PYTHONUNBUFFERED="1",
@@ -174,7 +177,12 @@ def bridge_env(database_url: str, redis_url: str, config: Path, sandbox: str) ->
 
 
 def run_loadgen(st: Stack, args: list[str], extra: dict[str, str] | None = None) -> dict[str, Any]:
-    env = {**os.environ, loadgen.SECRET_ENV: SECRET, **(extra or {})}
+    env = {
+        **os.environ,
+        loadgen.SECRET_ENV: SECRET,
+        loadgen.CRM_SECRET_ENV: CRM_SECRET,
+        **(extra or {}),
+    }
     done = subprocess.run(  # noqa: S603
         [sys.executable, "-m", "bridge.tools.loadgen", *args],
         env=env,

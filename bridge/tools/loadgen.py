@@ -31,6 +31,7 @@ from starlette.routing import Route
 from bridge.stripe.signature import sign
 
 SECRET_ENV = "BENCH_WEBHOOK_SECRET"  # noqa: S105 - a variable name
+CRM_SECRET_ENV = "BENCH_CRM_SECRET"  # noqa: S105 - a variable name
 # The longest a single request may take before the run is called broken.
 REQUEST_TIMEOUT = 30.0
 # Below uvicorn's keep-alive timeout (5 s), so the server never closes one under us.
@@ -405,7 +406,7 @@ def main(argv: list[str] | None = None) -> None:
     if getattr(args, "target", "webhook") == "usage":
         make = UsageRequests(host, args.port, args.run, os.environ[USAGE_TOKEN_ENV], args.batch)
     elif args.kind == "crm":
-        make = CrmRequests(host, args.port, args.run, os.environ[SECRET_ENV])
+        make = CrmRequests(host, args.port, args.run, os.environ[CRM_SECRET_ENV])
     else:
         make = Requests(host, args.port, args.run, os.environ[SECRET_ENV])
     if args.mode == "closed":
