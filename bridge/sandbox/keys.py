@@ -7,6 +7,7 @@ methods log every successful call, as they cannot tell.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -155,6 +156,16 @@ def create_key(call: Call) -> dict[str, Any]:
         max_no_of_machines=machines,
         trial_activation=trial,
     )
+    # For inspection only (``/sandbox/state``; the API never shows it): the one template
+    # of the product whose parameters the key has, as a copy of its CreateKey parameters.
+    matching = [
+        t.id
+        for t in call.config.templates
+        if (t.product_id, t.period, t.features, t.max_no_of_machines, t.trial_activation)
+        == (product.id, period, features, machines, trial)
+    ]
+    if len(matching) == 1:
+        spec = dataclasses.replace(spec, template_id=matching[0])
     record = call.store.new_key(spec, call.now)
     call.store.log(record, codes.KEY_CREATED, call.ip, call.now)
     if new or reuse:
