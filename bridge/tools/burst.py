@@ -33,7 +33,7 @@ _POLL = 0.01  # seconds between state reads: the resolution of the figures
 
 
 def _config() -> str:
-    return bench.CONFIG + "\n[cryptolens]\nsole_key_maker = [1001]\n"
+    return bench.CONFIG
 
 
 async def _post_all(url: str, events: list[dict[str, Any]]) -> float:

@@ -71,7 +71,10 @@ async def create_key(run: Run) -> dict[str, Any]:
     else:
         template_id, source = await _choose_template(run)
         template = await rt.templates.get(template_id)
-        if template.product_id not in rt.config.cryptolens.create_from_template:
+        # A CreateKeyFromTemplate still unsettled (sent before the product's mode changed)
+        # is settled the way it was sent.
+        legacy = FROM_TEMPLATE in intent.open_attempts
+        if template.product_id not in rt.config.cryptolens.create_from_template and not legacy:
             return await _create_tagged(run, template, source)
         product_id = template.product_id
         # The buyer's search (and addition) does not depend on the key: beside it.
