@@ -296,6 +296,7 @@ def run_once(
         result.sandbox_calls = state["counts"]["calls_received"]
         if keep is not None:
             (st.workdir / "state.json").write_text(json.dumps(state, indent=1))
+            (st.workdir / "foreign.json").write_text(json.dumps(sorted(foreign.keys)))
     result.seconds = round(time.monotonic() - started, 1)
     result.passed = not result.failures
     return result
@@ -323,7 +324,7 @@ def check(
         r.ref: r for r in _rows(db_url, "SELECT ref, key, customer_id, ended_by FROM license")
     }
     keys = {k["key"]: k for k in state["keys"]}
-    result.keys = len(keys)
+    result.keys = len(set(keys) - foreign)
     holders = Counter(r.key for r in licenses.values() if r.key)
     for count in holders.values():
         if count > 1:
@@ -430,7 +431,7 @@ def line(r: RunResult) -> str:
     return (
         f"seed {r.seed} {r.database}: {verdict} in {r.seconds:g} s, "
         f"{r.kills} kills ({r.kills_busy} mid-work), "
-        f"{r.deliveries} deliveries, {r.keys} keys ({r.foreign_keys} foreign), "
+        f"{r.deliveries} deliveries, {r.keys} keys (+{r.foreign_keys} foreign), "
         f"{r.sandbox_calls} calls, "
         f"intents {dict(sorted(r.intents.items()))}{review}"
     )
