@@ -29,6 +29,7 @@ from bridge.core.db import session
 from bridge.core.dbapi import Sql, Tx, tx
 from bridge.core.intents import TERMINAL, Effect, Status, merge_start
 from bridge.core.models import Intent, License, LicenseAlias, utcnow
+from jobs.errors import NeedsReview
 
 RUNNING_ELSEWHERE = "running elsewhere"
 # How long a job waits before trying a license that another run holds.
@@ -123,6 +124,18 @@ _LICENSE_TEMPLATE = Sql(
     created_by = COALESCE(created_by, :created_by) WHERE ref = :ref"""
 )
 _LICENSE_KEY = Sql('UPDATE license SET "key" = :key WHERE ref = :ref')
+_LICENSE_PRODUCT = Sql(
+    "UPDATE license SET product_id = :product_id, template_id = :template_id WHERE ref = :ref"
+)
+_HOLDERS = Sql('SELECT ref, "key" FROM license WHERE product_id = :product_id AND "key" = :key')
+# Candidate keys listed by reviews still open (their attempts settled as ambiguous).
+_LISTED = Sql(
+    """SELECT attempt.detail FROM attempt JOIN intent ON intent.id = attempt.intent_id
+    WHERE attempt.outcome = 'ambiguous' AND intent.status = 'needs_review'
+    AND attempt.detail LIKE :pattern"""
+)
+_ATTEMPT_DETAIL = Sql("SELECT detail FROM attempt WHERE id = :id")
+_SET_ATTEMPT_DETAIL = Sql("UPDATE attempt SET detail = :detail WHERE id = :id")
 _WAITING = Sql(
     """SELECT id FROM intent WHERE status = 'waiting' AND (license_ref = :ref
     OR license_ref IN (SELECT alias FROM license_alias WHERE ref = :ref)) ORDER BY id"""
@@ -807,34 +820,103 @@ def _create_step(
     return CreateStep(attempt_id=attempt_id)
 
 
+def begin_tagged_create(
+    engine: Engine, claimed: Claimed, *, product_id: int, template_id: int
+) -> CreateStep:
+    """Decide, in one transaction, whether this CreateKey (tagged) creation is sent: the
+    license has a key already, the run lost its intent, a later start event arrived (the
+    template is chosen for good only here), or the attempt is recorded. No gate: a tagged
+    creation's outcome is read back by its own tag, whatever else runs beside it."""
+    now = utcnow()
+    with tx(engine) as t:
+        values = {
+            "ref": claimed.ref,
+            "product_id": product_id,
+            "template_id": template_id,
+            "created_by": claimed.id,
+            "created_at": t.time(now),
+        }
+        t.run(_NEW_LICENSE, values)
+        row = t.one(_GET_LICENSE, {"ref": claimed.ref})
+        assert row is not None
+        if row[1]:
+            return CreateStep(key=row[1])
+        if _owned(t, claimed.id, claimed.owner) is None:
+            return CreateStep(lost=True)
+        if len(t.all(_START_HINTS, {"intent_id": claimed.id})) != claimed.hints:
+            return CreateStep(changed=True)
+        t.run(
+            _LICENSE_TEMPLATE,
+            {k: values[k] for k in ("ref", "product_id", "template_id", "created_by")},
+        )
+        detail = {"template_id": template_id, "product_id": product_id, "run": claimed.owner}
+        return CreateStep(attempt_id=_insert_attempt(t, claimed.id, "key/CreateKey", detail, None))
+
+
+class KeyHeld(NeedsReview):
+    """The key is held by another license, or listed in an open review: never given."""
+
+
 def set_license_key(
     engine: Engine,
     ref: str,
     key: str,
-    attempt_id: int,
+    attempt_id: int | None,
     *,
     release: tuple[str, str] | None = None,
+    product: tuple[int, int] | None = None,
 ) -> None:
     """Claim ``key`` for the license, and close the attempt that made it, atomically;
-    ``release`` (name, owner) lets go of the creation lease in the same transaction."""
+    ``release`` (name, owner) lets go of the creation lease in the same transaction;
+    ``product`` (product id, template id) is what the key was made of, when that is not
+    what the license row says (a later hint changed it). KeyHeld, changing nothing, when
+    another license holds the key or an open review lists it."""
     with tx(engine) as t:
         if release is not None:
             locks.drop(t, *release)
+        row = t.one(_GET_LICENSE, {"ref": ref})
+        product_id = product[0] if product is not None else (row[0] if row else None)
+        if product_id is not None and _held(t, int(product_id), {key}, but=ref):
+            raise KeyHeld(f"the key {key} is another license's, or listed in an open review")
+        if product is not None:
+            t.run(
+                _LICENSE_PRODUCT, {"ref": ref, "product_id": product[0], "template_id": product[1]}
+            )
         t.run(_LICENSE_KEY, {"ref": ref, "key": key})
-        _settle_attempt(t, attempt_id, "applied")
+        if attempt_id is not None:
+            _settle_attempt(t, attempt_id, "applied")
+
+
+def _held(t: Tx, product_id: int, keys: set[str], *, but: str | None = None) -> set[str]:
+    """Which of ``keys`` a license (other than ``but``) holds, or an open review lists."""
+    held = {
+        k
+        for key in sorted(keys)
+        for ref_, k in t.all(_HOLDERS, {"product_id": product_id, "key": key})
+        if k and ref_ != but
+    }
+    for (detail,) in t.all(_LISTED, {"pattern": "%candidates%"}):
+        held |= keys & set(json.loads(detail).get("candidates", []))
+    return held
 
 
 def claimed_keys(engine: Engine, product_id: int, keys: set[str]) -> set[str]:
+    """Which of ``keys`` a license holds, or an open review lists as a candidate."""
     if not keys:
         return set()
-    with session(engine) as s:
-        rows = s.execute(
-            select(col(License.key)).where(
-                col(License.product_id) == product_id,
-                col(License.key).in_(keys),
-            )
-        )
-        return {k for k in rows.scalars() if k}
+    with tx(engine) as t:
+        return _held(t, product_id, keys)
+
+
+def list_candidates(engine: Engine, attempt_id: int, keys: list[str]) -> None:
+    """Record the candidate keys a review of this attempt lists (held back meanwhile)."""
+    if not keys:
+        return
+    with tx(engine) as t:
+        row = t.one(_ATTEMPT_DETAIL, {"id": attempt_id})
+        detail = json.loads(row[0]) if row and row[0] else {}
+        detail["candidates"] = keys
+        t.run(_SET_ATTEMPT_DETAIL, {"id": attempt_id, "detail": json.dumps(detail)})
 
 
 def intent_ref(engine: Engine, intent_id: str) -> str | None:

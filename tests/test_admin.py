@@ -8,6 +8,7 @@ import hashlib
 import html
 import re
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,9 +35,7 @@ from tests.fixtures.servers import SandboxServer, run_asgi
 
 
 async def failed_create(admin: Pipeline) -> str:
-    admin.sandbox.set_faults(
-        script=[{"method": "key/CreateKeyFromTemplate", "fault": "fail_before"}]
-    )
+    admin.sandbox.set_faults(script=[{"method": "key/CreateKey", "fault": "fail_before"}])
     await admin.post(sb.checkout_session())
     await drain_once(admin)
     create = f"stripe:pi:{sb.ONE_OFF_PI}:create_key"
@@ -418,13 +417,20 @@ class TestActions:
                 assert (await http.get(f"{admin.url}{path}")).status_code == 404
             assert (await http.get(f"{admin.url}/admin/intents?status=bogus")).status_code == 400
 
-    async def test_needs_review_lists_candidates_and_claims_one(self, admin: Pipeline) -> None:
-        # Two strangers' keys around our lost reply: the read-back cannot tell ours.
+    async def test_needs_review_lists_candidates_and_claims_one(
+        self, admin: Pipeline, tmp_path: Path
+    ) -> None:
+        # CreateKeyFromTemplate mode, not declared the sole key maker: two strangers'
+        # keys around our lost reply, and the read-back cannot tell ours.
+        mode = tmp_path / "from_template.toml"
+        mode.write_text(
+            "[stripe]\ndefault_template_id = 1\n\n[cryptolens]\ncreate_from_template = [1001]\n"
+        )
+        admin = replace(admin, settings=admin.settings.model_copy(update={"config_path": mode}))
         for _ in range(2):
             admin.sandbox.call("key/CreateKeyFromTemplate", LicenseTemplateId=1)
-        admin.sandbox.set_faults(
-            script=[{"method": "key/CreateKeyFromTemplate", "fault": "lost_reply"}]
-        )
+        lost = [{"method": "key/CreateKeyFromTemplate", "fault": "lost_reply"}]
+        admin.sandbox.set_faults(script=lost)
         await admin.post(sb.checkout_session())
         await admin.drain()
         create = f"stripe:pi:{sb.ONE_OFF_PI}:create_key"

@@ -85,9 +85,7 @@ async def test_sign_in_find_a_failed_intent_replay_it_and_see_it_done(
     admin: Pipeline, browser: WebDriver, tmp_path: Path
 ) -> None:
     # A key creation fails for good: Cryptolens is unavailable and one attempt is allowed.
-    admin.sandbox.set_faults(
-        script=[{"method": "key/CreateKeyFromTemplate", "fault": "fail_before"}]
-    )
+    admin.sandbox.set_faults(script=[{"method": "key/CreateKey", "fault": "fail_before"}])
     event = sb.checkout_session()
     assert (await admin.post(event)).status_code == 200
     assert (await admin.post(event)).status_code == 200  # a duplicate
@@ -122,7 +120,7 @@ async def test_sign_in_find_a_failed_intent_replay_it_and_see_it_done(
     # The plan: what a replay would send, read from Cryptolens, nothing changed.
     browser.find_element(By.ID, "plan").click()
     calls = arrive(browser, By.ID, "plan-calls").text
-    assert "key/CreateKeyFromTemplate" in calls and "LicenseTemplateId=1" in calls
+    assert "key/CreateKey" in calls and "Period=30" in calls
     assert admin.counts()["keys_created"] == 0
     browser.back()
 

@@ -51,3 +51,20 @@ def test_the_checker_flags_a_second_event_and_a_stray_key(
     assert any("applied 2 times" in f for f in again.failures), again.failures
     assert any("no purchase accounts for" in f for f in again.failures), again.failures
     assert any("events {" in f for f in again.failures), again.failures
+
+
+def test_the_checker_flags_a_touched_foreign_key(
+    short_run: tuple[chaos.RunResult, Path],
+) -> None:
+    result, keep = short_run
+    state = json.loads((keep / "state.json").read_text())
+    foreign = frozenset(json.loads((keep / "foreign.json").read_text()))
+    assert len(foreign) == result.foreign_keys > 0  # the other client made keys meanwhile
+    purchases = workload.build(seed=7, now=0, one_offs=4, subscriptions=3).purchases
+    tampered = copy.deepcopy(state)
+    victim = next(k for k in tampered["keys"] if k["key"] in foreign)
+    victim["notes"] = "cryptolens-bridge-0123"
+
+    again = chaos.RunResult(7, "sqlite")
+    chaos.check(again, purchases, tampered, f"sqlite:///{keep / 'bridge.db'}", foreign)
+    assert any("foreign key was touched" in f for f in again.failures), again.failures

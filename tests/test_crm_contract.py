@@ -111,8 +111,9 @@ class TestCustomerChanged:
         crm_now.assert_all_done()
         key = crm_now.only_key()
         assert customers_by_id(crm_now)[key["customer_id"]]["email"] == "grace@example.com"
-        # The win linked ada (at the creation), then grace: one change per applied change.
-        assert crm_now.counts()["customer_changes"] == 2
+        # The win's buyer (ada) came inside CreateKey, then grace: one change per applied
+        # change.
+        assert crm_now.counts()["customer_changes"] == 1
         superseded = crm_now.intents()["crm:zoho:deal:D-42:customer:1779966000000"]
         assert superseded.result is not None and "superseded_by" in superseded.result
 
@@ -139,7 +140,8 @@ class TestCustomerChanged:
         )
         await crm_now.drain()
         crm_now.assert_all_done()
-        assert crm_now.counts()["customer_changes"] == 1
+        # The buyer came inside CreateKey; the same customer again changes nothing.
+        assert crm_now.counts()["customer_changes"] == 0
 
 
 class TestLost:

@@ -57,6 +57,31 @@ class TestKeys:
         await client.change_notes(PRODUCT, created.key, "tagged")
         assert (await client.get_key(PRODUCT, created.key)).notes == "tagged"
 
+    async def test_create_key_with_a_templates_parameters_notes_and_buyer(
+        self, client: CryptolensClient
+    ) -> None:
+        [template] = [t for t in await client.get_license_templates() if t.id == 2]
+        created = await client.create_key(
+            PRODUCT,
+            {**template.key_parameters(), "CustomerId": 99, "Notes": "theirs"},
+            notes="ours-1",
+            email="bo@example.com",
+            name="Bo",
+        )
+        assert created.customer_id is not None
+        [key] = (await client.get_keys(PRODUCT, 'notes.contains("ours-1")')).keys
+        assert (key.key, key.period, key.f1, key.notes) == (created.key, 365, True, "ours-1")
+        assert key.customer is not None and key.customer.id == created.customer_id
+
+    async def test_get_keys_pages_99_at_a_time(self, client: CryptolensClient) -> None:
+        for _ in range(100):
+            await client.create_key(PRODUCT, {}, notes="bulk")
+        first = await client.get_keys(PRODUCT, 'notes.contains("bulk")')
+        second = await client.get_keys(PRODUCT, 'notes.contains("bulk")', page=2)
+        assert (len(first.keys), len(second.keys), first.page_count, first.total) == (99, 1, 2, 100)
+        with pytest.raises(InvalidInput):
+            await client.get_keys(PRODUCT, "customer.email == 1")
+
     async def test_customers(self, client: CryptolensClient) -> None:
         created = await client.create_key_from_template(1)
         added = await client.add_customer(name="Ada", email="ada@example.com", company_name="AE")

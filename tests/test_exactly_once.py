@@ -10,6 +10,8 @@ import asyncio
 import copy
 from typing import Any
 
+import pytest
+
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import Pipeline, now, shifted
 
@@ -157,7 +159,16 @@ class TestReordering:
         assert bridge.counts()["blocks"] == 0
 
 
-class TestLostReplies:
+class TestLostRepliesFromTemplate:
+    """CreateKeyFromTemplate mode: the creation, its tag and its link are separate calls."""
+
+    @pytest.fixture
+    def bridge_config(self) -> str:
+        return (
+            "[stripe]\ndefault_template_id = 1\n\n[cryptolens]\n"
+            "create_from_template = [1001]\nsole_key_maker = [1001]\n"
+        )
+
     async def test_lost_reply_on_each_mutating_call_is_settled_by_read_back(
         self, bridge: Pipeline
     ) -> None:
@@ -166,6 +177,24 @@ class TestLostReplies:
             {"method": "key/ChangeNotes", "fault": "drop"},
             {"method": "customer/AddCustomer", "fault": "lost_reply"},
             {"method": "key/ChangeCustomer", "fault": "drop"},
+            {"method": "ai/RegisterEvent", "fault": "lost_reply"},
+        ]
+        bridge.sandbox.set_faults(script=script)
+        await bridge.post(sb.load("checkout.session.completed.payment"))
+        await bridge.drain()
+        bridge.assert_all_done()
+        counts = bridge.counts()
+        assert (counts["keys_created"], counts["customers"], counts["events"]) == (1, 1, 1)
+        assert bridge.sandbox.state()["faults"]["script"] == []  # every fault was hit
+
+
+class TestLostReplies:
+    async def test_lost_reply_on_each_mutating_call_is_settled_by_read_back(
+        self, bridge: Pipeline
+    ) -> None:
+        script = [
+            {"method": "key/CreateKey", "fault": "lost_reply"},
+            {"method": "product/GetKeys", "fault": "drop"},
             {"method": "ai/RegisterEvent", "fault": "lost_reply"},
         ]
         bridge.sandbox.set_faults(script=script)

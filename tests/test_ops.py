@@ -46,11 +46,19 @@ class TestReplay:
         with pytest.raises(click.ClickException, match="only failed or needs_review"):
             ops.replay(bridge.engine, f"stripe:pi:{sb.ONE_OFF_PI}:create_key")
 
+
+class TestReplayFromTemplate:
+    """CreateKeyFromTemplate mode, where a lost reply's key cannot be told apart."""
+
+    @pytest.fixture
+    def bridge_config(self) -> str:
+        return "[stripe]\ndefault_template_id = 1\n\n[cryptolens]\ncreate_from_template = [1001]\n"
+
     async def test_needs_review_key_creation_takes_the_operators_key(
         self, bridge: Pipeline
     ) -> None:
         # Two keys made by someone else around the time our reply is lost: the read-back
-        # finds three unclaimed keys and cannot tell which is ours.
+        # finds three untagged keys and cannot tell which is ours.
         for _ in range(2):
             bridge.sandbox.call("key/CreateKeyFromTemplate", LicenseTemplateId=1)
         bridge.sandbox.set_faults(
@@ -69,6 +77,24 @@ class TestReplay:
         await bridge.drain()  # the relay at start-up picks the pending intent
         assert _status(bridge.engine, create) == Status.DONE.value
         assert bridge.counts()["keys_created"] == 3  # ours and the two strangers, no more
+
+    async def test_replay_refuses_a_key_another_license_holds(self, bridge: Pipeline) -> None:
+        first = sb.checkout_session(payment_intent="pi_first")
+        first["id"] = "evt_first"
+        sb.obj(first)["id"] = "cs_first"
+        await bridge.post(first)
+        await bridge.drain()
+        [held] = [k["key"] for k in bridge.sandbox.state()["keys"]]
+        bridge.sandbox.call("key/CreateKeyFromTemplate", LicenseTemplateId=1)  # someone's
+        lost = [{"method": "key/CreateKeyFromTemplate", "fault": "lost_reply"}]
+        bridge.sandbox.set_faults(script=lost)
+        await bridge.post(sb.checkout_session())
+        await bridge.drain()
+        create = f"stripe:pi:{sb.ONE_OFF_PI}:create_key"
+        assert _status(bridge.engine, create) == Status.NEEDS_REVIEW.value
+        with pytest.raises(click.ClickException, match="one key is never two licenses"):
+            ops.replay(bridge.engine, create, key=held)
+        assert _status(bridge.engine, create) == Status.NEEDS_REVIEW.value
 
 
 def test_intents_command_lists(database_url: str, engine: Engine) -> None:
@@ -172,12 +198,7 @@ class TestListings:
         assert [json.loads(line)["id"] for line in effects.output.splitlines()] == [create]
         one = json.loads((await _cli(bridge, ops.intents_command, "show", create, "--json")).output)
         assert one["status"] == "done"
-        # The buyer's customer is added beside the key's creation (in either order), and
-        # has its attempt row like every call that must not be sent twice.
-        assert sorted(c["method"] for c in one["calls"]) == [
-            "customer/AddCustomer",
-            "key/CreateKeyFromTemplate",
-        ]
+        assert [c["method"] for c in one["calls"]] == ["key/CreateKey"]
 
 
 class TestWhatTheTerminalIsShown:

@@ -7,6 +7,7 @@ import json
 import pytest
 from pydantic import SecretStr
 
+from bridge.core.intents import notes_tag
 from tests import test_stripe_api as fake_stripe_api
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import Pipeline, now, shifted
@@ -35,7 +36,7 @@ class TestOneOffPurchase:
         key = state["keys"][0]
         customer = next(c for c in state["customers"] if c["id"] == key["customer_id"])
         assert customer["email"] == "example@example.com"
-        assert f"[cryptolens-bridge {intent_id}]" in key["notes"]
+        assert notes_tag(intent_id) in key["notes"]
         event = state["events"][0]
         assert (event["product_id"], event["key"]) == (key["product_id"], key["key"])
         assert event["event_name"] == "purchase"
@@ -176,7 +177,7 @@ class TestTemplates:
         await bridge.post(sb.checkout_session(metadata={"cryptolens_template_id": "2"}))
         await bridge.drain()
         bridge.assert_all_done()
-        assert bridge.only_key()["template_id"] == 2
+        assert bridge.only_key()["period"] == 365  # template 2 (Yearly)
 
     async def test_line_items_fetched_from_stripe_when_the_payload_names_no_template(
         self, bridge: Pipeline, monkeypatch: pytest.MonkeyPatch
@@ -198,10 +199,10 @@ class TestTemplates:
             await bridge.post(event)
             await bridge.drain()
         bridge.assert_all_done()
-        assert bridge.only_key()["template_id"] == 3
+        assert bridge.only_key()["period"] == 0  # template 3 (Perpetual)
 
     async def test_default_template_without_stripe_api_key(self, bridge: Pipeline) -> None:
         await bridge.post(sb.checkout_session())
         await bridge.drain()
         bridge.assert_all_done()
-        assert bridge.only_key()["template_id"] == 1
+        assert bridge.only_key()["period"] == 30  # template 1 (Monthly)

@@ -57,9 +57,7 @@ async def drifted(bridge: Pipeline) -> None:
     await bridge.post(sb.charge_refunded(payment_intent=REFUNDED))
     await bridge.drain()
     bridge.assert_all_done()
-    bridge.sandbox.set_faults(
-        script=[{"method": "key/CreateKeyFromTemplate", "fault": "fail_before"}]
-    )
+    bridge.sandbox.set_faults(script=[{"method": "key/CreateKey", "fault": "fail_before"}])
     await bridge.post(purchase(BROKEN))
     await drain_once(bridge)  # its key creation fails for good: paid, no key
 

@@ -46,9 +46,7 @@ def sample(
 
 
 async def test_metrics_show_intents_calls_queue_and_review(bridge: Pipeline) -> None:
-    bridge.sandbox.set_faults(
-        script=[{"method": "key/CreateKeyFromTemplate", "fault": "fail_before"}]
-    )
+    bridge.sandbox.set_faults(script=[{"method": "key/CreateKey", "fault": "fail_before"}])
     await bridge.post(sb.checkout_session())
     await drain_once(bridge)  # the key creation fails; the purchase event waits on it
     samples = await scrape(bridge)
@@ -63,7 +61,7 @@ async def test_metrics_show_intents_calls_queue_and_review(bridge: Pipeline) -> 
     unavailable = sample(
         samples,
         "bridge_cryptolens_call_seconds_count",
-        method="key/CreateKeyFromTemplate",
+        method="key/CreateKey",
         outcome="Transient",
     )
     assert unavailable >= 1

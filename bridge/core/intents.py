@@ -12,14 +12,16 @@ read-back shows the effect is already there).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 
 class Effect(StrEnum):
-    #: CreateKeyFromTemplate, then tag the key's notes with the intent id, then find or
-    #: create the buyer's customer and link it (ChangeCustomer). One key per license ref.
+    #: CreateKey with the template's parameters, the intent's tag in the notes and the
+    #: buyer (or, per product, CreateKeyFromTemplate, then ChangeNotes and ChangeCustomer).
+    #: One key per license ref.
     CREATE_KEY = "create_key"
     #: ExtendLicense towards an absolute target: params["expires_at"] (unix seconds).
     EXTEND = "extend"
@@ -68,9 +70,26 @@ TERMINAL = frozenset({Status.DONE, Status.FAILED, Status.NEEDS_REVIEW})
 #: Blocks that end a license: applied whatever their age, never lifted.
 ENDING_BLOCKS = frozenset({"canceled", "refund", "dispute"})
 
-#: What a key creation writes into its key's notes: how a read-back recognises the key.
-NOTES_TAG = "[cryptolens-bridge {intent}]"
-TAG_PREFIX = "[cryptolens-bridge "
+#: What starts every key creation's tag (see :func:`notes_tag`).
+TAG_PREFIX = "cryptolens-bridge-"
+
+
+def notes_tag(intent_id: str) -> str:
+    """What a key creation writes into its key's notes: how a read-back (GetKeys with
+    ``notes.contains("<tag>")``) recognises the key as this intent's.
+
+    Letters, digits and ``-`` only (nothing a search string must escape), lower case,
+    and of one fixed length: tag X occurs inside tag Y only when X is Y, with or without
+    case. The intent id is hashed, as it may hold any character.
+    """
+    return TAG_PREFIX + hashlib.sha256(intent_id.encode()).hexdigest()[:32]
+
+
+def creation_notes(template_notes: str | None, tag: str) -> str:
+    """A new key's notes: its template's, then the tag, within CreateKey's 500 characters
+    (the template's are cut, never the tag)."""
+    kept = (template_notes or "").strip()[: 500 - len(tag) - 1]
+    return f"{kept} {tag}" if kept else tag
 
 
 #: How specific a ``create_key`` template hint is (``params["template_rank"]``): a later

@@ -112,9 +112,11 @@ class StripeConfig(BaseModel):
 class CryptolensConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    # Products whose keys the bridge makes with CreateKeyFromTemplate (for an access token
+    # feature-locked to a template) instead of CreateKey with its tag in the notes.
+    create_from_template: tuple[int, ...] = ()
     # Products in which nobody but the bridge creates keys. A lost CreateKeyFromTemplate
-    # reply is then settled by the one new untagged key, with no other evidence; elsewhere
-    # the Web API Log's caller IP must show the key is the bridge's (see jobs.effects.keys).
+    # reply is settled (by the new untagged keys) only there; elsewhere a person decides.
     sole_key_maker: tuple[int, ...] = ()
 
 

@@ -76,4 +76,6 @@ def refused_from_message(method: str, message: str) -> Refused:
         return InvalidInput(method, message)
     if "wrong format" in text or "not correctly formatted" in text or "limited to" in text:
         return InvalidInput(method, message)
+    if "search query causes problems" in text:  # GetKeys' SearchQuery
+        return InvalidInput(method, message)
     return Refused(method, message)

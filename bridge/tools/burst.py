@@ -24,6 +24,7 @@ import httpx
 import orjson
 
 from bridge.core.db import migrate
+from bridge.core.intents import TAG_PREFIX
 from bridge.stripe.signature import sign
 from bridge.tools import bench, loadgen
 from bridge.tools.procs import free_port
@@ -32,7 +33,7 @@ _POLL = 0.01  # seconds between state reads: the resolution of the figures
 
 
 def _config() -> str:
-    return bench.CONFIG + "\n[cryptolens]\nsole_key_maker = [1001]\n"
+    return bench.CONFIG
 
 
 async def _post_all(url: str, events: list[dict[str, Any]]) -> float:
@@ -141,7 +142,7 @@ def run(
         "round_trips": None if last is None or not latency_ms else last / (latency_ms / 1000),
         "keys_created": state.get("counts", {}).get("keys_created"),
         "events": len(state.get("events", [])),
-        "tagged_once": sum(1 for k in keys if (k["notes"] or "").count("[cryptolens-bridge ") == 1),
+        "tagged_once": sum(1 for k in keys if (k["notes"] or "").count(TAG_PREFIX) == 1),
         "calls": state.get("counts", {}).get("calls_received"),
         "cpu_ms_per_purchase": cpu_ms,
     }

@@ -7,12 +7,15 @@ connection), slow replies near the worker's read timeout in bursts, the web app,
 worker that is SIGKILLed at random moments and started again. The workload
 (``bridge.tools.workload``): one-off purchases and subscriptions with renewals,
 refunds, disputes, cancellations and unpaid spells, every event delivered three times,
-all shuffled and posted concurrently.
+all shuffled and posted concurrently. Beside the bridge, another client of the vendor
+creates keys of the same product (every template) from the same network while replies
+are lost (``POST /sandbox/keys``).
 
 Once no intent is pending, running or waiting, the sandbox's state and the database are
 checked against what each purchase must have become: exactly one key, of its template,
 linked to its buyer, expiring where its payments say, blocked exactly where it ended,
-one analytics event per payment, and no key nobody accounts for.
+one analytics event per payment, no key held by two licenses, every foreign key left as
+its maker made it, and no key nobody accounts for.
 """
 
 from __future__ import annotations
@@ -72,6 +75,7 @@ class RunResult:
     sandbox_calls: int = 0
     failures: list[str] = field(default_factory=list)
     needs_review: list[str] = field(default_factory=list)
+    foreign_keys: int = 0  # made by the other client during the run
 
 
 # -- the database --------------------------------------------------------------------------
@@ -142,6 +146,30 @@ async def _post_all(url: str, bodies: list[bytes]) -> list[int]:
                 return 0
 
         return await asyncio.gather(*(post(b) for b in bodies))
+
+
+class ForeignKeys(threading.Thread):
+    """Another client of the vendor (its back office, another integration) creating keys
+    of the product from the bridge's network, at random moments, of random templates."""
+
+    def __init__(self, sandbox: str, rng: random.Random) -> None:
+        super().__init__(daemon=True)
+        self.url = f"{sandbox}/sandbox/keys"
+        self.rng = rng
+        self.stopped = threading.Event()
+        self.keys: set[str] = set()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.rng.uniform(0.1, 0.8)):
+            template = self.rng.choice(sorted(PERIODS))
+            with contextlib.suppress(httpx.HTTPError):
+                made = httpx.post(self.url, json={"template_id": template}, timeout=5)
+                if made.status_code == 200:
+                    self.keys.add(str(made.json()["key"]))
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(10)
 
 
 class SlowReplies(threading.Thread):
@@ -219,6 +247,8 @@ def run_once(
             sandbox, random.Random(seed + 1), float(WORKER_ENV["CRYPTOLENS_READ_TIMEOUT"])
         )
         slow.start()
+        foreign = ForeignKeys(sandbox, random.Random(seed + 2))
+        foreign.start()
         t0 = time.monotonic()
         # Kills at random moments while the work is under way, each a while after the
         # worker (re)started (it takes about a second to start): at least two per run.
@@ -259,11 +289,14 @@ def run_once(
                 f"{_unfinished(db_url)} intent(s) still unfinished after {timeout:g} s"
             )
         slow.stop()
+        foreign.stop()
+        result.foreign_keys = len(foreign.keys)
         state = httpx.get(f"{sandbox}/sandbox/state", timeout=30).json()
-        check(result, load.purchases, state, db_url)
+        check(result, load.purchases, state, db_url, frozenset(foreign.keys))
         result.sandbox_calls = state["counts"]["calls_received"]
         if keep is not None:
             (st.workdir / "state.json").write_text(json.dumps(state, indent=1))
+            (st.workdir / "foreign.json").write_text(json.dumps(sorted(foreign.keys)))
     result.seconds = round(time.monotonic() - started, 1)
     result.passed = not result.failures
     return result
@@ -272,7 +305,13 @@ def run_once(
 # -- the check -----------------------------------------------------------------------------
 
 
-def check(result: RunResult, purchases: list[Purchase], state: dict[str, Any], db_url: str) -> None:
+def check(
+    result: RunResult,
+    purchases: list[Purchase],
+    state: dict[str, Any],
+    db_url: str,
+    foreign: frozenset[str] = frozenset(),
+) -> None:
     fail = result.failures.append
     intents = _rows(db_url, "SELECT id, status, last_error, license_ref FROM intent")
     result.intents = dict(Counter(i.status for i in intents))
@@ -285,7 +324,26 @@ def check(result: RunResult, purchases: list[Purchase], state: dict[str, Any], d
         r.ref: r for r in _rows(db_url, "SELECT ref, key, customer_id, ended_by FROM license")
     }
     keys = {k["key"]: k for k in state["keys"]}
-    result.keys = len(keys)
+    result.keys = len(set(keys) - foreign)
+    holders = Counter(r.key for r in licenses.values() if r.key)
+    for count in holders.values():
+        if count > 1:
+            fail(f"a key is held by {count} licenses")
+    for key_string in foreign:
+        made = keys.get(key_string)
+        if made is None:
+            fail("a foreign key is gone")
+            continue
+        if key_string in holders:
+            fail("a foreign key is held by a license")
+        untouched = (
+            made["notes"] == ""
+            and made["customer_id"] is None
+            and not made["block"]
+            and made["expires"] == made["created"] + made["period"] * DAY
+        )
+        if not untouched:
+            fail(f"a foreign key was touched: {made}")
     customers = {c["id"]: c for c in state["customers"]}
     by_email = Counter(c["email"].lower() for c in state["customers"] if c["email"])
     for email, count in by_email.items():
@@ -325,8 +383,8 @@ def check(result: RunResult, purchases: list[Purchase], state: dict[str, Any], d
         if key is None:
             fail(f"{what}: its key is not in Cryptolens")
             continue
-        if key["template_id"] != p.template:
-            fail(f"{what}: template {key['template_id']}, expected {p.template}")
+        if key["period"] != PERIODS[p.template]:
+            fail(f"{what}: period {key['period']}, expected {PERIODS[p.template]} (template)")
         if bool(key["block"]) != p.blocked:
             fail(f"{what}: blocked={key['block']}, expected {p.blocked}")
         _check_expiry(fail, what, p, key)
@@ -340,12 +398,12 @@ def check(result: RunResult, purchases: list[Purchase], state: dict[str, Any], d
         got = dict(events.get(row.key, Counter()))
         if got != p.events:
             fail(f"{what}: events {got}, expected {p.events}")
-    others = set(keys) - accounted
+    others = set(keys) - accounted - foreign
     if others:
         fail(f"{len(others)} key(s) in Cryptolens that no purchase accounts for")
-    created = state["counts"]["keys_created"]
+    created = state["counts"]["keys_created"] - len(foreign)
     if created != len(purchases):
-        fail(f"{created} CreateKeyFromTemplate applied for {len(purchases)} purchases")
+        fail(f"{created} key creations of the bridge applied for {len(purchases)} purchases")
 
 
 def _check_expiry(fail: Any, what: str, p: Purchase, key: dict[str, Any]) -> None:
@@ -373,7 +431,8 @@ def line(r: RunResult) -> str:
     return (
         f"seed {r.seed} {r.database}: {verdict} in {r.seconds:g} s, "
         f"{r.kills} kills ({r.kills_busy} mid-work), "
-        f"{r.deliveries} deliveries, {r.keys} keys, {r.sandbox_calls} calls, "
+        f"{r.deliveries} deliveries, {r.keys} keys (+{r.foreign_keys} foreign), "
+        f"{r.sandbox_calls} calls, "
         f"intents {dict(sorted(r.intents.items()))}{review}"
     )
 

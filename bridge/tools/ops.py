@@ -249,6 +249,13 @@ def replay(engine: Engine, intent_id: str, *, key: str | None = None) -> None:
             license_ = s.get(License, alias.ref if alias else intent.license_ref)
             if license_ is None:
                 raise click.ClickException("that intent's license has no row yet")
+            holder = s.exec(
+                select(License.ref).where(col(License.key) == key, col(License.ref) != license_.ref)
+            ).first()
+            if holder is not None:
+                raise click.ClickException(
+                    f"that key is license {holder}'s: one key is never two licenses'"
+                )
             license_.key = key
         elif (
             intent.status == Status.NEEDS_REVIEW.value and intent.effect == Effect.CREATE_KEY.value

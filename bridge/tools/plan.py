@@ -21,10 +21,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from bridge.core import blocks
-from bridge.core.intents import NOTES_TAG, Effect, merge_start
+from bridge.core.intents import Effect, creation_notes, merge_start, notes_tag
 from bridge.core.models import Intent, License, LicenseAlias, StartHint
 from bridge.core.settings import BridgeConfig
 from bridge.cryptolens import CryptolensClient
+from bridge.cryptolens.client import CREATE_KEY_PARAMETERS
 from bridge.cryptolens.models import LicenseKey
 
 DAY = 86400
@@ -270,7 +271,7 @@ async def _plan_create(
     params: dict[str, Any],
     current: LicenseKey | None,
 ) -> None:
-    tag = NOTES_TAG.format(intent=plan.intent_id)
+    tag = notes_tag(plan.intent_id)
     buyer = params.get("customer") or {}
     if current is not None and plan.key is not None:
         plan.notes.append("the license has its key: nothing is created")
@@ -294,6 +295,25 @@ async def _plan_create(
         plan.notes.append(f"template {template_id} does not exist: the creation would fail")
         return
     plan.product_id = template.product_id
+    if template.product_id not in config.cryptolens.create_from_template:
+        notes = creation_notes(template.notes, tag)
+        create: dict[str, Any] = {
+            "ProductId": template.product_id,
+            **{k: v for k, v in template.key_parameters().items() if k in CREATE_KEY_PARAMETERS},
+            "Notes": notes,
+        }
+        if buyer.get("email"):
+            create |= {
+                "AddOrUseExistingCustomer": True,
+                "Email": buyer["email"],
+                "Name": buyer.get("name") or "",
+                "CompanyName": buyer.get("company") or "",
+            }
+        why = f"template {template_id} from {source}, product {template.product_id}"
+        plan.calls.append(Call("key/CreateKey", create, why + ", tagged, with the buyer"))
+        for method, step in template.follow_up():
+            plan.calls.append(Call(method, {**step, "Key": "<the new key>"}, "the template's"))
+        return
     plan.calls.append(
         Call(
             "key/CreateKeyFromTemplate",

@@ -37,9 +37,6 @@ unpaid_policy = "unpaid"
 id = "{MAPPED_PRICE}"
 template_id = {MAPPED_TEMPLATE}
 grace_days = {MAPPED_GRACE}
-
-[cryptolens]
-sole_key_maker = [1001]
 """
 
 SANDBOX_CONFIG = "\n".join(

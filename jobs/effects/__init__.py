@@ -94,20 +94,21 @@ every run (each with a test in tests/test_effects_races.py):
   (serialized by (a) anyway) end with the same link.
 - CREATE_KEY merges what every start event of the purchase said (``start_hint``) and, for
   a subscription that nothing names a template for yet, waits ``BRIDGE_START_WAIT_SECONDS``
-  for the other start events before the default template. Creations of one template run
-  concurrently (a launch burst): keys made from one template are interchangeable until
-  the bridge tags and links them. The product's creation gate (``store.begin_create``,
-  one transaction each) lets a creation start only while every creation in flight is of
-  the same template and no outcome is unknown; once one is unknown, new ones wait, the
-  ones in flight end, and one run settles every unknown one together while it holds the
-  gate: the Web API Log (state 3010, page by page) since the first of them, minus every
-  key the bridge holds, gives the keys those k attempts made, and any one-to-one
-  assignment is correct. A key's own ChangeNotes tag decides at once; an untagged key
-  counts as the bridge's only on evidence: the product is declared the bridge's alone
-  (``[cryptolens] sole_key_maker``), or the log's anonymized caller IP is one the
-  bridge's own creations and tags came from. A key from another IP is someone else's;
-  no evidence, or more keys of the bridge than unknown attempts, goes to a person. Fewer
-  keys than attempts: the attempts left made none, decided only once none of the window's
+  for the other start events before the default template. By default the key is made
+  by CreateKey with the intent's tag in its notes and the buyer inside: a lost reply is
+  read back by GetKeys on the tag once the call can no longer land, with no gate (each
+  creation's outcome is its own). For a product in ``[cryptolens] create_from_template``
+  creations of one template run concurrently (a launch burst): keys made from one
+  template are interchangeable until the bridge tags and links them. The product's
+  creation gate (``store.begin_create``, one transaction each) lets a creation start only
+  while every creation in flight is of the same template and no outcome is unknown; once
+  one is unknown, new ones wait, the ones in flight end, and one run settles every
+  unknown one together while it holds the gate: the Web API Log (state 3010) since the
+  first of them, minus every key held or listed in an open review, gives the candidates.
+  A key's own tag decides at once; untagged keys of the template are the bridge's only
+  where the product is declared the bridge's alone (``[cryptolens] sole_key_maker``);
+  anywhere else, or more such keys than unknown attempts, goes to a person. Fewer keys
+  than attempts: the attempts left made none, decided only once none of the window's
   calls can still land; those intents create again. Two racing creations on one *key*
   cannot happen (a license has one creation intent, and its runs are serialized by (a)).
 """
