@@ -456,7 +456,7 @@ class TestActions:
         await admin.drain()
         async with httpx.AsyncClient() as http:
             await sign_in(admin, http)
-            page = await http.get(f"{admin.url}/admin/licenses/stripe:pi:pi_11111")
+            page = await http.get(f"{admin.url}/admin/license?ref=stripe:pi:pi_11111")
         assert page.status_code == 200
         assert "<dd>ended by refund</dd>" in page.text
 
