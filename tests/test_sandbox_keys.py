@@ -281,3 +281,84 @@ class TestRecordUsage:
         assert response.status_code == 404
         bad = httpx.post(f"{sandbox_server.root}/sandbox/subscription-items", json={"key": 1})
         assert bad.status_code == 400
+
+
+class TestCreateKey:
+    def test_parameters_notes_and_log(self, sandbox_server: SandboxServer) -> None:
+        body = sandbox_server.call(
+            "key/CreateKey", ProductId=PRODUCT, Period=30, F1="true", F3="true", Notes="n:x-1"
+        )
+        assert body["result"] == 0, body
+        assert "customerId" not in body
+        row = _key_row(sandbox_server, body["key"])
+        assert (row["period"], row["notes"], row["customer_id"]) == (30, "n:x-1", None)
+        assert row["expires"] == row["created"] + 30 * DAY  # type: ignore[operator]
+        assert sandbox_server.state()["web_api_log"][-1]["state"] == 3010
+
+    def test_add_or_use_existing_customer(self, sandbox_server: SandboxServer) -> None:
+        buyer = {"Email": "ann@example.com", "Name": "Ann", "CompanyName": "Acme"}
+        first = sandbox_server.call(
+            "key/CreateKey", ProductId=PRODUCT, AddOrUseExistingCustomer="true", **buyer
+        )
+        second = sandbox_server.call(
+            "key/CreateKey", ProductId=PRODUCT, AddOrUseExistingCustomer="true", **buyer
+        )
+        assert first["customerId"] == second["customerId"]
+        got = sandbox_server.call("key/GetKey", ProductId=PRODUCT, Key=second["key"])
+        assert got["licenseKey"]["customer"]["email"] == "ann@example.com"
+        assert len(sandbox_server.state()["customers"]) == 1
+
+    def test_refusals_change_nothing(self, sandbox_server: SandboxServer) -> None:
+        for params in (
+            {"ProductId": 999},
+            {"ProductId": PRODUCT, "Notes": "x" * 501},
+            {"ProductId": PRODUCT, "Period": "-1"},
+            {"ProductId": PRODUCT, "CustomerId": 77},
+        ):
+            assert sandbox_server.call("key/CreateKey", **params)["result"] == 1, params
+        assert sandbox_server.state()["keys"] == []
+
+
+class TestGetKeys:
+    def test_notes_contains_pages_99(self, sandbox_server: SandboxServer) -> None:
+        for i in range(100):
+            sandbox_server.call("key/CreateKey", ProductId=PRODUCT, Notes=f"batch tag-{i % 2}")
+        body = sandbox_server.call("product/GetKeys", ProductId=PRODUCT)
+        assert (body["returned"], body["total"], body["pageCount"]) == (99, 100, 2)
+        second = sandbox_server.call("product/GetKeys", ProductId=PRODUCT, Page=2)
+        assert second["returned"] == 1
+        found = sandbox_server.call(
+            "product/GetKeys", ProductId=PRODUCT, SearchQuery='notes.contains("TAG-1")'
+        )
+        assert found["total"] == 50  # contains ignores case
+        assert all(k["notes"] == "batch tag-1" for k in found["licenseKeys"])
+
+    def test_key_and_id_terms(self, sandbox_server: SandboxServer) -> None:
+        keys = [_create(sandbox_server) for _ in range(3)]
+        query = f'key="{keys[0]}" or id >= 3'
+        body = sandbox_server.call("product/GetKeys", ProductId=PRODUCT, SearchQuery=query)
+        assert [k["key"] for k in body["licenseKeys"]] == [keys[0], keys[2]]
+
+    def test_other_queries_get_the_services_error(self, sandbox_server: SandboxServer) -> None:
+        body = sandbox_server.call(
+            "product/GetKeys", ProductId=PRODUCT, SearchQuery="customer.name == 'x'"
+        )
+        assert body["result"] == 1
+        assert body["message"].startswith("The search query causes problems.")
+
+
+class TestForeignKeys:
+    def test_another_client_creates_from_the_same_network(
+        self, sandbox_server: SandboxServer
+    ) -> None:
+        mine = _create(sandbox_server, 2)
+        made = httpx.post(sandbox_server.root + "/sandbox/keys", json={"template_id": 2})
+        assert made.status_code == 200
+        log = sandbox_server.state()["web_api_log"]
+        assert [e["key"] for e in log] == [mine, made.json()["key"]]
+        assert log[0]["ip"] == log[1]["ip"]
+
+    def test_bad_request(self, sandbox_server: SandboxServer) -> None:
+        made = httpx.post(sandbox_server.root + "/sandbox/keys", json={"template_id": 99})
+        assert made.status_code == 400
+        assert sandbox_server.state()["keys"] == []

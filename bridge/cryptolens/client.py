@@ -53,6 +53,7 @@ from bridge.cryptolens.models import (
     DataObject,
     Event,
     EventInput,
+    KeysPage,
     LicenseKey,
     LicenseTemplate,
     TimeRange,
@@ -252,6 +253,51 @@ class CryptolensClient:
         method = "key/CreateKeyFromTemplate"
         body = await self.call(method, {"LicenseTemplateId": template_id})
         return self._model(method, CreatedKey, body)
+
+    async def create_key(
+        self,
+        product_id: int,
+        parameters: Mapping[str, Any],
+        *,
+        notes: str,
+        email: str | None = None,
+        name: str | None = None,
+        company: str | None = None,
+    ) -> CreatedKey:
+        """CreateKey with a template's CreateKey parameters (``Period``, ``F1``..``F8``,
+        ``MaxNoOfMachines``, ...; its ``Notes`` and customer are replaced by ours),
+        ``notes``, and, given ``email``, the buyer (AddOrUseExistingCustomer: the
+        customer with that email, or a new one; needs the AddCustomer permission too)."""
+        method = "key/CreateKey"
+        params: dict[str, Param] = {
+            name_: _template_value(value)
+            for name_, value in parameters.items()
+            if name_ in CREATE_KEY_PARAMETERS
+        }
+        params |= {"ProductId": product_id, "Notes": notes}
+        if email:
+            params |= {
+                "AddOrUseExistingCustomer": True,
+                "Email": email,
+                "Name": name or "",
+                "CompanyName": company or "",
+            }
+        body = await self.call(method, params)
+        return self._model(method, CreatedKey, body)
+
+    async def get_keys(
+        self, product_id: int, search_query: str | None = None, page: int = 1
+    ) -> KeysPage:
+        """One page (from 1) of the product's keys that ``search_query`` selects, 99 a
+        page in id order; ``page_count`` says how many pages there are."""
+        method = "product/GetKeys"
+        params: dict[str, Param] = {
+            "ProductId": product_id,
+            "SearchQuery": search_query,
+            "Page": page,
+        }
+        body = await self.call(method, params)
+        return self._model(method, KeysPage, body)
 
     async def get_key(self, product_id: int, key: str) -> LicenseKey:
         method = "key/GetKey"
@@ -499,6 +545,25 @@ def _object(
         "Name": None if id_ else name,
         "IntValue": value,
     }
+
+
+# A template's CreateKey parameters that the bridge passes on (GetLicenseTemplates'
+# ``parameters``): the key's own settings; never its customer or notes.
+CREATE_KEY_PARAMETERS = frozenset(
+    {
+        "Period",
+        *(f"F{i}" for i in range(1, 9)),
+        "Block",
+        "TrialActivation",
+        "MaxNoOfMachines",
+        "AllowedMachines",
+        "ResellerId",
+    }
+)
+
+
+def _template_value(value: Any) -> Param:
+    return value if isinstance(value, str | int | bool) or value is None else str(value)
 
 
 def _changed(body: Mapping[str, Any]) -> bool:

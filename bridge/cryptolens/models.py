@@ -93,6 +93,20 @@ class LicenseKey(_Model):
 
 class CreatedKey(_Model):
     key: str = Field(validation_alias=_aliases("key"))
+    # CreateKey with NewCustomer / AddOrUseExistingCustomer: the customer it linked.
+    customer_id: int | None = Field(default=None, validation_alias=_aliases("customer_id"))
+
+
+class KeysPage(_Model):
+    """One page of GetKeys: up to 99 keys, and how many pages the query has."""
+
+    # The reference's table names the list LicenseKeys, its example licenseKey.
+    keys: tuple[LicenseKey, ...] = Field(
+        default=(),
+        validation_alias=AliasChoices("licenseKeys", "LicenseKeys", "licenseKey", "LicenseKey"),
+    )
+    total: int = Field(default=0, validation_alias=_aliases("total"))
+    page_count: int = Field(default=0, validation_alias=_aliases("page_count"))
 
 
 class AddedCustomer(_Model):
@@ -108,17 +122,44 @@ class LicenseTemplate(_Model):
     product_id: int = Field(validation_alias=_aliases("product_id"))
     parameters: str | None = Field(default=None, validation_alias=_aliases("parameters"))
 
-    def _key_parameters(self) -> dict[str, Any]:
-        """The CreateKey parameters in ``parameters`` (v1: an object; v2: a list of calls)."""
+    def _calls(self) -> list[tuple[str, dict[str, Any]]]:
+        """``parameters`` as calls: v1 (an object) is one CreateKey; v2 a list of calls,
+        CreateKey first. What is not readable is no call."""
         if not self.parameters:
-            return {}
+            return []
         try:
             params: Any = json.loads(self.parameters)
         except ValueError:
-            return {}
-        if isinstance(params, list):
-            params = next((p.get("Parameters", {}) for p in params if isinstance(p, dict)), {})
-        return params if isinstance(params, dict) else {}
+            return []
+        if isinstance(params, dict):
+            return [("CreateKey", params)]
+        if not isinstance(params, list):
+            return []
+        return [
+            (str(c.get("APIMethodName") or ""), c["Parameters"])
+            for c in params
+            if isinstance(c, dict) and isinstance(c.get("Parameters"), dict)
+        ]
+
+    def key_parameters(self) -> dict[str, Any]:
+        """The template's CreateKey parameters."""
+        return next((p for m, p in self._calls() if m == "CreateKey"), {})
+
+    _key_parameters = key_parameters
+
+    def follow_up(self) -> list[tuple[str, dict[str, Any]]]:
+        """A v2 template's calls after CreateKey, as (method path, parameters without
+        ``Key``): each applied once the key exists. Only AddDataObjectToKey is known;
+        another method is refused by :meth:`unsupported`."""
+        return [
+            ("data/" + m, {k: v for k, v in p.items() if k != "Key"})
+            for m, p in self._calls()
+            if m == "AddDataObjectToKey"
+        ]
+
+    def unsupported(self) -> list[str]:
+        """The calls of a v2 template the bridge cannot make for it."""
+        return [m for m, _ in self._calls() if m not in ("CreateKey", "AddDataObjectToKey")]
 
     def period(self) -> int | None:
         """The template's license period in days."""

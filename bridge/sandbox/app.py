@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -17,10 +18,10 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bridge.sandbox.api import Api, Sandbox, fast_entry
+from bridge.sandbox.api import Api, Sandbox, anonymised, fast_entry
 from bridge.sandbox.config import SandboxConfig
 from bridge.sandbox.faults import FaultConfig, FaultError, Faults
-from bridge.sandbox.store import Store, subscription_item_for
+from bridge.sandbox.store import KEY_CREATED, NewKey, Store, subscription_item_for
 
 
 def _sandbox(request: Request) -> Sandbox:
@@ -79,6 +80,42 @@ async def link_subscription_item(request: Request) -> Response:
     return JSONResponse({"product_id": product_id, "key": key, "subscription_item": item})
 
 
+async def foreign_key(request: Request) -> Response:
+    """Create a key as another client of the vendor would (its back office, another
+    integration), from the caller's network, logged as any creation is:
+    ``{"template_id": 2}``, or ``{"product_id": 1001, "period": 30, "notes": "..."}``.
+    Answers the key and its product."""
+    sandbox = _sandbox(request)
+    store = sandbox.store
+    try:
+        data = json.loads(await request.body() or b"{}")
+        if not isinstance(data, dict):
+            raise ValueError("send a JSON object")
+        template_id, product_id = data.get("template_id"), data.get("product_id")
+        notes, period = data.get("notes", ""), data.get("period", 0)
+        if not isinstance(notes, str) or len(notes) > 500 or type(period) is not int:
+            raise ValueError("notes is a string of at most 500 characters, period an integer")
+        template = sandbox.config.template(template_id) if type(template_id) is int else None
+        if template is None and (
+            type(product_id) is not int or sandbox.config.product(product_id) is None
+        ):
+            raise ValueError("give a known template_id, or a known product_id")
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    client = request.client
+    ip = anonymised(client.host if client else None)
+    now = int(time.time())
+    with store.transaction():
+        if template is not None:
+            record = store.create_key(template, now)
+        else:
+            assert type(product_id) is int
+            spec = NewKey(product_id, period, (period > 0,) + (False,) * 7, notes=notes)
+            record = store.new_key(spec, now)
+        store.log(record, KEY_CREATED, ip, now)
+    return JSONResponse({"product_id": record.product_id, "key": record.key})
+
+
 class SandboxApp(Starlette):
     """Starlette, with API calls that name a method served by ``Api`` directly."""
 
@@ -123,6 +160,7 @@ def create_app(
         Route("/sandbox/reset", reset_state, methods=["POST"]),
         Route("/sandbox/faults", set_faults, methods=["GET", "POST"]),
         Route("/sandbox/subscription-items", link_subscription_item, methods=["POST"]),
+        Route("/sandbox/keys", foreign_key, methods=["POST"]),
         Route("/{path:path}", api, methods=["GET", "POST"]),
     ]
     app = SandboxApp(routes=routes, lifespan=lifespan)

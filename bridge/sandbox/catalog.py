@@ -112,7 +112,10 @@ def get_customers(call: Call) -> dict[str, Any]:
 
 
 def template_parameters(template: Template) -> str:
-    parameters = {
+    """The template as GetLicenseTemplates shows it: v1, one CreateKey parameter set; v2
+    (a template with data objects), a list of calls, CreateKey first, each data object an
+    AddDataObjectToKey on ``[key]``."""
+    parameters: dict[str, Any] = {
         "ProductId": template.product_id,
         "Period": template.period,
         **{f"F{i + 1}": on for i, on in enumerate(template.features)},
@@ -123,7 +126,24 @@ def template_parameters(template: Template) -> str:
         "MaxNoOfMachines": template.max_no_of_machines,
         "AllowedMachines": None,
     }
-    return json.dumps(parameters, separators=(",", ":"))
+    if not template.data_objects:
+        return json.dumps(parameters, separators=(",", ":"))
+    calls: list[dict[str, Any]] = [{"APIMethodName": "CreateKey", "Parameters": parameters}]
+    calls += [
+        {
+            "APIMethodName": "AddDataObjectToKey",
+            "Parameters": {
+                "Name": o.name,
+                "StringValue": o.string_value,
+                "IntValue": o.int_value,
+                "CheckForDuplicates": False,
+                "ProductId": template.product_id,
+                "Key": "[key]",
+            },
+        }
+        for o in template.data_objects
+    ]
+    return json.dumps(calls, separators=(",", ":"))
 
 
 def get_license_templates(call: Call) -> dict[str, Any]:

@@ -33,6 +33,15 @@ class Product:
 
 
 @dataclass(frozen=True)
+class TemplateObject:
+    """A data object a v2 template adds to each key it makes (its AddDataObjectToKey)."""
+
+    name: str
+    string_value: str | None = None
+    int_value: int = 0
+
+
+@dataclass(frozen=True)
 class Template:
     """A license template. ``period`` 0 means a key that never expires; like the real
     service the key's ``expires`` then equals ``created``, and since F1 (the product's
@@ -49,6 +58,8 @@ class Template:
     # Keys made from it are linked to a Stripe subscription item, as recurring billing's
     # keys are: only those accept RecordUsage.
     subscription: bool = False
+    # Non-empty: a v2 template (GetLicenseTemplates shows a list of calls, CreateKey first).
+    data_objects: tuple[TemplateObject, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -186,6 +197,14 @@ def _template(t: dict[str, Any]) -> Template:
         max_no_of_machines=int(t.get("max_machines", 0)),
         trial_activation=bool(t.get("trial_activation", False)),
         subscription=bool(t.get("subscription", False)),
+        data_objects=tuple(
+            TemplateObject(
+                str(o["name"]),
+                None if o.get("string_value") is None else str(o["string_value"]),
+                int(o.get("int_value", 0)),
+            )
+            for o in t.get("data_objects", [])
+        ),
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bridge.sandbox import search
 from bridge.sandbox import store as codes
 from bridge.sandbox.call import Call, Handler, iso, ok
 from bridge.sandbox.data import data_object_json
@@ -24,9 +25,10 @@ from bridge.sandbox.params import (
     NOTES_TOO_LONG,
     Refusal,
 )
-from bridge.sandbox.store import KEY, CustomerRecord, KeyRecord
+from bridge.sandbox.store import KEY, CustomerRecord, KeyRecord, NewKey
 
 DAY = 86400
+PAGE_SIZE = 99  # GetKeys: "only 99 will be returned on the first page"
 # The sandbox product's feature definitions: F1 marks a time-limited license, F2 a trial.
 TIME_LIMITED_FEATURE = 1
 TRIAL_FEATURE = 2
@@ -102,6 +104,85 @@ def create_key_from_template(call: Call) -> dict[str, Any]:
     call.store.log(record, codes.KEY_CREATED, call.ip, call.now)
     raw = {"key": record.key, "result": "Success", "message": None}
     return ok(None, key=record.key, rawResponse=json.dumps(raw, separators=(",", ":")))
+
+
+def create_key(call: Call) -> dict[str, Any]:
+    """CreateKey: the parameters given (a template's, when the caller copies them), the
+    notes, and a customer: ``CustomerId``, or ``NewCustomer`` / ``AddOrUseExistingCustomer``
+    with AddCustomer's ``Name``, ``Email``, ``CompanyName`` (the latter reuses the first
+    customer whose email is ``Email``; an existing customer is not updated)."""
+    if call.token.key:
+        raise Refusal(ACCESS_DENIED)
+    product = call.product()
+    period = call.params.integer("Period", 0)
+    machines = call.params.integer("MaxNoOfMachines", 0)
+    if period is None or period < 0 or machines is None or machines < 0:
+        raise Refusal(INCORRECT_INPUT)
+    features = tuple(call.params.boolean(f"F{i}") for i in range(1, 9))
+    notes = call.params.string("Notes")
+    if len(notes) > 500:
+        raise Refusal(NOTES_TOO_LONG)
+    block = call.params.boolean("Block")
+    trial = call.params.boolean("TrialActivation")
+    if call.params.integer("NoOfKeys", 1) != 1:
+        raise Refusal(INCORRECT_INPUT)  # the sandbox makes one key a call
+    new = call.params.boolean("NewCustomer")
+    reuse = call.params.boolean("AddOrUseExistingCustomer")
+    customer_id = call.params.integer("CustomerId", 0) or None
+    customer: CustomerRecord | None = None
+    if new or reuse:
+        if customer_id is not None or not call.token.allows("AddCustomer"):
+            raise Refusal(ACCESS_DENIED if customer_id is None else INCORRECT_INPUT)
+        name, email = call.params.string("Name"), call.params.string("Email")
+        company = call.params.string("CompanyName")
+        if max(len(name), len(email), len(company)) > 100:
+            raise Refusal(INCORRECT_INPUT)
+        if reuse and email:
+            customer = next((c for c in call.store.customers() if c.email == email), None)
+        if customer is None:
+            customer = call.store.add_customer(name, email, company, "", call.now)
+    elif customer_id is not None:
+        customer = call.store.customer(customer_id)
+        if customer is None:
+            raise Refusal(INCORRECT_INPUT)
+    spec = NewKey(
+        product_id=product.id,
+        period=period,
+        features=features,
+        notes=notes,
+        block=block,
+        customer_id=customer.id if customer else None,
+        max_no_of_machines=machines,
+        trial_activation=trial,
+    )
+    record = call.store.new_key(spec, call.now)
+    call.store.log(record, codes.KEY_CREATED, call.ip, call.now)
+    if new or reuse:
+        assert customer is not None
+        return ok(None, key=record.key, customerId=customer.id)
+    return ok(None, key=record.key)
+
+
+def get_keys(call: Call) -> dict[str, Any]:
+    """GetKeys: the product's keys, 99 a page (``Page`` from 1), in id order, filtered by
+    ``SearchQuery`` (see :mod:`bridge.sandbox.search`)."""
+    product = call.product()
+    page = call.params.integer("Page", 1)
+    if page is None or page < 1:
+        raise Refusal(INCORRECT_INPUT)
+    query = call.params.text("SearchQuery")
+    selects = search.parse(query) if query is not None else None
+    keys = call.store.product_keys(product.id)
+    if selects is not None:
+        keys = [k for k in keys if selects(k)]
+    shown = keys[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    return ok(
+        "",
+        licenseKeys=[license_key_json(call, k) for k in shown],
+        returned=len(shown),
+        total=len(keys),
+        pageCount=(len(keys) + PAGE_SIZE - 1) // PAGE_SIZE,
+    )
 
 
 def get_key(call: Call) -> dict[str, Any]:
@@ -185,6 +266,8 @@ def record_usage(call: Call) -> dict[str, Any]:
 
 HANDLERS: dict[str, Handler] = {
     "key/CreateKeyFromTemplate": create_key_from_template,
+    "key/CreateKey": create_key,
+    "product/GetKeys": get_keys,
     "key/GetKey": get_key,
     "key/ExtendLicense": extend_license,
     "key/ChangeCustomer": change_customer,

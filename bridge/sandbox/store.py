@@ -175,6 +175,22 @@ class KeyRecord:
 
 
 @dataclass(frozen=True)
+class NewKey:
+    """What a new key is made of: a template's parameters, or CreateKey's."""
+
+    product_id: int
+    period: int
+    features: tuple[bool, ...]  # F1..F8
+    notes: str = ""
+    block: bool = False
+    customer_id: int | None = None
+    max_no_of_machines: int = 0
+    trial_activation: bool = False
+    template_id: int | None = None
+    subscription: bool = False
+
+
+@dataclass(frozen=True)
 class CustomerRecord:
     id: int
     name: str
@@ -305,11 +321,33 @@ class Store:
     # keys
 
     def create_key(self, template: Template, now: int) -> KeyRecord:
-        features = sum(1 << i for i, on in enumerate(template.features) if on)
+        """A key as CreateKeyFromTemplate makes it: the template's parameters, and a v2
+        template's data objects."""
+        spec = NewKey(
+            product_id=template.product_id,
+            period=template.period,
+            features=template.features,
+            notes=template.notes,
+            max_no_of_machines=template.max_no_of_machines,
+            trial_activation=template.trial_activation,
+            template_id=template.id,
+            subscription=template.subscription,
+        )
+        with self.transaction():
+            record = self.new_key(spec, now)
+            for obj in template.data_objects:
+                self.add_data_object(
+                    KEY, record.global_id, obj.name, obj.string_value, obj.int_value
+                )
+        return record
+
+    def new_key(self, spec: NewKey, now: int) -> KeyRecord:
+        """A new key of ``spec``, numbered per product (MAX(id) + 1) as the service does."""
+        features = sum(1 << i for i, on in enumerate(spec.features) if on)
         with self.transaction():
             row = self._db.execute(
                 "SELECT COALESCE(MAX(id), 0) + 1 FROM keys WHERE product_id = ?",
-                (template.product_id,),
+                (spec.product_id,),
             ).fetchone()
             while True:
                 key = _new_key_string()
@@ -318,19 +356,21 @@ class Store:
                         "INSERT INTO keys (product_id, id, key, created, expires, period,"
                         " features, notes, block, customer_id, max_no_of_machines,"
                         " trial_activation, template_id)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, NULL, ?, ?, ?)",
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
-                            template.product_id,
+                            spec.product_id,
                             row[0],
                             key,
                             now,
-                            now + template.period * 86400,
-                            template.period,
+                            now + spec.period * 86400,
+                            spec.period,
                             features,
-                            template.notes,
-                            template.max_no_of_machines,
-                            int(template.trial_activation),
-                            template.id,
+                            spec.notes,
+                            int(spec.block),
+                            spec.customer_id,
+                            spec.max_no_of_machines,
+                            int(spec.trial_activation),
+                            spec.template_id,
                         ),
                     )
                     break
@@ -340,7 +380,7 @@ class Store:
                 "INSERT INTO key_created_ns (global_id, ns) VALUES (?, ?)",
                 (cursor.lastrowid, time.time_ns()),
             )
-            if template.subscription:
+            if spec.subscription:
                 self._db.execute(
                     "UPDATE keys SET subscription_item = ? WHERE global_id = ?",
                     (subscription_item_for(int(cursor.lastrowid or 0)), cursor.lastrowid),
@@ -348,6 +388,15 @@ class Store:
             record = self.key_by_id(int(cursor.lastrowid or 0))
         assert record is not None
         return record
+
+    def product_keys(self, product_id: int) -> list[KeyRecord]:
+        """Every key of the product, in id order (GetKeys filters them in Python: the
+        sandbox's products hold thousands of keys, not millions)."""
+        with self.transaction():
+            rows = self._db.execute(
+                "SELECT * FROM keys WHERE product_id = ? ORDER BY id", (product_id,)
+            ).fetchall()
+        return [KeyRecord(**dict(row)) for row in rows]
 
     def key_by_id(self, global_id: int) -> KeyRecord | None:
         with self.transaction():
