@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
-from bridge.core import locks
+from bridge.core import blocks, locks
 from bridge.core.db import session
 from bridge.core.dbapi import Sql, Tx, tx
 from bridge.core.intents import TERMINAL, Effect, Status, merge_start
@@ -133,14 +133,15 @@ _UNPARK = Sql(
     "UPDATE intent SET status = 'pending', updated_at = :now WHERE id = :id AND status = 'waiting'"
 )
 # The other due REGISTER_EVENT intents of a license (under its ref or an alias) that no
-# run holds and whose earlier call, if any, is settled: a lead's companions.
+# run holds, whose earlier call, if any, is settled, and that were never in a refused
+# call (a refused batch is sent again event by event, each alone): a lead's companions.
 _DUE_EVENTS = Sql(
     """SELECT id, license_ref, params, occurred_at, attempts, created_at, updated_at
     FROM intent WHERE effect = 'register_event' AND status = 'pending' AND id <> :lead
     AND (next_attempt_at IS NULL OR next_attempt_at <= :due)
     AND (license_ref = :ref OR license_ref IN (SELECT alias FROM license_alias WHERE ref = :ref))
     AND NOT EXISTS (SELECT 1 FROM attempt WHERE attempt.intent_id = intent.id
-    AND (attempt.outcome IS NULL OR attempt.outcome = 'unknown'))
+    AND (attempt.outcome IS NULL OR attempt.outcome IN ('unknown', 'refused')))
     ORDER BY id LIMIT :limit {skip_locked}"""
 )
 # PostgreSQL: rows another claim holds (its lead, or its own companions) are passed over,
@@ -155,6 +156,13 @@ _DUE_TRACKS = Sql(
     AND NOT EXISTS (SELECT 1 FROM attempt WHERE attempt.intent_id = intent.id
     AND (attempt.outcome IS NULL OR attempt.outcome IN ('unknown', 'refused')))
     ORDER BY id LIMIT :limit {skip_locked}"""
+)
+# A license's block and unblock intents, under its ref or an alias, whatever their status:
+# an ending block holds from the moment it is stored (bridge.core.blocks).
+_BLOCK_INTENTS = Sql(
+    """SELECT id, effect, params, occurred_at FROM intent WHERE effect IN ('block', 'unblock')
+    AND (license_ref = :ref OR license_ref IN (SELECT alias FROM license_alias WHERE ref = :ref))
+    ORDER BY id"""
 )
 _REFUSED_BEFORE = Sql("SELECT 1 FROM attempt WHERE intent_id = :id AND outcome = 'refused' LIMIT 1")
 # Taken only if unchanged since it was read (every status change writes updated_at), so
@@ -200,7 +208,7 @@ class LicenseView:
     customer_id: int | None
     block_decided_at: int | None
     block_reason: str | None
-    ended_by: str | None = None  # the block that ended the license, never lifted
+    ended_by: str | None = None  # an ending block in force (bridge.core.blocks)
     customer_decided_at: int | None = None  # the newest customer change applied
 
 
@@ -350,11 +358,12 @@ def _gathers(
     t: Tx, effect: Effect, intent_id: str, open_attempts: dict[str, Any], params: dict[str, Any]
 ) -> bool:
     """Whether this run takes companions: an intent with an unresolved call settles it
-    alone, one a CRM deal must complete first (``jobs.effects.deals``) runs alone, and a
-    myTracker item of a refused batch is sent alone (to tell the bad item from the rest)."""
+    alone, one a CRM deal must complete first (``jobs.effects.deals``) runs alone, and an
+    event or myTracker item of a refused batch is sent alone (to tell the bad one from
+    the rest)."""
     if effect not in BATCH_SIZES or open_attempts or "deal_id" in params:
         return False
-    return effect not in KEYLESS_EFFECTS or t.one(_REFUSED_BEFORE, {"id": intent_id}) is None
+    return t.one(_REFUSED_BEFORE, {"id": intent_id}) is None
 
 
 def _gather(
@@ -844,6 +853,15 @@ def checkout_session(engine: Engine, ref: str) -> str | None:
         return None
     session = json.loads(row[0]).get("checkout_session")
     return session if isinstance(session, str) else None
+
+
+def block_intents(engine: Engine, ref: str) -> list[blocks.Stored]:
+    """The license's stored block and unblock intents (``bridge.core.blocks``)."""
+    with tx(engine) as t:
+        return [
+            blocks.Stored.of(id_, Effect(effect), json.loads(params), occurred_at)
+            for id_, effect, params, occurred_at in t.all(_BLOCK_INTENTS, {"ref": ref})
+        ]
 
 
 def set_needs_review(engine: Engine, intent_id: str, error: str) -> None:

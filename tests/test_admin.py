@@ -443,6 +443,17 @@ class TestActions:
         assert admin.intents()[create].status == Status.DONE.value
         assert admin.counts()["keys_created"] == 3
 
+    async def test_a_license_page_says_what_ended_it(self, admin: Pipeline) -> None:
+        """``block_reason`` holds the payment status alone; the end is ``ended_by``."""
+        await admin.post(sb.checkout_session(payment_intent="pi_11111"))
+        await admin.post(sb.charge_refunded())
+        await admin.drain()
+        async with httpx.AsyncClient() as http:
+            await sign_in(admin, http)
+            page = await http.get(f"{admin.url}/admin/licenses/stripe:pi:pi_11111")
+        assert page.status_code == 200
+        assert "<dd>ended by refund</dd>" in page.text
+
     async def test_no_secret_is_rendered(self, admin: Pipeline) -> None:
         await admin.post(sb.checkout_session())
         await admin.drain()

@@ -9,6 +9,7 @@ happened to produce; "two workers" are two Runtimes on one database.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Engine
@@ -18,6 +19,7 @@ from bridge.core.settings import Settings
 from jobs.runtime import Runtime
 from tests.fixtures.runs import (
     DAY,
+    PRODUCT,
     add_intent,
     add_license,
     attempts,
@@ -154,7 +156,8 @@ class TestStickyBlocks:
                 assert await finish(rt, intent_id) == {intent_id: "done"}
         assert blocked(sandbox_server, key)
         license_ = license_row(engine, REF)
-        assert (license_.ended_by, license_.block_reason) == (ending, ending)
+        # The payment status is recorded apart, for when the end is lifted (a won dispute).
+        assert (license_.ended_by, license_.block_reason) == (ending, None)
         counts = sandbox_server.state()["counts"]
         assert (counts["blocks"], counts["unblocks"]) == (1, 0)
 
@@ -221,6 +224,187 @@ class TestStickyBlocks:
         # No assertion on the number of unblocks: "unpaid" and "active" may both run
         # before the dispute (a legitimate order: the key was unblocked before its end).
         # What must hold whatever the interleaving is the end state above.
+
+    async def test_an_older_active_leaves_a_cancellation_whose_reply_was_lost_alone(
+        self, bridge_settings: Settings, engine: Engine, sandbox_server: SandboxServer
+    ) -> None:
+        """Issue 15, 3 (reproduced): the cancellation's BlockKey landed, its reply was
+        lost. An older "active" ran meanwhile: the old code credited the cancellation's
+        BlockKey as applied and then unblocked (``ended_by`` is written only when the
+        cancellation's run succeeds), so the canceled key was usable until the
+        cancellation ran again, and one cancellation cost two BlockKeys and an
+        UnblockKey. A stored ending block ends the license for every unblock."""
+        key, _ = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        t = _now() - 600
+        cancel = block(engine, "canceled", t + 30)
+        active = block(engine, "active", t + 10)
+        sandbox_server.set_faults(script=[{"method": "key/BlockKey", "fault": "lost_reply"}])
+        async with runtime(bridge_settings, engine) as rt:
+            assert await step(rt, cancel) == "retry"
+            assert attempts(engine, cancel) == [("key/BlockKey", "unknown")]
+            assert await finish(rt, active) == {active: "done"}
+            assert blocked(sandbox_server, key)
+            assert "kept_blocked" in (intent(engine, active).result or "")
+            assert await finish(rt, cancel) == {cancel: "done"}
+        assert blocked(sandbox_server, key)
+        assert attempts(engine, cancel) == [("key/BlockKey", "applied")]
+        assert attempts(engine, active) == []
+        counts = sandbox_server.state()["counts"]
+        assert (counts["blocks"], counts["unblocks"]) == (1, 0)
+        license_ = license_row(engine, REF)
+        assert (license_.ended_by, license_.block_reason) == ("canceled", None)
+
+
+def dispute(engine: Engine, dispute_id: str, at: int) -> str:
+    """``charge.dispute.created``'s block, as the Stripe planner stores it."""
+    params = {"reason": "dispute", "dispute": dispute_id}
+    return add_intent(engine, f"{REF}:block:dispute:{dispute_id}", "block", REF, params, at)
+
+
+def dispute_won(engine: Engine, dispute_id: str, at: int) -> str:
+    """``charge.dispute.closed`` (won)'s lift, as the Stripe planner stores it."""
+    params = {"reason": "dispute_won", "dispute": dispute_id}
+    return add_intent(engine, f"{REF}:unblock:dispute_won:{dispute_id}", "unblock", REF, params, at)
+
+
+class TestWonDisputes:
+    """Issue 15, 3: a won dispute lifts its own block, unless another ending block (a
+    cancellation, a refund, a dispute not won) holds or the newest payment status is a
+    block; a lost dispute keeps it (its close plans nothing: tests/test_stripe_plan.py)."""
+
+    @pytest.mark.parametrize("won_first", [False, True])
+    async def test_a_won_dispute_lifts_its_block_in_either_order(
+        self,
+        bridge_settings: Settings,
+        engine: Engine,
+        sandbox_server: SandboxServer,
+        won_first: bool,
+    ) -> None:
+        key, _ = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        t = _now() - 600
+        # Each stored when delivered, then run: either may arrive first.
+        store: list[Callable[[], str]] = [
+            lambda: dispute(engine, "dp_1", t),
+            lambda: dispute_won(engine, "dp_1", t + 100),
+        ]
+        async with runtime(bridge_settings, engine) as rt:
+            for add in reversed(store) if won_first else store:
+                intent_id = add()
+                assert await finish(rt, intent_id) == {intent_id: "done"}
+        assert not blocked(sandbox_server, key)
+        assert license_row(engine, REF).ended_by is None
+        counts = sandbox_server.state()["counts"]
+        # Delivered after its close, the dispute's block is never applied.
+        expected = (0, 0) if won_first else (1, 1)
+        assert (counts["blocks"], counts["unblocks"]) == expected
+
+    @pytest.mark.parametrize("other", ["canceled", "refund", "another dispute", "unpaid"])
+    async def test_a_won_dispute_leaves_the_key_blocked_while_another_block_holds(
+        self,
+        bridge_settings: Settings,
+        engine: Engine,
+        sandbox_server: SandboxServer,
+        other: str,
+    ) -> None:
+        key, _ = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        t = _now() - 600
+        delivered: list[Callable[[], str]] = [
+            lambda: dispute(engine, "dp_1", t),
+            (lambda: dispute(engine, "dp_2", t + 50))
+            if other == "another dispute"
+            else (lambda: block(engine, other, t + 50)),
+            lambda: dispute_won(engine, "dp_1", t + 100),
+        ]
+        async with runtime(bridge_settings, engine) as rt:
+            for deliver in delivered:
+                intent_id = deliver()  # stored as delivered, then run
+                assert await finish(rt, intent_id) == {intent_id: "done"}
+        assert blocked(sandbox_server, key)
+        counts = sandbox_server.state()["counts"]
+        assert (counts["blocks"], counts["unblocks"]) == (1, 0)
+        license_ = license_row(engine, REF)
+        if other == "unpaid":
+            assert (license_.ended_by, license_.block_reason) == (None, "unpaid")
+        else:
+            assert license_.ended_by == ("dispute" if other == "another dispute" else other)
+
+    async def test_active_again_while_disputed_counts_once_the_dispute_is_won(
+        self, bridge_settings: Settings, engine: Engine, sandbox_server: SandboxServer
+    ) -> None:
+        """Payment-status changes while an ending block holds leave the key blocked but
+        are recorded: unpaid then active again, then the dispute won, unblocks."""
+        key, _ = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        t = _now() - 600
+        delivered: list[Callable[[], str]] = [
+            lambda: dispute(engine, "dp_1", t),
+            lambda: block(engine, "unpaid", t + 10),
+            lambda: block(engine, "active", t + 20),
+        ]
+        async with runtime(bridge_settings, engine) as rt:
+            for deliver in delivered:
+                intent_id = deliver()  # stored as delivered, then run
+                assert await finish(rt, intent_id) == {intent_id: "done"}
+                assert blocked(sandbox_server, key)
+            lift = dispute_won(engine, "dp_1", t + 100)
+            assert await finish(rt, lift) == {lift: "done"}
+        assert not blocked(sandbox_server, key)
+
+
+def customers_with(sandbox: SandboxServer, email: str) -> list[int]:
+    return [int(c["id"]) for c in sandbox.state()["customers"] if c["email"] == email]
+
+
+class TestAddCustomer:
+    """Issue 15, 4 (reproduced): AddCustomer was read back (a search by email) 0.13-0.25 s
+    after a lost reply, without the settle window; a late landing then made two customers
+    with the buyer's email. It waits for the window like every other read-back."""
+
+    EMAIL = "late.buyer@example.org"
+
+    def link(self, engine: Engine) -> str:
+        params = {"customer": {"email": self.EMAIL, "name": "Late Buyer"}}
+        return add_intent(engine, f"{REF}:link_customer", "link_customer", REF, params, _now())
+
+    @pytest.mark.parametrize("lands", [True, False])
+    async def test_a_lost_add_customer_is_searched_for_again_only_past_its_window(
+        self,
+        bridge_settings: Settings,
+        engine: Engine,
+        sandbox_server: SandboxServer,
+        lands: bool,
+    ) -> None:
+        settings = bridge_settings.model_copy(update={"settle_seconds": 30.0})
+        bound = settings.call_bound_seconds
+        key, _ = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        link = self.link(engine)
+        fault = {"method": "customer/AddCustomer", "fault": "lost_request"}
+        sandbox_server.set_faults(script=[fault])
+        async with runtime(settings, engine) as rt:
+            assert await step(rt, link) == "retry"  # no reply: the outcome is unknown
+            # Past the call's bound but within BRIDGE_SETTLE_SECONDS: it may still land.
+            for ahead in (0.0, bound + 10):
+                rt.clock = later(ahead)
+                due_now(engine, link)
+                assert await step(rt, link) == "retry"
+            received = sandbox_server.state()["calls"]["customer/AddCustomer"]["received"]
+            assert received == 1
+            assert customers_with(sandbox_server, self.EMAIL) == []
+            assert attempts(engine, link) == [("customer/AddCustomer", "unknown")]
+            if lands:  # the call the proxy gave up on reaches Cryptolens late
+                sandbox_server.call("customer/AddCustomer", Name="Late Buyer", Email=self.EMAIL)
+            rt.clock = later(bound + 31)  # past the window: the search is final
+            assert await finish(rt, link) == {link: "done"}
+        [customer] = customers_with(sandbox_server, self.EMAIL)
+        body = sandbox_server.call("key/GetKey", ProductId=PRODUCT, Key=key)
+        assert body["licenseKey"]["customer"]["id"] == customer
+        expected = "applied" if lands else "not_applied"
+        assert attempts(engine, link)[0] == ("customer/AddCustomer", expected)
+        assert len(attempts(engine, link)) == (1 if lands else 2)
 
 
 class TestRegisterEvent:

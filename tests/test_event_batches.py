@@ -192,15 +192,47 @@ class TestRaces:
                 ("ai/RegisterEvent", "applied"),
             ]
 
-    async def test_a_refused_batch_fails_every_event_in_it(
+    async def test_a_refused_batch_is_split_and_only_the_bad_event_fails(
+        self, bridge_settings: Settings, engine: Engine, sandbox_server: SandboxServer
+    ) -> None:
+        """Issue 15, 4 (confirmed): Cryptolens refuses a RegisterEvents call whole when one
+        event is bad (an event name over 100 characters), naming none; the old code failed
+        every companion with it. Each is now sent again alone."""
+        key, _ = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        a, c = event(engine, "a"), event(engine, "c")
+        params = {"event_name": "x" * 101, "value": 2000, "currency": "USD", "metadata": {}}
+        at = int(utcnow().timestamp())
+        bad = add_intent(engine, f"{REF}:event:renewal:bad", "register_event", REF, params, at)
+        async with runtime(bridge_settings, engine) as rt:
+            assert await step(rt, a) == "retry"  # refused: back to pending, one by one
+            for i in (a, bad, c):
+                assert intent(engine, i).status == "pending"
+                assert attempts(engine, i) == [("ai/RegisterEvents", "refused")]
+            assert await finish(rt, a, bad, c) == {a: "done", bad: "failed", c: "done"}
+        assert registered(sandbox_server, key) == sorted([a, c])
+        assert received(sandbox_server, "ai/RegisterEvents") == 1
+        assert "input" in (intent(engine, bad).last_error or "").lower()
+        for i in (a, c):
+            assert attempts(engine, i) == [
+                ("ai/RegisterEvents", "refused"),
+                ("ai/RegisterEvent", "applied"),
+            ]
+            assert intent(engine, i).attempts == 1  # the refused batch is not counted
+        assert attempts(engine, bad)[-1] == ("ai/RegisterEvent", "refused")
+
+    async def test_a_batch_refused_for_every_event_fails_each_alone(
         self, bridge_settings: Settings, engine: Engine, sandbox_server: SandboxServer
     ) -> None:
         add_license(engine, REF, "NO-SUCH-KEY")  # Cryptolens: "Could not find the key."
         a, b = event(engine, "a"), event(engine, "b")
         async with runtime(bridge_settings, engine) as rt:
-            assert await step(rt, a) == "failed"
+            assert await step(rt, a) == "retry"
+            assert await finish(rt, a, b) == {a: "failed", b: "failed"}
         for i in (a, b):
             row = intent(engine, i)
-            assert row.status == "failed"
             assert "key" in (row.last_error or "").lower()
-            assert attempts(engine, i) == [("ai/RegisterEvents", "refused")]
+            assert attempts(engine, i) == [
+                ("ai/RegisterEvents", "refused"),
+                ("ai/RegisterEvent", "refused"),
+            ]

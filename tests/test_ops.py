@@ -122,6 +122,23 @@ class TestPlan:
         assert effects() == before
         assert _status(bridge.engine, block.id) == Status.FAILED.value
 
+    async def test_plan_follows_the_workers_block_rule(self, bridge: Pipeline) -> None:
+        """The dry run decides with the worker's rule (``bridge.core.blocks``): a block
+        whose dispute was won since would send nothing."""
+        await bridge.post(sb.checkout_session(payment_intent="pi_disputed"))
+        await bridge.post(sb.dispute(payment_intent="pi_disputed"))
+        await bridge.drain()
+        await bridge.post(sb.dispute_closed("won", payment_intent="pi_disputed"))
+        await bridge.drain()
+        bridge.assert_all_done()
+        assert bridge.only_key()["block"] is False
+        block = next(i for i in bridge.intents().values() if i.effect == "block")
+        data = json.loads(
+            (await _cli(bridge, ops.replay_command, block.id, "--plan", "--json")).output
+        )
+        assert data["calls"] == []
+        assert any("lifted" in note for note in data["notes"])
+
     async def test_replay_an_event_replays_its_failed_intents(self, bridge: Pipeline) -> None:
         event = sb.checkout_session(metadata={"cryptolens_template_id": "99"})
         await bridge.post(event)

@@ -4,6 +4,7 @@ back, is found; ``--repair`` fixes it through intents, once."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Any
 
@@ -11,13 +12,15 @@ import httpx
 from click.testing import CliRunner
 from sqlmodel import Session
 
-from bridge.core.intents import Status
+from bridge.core.intents import Effect, Status
 from bridge.core.models import License
 from bridge.cryptolens import CryptolensClient
+from bridge.cryptolens.models import LicenseKey
 from bridge.tools import reconcile as rc
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.admin import drain_once
 from tests.fixtures.pipeline import Pipeline, now, shifted
+from tests.fixtures.runs import add_intent, finish, runtime
 
 PAID, REFUNDED, BROKEN = "pi_22222", "pi_11111", "pi_33333"
 
@@ -84,15 +87,18 @@ async def test_each_kind_of_drift_is_found_and_repaired_once(bridge: Pipeline) -
     assert found == {
         (f"stripe:pi:{BROKEN}", "no_key"),
         (f"stripe:pi:{PAID}", "customer"),
-        (f"stripe:pi:{PAID}", "blocked"),
+        (f"stripe:pi:{PAID}", "manual_block"),
         (f"stripe:sub:{sb.SUB}", "expiry"),
         (f"stripe:pi:{REFUNDED}", "not_blocked"),
     }
     assert report.stored == []  # no --repair: nothing changed
     assert report.errors == {}
 
+    manual = next(d for d in report.drift if d.kind == "manual_block")
+    assert manual.repair is None  # the vendor's block: reported, never lifted
+
     repaired = await run(bridge, repair=True)
-    assert len(repaired.stored) == 5
+    assert len(repaired.stored) == 4
     again = await run(bridge, repair=True)  # before the worker ran: the same ids, stored once
     assert again.stored == []
     before = bridge.counts()
@@ -102,13 +108,15 @@ async def test_each_kind_of_drift_is_found_and_repaired_once(bridge: Pipeline) -
     assert left == {f"stripe:pi:{BROKEN}:create_key": "failed"}
     assert set(repaired.stored) <= set(bridge.intents())
 
-    assert (await run(bridge)).drift == []
+    assert [(d.ref, d.kind) for d in (await run(bridge)).drift] == [
+        (f"stripe:pi:{PAID}", "manual_block")
+    ]
     assert (await run(bridge, repair=True)).stored == []
     after = bridge.counts()
     assert after["keys_created"] == before["keys_created"] + 1  # the broken purchase's
     state = {k["key"]: k for k in bridge.sandbox.state()["keys"]}
     assert state[license_of(bridge, f"stripe:pi:{REFUNDED}").key]["block"] is True
-    assert state[license_of(bridge, f"stripe:pi:{PAID}").key]["block"] is False
+    assert state[license_of(bridge, f"stripe:pi:{PAID}").key]["block"] is True  # by hand
 
 
 async def test_the_command_reports_json_and_exits_1_on_drift(bridge: Pipeline) -> None:
@@ -128,10 +136,132 @@ async def test_the_command_reports_json_and_exits_1_on_drift(bridge: Pipeline) -
 
     result = await asyncio.to_thread(CliRunner().invoke, rc.command, ["--repair"], env=env)
     assert result.exit_code == 0, result.output
-    assert "5 repair intent(s) stored" in result.output
+    assert "4 repair intent(s) stored" in result.output
     await bridge.drain()
     result = await asyncio.to_thread(CliRunner().invoke, rc.command, ["--repair"], env=env)
     assert result.exit_code == 0, result.output
-    assert "0 drift, 0 repair intent(s) stored" in result.output
+    assert "1 drift, 0 repair intent(s) stored" in result.output
+    # Only the vendor's manual block is left: reported, and no alert for it.
+    result = await asyncio.to_thread(CliRunner().invoke, rc.command, ["--json"], env=env)
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert [d["kind"] for d in json.loads(result.output)["drift"]] == ["manual_block"]
     statuses = {i.status for i in bridge.intents().values()}
     assert statuses == {Status.DONE.value, Status.FAILED.value}
+
+
+class TestBlocks:
+    def test_a_block_the_bridge_may_have_made_is_lifted_and_a_manual_one_is_not(self) -> None:
+        """Issue 15, 3: ``--repair`` unblocked keys the vendor blocked by hand. A block is
+        the bridge's only if its last block call that may have landed was a BlockKey."""
+        found = LicenseKey.model_validate(
+            {"productId": 1001, "key": "K", "expires": "2030-01-01T00:00:00", "block": True}
+        )
+        want = rc.Expected(
+            ref="stripe:pi:pi_x",
+            key="K",
+            product_id=1001,
+            customer_id=None,
+            buyer={},
+            expires_at=None,
+            create=None,
+            create_params={},
+            under_way=False,
+            decided_at=1700000000,
+        )
+        [manual] = rc.compare(want, found)
+        assert (manual.kind, manual.repair) == ("manual_block", None)
+        [ours] = rc.compare(dataclasses.replace(want, blocked_by_us=True), found)
+        assert ours.kind == "blocked" and ours.repair is not None
+        assert (ours.repair.effect, ours.repair.occurred_at) == (Effect.UNBLOCK, 1700000000)
+
+    async def test_a_key_unblocked_then_blocked_by_hand_is_the_vendors(
+        self, bridge: Pipeline
+    ) -> None:
+        """The bridge blocked (unpaid) and unblocked (active again) the key; the vendor
+        then blocked it by hand: the bridge's last call was an UnblockKey."""
+        delta = now() - sb.T0
+        await bridge.post(shifted(sb.subscription(basil=True), delta))
+        await bridge.post(shifted(sb.invoice(basil=True, with_payments=True), delta))
+        for status, previous, at in (("unpaid", "active", 60), ("active", "unpaid", 120)):
+            event = sb.status_change(
+                status=status, previous=previous, created=now() + at, event_id=f"evt_{status}"
+            )
+            await bridge.post(event)
+            await bridge.drain()
+        bridge.assert_all_done()
+        assert (bridge.counts()["blocks"], bridge.counts()["unblocks"]) == (1, 1)
+        sub = license_of(bridge, f"stripe:sub:{sb.SUB}")
+        bridge.sandbox.call("key/BlockKey", ProductId=sub.product_id, Key=sub.key)
+        report = await run(bridge, repair=True)
+        assert [(d.kind, d.repair) for d in report.drift] == [("manual_block", None)]
+        assert report.stored == []
+        await bridge.drain()
+        assert bridge.only_key()["block"] is True
+
+    async def test_a_won_dispute_is_unblocked_and_not_blocked_again(self, bridge: Pipeline) -> None:
+        """Issue 15, 3: ``charge.dispute.closed`` was not handled, so reconcile saw the
+        dispute's block as missing once the vendor, having won, unblocked the key by hand,
+        and ``--repair`` blocked it again."""
+        await bridge.post(purchase(PAID))
+        await bridge.post(sb.dispute(payment_intent=PAID))
+        await bridge.drain()
+        assert bridge.only_key()["block"] is True
+        await bridge.post(sb.dispute_closed("won", payment_intent=PAID, created=now()))
+        await bridge.drain()
+        bridge.assert_all_done()
+        assert bridge.only_key()["block"] is False
+        report = await run(bridge, repair=True)
+        assert (report.drift, report.stored) == ([], [])
+
+    async def test_a_lost_dispute_stays_blocked(self, bridge: Pipeline) -> None:
+        await bridge.post(purchase(PAID))
+        await bridge.post(sb.dispute(payment_intent=PAID))
+        await bridge.post(sb.dispute_closed("lost", payment_intent=PAID, created=now()))
+        await bridge.drain()
+        bridge.assert_all_done()
+        assert bridge.only_key()["block"] is True
+        paid = license_of(bridge, f"stripe:pi:{PAID}")
+        bridge.sandbox.call("key/UnblockKey", ProductId=paid.product_id, Key=paid.key)
+        report = await run(bridge, repair=True)
+        assert [d.kind for d in report.drift] == ["not_blocked"]
+        await bridge.drain()
+        assert bridge.only_key()["block"] is True
+
+
+class TestOrder:
+    async def test_a_customer_repair_does_not_undo_a_newer_contact_change(
+        self, bridge: Pipeline
+    ) -> None:
+        """Issue 15, 3 (reproduced): the key was relinked by hand; ``--repair`` stored a
+        relink to the bridge's customer; a newer CRM contact change ran before it. The
+        repair, dated like the decision it restores, is superseded by the newer one."""
+        await bridge.post(purchase(PAID))
+        await bridge.drain()
+        paid = license_of(bridge, f"stripe:pi:{PAID}")
+        call = bridge.sandbox.call
+        stranger = call("customer/AddCustomer", Name="Someone", Email="someone@example.org")
+        call(
+            "key/ChangeCustomer",
+            ProductId=paid.product_id,
+            Key=paid.key,
+            CustomerId=stranger["customerId"],
+        )
+        [repair] = [d.repair for d in (await run(bridge, repair=True)).drift if d.repair]
+        assert repair.effect is Effect.LINK_CUSTOMER
+        change = add_intent(
+            bridge.engine,
+            f"stripe:pi:{PAID}:customer:newer",
+            "set_customer",
+            f"stripe:pi:{PAID}",
+            {"customer": {"email": "new.contact@example.org", "name": "New Contact"}},
+            now() + 60,
+        )
+        async with runtime(bridge.settings, bridge.engine) as rt:
+            assert await finish(rt, change) == {change: "done"}
+            assert await finish(rt, repair.id) == {repair.id: "done"}
+        assert "superseded_by" in (bridge.intents()[repair.id].result or "")
+        newer = license_of(bridge, f"stripe:pi:{PAID}").customer_id
+        assert newer not in (None, stranger["customerId"])
+        body = call("key/GetKey", ProductId=paid.product_id, Key=paid.key)
+        assert body["licenseKey"]["customer"]["id"] == newer
+        assert (await run(bridge)).drift == []

@@ -41,6 +41,7 @@ class TestDispatch:
             "invoice.payment_succeeded",
             "charge.refunded",
             "charge.dispute.created",
+            "charge.dispute.closed",
         } == HANDLED_TYPES
 
     def test_unhandled_type_is_ignored(self) -> None:
@@ -576,10 +577,33 @@ class TestRefundAndDispute:
                 id=f"{ref}:block:dispute:dp_1OPoujJN5vQBdWExZXzZC5oN",
                 effect=Effect.BLOCK,
                 license_ref=ref,
-                params={"reason": "dispute"},
+                params={"reason": "dispute", "dispute": "dp_1OPoujJN5vQBdWExZXzZC5oN"},
                 occurred_at=1234567890,
             )
         ]
+
+    @pytest.mark.parametrize("status", ["won", "warning_closed"])
+    def test_a_dispute_closed_in_the_vendors_favour_lifts_that_disputes_block(
+        self, status: str
+    ) -> None:
+        result = plan(
+            b.dispute_closed(status, payment_intent=b.RENEW_PI, created=1234569999), CONFIG
+        )
+        ref = f"stripe:pi:{b.RENEW_PI}"
+        assert result.intents == [
+            IntentSpec(
+                id=f"{ref}:unblock:dispute_won:dp_1OPoujJN5vQBdWExZXzZC5oN",
+                effect=Effect.UNBLOCK,
+                license_ref=ref,
+                params={"reason": "dispute_won", "dispute": "dp_1OPoujJN5vQBdWExZXzZC5oN"},
+                occurred_at=1234569999,
+            )
+        ]
+
+    def test_a_lost_dispute_keeps_the_block(self) -> None:
+        result = plan(b.dispute_closed("lost", payment_intent=b.RENEW_PI), CONFIG)
+        assert result.intents == []
+        assert result.ignored is not None and "lost" in result.ignored
 
     def test_dispute_without_payment_intent_blocks_the_charge(self) -> None:
         # The vendor fixture's dispute names only its charge.

@@ -74,12 +74,13 @@ class License(SQLModel, table=True):
     customer_id: int | None = None
     created_by: str | None = Field(default=None, max_length=255)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
-    # The newest block/unblock decision applied (provider time), so that an older one
-    # arriving late does not undo it.
+    # The newest payment-status block/unblock decision applied (provider time), so that
+    # an older one arriving late does not undo it; block_reason is None for an unblock.
     block_decided_at: int | None = Field(default=None, sa_type=BigInteger)
     block_reason: str | None = Field(default=None, max_length=30)
-    # The block that ended the license (canceled, refund, dispute). Set once, whatever
-    # the order of deliveries; no unblock and no later payment-status block touches it.
+    # An ending block in force (canceled, refund, dispute), whatever the order of
+    # deliveries; no payment-status change touches it, and only a won dispute clears it
+    # (bridge.core.blocks).
     ended_by: str | None = Field(default=None, max_length=30)
     # The newest customer decision applied (a CRM deal's contact or company changed, in
     # provider time), so that an older change arriving late does not undo it.

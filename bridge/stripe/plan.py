@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from bridge.core.blocks import DISPUTE_WON
 from bridge.core.intents import TEMPLATE_RANKS, Effect, IntentSpec, Plan
 from bridge.core.money import currency_code, to_cryptolens_value, to_major
 from bridge.core.settings import StripeConfig
@@ -190,12 +191,24 @@ def _extend(
     )
 
 
-def _block(ref: str, effect: Effect, *, reason: str, suffix: str, occurred_at: int) -> IntentSpec:
+def _block(
+    ref: str,
+    effect: Effect,
+    *,
+    reason: str,
+    suffix: str,
+    occurred_at: int,
+    dispute: str | None = None,
+) -> IntentSpec:
+    params = {"reason": reason}
+    if dispute is not None:
+        # The dispute named, so that its close lifts its own block and no other.
+        params["dispute"] = dispute
     return IntentSpec(
         id=f"{ref}:{effect.value}:{suffix}",
         effect=effect,
         license_ref=ref,
-        params={"reason": reason},
+        params=params,
         occurred_at=occurred_at,
     )
 
@@ -653,23 +666,49 @@ def _charge_refunded(ev: _Event, config: StripeConfig, tracker: TrackerConfig) -
     return Plan(intents=[block, *event])
 
 
-def _dispute_created(ev: _Event, config: StripeConfig, tracker: TrackerConfig) -> Plan:
-    dispute = ev.object.named("dispute")
+def _disputed(dispute: Obj) -> str:
+    """The license a dispute is about: its payment's (an alias reaches a subscription)."""
     payment_intent, charge = dispute.ref("payment_intent"), dispute.ref("charge")
     if payment_intent:
-        ref = f"stripe:pi:{payment_intent}"
-    elif charge:
-        ref = f"stripe:ch:{charge}"
-    else:
-        raise PayloadError(f"{dispute.where}: neither payment_intent nor charge")
+        return f"stripe:pi:{payment_intent}"
+    if charge:
+        return f"stripe:ch:{charge}"
+    raise PayloadError(f"{dispute.where}: neither payment_intent nor charge")
+
+
+def _dispute_created(ev: _Event, config: StripeConfig, tracker: TrackerConfig) -> Plan:
+    dispute = ev.object.named("dispute")
+    ref, dispute_id = _disputed(dispute), dispute.text("id")
     block = _block(
         ref,
         Effect.BLOCK,
         reason="dispute",
-        suffix=f"dispute:{dispute.text('id')}",
+        suffix=f"dispute:{dispute_id}",
         occurred_at=ev.created,
+        dispute=dispute_id,
     )
     return Plan(intents=[block])
+
+
+def _dispute_closed(ev: _Event, config: StripeConfig, tracker: TrackerConfig) -> Plan:
+    """A dispute the vendor won lifts that dispute's block, and only it: the worker
+    unblocks the key unless another ending block holds or the subscription is unpaid
+    (``bridge.core.blocks``). An inquiry closed without a chargeback (``warning_closed``)
+    took no money either, so it lifts too; a lost dispute keeps the key blocked."""
+    dispute = ev.object.named("dispute")
+    ref, dispute_id = _disputed(dispute), dispute.text("id")
+    status = dispute.text("status")
+    if status not in ("won", "warning_closed"):
+        return Plan(ignored=f"dispute {dispute_id} closed {status}: the key stays blocked")
+    lift = _block(
+        ref,
+        Effect.UNBLOCK,
+        reason=DISPUTE_WON,
+        suffix=f"{DISPUTE_WON}:{dispute_id}",
+        occurred_at=ev.created,
+        dispute=dispute_id,
+    )
+    return Plan(intents=[lift])
 
 
 _HANDLERS: dict[str, Callable[[_Event, StripeConfig, TrackerConfig], Plan]] = {
@@ -682,6 +721,7 @@ _HANDLERS: dict[str, Callable[[_Event, StripeConfig, TrackerConfig], Plan]] = {
     "invoice.payment_succeeded": _invoice_paid,
     "charge.refunded": _charge_refunded,
     "charge.dispute.created": _dispute_created,
+    "charge.dispute.closed": _dispute_closed,
 }
 
 #: The event types :func:`plan` reads; subscribe the webhook endpoint to these.

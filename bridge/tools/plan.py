@@ -4,8 +4,9 @@
 reads the store and Cryptolens (GetKey, GetCustomers, GetLicenseTemplates) and changes
 nothing: no attempt, no lease, no status. The decisions follow the worker's effects
 (``jobs/effects``): an extension by the days short of the target, a block only when the
-key's flag differs and no later decision or license end overrides it, a customer link
-only when the key has none. Parameters are those the client sends, minus the token.
+key's flag differs and no later decision or license end overrides it (the worker's
+rule, ``bridge.core.blocks``), a customer link only when the key has none. Parameters
+are those the client sends, minus the token.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from bridge.core.intents import ENDING_BLOCKS, NOTES_TAG, Effect, merge_start
+from bridge.core import blocks
+from bridge.core.intents import NOTES_TAG, Effect, merge_start
 from bridge.core.models import Intent, License, LicenseAlias, StartHint
 from bridge.core.settings import BridgeConfig
 from bridge.cryptolens import CryptolensClient
@@ -145,7 +147,8 @@ async def plan_intent(
             why = f"expiry {current.expires.isoformat()} -> at least {_iso(goal)}"
             plan.calls.append(Call("key/ExtendLicense", {**target, "NoOfDays": days}, why))
     elif effect in (Effect.BLOCK, Effect.UNBLOCK):
-        _plan_block(plan, effect, intent, params, license_, current, target)
+        stored = _stored_blocks(engine, facts.ref)
+        _plan_block(plan, stored, intent, params, license_, current, target)
     elif effect is Effect.LINK_CUSTOMER:
         await _plan_link(plan, client, params, current, target)
     elif effect is Effect.REGISTER_EVENT:
@@ -169,29 +172,52 @@ def _iso(unix: int) -> str:
     return datetime.fromtimestamp(unix, UTC).isoformat()
 
 
+def _stored_blocks(engine: Engine, ref: str) -> list[blocks.Stored]:
+    """The license's block and unblock intents, under its ref or an alias."""
+    with Session(engine) as s:
+        refs = [ref, *s.exec(select(LicenseAlias.alias).where(col(LicenseAlias.ref) == ref))]
+        rows = s.exec(
+            select(Intent).where(
+                col(Intent.effect).in_([Effect.BLOCK.value, Effect.UNBLOCK.value]),
+                col(Intent.license_ref).in_(refs),
+            )
+        ).all()
+        return [
+            blocks.Stored.of(i.id, Effect(i.effect), json.loads(i.params), i.occurred_at)
+            for i in rows
+        ]
+
+
 def _plan_block(
     plan: IntentPlan,
-    effect: Effect,
+    stored: list[blocks.Stored],
     intent: Intent,
     params: dict[str, Any],
     license_: License | None,
     current: LicenseKey,
     target: dict[str, Any],
 ) -> None:
-    block = effect is Effect.BLOCK
-    reason = str(params.get("reason", ""))
-    ends = block and reason in ENDING_BLOCKS
-    ended_by = license_.ended_by if license_ else None
-    decided = license_.block_decided_at if license_ else None
-    if ended_by is not None and not ends:
-        plan.notes.append(f"the license ended ({ended_by}): the key stays blocked")
-    elif not ends and decided is not None and intent.occurred_at < decided:
-        plan.notes.append(f"superseded by a later block decision (at {decided})")
-    elif current.block == block:
-        plan.notes.append(f"the key is {'blocked' if block else 'unblocked'} already")
+    """The worker's rule (``bridge.core.blocks.decide``) on the same facts."""
+    this = blocks.Stored.of(intent.id, Effect(intent.effect), params, intent.occurred_at)
+    verdict = blocks.decide(
+        this,
+        stored,
+        ended_by=license_.ended_by if license_ else None,
+        decided_at=license_.block_decided_at if license_ else None,
+        block_reason=license_.block_reason if license_ else None,
+    )
+    result = verdict.result
+    if "kept_blocked" in result:
+        plan.notes.append(f"the license ended ({result['kept_blocked']}): the key stays blocked")
+    elif "superseded_by" in result:
+        plan.notes.append(f"superseded by a later block decision (at {result['superseded_by']})")
+    elif verdict.block is None:
+        plan.notes.append(f"lifted: {result.get('lifted')}")
+    elif current.block == verdict.block:
+        plan.notes.append(f"the key is {'blocked' if verdict.block else 'unblocked'} already")
     else:
-        method = "key/BlockKey" if block else "key/UnblockKey"
-        plan.calls.append(Call(method, target, reason or ("unblock" if not block else "block")))
+        method = "key/BlockKey" if verdict.block else "key/UnblockKey"
+        plan.calls.append(Call(method, target, this.reason or method.rpartition("/")[2]))
 
 
 async def _customer_calls(

@@ -8,15 +8,19 @@ state is read from the store alone:
     key          a key creation was planned                  (else: nothing to check)
     customer     the customer the bridge linked, or the buyer's email if none yet
     expiry       the latest target of the extensions done (ExtendLicense rounds up)
-    blocked      the license ended (canceled, refund, dispute) or its payment-status
-                 block is in force
+    blocked      an ending block holds (canceled, refund, a dispute not won: the rule
+                 of ``bridge.core.blocks``) or its payment-status block is in force
 
 and compared with GetKey (one read per license, a few at a time). Drift, by kind:
 
     no_key             paid, but no key (its creation failed; needs_review is left to a person)
     customer           the key is not linked to the buyer's customer, or to another one
     expiry             the key expires before the paid period (plus grace) ends
-    blocked            the key is blocked, and nothing in the store says why
+    blocked            the key is blocked, nothing in the store says why, and the last
+                       block call of the bridge's that may have landed was a BlockKey
+    manual_block       the key is blocked and no call of the bridge's blocked it: the
+                       vendor's block, reported, never lifted (no repair; not counted
+                       for the exit status)
     not_blocked        the license ended or is blocked for payment, and the key is not
 
 ``--repair`` stores one intent per drift, under an id made from the license and the state
@@ -24,6 +28,14 @@ it restores (``<ref>:reconcile:<kind>:<value>``), through the same insert-on-con
 delivery's intents: a repair planned twice is stored once, and the worker applies it with
 its usual read-back, so each repair is exactly once too. After the worker ran them, the
 next reconcile finds nothing; run again before, it adds nothing.
+
+A repair is dated like the decision it restores (``occurred_at``: the customer decision,
+the payment-status decision, the ending block), so the worker orders it among the
+license's other decisions like that one: a change decided later (a CRM contact change,
+"active again") that ran before the repair is not undone by it.
+
+The comparison (:func:`compare`) takes what the store expects and the key as read, and
+nothing else: how keys are read (one GetKey each in :func:`check`) can change apart.
 
 GetWebAPILog would say which keys changed since a time in one call per product, but not
 how they changed (a block and an unblock are both "changed"); one GetKey per license
@@ -46,16 +58,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from bridge.core import blocks
 from bridge.core.db import make_engine
 from bridge.core.inbox import add_intents
 from bridge.core.intents import Effect, IntentSpec, Status, merge_start
-from bridge.core.models import Intent, License, LicenseAlias, StartHint
+from bridge.core.models import Attempt, Intent, License, LicenseAlias, StartHint
 from bridge.core.queue import connect, enqueue
 from bridge.core.settings import Settings
 from bridge.cryptolens import CryptolensClient, NotFound, make_http_client
 from bridge.cryptolens.models import LicenseKey
 
 CONCURRENCY = 8  # GetKey calls in flight
+_BLOCK_CALLS = ("key/BlockKey", "key/UnblockKey")
+# Attempts whose call may have changed the key: applied, or never known.
+_MAY_HAVE_LANDED = (None, "applied", "unknown")
 # Intents that will still act on their own: no drift is reported for what they cover.
 # (Waiting ones wait for a key: with the creation failed, they wait for the repair.)
 _UNDER_WAY = frozenset({Status.PENDING.value, Status.RUNNING.value})
@@ -71,11 +87,21 @@ class Expected:
     customer_id: int | None
     buyer: dict[str, Any]
     expires_at: int | None
-    blocked_for: str | None  # the reason it should be blocked, or None
-    decided_at: int | None
     create: Intent | None  # the key creation that should have made the key
     create_params: dict[str, Any]
     under_way: bool  # an intent of it is still pending or running
+    ending: tuple[blocks.Stored, ...] = ()  # the ending blocks in force, oldest first
+    payment_block: str | None = None  # the payment-status block in force
+    decided_at: int | None = None  # when that payment-status decision was made
+    # The last BlockKey / UnblockKey of the bridge's that may have landed was a BlockKey:
+    # a block on the key can be the bridge's own.
+    blocked_by_us: bool = False
+    customer_at: int = 0  # when the customer decision the store holds was made
+
+    @property
+    def blocked_for(self) -> str | None:
+        """The reason the key should be blocked, or None."""
+        return self.ending[0].reason if self.ending else self.payment_block
 
 
 @dataclass(frozen=True)
@@ -99,12 +125,22 @@ class Drift:
         }
 
 
+#: Drift that is reported and never repaired, nor counted for the exit status: the
+#: vendor's own doing in Cryptolens.
+REPORTED_ONLY = frozenset({"manual_block"})
+
+
 @dataclass
 class Report:
     checked: int = 0
     drift: list[Drift] = field(default_factory=list)
     stored: list[str] = field(default_factory=list)  # repair intents stored by this run
     errors: dict[str, str] = field(default_factory=dict)  # license -> why it was not checked
+
+    @property
+    def actionable(self) -> list[Drift]:
+        """The drift a person or ``--repair`` should act on (all but REPORTED_ONLY)."""
+        return [d for d in self.drift if d.kind not in REPORTED_ONLY]
 
 
 def expectations(engine: Engine, since: datetime | None = None) -> list[Expected]:
@@ -115,6 +151,15 @@ def expectations(engine: Engine, since: datetime | None = None) -> list[Expected
             query = query.where(col(Intent.created_at) >= since)
         creates = list(s.exec(query.order_by(col(Intent.license_ref))).all())
         aliases = {a.alias: a.ref for a in s.exec(select(LicenseAlias)).all()}
+        calls = s.exec(
+            select(Attempt.scope, Attempt.method, Attempt.outcome)
+            .where(col(Attempt.method).in_(_BLOCK_CALLS))
+            .order_by(col(Attempt.id))
+        ).all()
+        last_call: dict[str, str] = {}  # key scope -> the last block call that may have landed
+        for scope, method, outcome in calls:
+            if scope is not None and outcome in _MAY_HAVE_LANDED:
+                last_call[scope] = method
         by_ref: dict[str, list[Intent]] = {}
         for intent in s.exec(select(Intent)).all():
             by_ref.setdefault(aliases.get(intent.license_ref, intent.license_ref), []).append(
@@ -134,7 +179,9 @@ def expectations(engine: Engine, since: datetime | None = None) -> list[Expected
                 params = merge_start(params, json.loads(hint))
             license_ = s.get(License, ref)
             intents = by_ref.get(ref, [])
-            result.append(_expected(ref, license_, create, params, intents))
+            # The worker's block calls share the scope "key:<ref>" (jobs.effects.readback).
+            ours = last_call.get(f"key:{ref}") == "key/BlockKey"
+            result.append(_expected(ref, license_, create, params, intents, blocked_by_us=ours))
         return result
 
 
@@ -144,6 +191,8 @@ def _expected(
     create: Intent,
     params: dict[str, Any],
     intents: list[Intent],
+    *,
+    blocked_by_us: bool = False,
 ) -> Expected:
     targets = [
         int(p["expires_at"])
@@ -157,9 +206,16 @@ def _expected(
         p = json.loads(i.params)
         if isinstance(p.get("customer"), dict):
             buyer = {**p["customer"], **buyer}
-    blocked_for = None
-    if license_ is not None:
-        blocked_for = license_.ended_by or license_.block_reason
+    stored = [
+        blocks.Stored.of(i.id, Effect(i.effect), json.loads(i.params), i.occurred_at)
+        for i in intents
+        if i.effect in (Effect.BLOCK.value, Effect.UNBLOCK.value)
+    ]
+    # The customer the store holds was decided by the newest customer change applied, or
+    # else by the link at the purchase (dated like the key's creation).
+    customer_at = create.occurred_at
+    if license_ is not None and license_.customer_decided_at is not None:
+        customer_at = license_.customer_decided_at
     return Expected(
         ref=ref,
         key=license_.key if license_ else None,
@@ -167,11 +223,14 @@ def _expected(
         customer_id=license_.customer_id if license_ else None,
         buyer=buyer,
         expires_at=max(targets) if targets else None,
-        blocked_for=blocked_for,
-        decided_at=license_.block_decided_at if license_ else None,
         create=create,
         create_params=params,
         under_way=any(i.status in _UNDER_WAY for i in intents),
+        ending=tuple(blocks.ending_in_force(stored)),
+        payment_block=blocks.payment_block(license_.block_reason) if license_ else None,
+        decided_at=license_.block_decided_at if license_ else None,
+        customer_at=customer_at,
+        blocked_by_us=blocked_by_us,
     )
 
 
@@ -211,7 +270,9 @@ def compare(want: Expected, found: LicenseKey | None) -> list[Drift]:
     linked = found.customer.id if found.customer else None
     if want.customer_id is not None and linked != want.customer_id:
         params = {"customer": want.buyer, "customer_id": want.customer_id}
-        repair = _spec(want, "customer", want.customer_id, Effect.LINK_CUSTOMER, params, at)
+        # Dated like the decision it restores: a newer contact change still wins.
+        when = want.customer_at
+        repair = _spec(want, "customer", want.customer_id, Effect.LINK_CUSTOMER, params, when)
         detail = f"linked to customer {linked}, the bridge linked {want.customer_id}"
         drifts.append(Drift(want.ref, "customer", detail, key, repair))
     elif want.customer_id is None and linked is None and want.buyer.get("email"):
@@ -225,15 +286,36 @@ def compare(want: Expected, found: LicenseKey | None) -> list[Drift]:
         repair = _spec(want, "expires", target, Effect.EXTEND, {"expires_at": target}, at)
         detail = f"expires {found.expires.isoformat()}, paid until {target} (unix)"
         drifts.append(Drift(want.ref, "expiry", detail, key, repair))
-    decided = want.decided_at or 0
-    if want.blocked_for is None and found.block:
-        repair = _spec(want, "unblock", decided, Effect.UNBLOCK, {"reason": "reconcile"}, decided)
-        drifts.append(Drift(want.ref, "blocked", "blocked, and nothing says why", key, repair))
-    elif want.blocked_for is not None and not found.block:
-        reason = want.blocked_for
-        repair = _spec(want, "block", reason, Effect.BLOCK, {"reason": reason}, decided)
-        drifts.append(Drift(want.ref, "not_blocked", f"not blocked though {reason}", key, repair))
+    drifts.extend(_block_drift(want, found))
     return drifts
+
+
+def _block_drift(want: Expected, found: LicenseKey) -> list[Drift]:
+    key, decided = want.key, want.decided_at or 0
+    if want.blocked_for is None and found.block:
+        if not want.blocked_by_us:
+            # The vendor blocked it in Cryptolens: theirs to lift, never the bridge's.
+            detail = "blocked in Cryptolens, not by the bridge: left as it is"
+            return [Drift(want.ref, "manual_block", detail, key)]
+        repair = _spec(want, "unblock", decided, Effect.UNBLOCK, {"reason": "reconcile"}, decided)
+        return [Drift(want.ref, "blocked", "blocked, and nothing says why", key, repair)]
+    if want.blocked_for is not None and not found.block:
+        if want.ending:
+            # The ending block it restores, dated and named like it (a won dispute lifts
+            # both).
+            end = want.ending[0]
+            params: dict[str, Any] = {"reason": end.reason, "repairs": end.id}
+            if end.dispute is not None:
+                params["dispute"] = end.dispute
+            value = f"{end.reason}:{end.dispute}" if end.dispute else end.reason
+            repair = _spec(want, "block", value, Effect.BLOCK, params, end.occurred_at)
+        else:
+            reason = want.blocked_for
+            value = f"{reason}:{decided}"
+            repair = _spec(want, "block", value, Effect.BLOCK, {"reason": reason}, decided)
+        detail = f"not blocked though {want.blocked_for}"
+        return [Drift(want.ref, "not_blocked", detail, key, repair)]
+    return []
 
 
 async def check(
@@ -318,7 +400,7 @@ async def reconcile(
 def command(since: datetime | None, repair: bool, as_json: bool) -> None:
     """Compare every paid license with Cryptolens; report (and --repair) drift.
 
-    Exits 1 when drift is found and not repaired.
+    Exits 1 when drift is found and not repaired (a manual block is reported only).
     """
     settings = Settings()
     engine = make_engine(settings.database_url)
@@ -366,5 +448,5 @@ def command(since: datetime | None, repair: bool, as_json: bool) -> None:
             click.echo(f"{'unreadable':<12} {ref}  {error}")
         stored = f", {len(report.stored)} repair intent(s) stored" if repair else ""
         click.echo(f"{report.checked} license(s) checked, {len(report.drift)} drift{stored}")
-    if report.drift and not repair:
+    if report.actionable and not repair:
         raise SystemExit(1)

@@ -27,10 +27,15 @@ every run (each with a test in tests/test_effects_races.py):
   against the exact state it would have produced (an extension: ``before + days``, or
   today + days for an expired key; a block: the flag). An expiry that is neither that
   value nor the one before goes to a person. So renewal B can never be read as A's effect.
-- BLOCK / UNBLOCK: a block that ends the license (canceled, refund, dispute) is applied
-  whatever its age and is never lifted or overwritten (``license.ended_by``); payment-
-  status blocks and unblocks (unpaid, past due, active again) apply only when newer than
-  the license's last such decision, so reordered deliveries converge.
+- BLOCK / UNBLOCK (the rule: ``bridge.core.blocks``): a block that ends the license
+  (canceled, refund, dispute) is applied whatever its age, and holds from the moment its
+  intent is stored: an unblock that runs while the ending block's outcome is unknown (its
+  reply lost) or before it ran leaves the key alone, reading nothing, so it neither
+  lifts it nor credits itself with its BlockKey. Only a won dispute lifts a block, its
+  own dispute's, and unblocks only when no other ending block holds and the newest
+  payment status is not a block. Payment-status blocks and unblocks (unpaid, past due,
+  active again) apply only when newer than the license's last such decision, so
+  reordered deliveries converge; they are recorded while the license is ended too.
 - REGISTER_EVENT carries the intent id in its Metadata; a lost reply is settled by
   GetEvents filtered on that exact Metadata string, once the call can no longer land.
   Events of one key that are due together go in one RegisterEvents call. It needs no
@@ -48,7 +53,9 @@ every run (each with a test in tests/test_effects_races.py):
   lost reply each member, in its own run and alone (an intent with an unresolved call
   is never a companion, and gathers none), finds its own event or, once the call can no
   longer land, sends it again; whether Cryptolens applied the batch whole or in part,
-  each event is counted by its own read-back.
+  each event is counted by its own read-back. A batch Cryptolens refuses registered
+  nothing: its members go back to pending and are sent alone (an event with a refused
+  call is never a companion, and gathers none), so only the bad event fails.
 - RECORD_USAGE cannot be read back: an unknown outcome goes to a person.
 - REPORT_USAGE sends one usage aggregate. Two of them racing on one key are two
   different aggregates (their ids name the window), each holding its own records: a
@@ -71,7 +78,10 @@ every run (each with a test in tests/test_effects_races.py):
   imported nothing: its items are sent again, each alone (an item with a refused call
   is never a companion again), so only the bad one fails.
 - LINK_CUSTOMER links the key to the buyer found by email (added if none), once both the
-  key and the buyer are known, whichever start event named the buyer.
+  key and the buyer are known, whichever start event named the buyer. AddCustomer gets an
+  attempt row (scope: the email); its read-back is the search by email, which cannot see
+  a call in flight, so while an AddCustomer of that email is unresolved and may still
+  land no other is sent, and a search that finds nothing settles it only past its window.
 - SET_CUSTOMER (a CRM deal's contact or company changed) applies only when newer than the
   license's last customer decision (``customer_decided_at``, written with the run's
   outcome in the run's transaction), and sends ChangeCustomer only when the customer

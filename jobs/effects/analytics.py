@@ -4,7 +4,8 @@ Several events of one key that are due together (a replay, a backlog after an ou
 new key's purchase and renewal) go in one RegisterEvents call: the claim takes the
 license's other due events with the run's intent (``store.Claimed.companions``), each
 gets its own attempt row, and each event still carries its own intent's exact Metadata,
-so after a lost reply every intent reads its own event back, alone.
+so after a lost reply every intent reads its own event back, alone. A batch Cryptolens
+refuses is split: each event is sent again alone, so one bad event fails by itself.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bridge.cryptolens import Refused
 from bridge.cryptolens.models import EventInput, TimeRange
 from jobs import store
 from jobs.effects.run import READ_BACK_SLACK, Run, mutate, mutate_together, unix
+from jobs.errors import NotYet
 
 METHOD = "ai/RegisterEvent"
 BATCH_METHOD = "ai/RegisterEvents"
@@ -92,13 +95,20 @@ async def _register_together(
     members = [intent, *intent.companions]
     events = [_event(m) for m in members]
     detail = {"lead": intent.id, "events": len(members)}
-    await mutate_together(
-        run,
-        BATCH_METHOD,
-        {m.id: detail for m in members},
-        lambda: rt.client.register_events(events, product_id=product_id, key=key),
-        supersedes=[pending.id] if pending else [],
-    )
+    try:
+        await mutate_together(
+            run,
+            BATCH_METHOD,
+            {m.id: detail for m in members},
+            lambda: rt.client.register_events(events, product_id=product_id, key=key),
+            supersedes=[pending.id] if pending else [],
+        )
+    except Refused as exc:
+        # Cryptolens refused the whole call (nothing registered) without saying which
+        # event it objects to: every member goes back to pending and is sent alone (an
+        # event with a refused call is never a companion again, ``store._gathers``), so
+        # only the bad one fails, with Cryptolens' reason. Its attempts are settled.
+        raise NotYet(f"{exc}; its {len(members)} events are sent one by one", 0) from None
     for companion in intent.companions:
         run.outcome.results[companion.id] = {"registered": True, "with": intent.id}
     return {"registered": True, "events": len(members)}

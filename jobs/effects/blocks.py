@@ -1,38 +1,52 @@
-"""BLOCK / UNBLOCK: sticky license ends, and payment-status blocks ordered by time."""
+"""BLOCK / UNBLOCK: ending blocks that hold from the moment they are stored, a won
+dispute that lifts its own block, and payment-status blocks ordered by time (the rule:
+``bridge.core.blocks``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bridge.core.intents import ENDING_BLOCKS, Effect
+from bridge.core import blocks
 from jobs import store
+from jobs.dbcall import db
 from jobs.effects.readback import key_scope, settle_key_calls
 from jobs.effects.run import Run, mutate
+
+_METHODS = ("key/BlockKey", "key/UnblockKey")
 
 
 async def set_block(run: Run, license_: store.LicenseView) -> dict[str, Any]:
     assert license_.product_id is not None and license_.key is not None
     rt, intent = run.rt, run.intent
-    block = intent.effect is Effect.BLOCK
-    reason = str(intent.params.get("reason", ""))
-    ends = block and reason in ENDING_BLOCKS
-    if license_.ended_by is not None and not ends:
-        # The license ended (canceled, refunded, disputed): payment-status changes no
-        # longer touch the key, whatever their order.
-        return {"kept_blocked": license_.ended_by}
-    decided_at = license_.block_decided_at
-    if not ends and decided_at is not None and intent.occurred_at < decided_at:
-        return {"superseded_by": decided_at}
-    method = "key/BlockKey" if block else "key/UnblockKey"
+    # Read under the license lease: every block intent that runs after this one reads
+    # what this run decides, and one stored after this read runs after it.
+    stored = await db(store.block_intents, rt.engine, license_.ref)
+    this = blocks.Stored.of(intent.id, intent.effect, intent.params, intent.occurred_at)
+    verdict = blocks.decide(
+        this,
+        stored,
+        ended_by=license_.ended_by,
+        decided_at=license_.block_decided_at,
+        block_reason=license_.block_reason,
+    )
+    run.outcome.license.update(verdict.license)
+    own = any(m in intent.open_attempts for m in _METHODS)
+    if verdict.block is None and not own:
+        # Nothing read, nothing sent: another intent's unresolved BlockKey (a
+        # cancellation whose reply was lost) is left to its own run.
+        return verdict.result
     product_id, key = license_.product_id, license_.key
     current = await rt.client.get_key(product_id, key)
     await settle_key_calls(run, license_, current)
-    changed = False
+    if verdict.block is None:  # only this intent's own earlier call to settle
+        return verdict.result
+    block, changed = verdict.block, False
     if current.block != block:
+        method = "key/BlockKey" if block else "key/UnblockKey"
         changed = await mutate(
             run,
             method,
-            {"reason": reason},
+            {"reason": this.reason},
             lambda: (
                 rt.client.block_key(product_id, key)
                 if block
@@ -40,14 +54,4 @@ async def set_block(run: Run, license_: store.LicenseView) -> dict[str, Any]:
             ),
             scope=key_scope(license_),
         )
-    if ends:
-        run.outcome.license.update(
-            ended_by=license_.ended_by or reason,
-            block_reason=license_.ended_by or reason,
-            block_decided_at=max(decided_at or intent.occurred_at, intent.occurred_at),
-        )
-    else:
-        run.outcome.license.update(
-            block_decided_at=intent.occurred_at, block_reason=reason if block else None
-        )
-    return {"blocked": block, "changed": changed, "ends_license": ends}
+    return {"blocked": block, "changed": changed, **verdict.result}

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from jobs import store
-from jobs.effects.run import Run, held
+from jobs.dbcall import db
+from jobs.effects.run import Run, held, mutate
 from jobs.runtime import Runtime
 
 
@@ -15,7 +17,12 @@ async def link_customer(run: Run, license_: store.LicenseView) -> dict[str, Any]
     if expected is not None:
         # A repair (``reconcile --repair``): the key was relinked in Cryptolens behind the
         # bridge's back, so Cryptolens' own link is what is compared. A setting: repeated
-        # freely, so two such intents on one key cannot add anything twice.
+        # freely, so two such intents on one key cannot add anything twice. It is dated
+        # like the customer decision it restores: one decided later (a CRM contact
+        # change) that ran meanwhile wins, as it would over that decision.
+        decided = license_.customer_decided_at
+        if decided is not None and run.intent.occurred_at < decided:
+            return {"superseded_by": decided}
         current = await run.rt.client.get_key(license_.product_id, license_.key)
         if current.customer is not None and current.customer.id == int(expected):
             return {"customer_id": int(expected), "already_linked": True}
@@ -66,27 +73,50 @@ async def change_customer(run: Run, product_id: int, key: str, customer_id: int)
     run.outcome.license["customer_id"] = customer_id
 
 
+def customer_scope(email: str) -> str:
+    """The attempt scope of AddCustomer calls for one buyer's email (hashed: an email may
+    be longer than a scope, and need not be spelled out twice)."""
+    return "customer:" + hashlib.sha256(email.lower().encode()).hexdigest()[:32]
+
+
 async def find_or_add_customer(
     run: Run, email: str, name: str | None, company: str | None = None
 ) -> int:
     """The Cryptolens customer with this email, added if there is none.
 
-    AddCustomer needs no attempt row: searching by email first is its read-back, so a
-    lost reply's customer is found by the next run instead of being added twice. The
-    customer lease keeps two licenses of one buyer from adding them twice concurrently.
+    Searching by email is AddCustomer's read-back, but a search cannot see a call still
+    in flight: an AddCustomer whose reply was lost may land up to its settle window later
+    (``Run.settle_after``: its bound plus ``BRIDGE_SETTLE_SECONDS``). So each AddCustomer
+    gets an attempt row (scope: the email), and while one of any intent is unresolved and
+    may still land, no customer is added for that email: the run waits (NotYet); past the
+    window, a search that finds nothing settles it as not applied. The customer lease
+    keeps two licenses of one buyer from adding them twice concurrently.
     """
     rt = run.rt
+    scope = customer_scope(email)
     async with held(run, f"customer:{email.lower()}", wait=10.0):
         found = await _customer_by_email(rt, email)
+        unresolved = await db(store.open_in_scope, rt.engine, scope)
         if found is not None:
+            for attempt in unresolved:
+                run.outcome.attempts[attempt.id] = "applied"  # one of them made it
             return found
-        added = await run.send(
+        for attempt in unresolved:
+            run.not_yet(attempt, "customer/AddCustomer")
+        if unresolved:
+            # Past their windows and still not found: none of them made a customer.
+            ids = [a.id for a in unresolved]
+            await db(store.finish_attempts, rt.engine, ids, "not_applied")
+        added = await mutate(
+            run,
             "customer/AddCustomer",
+            {},
             lambda: rt.client.add_customer(
                 name=(name or email)[:100],
                 email=email[:100],
                 company_name=(company or name or "")[:100],
             ),
+            scope=scope,
         )
         return added.customer_id
 
