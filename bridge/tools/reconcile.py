@@ -166,6 +166,14 @@ def expectations(engine: Engine, since: datetime | None = None) -> list[Expected
             by_ref.setdefault(aliases.get(intent.license_ref, intent.license_ref), []).append(
                 intent
             )
+        # Read whole, once: one query per license would cost more than the reads of
+        # Cryptolens do (100,000 licenses; see ``bench --reconcile``).
+        hints: dict[str, list[str]] = {}
+        for intent_id, hint in s.exec(
+            select(StartHint.intent_id, StartHint.params).order_by(col(StartHint.id))
+        ).all():
+            hints.setdefault(intent_id, []).append(hint)
+        licenses = {row.ref: row for row in s.exec(select(License)).all()}
         result: list[Expected] = []
         seen: set[str] = set()
         for create in creates:
@@ -174,15 +182,14 @@ def expectations(engine: Engine, since: datetime | None = None) -> list[Expected
                 continue
             seen.add(ref)
             params: dict[str, Any] = json.loads(create.params)
-            for hint in s.exec(
-                select(StartHint.params).where(col(StartHint.intent_id) == create.id)
-            ).all():
+            for hint in hints.get(create.id, []):
                 params = merge_start(params, json.loads(hint))
-            license_ = s.get(License, ref)
             intents = by_ref.get(ref, [])
             # The worker's block calls share the scope "key:<ref>" (jobs.effects.readback).
             ours = last_call.get(f"key:{ref}") == "key/BlockKey"
-            result.append(_expected(ref, license_, create, params, intents, blocked_by_us=ours))
+            result.append(
+                _expected(ref, licenses.get(ref), create, params, intents, blocked_by_us=ours)
+            )
         return result
 
 
