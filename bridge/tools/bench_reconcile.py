@@ -165,8 +165,8 @@ def run(st: Stack, n: int, *, latency_ms: float) -> dict[str, Any]:
 
     found = Counter(d.kind for d in report.drift)
     seeded = {
-        "no_key": sum(1 for i in range(n) if _deleted(i)),
         "manual_block": sum(1 for i in range(n) if _blocked(i)),
+        "no_key": sum(1 for i in range(n) if _deleted(i)),
     }
     return {
         "licenses": n,
