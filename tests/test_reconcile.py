@@ -286,6 +286,22 @@ class TestOrder:
         assert (await run(bridge)).drift == []
 
 
+class DenyGetKeys(httpx.AsyncBaseTransport):
+    """Cryptolens as a token without the GetKeys permission sees it; the rest is the
+    sandbox's."""
+
+    def __init__(self) -> None:
+        self.sandbox = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.lower().endswith("/product/getkeys"):
+            return httpx.Response(200, json={"result": 1, "message": "Access denied."})
+        return await self.sandbox.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.sandbox.aclose()
+
+
 class TestReads:
     """Issue 15, 6: keys are read a GetKeys page (99 keys) at a time where that takes
     fewer calls than one GetKey per license, and drift is found either way."""
@@ -352,6 +368,26 @@ class TestReads:
         report, made = await reads(bridge)
         assert made == {"product/GetKeys": 1, "key/GetKey": 2}
         assert [(d.ref, d.kind) for d in report.drift] == [(f"stripe:pi:{REFUNDED}", "not_blocked")]
+
+    async def test_a_token_without_getkeys_reads_key_by_key(self, bridge: Pipeline) -> None:
+        """A token made for the worker has GetKey, not GetKeys: reconcile still works."""
+        await drifted(bridge)
+        before = calls(bridge)
+        async with httpx.AsyncClient(transport=DenyGetKeys()) as http:
+            client = CryptolensClient(
+                http, token=bridge.settings.token(), base_url=bridge.settings.cryptolens_api_url
+            )
+            report = await rc.reconcile(bridge.engine, client)
+        after = calls(bridge)
+        assert after.get("key/GetKey", 0) - before.get("key/GetKey", 0) == 3
+        assert {(d.ref, d.kind) for d in report.drift} == {
+            (f"stripe:pi:{BROKEN}", "no_key"),
+            (f"stripe:pi:{PAID}", "customer"),
+            (f"stripe:pi:{PAID}", "manual_block"),
+            (f"stripe:sub:{sb.SUB}", "expiry"),
+            (f"stripe:pi:{REFUNDED}", "not_blocked"),
+        }
+        assert report.errors == {}
 
     async def test_an_unread_page_leaves_its_licenses_unread_not_drifted(
         self, bridge: Pipeline

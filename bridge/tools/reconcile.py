@@ -67,7 +67,7 @@ from bridge.core.intents import Effect, IntentSpec, Status, merge_start
 from bridge.core.models import Attempt, Intent, License, LicenseAlias, StartHint
 from bridge.core.queue import connect, enqueue
 from bridge.core.settings import Settings
-from bridge.cryptolens import CryptolensClient, NotFound, make_http_client
+from bridge.cryptolens import AccessDenied, CryptolensClient, NotFound, make_http_client
 from bridge.cryptolens.models import KeysPage, LicenseKey
 
 CONCURRENCY = 8  # GetKey / GetKeys calls in flight
@@ -420,23 +420,31 @@ async def check(
             assert want.key is not None
             unseen.setdefault(want.key, []).append(want)
         unread: list[BaseException] = []
-        page_count = 0
 
-        async def read(number: int) -> None:
-            nonlocal page_count
-            try:
-                found = await page(product_id, number)
-            except Exception as exc:
-                unread.append(exc)
-                return
-            page_count = max(page_count, found.page_count)
+        def take(found: KeysPage) -> None:
             for key in found.keys:
                 for want in unseen.pop(key.key, []):
                     done(want, key)
 
-        await read(1)
-        if not unread and by_pages(len(unseen), page_count - 1):
-            await asyncio.gather(*(read(n) for n in range(2, page_count + 1)))
+        async def read(number: int) -> None:
+            try:
+                take(await page(product_id, number))
+            except Exception as exc:
+                unread.append(exc)
+
+        try:
+            first = await page(product_id, 1)
+        except AccessDenied:
+            # A token made for the worker, before reconcile read pages, may lack GetKeys:
+            # GetKey, which it has, still reads every key.
+            await asyncio.gather(*(one(w) for w in group))
+            return
+        except Exception as exc:
+            unread.append(exc)
+        else:
+            take(first)
+            if by_pages(len(unseen), first.page_count - 1):
+                await asyncio.gather(*(read(n) for n in range(2, first.page_count + 1)))
         left = [w for same in unseen.values() for w in same]
         if unread:  # a page unread: what it held is not known, which is not drift
             for want in left:
