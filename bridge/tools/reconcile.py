@@ -196,7 +196,8 @@ def expectations(engine: Engine, since: datetime | None = None) -> list[Expected
 
 
 def keys_held(engine: Engine) -> dict[int, int]:
-    """How many keys the store holds per product: Cryptolens holds at least as many."""
+    """How many keys the store holds per product: Cryptolens holds as many, less those
+    deleted there, plus the vendor's own."""
     with Session(engine) as s:
         rows = s.exec(
             select(License.product_id, func.count())
@@ -363,8 +364,8 @@ async def check(
 
     Per product, the keys come from GetKeys pages or from one GetKey each, whichever
     takes fewer calls (:func:`by_pages`). ``held`` is how many keys the store holds per
-    product (all of them, not only those ``wanted``): Cryptolens holds at least those, so
-    ``ceil(held / 99)`` pages is the least a product's pages can cost. A product whose
+    product (all of them, not only those ``wanted``): Cryptolens holds those (less the few
+    deleted there), so ``ceil(held / 99)`` pages is about the least they can cost. A product whose
     licenses to check are no more than that (``--since`` narrowed them to a few) is read
     key by key without a call spent to learn more; otherwise the first page says how
     many pages there really are (the vendor's own keys count too), and the licenses it
