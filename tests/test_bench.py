@@ -167,3 +167,21 @@ class TestStartsBench:
         for r in starts["runs"]:
             assert (r["keys"], r["wrong_template"]) == (4, [])
             assert r["seconds_median"] is not None and r["seconds_max"] is not None
+
+
+class TestReconcileBench:
+    def test_reports_time_calls_and_the_drift_seeded(self) -> None:
+        """Issue 15, 6: 300 licenses, three of them deleted in Cryptolens and three
+        blocked there by hand: three GetKeys pages for the 297 keys, and one GetKey for
+        each key no page returned."""
+        args = ["bench", "--json", "--reconcile", "300", "--latency-ms", "5"]
+        result = CliRunner().invoke(main, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        reconcile = json.loads(result.stdout)["reconcile"]
+        assert (reconcile["licenses"], reconcile["checked"], reconcile["errors"]) == (300, 300, 0)
+        assert reconcile["drift_seeded"] == {"manual_block": 3, "no_key": 3}
+        assert reconcile["drift_found"] == reconcile["drift_seeded"]
+        assert reconcile["calls"] == {"key/GetKey": 3, "product/GetKeys": 3}
+        assert reconcile["calls_total"] == 6 and reconcile["calls_per_key_would_be"] == 300
+        assert reconcile["seconds"] > 0 and reconcile["licenses_per_second"] > 0
+        assert reconcile["latency_ms"] == 5 and reconcile["concurrency"] == 8

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from click.testing import CliRunner
-from sqlmodel import Session
+from sqlmodel import Session, col, update
 
 from bridge.core.intents import Effect, Status
 from bridge.core.models import License
@@ -38,12 +39,28 @@ def license_of(bridge: Pipeline, ref: str) -> License:
     return found
 
 
-async def run(bridge: Pipeline, *, repair: bool = False) -> rc.Report:
+async def run(
+    bridge: Pipeline, *, repair: bool = False, since: datetime | None = None
+) -> rc.Report:
     async with httpx.AsyncClient() as http:
         client = CryptolensClient(
             http, token=bridge.settings.token(), base_url=bridge.settings.cryptolens_api_url
         )
-        return await rc.reconcile(bridge.engine, client, repair=repair)
+        return await rc.reconcile(bridge.engine, client, repair=repair, since=since)
+
+
+def calls(bridge: Pipeline) -> dict[str, int]:
+    """Calls the sandbox received so far, per method."""
+    return {m: c["received"] for m, c in bridge.sandbox.state()["calls"].items()}
+
+
+async def reads(bridge: Pipeline, **options: Any) -> tuple[rc.Report, dict[str, int]]:
+    """A reconcile run, and the reads of keys it made: GetKeys pages and GetKey calls."""
+    before = calls(bridge)
+    report = await run(bridge, **options)
+    after = calls(bridge)
+    made = {m: after.get(m, 0) - before.get(m, 0) for m in ("product/GetKeys", "key/GetKey")}
+    return report, made
 
 
 async def drifted(bridge: Pipeline) -> None:
@@ -80,7 +97,9 @@ async def drifted(bridge: Pipeline) -> None:
 async def test_each_kind_of_drift_is_found_and_repaired_once(bridge: Pipeline) -> None:
     await drifted(bridge)
 
-    report = await run(bridge)
+    report, made = await reads(bridge)
+    # Issue 15, 6: the three keys come in one GetKeys page, not three GetKey calls.
+    assert made == {"product/GetKeys": 1, "key/GetKey": 0}
     found = {(d.ref, d.kind) for d in report.drift}
     assert found == {
         (f"stripe:pi:{BROKEN}", "no_key"),
@@ -263,3 +282,124 @@ class TestOrder:
         body = call("key/GetKey", ProductId=paid.product_id, Key=paid.key)
         assert body["licenseKey"]["customer"]["id"] == newer
         assert (await run(bridge)).drift == []
+
+
+class DenyGetKeys(httpx.AsyncBaseTransport):
+    """Cryptolens as a token without the GetKeys permission sees it; the rest is the
+    sandbox's."""
+
+    def __init__(self) -> None:
+        self.sandbox = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.lower().endswith("/product/getkeys"):
+            return httpx.Response(200, json={"result": 1, "message": "Access denied."})
+        return await self.sandbox.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.sandbox.aclose()
+
+
+class TestReads:
+    """Issue 15, 6: keys are read a GetKeys page (99 keys) at a time where that takes
+    fewer calls than one GetKey per license, and drift is found either way."""
+
+    async def test_a_key_no_page_returns_is_gone_and_read_once_to_be_sure(
+        self, bridge: Pipeline
+    ) -> None:
+        await drifted(bridge)
+        # The key the store holds for the paid purchase is not in Cryptolens (deleted).
+        with Session(bridge.engine) as s:
+            s.exec(
+                update(License)
+                .where(col(License.ref) == f"stripe:pi:{PAID}")
+                .values(key="GONEX-GONEX-GONEX-GONEX")
+            )
+            s.commit()
+        report, made = await reads(bridge)
+        # The page did not return it; one GetKey says NotFound (not moved to a page read).
+        assert made == {"product/GetKeys": 1, "key/GetKey": 1}
+        assert {(d.ref, d.kind) for d in report.drift} == {
+            (f"stripe:pi:{BROKEN}", "no_key"),
+            (f"stripe:pi:{PAID}", "no_key"),
+            (f"stripe:sub:{sb.SUB}", "expiry"),
+            (f"stripe:pi:{REFUNDED}", "not_blocked"),
+        }
+        gone = next(d for d in report.drift if d.ref == f"stripe:pi:{PAID}")
+        assert gone.key == "GONEX-GONEX-GONEX-GONEX" and "gone" in gone.detail
+        assert report.checked == 4 and report.errors == {}
+
+    async def test_a_few_licenses_since_a_date_are_read_key_by_key(self, bridge: Pipeline) -> None:
+        """``--since`` left one license of three: one GetKey beats a page."""
+        await bridge.post(purchase(PAID))
+        await bridge.post(purchase(REFUNDED))
+        await bridge.drain()
+        mark = datetime.now(UTC)
+        await bridge.post(purchase(BROKEN))
+        await bridge.drain()
+        bridge.assert_all_done()
+        broken = license_of(bridge, f"stripe:pi:{BROKEN}")
+        bridge.sandbox.call("key/BlockKey", ProductId=broken.product_id, Key=broken.key)
+        report, made = await reads(bridge, since=mark)
+        assert made == {"product/GetKeys": 0, "key/GetKey": 1}
+        assert [(d.ref, d.kind) for d in report.drift] == [(f"stripe:pi:{BROKEN}", "manual_block")]
+        report, made = await reads(bridge)  # all three: one page
+        assert made == {"product/GetKeys": 1, "key/GetKey": 0}
+        assert [(d.ref, d.kind) for d in report.drift] == [(f"stripe:pi:{BROKEN}", "manual_block")]
+
+    async def test_a_product_full_of_the_vendors_keys_is_read_key_by_key_after_one_page(
+        self, bridge: Pipeline
+    ) -> None:
+        """Cryptolens holds 300 keys the bridge never made before its two: the first page
+        shows four pages, three more to read for two licenses, so two GetKey instead."""
+        for _ in range(300):
+            await asyncio.to_thread(
+                bridge.sandbox.call, "key/CreateKeyFromTemplate", LicenseTemplateId=1
+            )
+        await bridge.post(purchase(PAID))
+        await bridge.post(purchase(REFUNDED))
+        await bridge.post(sb.charge_refunded(payment_intent=REFUNDED))
+        await bridge.drain()
+        bridge.assert_all_done()
+        refunded = license_of(bridge, f"stripe:pi:{REFUNDED}")
+        bridge.sandbox.call("key/UnblockKey", ProductId=refunded.product_id, Key=refunded.key)
+        report, made = await reads(bridge)
+        assert made == {"product/GetKeys": 1, "key/GetKey": 2}
+        assert [(d.ref, d.kind) for d in report.drift] == [(f"stripe:pi:{REFUNDED}", "not_blocked")]
+
+    async def test_a_token_without_getkeys_reads_key_by_key(self, bridge: Pipeline) -> None:
+        """A token made for the worker has GetKey, not GetKeys: reconcile still works."""
+        await drifted(bridge)
+        before = calls(bridge)
+        async with httpx.AsyncClient(transport=DenyGetKeys()) as http:
+            client = CryptolensClient(
+                http, token=bridge.settings.token(), base_url=bridge.settings.cryptolens_api_url
+            )
+            report = await rc.reconcile(bridge.engine, client)
+        after = calls(bridge)
+        assert after.get("key/GetKey", 0) - before.get("key/GetKey", 0) == 3
+        assert {(d.ref, d.kind) for d in report.drift} == {
+            (f"stripe:pi:{BROKEN}", "no_key"),
+            (f"stripe:pi:{PAID}", "customer"),
+            (f"stripe:pi:{PAID}", "manual_block"),
+            (f"stripe:sub:{sb.SUB}", "expiry"),
+            (f"stripe:pi:{REFUNDED}", "not_blocked"),
+        }
+        assert report.errors == {}
+
+    async def test_an_unread_page_leaves_its_licenses_unread_not_drifted(
+        self, bridge: Pipeline
+    ) -> None:
+        await drifted(bridge)
+        bridge.sandbox.set_faults(script=[{"method": "product/GetKeys", "fault": "fail_before"}])
+        report, made = await reads(bridge)
+        assert made == {"product/GetKeys": 1, "key/GetKey": 0}
+        # Only the license without a key is known without Cryptolens.
+        assert [(d.ref, d.kind) for d in report.drift] == [(f"stripe:pi:{BROKEN}", "no_key")]
+        assert set(report.errors) == {
+            f"stripe:sub:{sb.SUB}",
+            f"stripe:pi:{PAID}",
+            f"stripe:pi:{REFUNDED}",
+        }
+        assert all("Transient" in e for e in report.errors.values())
+        assert report.checked == 4

@@ -183,16 +183,19 @@ def get_keys(call: Call) -> dict[str, Any]:
         raise Refusal(INCORRECT_INPUT)
     query = call.params.text("SearchQuery")
     selects = search.parse(query) if query is not None else None
-    keys = call.store.product_keys(product.id)
-    if selects is not None:
-        keys = [k for k in keys if selects(k)]
-    shown = keys[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    start = (page - 1) * PAGE_SIZE
+    if selects is None:
+        total = call.store.count_product_keys(product.id)
+        shown = call.store.product_keys(product.id, start, PAGE_SIZE)
+    else:
+        keys = [k for k in call.store.product_keys(product.id) if selects(k)]
+        total, shown = len(keys), keys[start : start + PAGE_SIZE]
     return ok(
         "",
         licenseKeys=[license_key_json(call, k) for k in shown],
         returned=len(shown),
-        total=len(keys),
-        pageCount=(len(keys) + PAGE_SIZE - 1) // PAGE_SIZE,
+        total=total,
+        pageCount=(total + PAGE_SIZE - 1) // PAGE_SIZE,
     )
 
 

@@ -389,14 +389,25 @@ class Store:
         assert record is not None
         return record
 
-    def product_keys(self, product_id: int) -> list[KeyRecord]:
-        """Every key of the product, in id order (GetKeys filters them in Python: the
-        sandbox's products hold thousands of keys, not millions)."""
+    def product_keys(
+        self, product_id: int, offset: int = 0, limit: int | None = None
+    ) -> list[KeyRecord]:
+        """The product's keys in id order, ``limit`` of them from ``offset`` (all: None).
+        GetKeys with a search query filters them all in Python; without one it reads a
+        page here, so paging through 100,000 keys is not 1,000 reads of all of them."""
         with self.transaction():
             rows = self._db.execute(
-                "SELECT * FROM keys WHERE product_id = ? ORDER BY id", (product_id,)
+                "SELECT * FROM keys WHERE product_id = ? ORDER BY id LIMIT ? OFFSET ?",
+                (product_id, -1 if limit is None else limit, offset),
             ).fetchall()
         return [KeyRecord(**dict(row)) for row in rows]
+
+    def count_product_keys(self, product_id: int) -> int:
+        with self.transaction():
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM keys WHERE product_id = ?", (product_id,)
+            ).fetchone()
+        return int(row[0])
 
     def key_by_id(self, global_id: int) -> KeyRecord | None:
         with self.transaction():

@@ -552,10 +552,16 @@ def _usage(
     help="With --starts: the Stripe stand-in's latency.",
 )
 @click.option(
+    "--reconcile",
+    "reconciled",
+    type=click.IntRange(1, 1_000_000),
+    help="Instead: reconcile N licenses seeded in the sandbox (bridge.tools.bench_reconcile).",
+)
+@click.option(
     "--latency-ms",
     default=80.0,
     show_default=True,
-    help="With --burst or --starts: sandbox latency.",
+    help="With --burst, --starts or --reconcile: sandbox latency per call.",
 )
 @click.option(
     "--workers",
@@ -608,6 +614,7 @@ def command(
     starts: int | None,
     start_gap: float,
     stripe_latency_ms: float,
+    reconciled: int | None,
     latency_ms: float,
     workers: int,
     lost_reply_rate: float,
@@ -649,6 +656,17 @@ def command(
         else:
             click.echo(f"machine: {host['cores']} cores, {host['cpu']}, Python {host['python']}")
             click.echo(starts_mode.report(measured))
+        return
+    if reconciled is not None:
+        from bridge.tools import bench_reconcile
+
+        with stack(keep) as st:
+            result = bench_reconcile.run(st, reconciled, latency_ms=latency_ms)
+        if as_json:
+            click.echo(json.dumps({"machine": host, "reconcile": result}, indent=2))
+        else:
+            click.echo(f"machine: {host['cores']} cores, {host['cpu']}, Python {host['python']}")
+            click.echo(bench_reconcile.report(result))
         return
     if burst is not None:
         with stack(keep) as st:

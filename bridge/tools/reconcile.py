@@ -11,7 +11,8 @@ state is read from the store alone:
     blocked      an ending block holds (canceled, refund, a dispute not won: the rule
                  of ``bridge.core.blocks``) or its payment-status block is in force
 
-and compared with GetKey (one read per license, a few at a time). Drift, by kind:
+and compared with the key Cryptolens holds, read by GetKeys pages or one GetKey per
+license, per product whichever takes fewer calls (:func:`check`). Drift, by kind:
 
     no_key             paid, but no key (its creation failed; needs_review is left to a person)
     customer           the key is not linked to the buyer's customer, or to another one
@@ -35,18 +36,19 @@ license's other decisions like that one: a change decided later (a CRM contact c
 "active again") that ran before the repair is not undone by it.
 
 The comparison (:func:`compare`) takes what the store expects and the key as read, and
-nothing else: how keys are read (one GetKey each in :func:`check`) can change apart.
+nothing else: how keys are read (pages or one GetKey each, in :func:`check`) can change
+apart.
 
 GetWebAPILog would say which keys changed since a time in one call per product, but not
-how they changed (a block and an unblock are both "changed"); one GetKey per license
-answers directly and stays cheap at the sizes the bridge serves.
+how they changed (a block and an unblock are both "changed"); a GetKeys page answers for
+99 keys directly: 100,000 licenses are about 1,000 calls (``bench --reconcile``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -55,7 +57,7 @@ import click
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from bridge.core import blocks
@@ -65,10 +67,11 @@ from bridge.core.intents import Effect, IntentSpec, Status, merge_start
 from bridge.core.models import Attempt, Intent, License, LicenseAlias, StartHint
 from bridge.core.queue import connect, enqueue
 from bridge.core.settings import Settings
-from bridge.cryptolens import CryptolensClient, NotFound, make_http_client
-from bridge.cryptolens.models import LicenseKey
+from bridge.cryptolens import AccessDenied, CryptolensClient, NotFound, make_http_client
+from bridge.cryptolens.models import KeysPage, LicenseKey
 
-CONCURRENCY = 8  # GetKey calls in flight
+CONCURRENCY = 8  # GetKey / GetKeys calls in flight
+PAGE_SIZE = 99  # keys in a GetKeys page
 _BLOCK_CALLS = ("key/BlockKey", "key/UnblockKey")
 # Attempts whose call may have changed the key: applied, or never known.
 _MAY_HAVE_LANDED = (None, "applied", "unknown")
@@ -165,6 +168,14 @@ def expectations(engine: Engine, since: datetime | None = None) -> list[Expected
             by_ref.setdefault(aliases.get(intent.license_ref, intent.license_ref), []).append(
                 intent
             )
+        # Read whole, once: one query per license would cost more than the reads of
+        # Cryptolens do (100,000 licenses; see ``bench --reconcile``).
+        hints: dict[str, list[str]] = {}
+        for intent_id, hint in s.exec(
+            select(StartHint.intent_id, StartHint.params).order_by(col(StartHint.id))
+        ).all():
+            hints.setdefault(intent_id, []).append(hint)
+        licenses = {row.ref: row for row in s.exec(select(License)).all()}
         result: list[Expected] = []
         seen: set[str] = set()
         for create in creates:
@@ -173,16 +184,27 @@ def expectations(engine: Engine, since: datetime | None = None) -> list[Expected
                 continue
             seen.add(ref)
             params: dict[str, Any] = json.loads(create.params)
-            for hint in s.exec(
-                select(StartHint.params).where(col(StartHint.intent_id) == create.id)
-            ).all():
+            for hint in hints.get(create.id, []):
                 params = merge_start(params, json.loads(hint))
-            license_ = s.get(License, ref)
             intents = by_ref.get(ref, [])
             # The worker's block calls share the scope "key:<ref>" (jobs.effects.readback).
             ours = last_call.get(f"key:{ref}") == "key/BlockKey"
-            result.append(_expected(ref, license_, create, params, intents, blocked_by_us=ours))
+            result.append(
+                _expected(ref, licenses.get(ref), create, params, intents, blocked_by_us=ours)
+            )
         return result
+
+
+def keys_held(engine: Engine) -> dict[int, int]:
+    """How many keys the store holds per product: Cryptolens holds as many, less those
+    deleted there, plus the vendor's own."""
+    with Session(engine) as s:
+        rows = s.exec(
+            select(License.product_id, func.count())
+            .where(col(License.key).is_not(None), col(License.product_id).is_not(None))
+            .group_by(col(License.product_id))
+        ).all()
+    return {int(product): int(count) for product, count in rows if product is not None}
 
 
 def _expected(
@@ -318,35 +340,128 @@ def _block_drift(want: Expected, found: LicenseKey) -> list[Drift]:
     return []
 
 
+def by_pages(licenses: int, pages: int) -> bool:
+    """Whether to read ``licenses`` keys of a product through GetKeys' ``pages`` (99 keys
+    a page) rather than one GetKey each: whichever makes fewer calls. Every call costs
+    about the same round trip (80 ms and more to Cryptolens) and the page reads are
+    spread over the same few connections, so calls are the cost; a tie goes to GetKey,
+    whose answer is the one key asked for."""
+    return pages < licenses
+
+
+def _pages(keys: int) -> int:
+    return -(-keys // PAGE_SIZE)
+
+
 async def check(
     client: CryptolensClient,
     wanted: Sequence[Expected],
     *,
+    held: Mapping[int, int] | None = None,
     advance: Callable[[], None] = lambda: None,
 ) -> Report:
-    """Read every license back from Cryptolens; the drift found (nothing is changed)."""
+    """Read every license back from Cryptolens; the drift found (nothing is changed).
+
+    Per product, the keys come from GetKeys pages or from one GetKey each, whichever
+    takes fewer calls (:func:`by_pages`). ``held`` is how many keys the store holds per
+    product (all of them, not only those ``wanted``): Cryptolens holds those (less the few
+    deleted there), so ``ceil(held / 99)`` pages is about the least they can cost. A product whose
+    licenses to check are no more than that (``--since`` narrowed them to a few) is read
+    key by key without a call spent to learn more; otherwise the first page says how
+    many pages there really are (the vendor's own keys count too), and the licenses it
+    did not hold are read by the rest of the pages or key by key, whichever is fewer.
+
+    A key our store holds that no page returned is read once more by GetKey: NotFound
+    says it is gone (deleted in Cryptolens), and a key a deletion moved onto a page
+    already read (pages are offsets) is still found. Either way each license goes
+    through :func:`compare`, the one comparison, and the progress advances per license.
+    """
     report = Report()
+    results: dict[str, list[Drift]] = {}
     gate = asyncio.Semaphore(CONCURRENCY)
+    held = held or {}
 
-    async def one(want: Expected) -> list[Drift]:
+    def done(want: Expected, found: LicenseKey | None) -> None:
         try:
-            found = None
-            if want.key is not None and want.product_id is not None and not want.under_way:
-                async with gate:
-                    try:
-                        found = await client.get_key(want.product_id, want.key)
-                    except NotFound:
-                        found = None  # deleted in Cryptolens: the license has no key
-            return compare(want, found)
+            results[want.ref] = compare(want, found)
         except Exception as exc:  # one unreadable key does not stop the others
-            report.errors[want.ref] = f"{type(exc).__name__}: {exc}"
-            return []
-        finally:
-            report.checked += 1
-            advance()
+            failed(want, exc)
+            return
+        report.checked += 1
+        advance()
 
-    for drifts in await asyncio.gather(*(one(w) for w in wanted)):
-        report.drift.extend(drifts)
+    def failed(want: Expected, exc: BaseException) -> None:
+        report.errors[want.ref] = f"{type(exc).__name__}: {exc}"
+        report.checked += 1
+        advance()
+
+    async def one(want: Expected) -> None:
+        assert want.key is not None and want.product_id is not None
+        try:
+            async with gate:
+                try:
+                    found: LicenseKey | None = await client.get_key(want.product_id, want.key)
+                except NotFound:
+                    found = None  # deleted in Cryptolens: the license has no key
+        except Exception as exc:
+            failed(want, exc)
+            return
+        done(want, found)
+
+    async def page(product_id: int, number: int) -> KeysPage:
+        async with gate:
+            return await client.get_keys(product_id, page=number)
+
+    async def product(product_id: int, group: list[Expected]) -> None:
+        if not by_pages(len(group), _pages(held.get(product_id, 0))):
+            await asyncio.gather(*(one(w) for w in group))
+            return
+        unseen: dict[str, list[Expected]] = {}
+        for want in group:
+            assert want.key is not None
+            unseen.setdefault(want.key, []).append(want)
+        unread: list[BaseException] = []
+
+        def take(found: KeysPage) -> None:
+            for key in found.keys:
+                for want in unseen.pop(key.key, []):
+                    done(want, key)
+
+        async def read(number: int) -> None:
+            try:
+                take(await page(product_id, number))
+            except Exception as exc:
+                unread.append(exc)
+
+        try:
+            first = await page(product_id, 1)
+        except AccessDenied:
+            # A token made for the worker, before reconcile read pages, may lack GetKeys:
+            # GetKey, which it has, still reads every key.
+            await asyncio.gather(*(one(w) for w in group))
+            return
+        except Exception as exc:
+            unread.append(exc)
+        else:
+            take(first)
+            if by_pages(len(unseen), first.page_count - 1):
+                await asyncio.gather(*(read(n) for n in range(2, first.page_count + 1)))
+        left = [w for same in unseen.values() for w in same]
+        if unread:  # a page unread: what it held is not known, which is not drift
+            for want in left:
+                failed(want, unread[0])
+            return
+        await asyncio.gather(*(one(w) for w in left))
+
+    products: dict[int, list[Expected]] = {}
+    for want in wanted:
+        if want.key is not None and want.product_id is not None and not want.under_way:
+            products.setdefault(want.product_id, []).append(want)
+        else:
+            done(want, None)
+    await asyncio.gather(*(product(p, group) for p, group in products.items()))
+    for want in wanted:
+        report.drift.extend(results.get(want.ref, []))
     return report
 
 
@@ -371,6 +486,7 @@ async def reconcile(
 ) -> Report:
     """Check every license (and store the repairs, with ``repair``)."""
     wanted = await asyncio.to_thread(expectations, engine, since)
+    held = await asyncio.to_thread(keys_held, engine)
     with Progress(
         TextColumn("reconcile"),
         BarColumn(),
@@ -381,7 +497,7 @@ async def reconcile(
         disable=not progress,
     ) as bar:
         task = bar.add_task("licenses", total=len(wanted))
-        report = await check(client, wanted, advance=lambda: bar.advance(task))
+        report = await check(client, wanted, held=held, advance=lambda: bar.advance(task))
     if repair:
         specs = [d.repair for d in report.drift if d.repair is not None]
         report.stored = await asyncio.to_thread(add_intents, engine, specs)
