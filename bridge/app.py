@@ -49,15 +49,21 @@ async def readyz(request: Request) -> Response:
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unavailable: {type(exc).__name__}"
+    extra: dict[str, float] = {}
     try:
         if state.redis is None:
             raise RuntimeError("not configured")
         await asyncio.wait_for(state.redis.ping(), 2)
         checks["redis"] = "ok"
+        state.redis_outage.answered()
     except Exception as exc:
         checks["redis"] = f"unavailable: {type(exc).__name__}"
+        state.redis_outage.failed(exc)
+        # Deliveries are still stored and acknowledged; the worker re-queues them when
+        # Redis is back. How long it has been away, as this process has seen it:
+        extra["redis_unavailable_seconds"] = round(state.redis_outage.seconds(), 1)
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+    return JSONResponse({"ready": ready, **checks, **extra}, status_code=200 if ready else 503)
 
 
 async def metrics_endpoint(request: Request) -> Response:

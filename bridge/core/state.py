@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
 from bridge.core.batcher import Batcher
 from bridge.core.deliverylog import DeliveryLog
+from bridge.core.outage import RedisOutage
 from bridge.core.settings import BridgeConfig, Settings
 from bridge.cryptolens import CryptolensClient
 
@@ -31,3 +32,5 @@ class AppState:
     clock: Callable[[], float] = time.time
     # Read-only Cryptolens calls for the admin page's plans (None: no token configured).
     cryptolens: CryptolensClient | None = None
+    # Whether Redis answers, as /readyz last found it (logged once per outage).
+    redis_outage: RedisOutage = field(default_factory=lambda: RedisOutage("web"))
