@@ -134,14 +134,14 @@ class TestWorkerThroughRedisOutage:
                 except AssertionError:
                     raise AssertionError(f"{what}; worker: {worker_log()[-3000:]}") from None
 
+            posted: list[int] = []
+
+            async def purchases() -> None:
+                for n in range(50):
+                    posted.append((await bridge.post(one_off(n))).status_code)
+
+            arriving = asyncio.create_task(purchases())
             try:
-                posted: list[int] = []
-
-                async def purchases() -> None:
-                    for n in range(50):
-                        posted.append((await bridge.post(one_off(n))).status_code)
-
-                arriving = asyncio.create_task(purchases())
                 # Killed while purchases arrive and the worker is making keys.
                 await until(
                     lambda: len(posted) >= 10 and bridge.counts()["keys_created"] >= 1,
@@ -172,6 +172,8 @@ class TestWorkerThroughRedisOutage:
                 assert (await bridge.http.get(f"{url}/readyz")).status_code == 200
                 assert worker.poll() is None, worker_log()[-3000:]
             finally:
+                arriving.cancel()
+                await asyncio.gather(arriving, return_exceptions=True)
                 await bridge.http.aclose()
                 worker.send_signal(signal.SIGTERM)
                 try:

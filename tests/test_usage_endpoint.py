@@ -17,6 +17,7 @@ from tests.fixtures.usage import (
     OLD_TOKEN,
     T0,
     UsageBridge,
+    add_license,
     record,
     usage_settings,
 )
@@ -96,6 +97,15 @@ class TestRecords:
         intent = usage_bridge.usage_intents()[aggregate]
         assert intent.status == "pending"
         assert intent.license_ref == f"key:1001:{key_digest(KEY)}"
+
+    async def test_a_key_s_own_license_from_before_key_digests_is_kept(
+        self, usage_bridge: UsageBridge
+    ) -> None:
+        legacy = f"key:1001:{KEY}"  # what the previous release made for the key
+        add_license(usage_bridge.engine, legacy, 1001, KEY)
+        await usage_bridge.usage(record(1, key=KEY, quantity=5))
+        [intent] = usage_bridge.usage_intents().values()
+        assert intent.license_ref == legacy  # one license per key: its runs never overlap
 
     async def test_a_record_seen_before_changes_nothing(self, usage_bridge: UsageBridge) -> None:
         await usage_bridge.usage(record(1, key=KEY, quantity=5))
