@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 
 import pytest
+import structlog
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -213,6 +215,19 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     provider.shutdown()
 
 
+@pytest.fixture
+def restored_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
+    """``capsys``, for a test that configures logging at DEBUG in its body (then
+    ``sys.stderr`` is the capture's), with the set-up restored after: a logger left
+    writing to the test's closed capture would fail later tests."""
+    root = logging.getLogger()
+    level = root.level
+    yield capsys
+    structlog.reset_defaults()
+    root.handlers.clear()
+    root.setLevel(level)
+
+
 def _outside(
     capsys: pytest.CaptureFixture[str], spans: InMemorySpanExporter, fake_stripe: FakeStripe
 ) -> str:
@@ -237,7 +252,7 @@ class TestKeysStayInside:
         usage_bridge: UsageBridge,
         fake_stripe: FakeStripe,
         spans: InMemorySpanExporter,
-        capsys: pytest.CaptureFixture[str],
+        restored_logs: pytest.CaptureFixture[str],
     ) -> None:
         logs.configure("DEBUG")
         meter_customer(usage_bridge, fake_stripe)
@@ -252,7 +267,7 @@ class TestKeysStayInside:
         await usage_bridge.drain()
         usage_bridge.assert_all_done()
         assert fake_stripe.total() == 2 and recorded_usage(usage_bridge.sandbox) == {key: 3}
-        outside = _outside(capsys, spans, fake_stripe)
+        outside = _outside(restored_logs, spans, fake_stripe)
         assert "intent done" in outside and "report_usage" in outside  # logs were captured
         assert {s.name for s in spans.get_finished_spans()} >= {"intent"}
         assert METER_KEY not in outside and key not in outside
@@ -266,7 +281,7 @@ class TestKeysStayInside:
         usage_bridge: UsageBridge,
         fake_stripe: FakeStripe,
         spans: InMemorySpanExporter,
-        capsys: pytest.CaptureFixture[str],
+        restored_logs: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch,
     ) -> None:
         logs.configure("DEBUG")
@@ -290,7 +305,7 @@ class TestKeysStayInside:
             f"usage:{METER_PRODUCT}:{key_digest(METER_KEY)}:-:{T0}:legacy",
             f"usage:{METER_PRODUCT}:{key_digest(METER_KEY)}:-:{T0}",
         }
-        outside = _outside(capsys, spans, fake_stripe)
+        outside = _outside(restored_logs, spans, fake_stripe)
         assert "intent done" in outside
         assert METER_KEY not in outside
 
