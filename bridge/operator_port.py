@@ -53,7 +53,8 @@ def _ping_db(engine: Engine) -> None:
 
 
 async def checks(state: AppState) -> dict[str, str]:
-    """The database and Redis, each ``ok`` or why not (two seconds each at most)."""
+    """The database and Redis, each ``ok`` or why not (two seconds each at most). Redis's
+    answer also feeds this process's outage record (logged once per outage)."""
     found: dict[str, str] = {}
     try:
         await asyncio.wait_for(asyncio.to_thread(_ping_db, state.engine), 2)
@@ -65,15 +66,23 @@ async def checks(state: AppState) -> dict[str, str]:
             raise RuntimeError("not configured")
         await asyncio.wait_for(state.redis.ping(), 2)
         found["redis"] = "ok"
+        state.redis_outage.answered()
     except Exception as exc:
         found["redis"] = f"unavailable: {type(exc).__name__}"
+        state.redis_outage.failed(exc)
     return found
 
 
 async def readyz(request: Request) -> Response:
-    found = await checks(request.state.bridge)
+    state: AppState = request.state.bridge
+    found = await checks(state)
     ready = all(v == "ok" for v in found.values())
-    return JSONResponse({"ready": ready, **found}, status_code=200 if ready else 503)
+    extra: dict[str, float] = {}
+    if found["redis"] != "ok":
+        # Deliveries are still stored and acknowledged; the worker re-queues them when
+        # Redis is back. How long it has been away, as this process has seen it:
+        extra["redis_unavailable_seconds"] = round(state.redis_outage.seconds(), 1)
+    return JSONResponse({"ready": ready, **found, **extra}, status_code=200 if ready else 503)
 
 
 async def metrics_endpoint(request: Request) -> Response:

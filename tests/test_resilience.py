@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from bridge.app import create_app
@@ -24,7 +26,7 @@ from bridge.core.settings import Settings
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import CONFIG, Pipeline, make_settings
 from tests.fixtures.servers import SandboxServer, run_asgi
-from tests.fixtures.stack import RedisServer
+from tests.fixtures.stack import RedisServer, free_port
 
 
 def one_off(n: int) -> dict[str, Any]:
@@ -81,6 +83,118 @@ class TestRedisOutage:
         assert set(statuses.values()) == {"done"}, statuses
         assert bridge.counts()["keys_created"] == 4
         assert bridge.counts()["events"] == 4
+
+
+class TestWorkerThroughRedisOutage:
+    async def test_the_worker_rides_out_redis_killed_mid_burst_and_restarted_empty(
+        self,
+        private_redis: RedisServer,
+        database_url: str,
+        engine: Engine,
+        sandbox_server: SandboxServer,
+        tmp_path: Path,
+    ) -> None:
+        config = tmp_path / "bridge.toml"
+        config.write_text(CONFIG)
+        settings = make_settings(
+            database_url=database_url,
+            redis_url=private_redis.url,
+            sandbox_url=sandbox_server.url,
+            config_path=config,
+        )
+        metrics_port = free_port()
+        log_path = tmp_path / "worker.log"
+        app = create_app(settings, engine=engine, serve_operator=True)
+        with log_path.open("wb") as log_file, run_asgi(app) as url:
+            env = _worker_env(settings) | {"BRIDGE_WORKER_METRICS_PORT": str(metrics_port)}
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "bridge", "worker"],
+                env=env,
+                cwd=tmp_path,
+                stdout=subprocess.DEVNULL,
+                stderr=log_file,
+            )
+            bridge = Pipeline(settings, engine, url, sandbox_server)
+
+            def worker_log() -> str:
+                return log_path.read_text()
+
+            def worker_metric(name: str) -> float | None:
+                try:
+                    text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
+                except httpx.TransportError:
+                    return None
+                for family in text_string_to_metric_families(text):
+                    for sample in family.samples:
+                        if sample.name == name:
+                            return float(sample.value)
+                return None
+
+            async def until(predicate: Any, timeout: float, what: str) -> None:
+                try:
+                    await _wait_for(predicate, timeout)
+                except AssertionError:
+                    raise AssertionError(f"{what}; worker: {worker_log()[-3000:]}") from None
+
+            posted: list[int] = []
+
+            async def purchases() -> None:
+                for n in range(50):
+                    posted.append((await bridge.post(one_off(n))).status_code)
+
+            arriving = asyncio.create_task(purchases())
+            try:
+                # Killed while purchases arrive and the worker is making keys.
+                await until(
+                    lambda: len(posted) >= 10 and bridge.counts()["keys_created"] >= 1,
+                    60,
+                    "no key made",
+                )
+                private_redis.kill()
+                await arriving
+                assert posted == [200] * 50  # stored and acknowledged all the same
+                # The webhook port says only "not ready"; the operator's address says why.
+                assert (await bridge.http.get(f"{url}/readyz")).status_code == 503
+                ready = await bridge.http.get(f"{app.state.operator.url}/readyz")
+                assert ready.status_code == 503
+                assert ready.json()["redis"].startswith("unavailable")
+                assert ready.json()["redis_unavailable_seconds"] >= 0
+                # The worker has seen the outage and waits it out.
+                await until(lambda: "redis unavailable" in worker_log(), 60, "no outage logged")
+                await until(lambda: worker_metric("bridge_redis_up") == 0, 60, "redis_up not 0")
+                assert worker.poll() is None, worker_log()[-3000:]
+
+                private_redis.start()  # empty: whatever was queued is gone
+                await until(lambda: bridge.counts()["keys_created"] >= 50, 120, "keys missing")
+                await until(
+                    lambda: {i.status for i in bridge.intents().values()} == {"done"},
+                    60,
+                    "intents not done",
+                )
+                await until(lambda: worker_metric("bridge_redis_up") == 1, 60, "redis_up not 1")
+                assert worker_metric("bridge_redis_outages_total") == 1
+                assert (await bridge.http.get(f"{url}/readyz")).status_code == 200
+                assert worker.poll() is None, worker_log()[-3000:]
+            finally:
+                arriving.cancel()
+                await asyncio.gather(arriving, return_exceptions=True)
+                await bridge.http.aclose()
+                worker.send_signal(signal.SIGTERM)
+                try:
+                    worker.wait(30)
+                finally:
+                    if worker.poll() is None:
+                        worker.kill()
+                        worker.wait()
+        logged = worker_log()
+        assert worker.returncode == 0, logged[-3000:]
+        assert "Traceback" not in logged, logged[-3000:]
+        assert logged.count("redis unavailable") == 1, logged[-3000:]
+        assert logged.count("redis available again") == 1, logged[-3000:]
+        # Every purchase got its key exactly once, and its event once.
+        counts = bridge.counts()
+        assert (counts["keys_created"], counts["events"]) == (50, 50)
+        assert len(bridge.sandbox.state()["keys"]) == 50
 
 
 def _start_worker(settings: Settings, cwd: Path) -> subprocess.Popen[bytes]:

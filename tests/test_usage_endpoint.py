@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import Engine
 
 from bridge.app import create_app
+from bridge.core.intents import key_digest
 from bridge.usage.endpoint import token_refusal
 from tests.fixtures.servers import SandboxServer, run_asgi
 from tests.fixtures.usage import (
@@ -18,6 +19,7 @@ from tests.fixtures.usage import (
     OLD_TOKEN,
     T0,
     UsageBridge,
+    add_license,
     record,
     usage_settings,
 )
@@ -78,7 +80,7 @@ class TestRecords:
         response = await usage_bridge.usage(record(1, key=KEY, quantity=5))
         assert response.status_code == 202
         body = response.json()
-        aggregate = f"usage:1001:{KEY}:-:{T0}"
+        aggregate = f"usage:1001:{key_digest(KEY)}:-:{T0}"
         assert body == {
             "accepted": 1,
             "duplicate": 0,
@@ -97,7 +99,16 @@ class TestRecords:
         assert (agg.id, agg.quantity, agg.records, agg.sink) == (aggregate, 5, 1, "cryptolens")
         intent = usage_bridge.usage_intents()[aggregate]
         assert intent.status == "pending"
-        assert intent.license_ref == f"key:1001:{KEY}"
+        assert intent.license_ref == f"key:1001:{key_digest(KEY)}"
+
+    async def test_a_key_s_own_license_from_before_key_digests_is_kept(
+        self, usage_bridge: UsageBridge
+    ) -> None:
+        legacy = f"key:1001:{KEY}"  # what the previous release made for the key
+        add_license(usage_bridge.engine, legacy, 1001, KEY)
+        await usage_bridge.usage(record(1, key=KEY, quantity=5))
+        [intent] = usage_bridge.usage_intents().values()
+        assert intent.license_ref == legacy  # one license per key: its runs never overlap
 
     async def test_a_record_seen_before_changes_nothing(self, usage_bridge: UsageBridge) -> None:
         await usage_bridge.usage(record(1, key=KEY, quantity=5))
@@ -199,9 +210,9 @@ class TestRecords:
         usage_bridge.clock.at = T0 + 60  # the next window
         await usage_bridge.usage(record(3, key=KEY, product_id=METER_PRODUCT))
         assert [a.id for a in usage_bridge.aggregates()] == [
-            f"usage:1002:{KEY}:-:{T0}",
-            f"usage:1002:{KEY}:-:{T0 + 60}",
-            f"usage:1002:{KEY}:storage:{T0}",
+            f"usage:1002:{key_digest(KEY)}:-:{T0}",
+            f"usage:1002:{key_digest(KEY)}:-:{T0 + 60}",
+            f"usage:1002:{key_digest(KEY)}:storage:{T0}",
         ]
 
     async def test_concurrent_posts_of_the_same_records_store_each_once(

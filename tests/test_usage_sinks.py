@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterator
 
-from bridge.core.intents import Effect
+import pytest
+import structlog
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import generate_latest
+
+from bridge.core import logs, tracing
+from bridge.core.intents import Effect, key_digest, public_id, public_text
 from bridge.core.models import utcnow
 from bridge.usage import ledger
 from jobs.effects.meter import identifier
@@ -133,11 +143,11 @@ class TestStripeMeterSink:
         usage_bridge.assert_all_done()
         assert fake_stripe.totals() == {("api_calls", CUSTOMER): 55, ("storage_gb", CUSTOMER): 4}
         assert set(fake_stripe.events) == {
-            f"usage:1002:{METER_KEY}:-:{T0}",
-            f"usage:1002:{METER_KEY}:storage:{T0}",
+            f"usage:1002:{key_digest(METER_KEY)}:-:{T0}",
+            f"usage:1002:{key_digest(METER_KEY)}:storage:{T0}",
         }
         assert fake_stripe.total() == usage_bridge.ledger_total(METER_PRODUCT)
-        assert fake_stripe.events[f"usage:1002:{METER_KEY}:-:{T0}"]["timestamp"] == T0
+        assert fake_stripe.events[f"usage:1002:{key_digest(METER_KEY)}:-:{T0}"]["timestamp"] == T0
 
     async def test_a_lost_reply_is_sent_again_and_stripe_dedupes_it(
         self, usage_bridge: UsageBridge, fake_stripe: FakeStripe
@@ -186,8 +196,132 @@ class TestStripeMeterSink:
         assert fake_stripe.received == 0
 
     def test_identifiers_fit_stripe_s_limit(self) -> None:
-        long_id = "usage:1:" + "K" * 120 + ":-:60"
+        long_id = ledger.aggregate_id(1, "K", "m" * 120, 60)
         assert len(identifier(long_id)) <= 100
         assert identifier(long_id) == identifier(long_id)
-        assert identifier("usage:1:K:-:60") == "usage:1:K:-:60"
+        short = ledger.aggregate_id(1, "K", "", 60)
+        assert identifier(short) == short
         assert Effect.REPORT_USAGE.value == "report_usage"
+
+
+@pytest.fixture
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "_checked", True)
+    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("test"))
+    yield exporter
+    provider.shutdown()
+
+
+@pytest.fixture
+def restored_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[pytest.CaptureFixture[str]]:
+    """``capsys``, for a test that configures logging at DEBUG in its body (then
+    ``sys.stderr`` is the capture's), with the set-up restored after: a logger left
+    writing to the test's closed capture would fail later tests."""
+    root = logging.getLogger()
+    level = root.level
+    yield capsys
+    structlog.reset_defaults()
+    root.handlers.clear()
+    root.setLevel(level)
+
+
+def _outside(
+    capsys: pytest.CaptureFixture[str], spans: InMemorySpanExporter, fake_stripe: FakeStripe
+) -> str:
+    """Everything of a run that leaves the database: log lines, span names and
+    attributes, meter event identifiers and bodies, metric labels."""
+    return "\n".join(
+        [
+            capsys.readouterr().err,
+            *(f"{s.name} {dict(s.attributes or {})}" for s in spans.get_finished_spans()),
+            *(f"{k} {v}" for k, v in fake_stripe.events.items()),
+            generate_latest().decode(),
+        ]
+    )
+
+
+class TestKeysStayInside:
+    """A license key is the end user's credential: ids that leave the database carry a
+    digest of it, never the key."""
+
+    async def test_no_key_in_logs_spans_identifiers_or_metrics_of_usage_runs(
+        self,
+        usage_bridge: UsageBridge,
+        fake_stripe: FakeStripe,
+        spans: InMemorySpanExporter,
+        restored_logs: pytest.CaptureFixture[str],
+    ) -> None:
+        logs.configure("DEBUG")
+        meter_customer(usage_bridge, fake_stripe)
+        key = sandbox_key(usage_bridge.sandbox)
+        fake_stripe.script = ["lost_reply"]  # a retry, logged, and a re-send
+        await usage_bridge.usage(
+            [
+                record(1, key=METER_KEY, product_id=METER_PRODUCT, quantity=2),
+                record(2, key=key, quantity=3),
+            ]
+        )
+        await usage_bridge.drain()
+        usage_bridge.assert_all_done()
+        assert fake_stripe.total() == 2 and recorded_usage(usage_bridge.sandbox) == {key: 3}
+        outside = _outside(restored_logs, spans, fake_stripe)
+        assert "intent done" in outside and "report_usage" in outside  # logs were captured
+        assert {s.name for s in spans.get_finished_spans()} >= {"intent"}
+        assert METER_KEY not in outside and key not in outside
+        assert key_digest(METER_KEY) in outside  # the ids are there, by digest
+        for intent_ in usage_bridge.usage_intents().values():
+            assert METER_KEY not in intent_.id + intent_.license_ref
+            assert key not in intent_.id + intent_.license_ref
+
+    async def test_an_aggregate_opened_before_key_digests_is_sent_under_its_public_id(
+        self,
+        usage_bridge: UsageBridge,
+        fake_stripe: FakeStripe,
+        spans: InMemorySpanExporter,
+        restored_logs: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        logs.configure("DEBUG")
+        meter_customer(usage_bridge, fake_stripe)
+        with monkeypatch.context() as old:  # what the release before stored
+            old.setattr(
+                ledger,
+                "usage_intent_id",
+                lambda p, k, m, w: f"usage:{p}:{k}:{m or '-'}:{w}",
+            )
+            await usage_bridge.usage(record(1, key=METER_KEY, product_id=METER_PRODUCT, quantity=2))
+        legacy = f"usage:{METER_PRODUCT}:{METER_KEY}:-:{T0}"
+        assert list(usage_bridge.usage_intents()) == [legacy]
+        # After the upgrade, a record of the same window opens the new id's aggregate.
+        await usage_bridge.usage(record(2, key=METER_KEY, product_id=METER_PRODUCT, quantity=5))
+        await usage_bridge.drain()
+        usage_bridge.assert_all_done()
+        # Both sent, under two identifiers: Stripe dedupes neither into the other.
+        assert fake_stripe.total() == 7
+        assert set(fake_stripe.events) == {
+            f"usage:{METER_PRODUCT}:{key_digest(METER_KEY)}:-:{T0}:legacy",
+            f"usage:{METER_PRODUCT}:{key_digest(METER_KEY)}:-:{T0}",
+        }
+        outside = _outside(restored_logs, spans, fake_stripe)
+        assert "intent done" in outside
+        assert METER_KEY not in outside
+
+
+class TestPublicIds:
+    def test_a_new_id_is_its_own_public_form(self) -> None:
+        new = ledger.aggregate_id(1, "ABCDE-FGHIJ", "storage", 60)
+        assert new == f"usage:1:{key_digest('ABCDE-FGHIJ')}:storage:60"
+        assert public_id(new) == new
+        assert public_id("stripe:pi:pi_1:create_key") == "stripe:pi:pi_1:create_key"
+
+    def test_a_legacy_id_shows_the_key_s_digest_wherever_it_appears(self) -> None:
+        # A key may hold ":": the id is read from the right.
+        legacy = "usage:1:AB:CD:-:60"
+        public = f"usage:1:{key_digest('AB:CD')}:-:60:legacy"
+        assert public_id(legacy) == public
+        assert public_id(public) == public
+        line = f"0.01s → {legacy}:run_intent('{legacy}') ● {legacy}"
+        assert public_text(line) == f"0.01s → {public}:run_intent('{public}') ● {public}"

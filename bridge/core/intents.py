@@ -13,6 +13,7 @@ read-back shows the effect is already there).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -90,6 +91,67 @@ def creation_notes(template_notes: str | None, tag: str) -> str:
     (the template's are cut, never the tag)."""
     kept = (template_notes or "").strip()[: 500 - len(tag) - 1]
     return f"{kept} {tag}" if kept else tag
+
+
+#: How a license key appears in ids: never itself (it is the end user's credential, and
+#: ids leave the database: logs, the Stripe meter event's identifier, trace attributes,
+#: arq's job ids), a digest of it instead.
+KEY_DIGEST_PREFIX = "sha256-"
+_KEY_DIGEST_HEX = 24  # 96 bits: no two keys of one product collide in practice
+
+
+def key_digest(key: str) -> str:
+    """``sha256-<24 hex>``: the key's stand-in in ids, the same for the same key forever.
+
+    A plain (unkeyed) SHA-256 is enough: a Cryptolens key is 20 random letters (about 94
+    bits), so a digest cannot be reversed by trying keys, and a keyed hash would tie
+    every id to a secret that could then never change. Truncation keeps ids short; two
+    keys of one product meeting in 96 bits is not a case to design for.
+    """
+    digest = hashlib.sha256(key.encode()).hexdigest()[:_KEY_DIGEST_HEX]
+    return KEY_DIGEST_PREFIX + digest
+
+
+def usage_intent_id(product_id: int, key: str, meter: str, window_start: int) -> str:
+    """``usage:<product>:<key digest>:<meter or ->:<window start>``: one usage aggregate,
+    and its intent. Read from the right it is unambiguous: a meter holds no ``:`` and
+    never starts with ``-``."""
+    return f"usage:{product_id}:{key_digest(key)}:{meter or '-'}:{window_start}"
+
+
+def usage_license_ref(product_id: int, key: str) -> str:
+    """``key:<product>:<key digest>``: a license known only by its key (usage records)."""
+    return f"key:{product_id}:{key_digest(key)}"
+
+
+# Before key digests, usage ids held the key itself: ``usage:<product>:<key>:<meter or
+# ->:<window>``. Such rows stay as they are (an aggregate's id is its meter event's
+# identifier and its attempts' and records' reference; rewriting it could make Stripe
+# count a re-send twice), and are only open until their window is sent. Where one leaves
+# the database it is shown by :func:`public_id`. A key is printable ASCII without spaces.
+_LEGACY_USAGE = re.compile(r"usage:(\d+):([!-~]+?):([!-9;-~]*):(\d+)(?!\d)")
+_DIGEST = re.compile(KEY_DIGEST_PREFIX + f"[0-9a-f]{{{_KEY_DIGEST_HEX}}}")
+
+
+def _public(match: re.Match[str]) -> str:
+    product, key, meter, window = match.groups()
+    if _DIGEST.fullmatch(key):
+        return match.group(0)
+    # Marked: it must not pass for the id a new aggregate of that window gets.
+    return f"usage:{product}:{key_digest(key)}:{meter}:{window}:legacy"
+
+
+def public_id(intent_id: str) -> str:
+    """The intent id as it may leave the database: itself, unless it is a usage id from
+    before key digests, whose key is then replaced by its digest."""
+    if not intent_id.startswith("usage:"):
+        return intent_id
+    return _LEGACY_USAGE.sub(_public, intent_id)
+
+
+def public_text(text: str) -> str:
+    """``text`` with every usage id from before key digests shown as :func:`public_id`."""
+    return _LEGACY_USAGE.sub(_public, text) if "usage:" in text else text
 
 
 #: How specific a ``create_key`` template hint is (``params["template_rank"]``): a later

@@ -3,6 +3,9 @@
 Secrets never reach a log line: the access token, webhook secrets and API keys are
 registered here at start-up and replaced wherever they appear in an event, and keys that
 name a secret (``token``, ``secret``, ``authorization``, ...) are masked whatever their value.
+License keys are the end users' credentials: ids name them by a digest, and a usage id
+from before that (which held the key) is shown as its public form
+(:func:`bridge.core.intents.public_text`) wherever it appears, arq's own lines included.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections.abc import Iterable, MutableMapping
 from typing import Any
 
 import structlog
+
+from bridge.core.intents import public_text
 
 _SECRET_KEYS = re.compile(r"token|secret|password|authorization|api_key|signature", re.I)
 _REDACTED = "[redacted]"
@@ -28,6 +33,7 @@ def register_secrets(values: Iterable[str | None]) -> None:
 
 
 def scrub(text: str) -> str:
+    text = public_text(text)
     for secret in _known_secrets:
         if secret in text:
             text = text.replace(secret, _REDACTED)

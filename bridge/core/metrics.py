@@ -53,6 +53,10 @@ OLDEST_PENDING = Gauge(
     "bridge_oldest_pending_intent_seconds", "Age of the oldest pending intent (0: none)"
 )
 NEEDS_REVIEW = Gauge("bridge_needs_review", "Intents waiting for a person")
+REDIS_UP = Gauge(
+    "bridge_redis_up", "1 while this process reaches Redis, 0 during an outage (bridge.core.outage)"
+)
+REDIS_OUTAGES = Counter("bridge_redis_outages_total", "Redis outages this process has seen")
 SCRAPE_ERRORS = Counter(
     "bridge_metrics_refresh_errors_total", "Scrape-time reads that failed or timed out", ["source"]
 )
@@ -138,6 +142,8 @@ async def refresh(engine: Engine, redis: ArqRedis | None) -> None:
         depth = await asyncio.wait_for(redis.zcard(default_queue_name), REFRESH_TIMEOUT)
     except Exception as exc:
         SCRAPE_ERRORS.labels(source="redis").inc()
+        REDIS_UP.set(0)
         log.warning("metrics: redis not read", error=type(exc).__name__)
     else:
+        REDIS_UP.set(1)
         QUEUE_DEPTH.set(depth)

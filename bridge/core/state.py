@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from bridge.core.batcher import Batcher
 from bridge.core.deliverylog import DeliveryLog
 from bridge.core.metrics import Refresher
+from bridge.core.outage import RedisOutage
 from bridge.core.settings import BridgeConfig, Settings
 from bridge.core.throttle import Throttle, client_key
 from bridge.cryptolens import CryptolensClient
@@ -34,6 +35,8 @@ class AppState:
     clock: Callable[[], float] = time.time
     # Read-only Cryptolens calls for the admin page's plans (None: no token configured).
     cryptolens: CryptolensClient | None = None
+    # Whether Redis answers, as /readyz last found it (logged once per outage).
+    redis_outage: RedisOutage = field(default_factory=lambda: RedisOutage("web"))
     # Failed credential checks per client (admin token, Pipedrive Basic, usage tokens).
     throttle: Throttle = field(default_factory=Throttle)
     # The metrics' gauges, read at most once per few seconds however many scrape.

@@ -8,7 +8,8 @@ context manager: one dictionary lookup per call, no import of OpenTelemetry.
 
 The SDK reads the rest of its configuration (service name, headers, sampler) from the
 same environment. Attributes are ids only (intent, event, method), never a key or a
-parameter: the calls' bodies carry the access token.
+parameter: the calls' bodies carry the access token. A usage id from before key digests
+is given in its public form (:func:`bridge.core.intents.public_id`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from typing import Any
+
+from bridge.core.intents import public_text
 
 _NOOP: AbstractContextManager[None] = contextlib.nullcontext()
 _ENV = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_TRACES_EXPORTER")
@@ -79,4 +82,12 @@ def span(name: str, **attributes: str | int | None) -> AbstractContextManager[No
     tracer = _tracer if _checked else _setup()
     if tracer is None:
         return _NOOP
-    return _span(tracer, name, {k: v for k, v in attributes.items() if v is not None})
+    return _span(
+        tracer,
+        name,
+        {
+            k: public_text(v) if isinstance(v, str) else v
+            for k, v in attributes.items()
+            if v is not None
+        },
+    )

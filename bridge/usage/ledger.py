@@ -7,8 +7,8 @@ for a retry it would be dropped unbilled without a word.
 
 A new record joins the aggregate of its product, key and meter for the window its
 *arrival* falls in (``window_seconds`` per product); each aggregate is one intent, whose
-id names product, key, meter and window start, so every web process and worker opens
-the same one.
+id names product, key (by its digest: ids leave the database, the key must not), meter
+and window start, so every web process and worker opens the same one.
 
 An aggregate is open until the worker seals it (:func:`seal`), which happens once its
 window has ended; the amount reported is what it holds then, and can never change
@@ -31,7 +31,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from bridge.core.dbapi import Sql, Tx, tx
-from bridge.core.intents import Effect
+from bridge.core.intents import Effect, usage_intent_id, usage_license_ref
 from bridge.usage.config import UsageConfig
 from bridge.usage.records import Outcome, UsageIn
 
@@ -79,9 +79,8 @@ _SUBSCRIPTION = Sql(
 
 
 def aggregate_id(product_id: int, key: str, meter: str, window_start: int) -> str:
-    """``usage:<product>:<key>:<meter or ->:<window start>``. Read from the right it is
-    unambiguous: a meter holds no ``:`` and never starts with ``-``."""
-    return f"usage:{product_id}:{key}:{meter or '-'}:{window_start}"
+    """The aggregate's (and its intent's) id: :func:`bridge.core.intents.usage_intent_id`."""
+    return usage_intent_id(product_id, key, meter, window_start)
 
 
 def window_start(at: datetime, seconds: int) -> int:
@@ -261,13 +260,17 @@ def _open(t: Tx, r: UsageIn, config: UsageConfig, now: datetime, stored: Stored)
 
 def _license_ref(t: Tx, product_id: int, key: str, now: datetime) -> str:
     """The license the key is known by (a Stripe subscription first), else a license of
-    its own (``key:<product>:<key>``): runs on one key never overlap either way."""
+    its own (``key:<product>:<key digest>``; one made before key digests,
+    ``key:<product>:<key>``, is kept): runs on one key never overlap either way."""
     refs = sorted(ref for (ref,) in t.all(_LICENSES, {"product_id": product_id, "key": key}))
     for prefix in ("stripe:sub:", ""):
         for ref in refs:
             if ref.startswith(prefix) and not ref.startswith("key:"):
                 return str(ref)
-    ref = f"key:{product_id}:{key}"
+    own = [ref for ref in refs if ref.startswith("key:")]
+    if own:
+        return str(own[0])
+    ref = usage_license_ref(product_id, key)
     t.run(_NEW_LICENSE, {"ref": ref, "product_id": product_id, "key": key, "now": t.time(now)})
     return ref
 

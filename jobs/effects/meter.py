@@ -1,6 +1,7 @@
 """The ``stripe_meter`` usage sink: one Stripe Billing Meter event per aggregate.
 
-The event's ``identifier`` is the aggregate's (the intent's) id, and Stripe keeps an
+The event's ``identifier`` is the aggregate's (the intent's) id, which names the key by
+its digest only (:func:`bridge.core.intents.public_id`), and Stripe keeps an
 identifier unique for at least 24 hours (a duplicate it answers as such counts as sent). So
 unlike RecordUsage, a send whose outcome is unknown is simply sent again, as long as
 the first send is less than ``DEDUPE_WINDOW`` old; past it, a re-send could count
@@ -18,6 +19,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bridge.core.errors import Permanent
+from bridge.core.intents import public_id
 from bridge.cryptolens import OutcomeUnknown
 from bridge.stripe import api as stripe_api
 from bridge.usage import ledger
@@ -39,10 +41,22 @@ class MeterConfigError(Permanent):
 
 
 def identifier(aggregate_id: str) -> str:
-    """The aggregate's id, or (past Stripe's 100 characters) a digest of it."""
-    if len(aggregate_id) <= _IDENTIFIER_MAX:
-        return aggregate_id
-    return "usage:" + hashlib.sha256(aggregate_id.encode()).hexdigest()
+    """The aggregate's public id, or (past Stripe's 100 characters) a digest of it.
+
+    Never the license key: an aggregate opened before key digests has its key replaced
+    by its digest here (and marked, so it does not meet the identifier of the aggregate
+    opened for the same window since)."""
+    public = public_id(aggregate_id)
+    if len(public) <= _IDENTIFIER_MAX:
+        return public
+    return "usage:" + hashlib.sha256(public.encode()).hexdigest()
+
+
+def _identifier(aggregate_id: str, open_: store.OpenAttempt | None) -> str:
+    """What to send as the identifier: the one an earlier send used, if any, so that
+    Stripe dedupes a re-send whatever version of the bridge made the first."""
+    sent = open_.detail.get("identifier") if open_ is not None else None
+    return sent if isinstance(sent, str) and sent else identifier(aggregate_id)
 
 
 async def _customer(run: Run, license_: store.LicenseView, aggregate: ledger.Aggregate) -> str:
@@ -88,12 +102,13 @@ async def send_meter_event(
         )
     open_ = intent.open_attempts.get(METHOD)
     first_sent = _first_sent(open_)
+    event_id = _identifier(aggregate.id, open_)
     now = rt.now()
     if first_sent is not None and now - first_sent > DEDUPE_WINDOW:
         raise NeedsReview(
             f"a Stripe meter event was sent at {first_sent.isoformat()} and its reply lost; "
             "Stripe's dedupe by identifier may have lapsed, so it is not sent again. Check "
-            f"the meter's events for identifier {identifier(aggregate.id)}: "
+            f"the meter's events for identifier {event_id}: "
             f"{aggregate.describe()}"
         )
     customer = await _customer(run, license_, aggregate)
@@ -101,7 +116,7 @@ async def send_meter_event(
         event_name=event_name,
         customer=customer,
         value=aggregate.quantity,
-        identifier=identifier(aggregate.id),
+        identifier=event_id,
         timestamp=aggregate.window_start,
     )
     options = _stripe_options(run)
