@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine
 
 from bridge.app import create_app
+from bridge.core.intents import notes_tag
 from bridge.core.settings import Settings
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import CONFIG, Pipeline, make_settings
@@ -267,8 +268,8 @@ class TestWorkerCrash:
         counts = bridge.counts()
         assert counts["keys_created"] == 1
         assert counts["events"] == 1
-        # The key the dead worker never heard of was found in the Web API Log and claimed.
-        assert creating.id in bridge.sandbox.state()["keys"][0]["notes"]
+        # The key the dead worker never heard of was found by the tag written into it.
+        assert notes_tag(creating.id) in bridge.sandbox.state()["keys"][0]["notes"]
         assert bridge.intents()[creating.id].result is not None
         assert orphan in (bridge.intents()[creating.id].result or "")
 
