@@ -446,7 +446,13 @@ class TestAdminPage:
             ("usage", "no_header"): 1,
             ("stripe", "no_match"): 1,
         }
-        async with bridge(settings, engine, sandbox_server) as admin:
+        # The operator reaches the page over plain HTTP here: under the public URL
+        # (https) its cookie would be Secure, and rightly never sent back. HubSpot, which
+        # needs that URL, is off for this second look.
+        local = settings.model_copy(
+            update={"public_url": None, "hubspot_client_secret": SecretStr("")}
+        )
+        async with bridge(local, engine, sandbox_server) as admin:
             await sign_in(admin, admin.http)
             page = await admin.http.get(f"{admin.url}/admin/")
             hubspot = await admin.http.get(f"{admin.url}/admin/", params={"provider": "hubspot"})
