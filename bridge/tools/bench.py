@@ -33,7 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -514,6 +514,22 @@ def _usage(
     click.echo(json.dumps(report, indent=2))
 
 
+def _emit(
+    host: dict[str, Any],
+    mode: str,
+    result: dict[str, Any],
+    report: Callable[[dict[str, Any]], str],
+    *,
+    as_json: bool,
+) -> None:
+    """One mode's figures: as JSON beside the machine, or the machine then its report."""
+    if as_json:
+        click.echo(json.dumps({"machine": host, mode: result}, indent=2))
+    else:
+        click.echo(f"machine: {host['cores']} cores, {host['cpu']}, Python {host['python']}")
+        click.echo(report(result))
+
+
 @click.command("bench")
 @click.option(
     "--ingest-seconds", default=5.0, show_default=True, help="Measured, per endpoint and round."
@@ -634,11 +650,7 @@ def command(
     host = machine()
     if scrape is not None:
         scraped = bench_scrape.run(scrape, postgres)
-        if as_json:
-            click.echo(json.dumps({"machine": host, "scrape": scraped}, indent=2))
-        else:
-            click.echo(f"machine: {host['cores']} cores, {host['cpu']}, Python {host['python']}")
-            click.echo(bench_scrape.report(scraped))
+        _emit(host, "scrape", scraped, bench_scrape.report, as_json=as_json)
         return
     if starts is not None:
         with stack(keep) as st:
@@ -651,22 +663,14 @@ def command(
                 stripe_latency_ms=stripe_latency_ms,
                 timeout=settle,
             )
-        if as_json:
-            click.echo(json.dumps({"machine": host, "starts": measured}, indent=2))
-        else:
-            click.echo(f"machine: {host['cores']} cores, {host['cpu']}, Python {host['python']}")
-            click.echo(starts_mode.report(measured))
+        _emit(host, "starts", measured, starts_mode.report, as_json=as_json)
         return
     if reconciled is not None:
         from bridge.tools import bench_reconcile
 
         with stack(keep) as st:
             result = bench_reconcile.run(st, reconciled, latency_ms=latency_ms)
-        if as_json:
-            click.echo(json.dumps({"machine": host, "reconcile": result}, indent=2))
-        else:
-            click.echo(f"machine: {host['cores']} cores, {host['cpu']}, Python {host['python']}")
-            click.echo(bench_reconcile.report(result))
+        _emit(host, "reconcile", result, bench_reconcile.report, as_json=as_json)
         return
     if burst is not None:
         with stack(keep) as st:
@@ -679,11 +683,7 @@ def command(
                 timeout=settle,
                 workers=workers,
             )
-        if as_json:
-            click.echo(json.dumps({"machine": host, "burst": result}, indent=2))
-        else:
-            click.echo(f"machine: {host['cores']} cores, {host['cpu']}, Python {host['python']}")
-            click.echo(burst_mode.report(result))
+        _emit(host, "burst", result, burst_mode.report, as_json=as_json)
         return
     if usage:
         _usage(ingest_seconds, rounds, concurrency, usage_batch, usage_records, settle, keep)
