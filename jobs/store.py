@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
@@ -763,9 +763,14 @@ def begin_create(
         return step
 
 
-def _create_step(
-    t: Tx, claimed: Claimed, product_id: int, template_id: int, scope: str, now: datetime
-) -> CreateStep:
+def _creation_license(
+    t: Tx, claimed: Claimed, product_id: int, template_id: int, now: datetime
+) -> str | None:
+    """The license a creation is for, inserted if new, read locked; its key if it has one.
+
+    Insert-or-keep, then read it locked: an intent parking on this license at the same
+    moment inserts its stub row concurrently (PostgreSQL), and either way one row is
+    there to lock."""
     values = {
         "ref": claimed.ref,
         "product_id": product_id,
@@ -773,18 +778,32 @@ def _create_step(
         "created_by": claimed.id,
         "created_at": t.time(now),
     }
-    # Insert-or-keep, then read it locked: an intent parking on this license at the same
-    # moment inserts its stub row concurrently (PostgreSQL), and either way one row is
-    # there to lock.
     t.run(_NEW_LICENSE, values)
     row = t.one(_GET_LICENSE, {"ref": claimed.ref})
     assert row is not None
-    if row[1]:
-        return CreateStep(key=row[1])
+    return cast(str | None, row[1]) or None
+
+
+def _record_template(t: Tx, claimed: Claimed, product_id: int, template_id: int) -> None:
+    """The template (and product) this run's creation is sent with, on its license."""
     t.run(
         _LICENSE_TEMPLATE,
-        {k: values[k] for k in ("ref", "product_id", "template_id", "created_by")},
+        {
+            "ref": claimed.ref,
+            "product_id": product_id,
+            "template_id": template_id,
+            "created_by": claimed.id,
+        },
     )
+
+
+def _create_step(
+    t: Tx, claimed: Claimed, product_id: int, template_id: int, scope: str, now: datetime
+) -> CreateStep:
+    key = _creation_license(t, claimed, product_id, template_id, now)
+    if key:
+        return CreateStep(key=key)
+    _record_template(t, claimed, product_id, template_id)
     in_flight: list[OpenAttempt] = []
     unknown: list[OpenAttempt] = []
     for id_, intent_id, sent_at, detail, outcome, status, until, lease_owner in t.all(
@@ -829,26 +848,14 @@ def begin_tagged_create(
     creation's outcome is read back by its own tag, whatever else runs beside it."""
     now = utcnow()
     with tx(engine) as t:
-        values = {
-            "ref": claimed.ref,
-            "product_id": product_id,
-            "template_id": template_id,
-            "created_by": claimed.id,
-            "created_at": t.time(now),
-        }
-        t.run(_NEW_LICENSE, values)
-        row = t.one(_GET_LICENSE, {"ref": claimed.ref})
-        assert row is not None
-        if row[1]:
-            return CreateStep(key=row[1])
+        key = _creation_license(t, claimed, product_id, template_id, now)
+        if key:
+            return CreateStep(key=key)
         if _owned(t, claimed.id, claimed.owner) is None:
             return CreateStep(lost=True)
         if len(t.all(_START_HINTS, {"intent_id": claimed.id})) != claimed.hints:
             return CreateStep(changed=True)
-        t.run(
-            _LICENSE_TEMPLATE,
-            {k: values[k] for k in ("ref", "product_id", "template_id", "created_by")},
-        )
+        _record_template(t, claimed, product_id, template_id)
         detail = {"template_id": template_id, "product_id": product_id, "run": claimed.owner}
         return CreateStep(attempt_id=_insert_attempt(t, claimed.id, "key/CreateKey", detail, None))
 
