@@ -14,7 +14,7 @@ from bridge.sandbox import api
 from bridge.sandbox.api import anonymised, fast_entry, form_fields
 from bridge.sandbox.app import create_app
 from bridge.sandbox.call import Call
-from bridge.sandbox.config import DEFAULT_TOKEN
+from bridge.sandbox.config import DEFAULT_PRODUCT_ID, DEFAULT_TOKEN
 
 # The same method: served directly, and (leading "//") through Starlette's router.
 FAST = "/api/product/GetProducts"
@@ -142,3 +142,24 @@ class TestFormFields:
     )
     def test_same_as_parse_qsl(self, text: str) -> None:
         assert form_fields(text) == dict(parse_qsl(text, keep_blank_values=True))
+
+
+class TestProgressView:
+    async def test_counts_keys_linked_keys_and_events_as_the_full_state_does(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        token = {"token": DEFAULT_TOKEN, "ProductId": str(DEFAULT_PRODUCT_ID)}
+        plain = await client.post("/api/key/CreateKey", data=token)
+        assert plain.json()["result"] == 0
+        linked = {"AddOrUseExistingCustomer": "true", "Email": "ada@example.com", "Name": "Ada"}
+        created = await client.post("/api/key/CreateKey", data={**token, **linked})
+        assert created.json()["result"] == 0
+        event = {**token, "EventName": "purchase", "Value": "100"}
+        assert (await client.post("/api/ai/RegisterEvent", data=event)).json()["result"] == 0
+
+        progress = (await client.get("/sandbox/state", params={"view": "progress"})).json()
+        full = (await client.get("/sandbox/state")).json()
+        assert progress == {"keys": 2, "linked_keys": 1, "events": 1}
+        assert progress["keys"] == full["counts"]["keys"]
+        assert progress["events"] == full["counts"]["events"]
+        assert progress["linked_keys"] == sum(1 for k in full["keys"] if k["customer_id"])

@@ -54,8 +54,15 @@ class Clients:
     def is_closed(self) -> bool:
         return all(client.is_closed for client in self.clients)
 
-    async def post(self, url: str, *, data: Mapping[str, str]) -> httpx.Response:
-        return await next(self._turn).post(url, data=data)
+    async def post(
+        self,
+        url: str,
+        *,
+        data: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        return await next(self._turn).post(url, data=data, content=content, headers=headers)
 
     async def aclose(self) -> None:
         for client in self.clients:

@@ -31,6 +31,8 @@ def _sandbox(request: Request) -> Sandbox:
 
 async def show_state(request: Request) -> Response:
     sandbox = _sandbox(request)
+    if request.query_params.get("view") == "progress":
+        return JSONResponse(sandbox.store.progress())
     return JSONResponse({**sandbox.store.snapshot(), "faults": sandbox.faults.config.as_json()})
 
 
