@@ -160,27 +160,48 @@ class TestOneBatch:
         assert recorded.new_intents == ["i1"]
 
 
+class HeldSleep:
+    """The commit delay's timer, held open until the test lets it end."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        self.entered.set()
+        await self.release.wait()
+
+
 class TestCommitDelay:
-    @pytest.mark.parametrize(
-        ("delay", "sizes"),
-        [
-            # The last batch held two: the next flush waits, and a delivery arriving
-            # during the wait joins the one that started it.
-            (0.5, [2, 2]),
-            # Without the delay each arrival is a batch of its own.
-            (0, [2, 1, 1]),
-        ],
-    )
     async def test_under_concurrent_load_a_flush_waits_for_deliveries_in_flight(
-        self, engine: Engine, spy: Spy, delay: float, sizes: list[int]
+        self, engine: Engine, spy: Spy
     ) -> None:
-        batcher = Batcher(engine, None, commit_delay=delay)
+        timer = HeldSleep()
+        batcher = Batcher(engine, None, commit_delay=0.5, sleep=timer)
         await together(batcher, delivery("evt_1"), delivery("evt_2"))
+        # The last batch held two: the next flush waits, and a delivery arriving during
+        # the wait joins the one that started it.
         first = asyncio.create_task(batcher.record(delivery("evt_3")))
-        await asyncio.sleep(0.05)
+        await timer.entered.wait()
+        second = asyncio.create_task(batcher.record(delivery("evt_4")))
+        await asyncio.sleep(0)  # evt_4 is pending beside evt_3
+        timer.release.set()
+        await asyncio.gather(first, second)
+        assert timer.delays == [0.5]
+        assert spy.sizes == [2, 2]
+
+    async def test_without_a_delay_each_arrival_is_a_batch_of_its_own(
+        self, engine: Engine, spy: Spy
+    ) -> None:
+        timer = HeldSleep()
+        batcher = Batcher(engine, None, commit_delay=0, sleep=timer)
+        await together(batcher, delivery("evt_1"), delivery("evt_2"))
+        await batcher.record(delivery("evt_3"))
         await batcher.record(delivery("evt_4"))
-        await first
-        assert spy.sizes == sizes
+        assert timer.delays == []
+        assert spy.sizes == [2, 1, 1]
 
     async def test_lone_deliveries_never_wait(self, engine: Engine, spy: Spy) -> None:
         # A delay no test could sit through: lone deliveries must not meet it.

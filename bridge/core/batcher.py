@@ -31,7 +31,7 @@ the WAL grew without end. Stopping the commits for the whole copy cost the p99.)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
@@ -76,8 +76,10 @@ class Batcher:
         enqueue_timeout: float = ENQUEUE_TIMEOUT,
         checkpoint_every: int = CHECKPOINT_EVERY,
         commit_delay: float = COMMIT_DELAY,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.engine = engine
+        self._sleep = sleep  # the commit delay's timer: tests hold it open, not the clock
         self.queue = queue
         self.max_batch = max_batch
         self.enqueue_timeout = enqueue_timeout
@@ -108,7 +110,7 @@ class Batcher:
         try:
             while self._pending:
                 if self._last_batch > 1 and self.commit_delay > 0:
-                    await asyncio.sleep(self.commit_delay)
+                    await self._sleep(self.commit_delay)
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
                 self._last_batch = len(batch)
