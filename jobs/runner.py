@@ -58,6 +58,20 @@ def _busy_delay(base: float) -> float:
     return base + random.uniform(0, base * 2)
 
 
+# How soon a job looks again at its intent when another run has it. The lease left is a
+# worst case (that run died): a batch that takes its companions along usually ends them
+# in one call, or hands those past its size back as pending within a second, so waiting
+# out the whole lease (a minute in production) would leave them idle that long.
+RUNNING_ELSEWHERE_POLL = 0.5
+
+
+def _wait_for(claimed: store.NotClaimed) -> float:
+    assert claimed.retry_in is not None
+    if claimed.reason == RUNNING_ELSEWHERE:
+        return _busy_delay(min(claimed.retry_in, RUNNING_ELSEWHERE_POLL))
+    return _busy_delay(claimed.retry_in)
+
+
 async def run_intent(ctx: dict[str, Any], intent_id: str) -> str:
     rt: Runtime = ctx["runtime"]
     with tracing.span("intent", intent=intent_id):
@@ -97,7 +111,7 @@ async def _run(rt: Runtime, intent_id: str, *, inline: bool = False) -> tuple[st
     )
     if isinstance(claimed, store.NotClaimed):
         if claimed.retry_in is not None and not (inline and claimed.reason == RUNNING_ELSEWHERE):
-            raise Retry(defer=_busy_delay(claimed.retry_in))
+            raise Retry(defer=_wait_for(claimed))
         return claimed.reason, []
     held = set() if claimed.effect in store.SHARED_EFFECTS else {store.license_lock(claimed.ref)}
     lease = RunLease(rt, intent_id, owner, held, tuple(c.id for c in claimed.companions))
