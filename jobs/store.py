@@ -25,10 +25,10 @@ from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
 from bridge.core import blocks, locks
-from bridge.core.db import session
 from bridge.core.dbapi import Sql, Tx, tx
 from bridge.core.intents import TERMINAL, Effect, Status, merge_start
 from bridge.core.models import Intent, License, LicenseAlias, utcnow
+from bridge.store.db import session
 from jobs.errors import NeedsReview
 
 RUNNING_ELSEWHERE = "running elsewhere"

@@ -38,10 +38,10 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bridge.core import inbox, metrics
-from bridge.core.db import is_sqlite
 from bridge.core.inbox import Delivery, Recorded
 from bridge.core.logs import get_logger
 from bridge.core.queue import Enqueuer
+from bridge.store.db import is_sqlite
 
 log = get_logger(__name__)
 
@@ -159,7 +159,7 @@ class Batcher:
                 future.set_exception(outcome)
 
     async def _store(self, deliveries: Sequence[Delivery]) -> list[Recorded]:
-        # SQLite is a local file with one writer at a time (see bridge.core.db): a thread would
+        # SQLite is a local file with one writer at a time (see bridge.store.db): a thread would
         # only queue on its lock and cost a loop turn. A database over the network gets one.
         if is_sqlite(self.engine):
             recorded = inbox.record_many(self.engine, deliveries)

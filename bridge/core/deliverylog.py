@@ -44,10 +44,10 @@ from typing import Any
 
 from sqlalchemy import DateTime, Engine, bindparam, text
 
-from bridge.core.db import transaction
 from bridge.core.inbox import storable_text
 from bridge.core.logs import get_logger
 from bridge.core.models import utcnow
+from bridge.store.db import transaction
 
 log = get_logger(__name__)
 

@@ -6,7 +6,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import bridge.core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from bridge.core.db import make_engine
+from bridge.store.db import make_engine
 
 target_metadata = SQLModel.metadata
 

@@ -23,8 +23,8 @@ from typing import Any
 import httpx
 import orjson
 
-from bridge.core.db import migrate
 from bridge.core.intents import TAG_PREFIX
+from bridge.store.db import migrate
 from bridge.stripe.signature import sign
 from bridge.tools import bench, loadgen
 from bridge.tools.procs import free_port
