@@ -25,10 +25,10 @@ from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
 from bridge.core import blocks, locks
-from bridge.core.dbapi import Sql, Tx, tx
 from bridge.core.intents import TERMINAL, Effect, Status, merge_start
 from bridge.core.models import Intent, License, LicenseAlias, utcnow
 from bridge.store.db import session
+from bridge.store.dbapi import Sql, Tx, tx
 from jobs.errors import NeedsReview
 
 RUNNING_ELSEWHERE = "running elsewhere"
@@ -47,7 +47,7 @@ KEYLESS_EFFECTS = frozenset({Effect.TRACK_REVENUE, Effect.TRACK_EVENT})
 # a backlog drains in calls of a bounded size. myTracker: 20 items a batch.
 BATCH_SIZES = {Effect.REGISTER_EVENT: 50, Effect.TRACK_REVENUE: 20, Effect.TRACK_EVENT: 20}
 
-# The hot paths run plain SQL on the driver's cursor (bridge.core.dbapi): through SQLAlchemy's
+# The hot paths run plain SQL on the driver's cursor (bridge.store.dbapi): through SQLAlchemy's
 # execution layer they cost several times what the database takes to run them. Rare
 # paths below keep the ORM.
 _GET_INTENT = Sql(
