@@ -21,13 +21,13 @@ from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
 from bridge import providers
-from bridge.core.models import utcnow
 from bridge.core.settings import BridgeConfig, Settings
 from bridge.cryptolens import CryptolensClient, NotFound, make_http_clients
 from bridge.cryptolens.models import LicenseTemplate
 from bridge.cryptolens.pools import Clients
 from bridge.mytracker import api as tracker_api
 from bridge.store.db import make_engine
+from bridge.store.tables import utcnow
 from jobs.errors import Busy
 
 

@@ -26,9 +26,9 @@ from sqlmodel import Session, col, select
 
 from bridge.core import blocks, locks
 from bridge.core.intents import TERMINAL, Effect, Status, merge_start
-from bridge.core.models import Intent, License, LicenseAlias, utcnow
 from bridge.store.db import session
 from bridge.store.dbapi import Sql, Tx, tx
+from bridge.store.tables import Intent, License, LicenseAlias, utcnow
 from jobs.errors import NeedsReview
 
 RUNNING_ELSEWHERE = "running elsewhere"

@@ -25,9 +25,9 @@ from bridge.app import create_app
 from bridge.core.deliverylog import DeliveryLog
 from bridge.core.inbox import add_intents
 from bridge.core.intents import Effect, IntentSpec, Status
-from bridge.core.models import AdminSession, DeliveryCount, Intent
-from bridge.core.models import DeliveryLog as DeliveryLogRow
 from bridge.core.settings import ConfigError, Settings
+from bridge.store.tables import AdminSession, DeliveryCount, Intent
+from bridge.store.tables import DeliveryLog as DeliveryLogRow
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.admin import ADMIN_TOKEN, CSRF, drain_once, sign_in
 from tests.fixtures.pipeline import SECRET, Pipeline, make_settings

@@ -18,9 +18,9 @@ from bridge.core import inbox, metrics
 from bridge.core.batcher import Batcher
 from bridge.core.inbox import Delivery, Recorded
 from bridge.core.intents import Effect, IntentSpec, Plan
-from bridge.core.models import Intent, LicenseAlias, WebhookEvent
 from bridge.core.queue import Enqueuer
 from bridge.store.db import make_engine
+from bridge.store.tables import Intent, LicenseAlias, WebhookEvent
 
 
 def spec(intent_id: str, **params: Any) -> IntentSpec:

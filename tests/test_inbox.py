@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 
 from bridge.core import inbox
 from bridge.core.intents import Effect, IntentSpec, Plan
-from bridge.core.models import Intent, LicenseAlias, StartHint, WebhookEvent
+from bridge.store.tables import Intent, LicenseAlias, StartHint, WebhookEvent
 
 
 def spec(intent_id: str, effect: Effect = Effect.EXTEND) -> IntentSpec:

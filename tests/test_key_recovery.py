@@ -17,10 +17,10 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from bridge.core.intents import TAG_PREFIX, notes_tag
-from bridge.core.models import Attempt, Intent, License, utcnow
 from bridge.core.settings import Settings
 from bridge.sandbox.app import create_app
 from bridge.sandbox.config import DEFAULT_TOKEN, Product, SandboxConfig, Template, TemplateObject
+from bridge.store.tables import Attempt, Intent, License, utcnow
 from jobs import store
 from tests.fixtures.pipeline import make_settings
 from tests.fixtures.runs import add_intent, attempts, finish, intent, later, runtime, step

@@ -14,9 +14,9 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col
 
-from bridge.core.models import Intent, Lock, utcnow
 from bridge.core.settings import Settings
 from bridge.cryptolens.models import LicenseKey
+from bridge.store.tables import Intent, Lock, utcnow
 from jobs.relay import relay_once
 from jobs.runner import run_intent
 from jobs.runtime import Runtime

@@ -12,9 +12,9 @@ from arq import Retry
 from sqlalchemy import Engine
 
 from bridge.core.errors import NoTemplate
-from bridge.core.models import utcnow
 from bridge.core.settings import Settings
 from bridge.crm.errors import CrmRateLimited, PermanentCrmError, UnknownCrmError
+from bridge.store.tables import utcnow
 from jobs import store
 from jobs.runner import _failed_run, backoff
 from jobs.runtime import Runtime

@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, update
 
 from bridge.core.intents import Status
-from bridge.core.models import Intent, utcnow
+from bridge.store.tables import Intent, utcnow
 from jobs import store
 from tests.fixtures.runs import add_intent, add_license, intent, license_row
 

@@ -17,7 +17,7 @@ from sqlmodel import Session, col, select
 
 from bridge import providers
 from bridge.core.intents import Status
-from bridge.core.models import (
+from bridge.store.tables import (
     Attempt,
     DeliveryCount,
     DeliveryLog,

@@ -46,8 +46,8 @@ from sqlalchemy import DateTime, Engine, bindparam, text
 
 from bridge.core.inbox import storable_text
 from bridge.core.logs import get_logger
-from bridge.core.models import utcnow
 from bridge.store.db import transaction
+from bridge.store.tables import utcnow
 
 log = get_logger(__name__)
 

@@ -30,9 +30,9 @@ from sqlalchemy import Dialect, Engine
 from sqlmodel import col, select
 
 from bridge.core.intents import Effect, IntentSpec, Plan, Status
-from bridge.core.models import Intent, WebhookEvent, utcnow
 from bridge.store.db import is_sqlite, session
 from bridge.store.dbapi import tx
+from bridge.store.tables import Intent, WebhookEvent, utcnow
 
 # Keys whose values are secrets even inside a provider's payload (a Checkout Session's
 # client_secret lets anyone complete it from a browser). They are never stored.

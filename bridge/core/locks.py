@@ -11,8 +11,8 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from bridge.core.models import utcnow
 from bridge.store.dbapi import Sql, Tx, tx
+from bridge.store.tables import utcnow
 
 # RETURNING yields the row only when it was inserted or taken over.
 _TAKE = Sql(

@@ -35,10 +35,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.core.logs import get_logger
-from bridge.core.models import utcnow
 from bridge.core.queue import enqueue
 from bridge.core.state import AppState
 from bridge.store.db import is_sqlite
+from bridge.store.tables import utcnow
 from bridge.usage import ledger
 from bridge.usage.openapi import OPENAPI
 from bridge.usage.records import Bad, Result, UsageIn, parse
