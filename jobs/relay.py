@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.core.inbox import pending_intents
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
+from bridge.store.inbox import pending_intents
 from jobs import store
 from jobs.dbcall import db
 from jobs.runtime import Runtime

@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from bridge.core import inbox
 from bridge.core.intents import Effect, IntentSpec, Plan
+from bridge.store import inbox
 from bridge.store.tables import Intent, LicenseAlias, StartHint, WebhookEvent
 
 

@@ -34,9 +34,10 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Receive, Scope, Send
 
-from bridge.core import inbox, metrics, tracing
+from bridge.core import metrics, tracing
 from bridge.core.logs import get_logger
 from bridge.core.state import AppState
+from bridge.store import inbox
 from bridge.stripe.plan import PayloadError, plan
 from bridge.stripe.signature import InvalidSignature, MalformedHeader, verify
 
