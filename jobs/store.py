@@ -24,8 +24,9 @@ from typing import Any, cast
 from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
-from bridge.core import blocks, locks
+from bridge.core import blocks
 from bridge.core.intents import TERMINAL, Effect, Status, merge_start
+from bridge.store import leases
 from bridge.store.db import session
 from bridge.store.dbapi import Sql, Tx, tx
 from bridge.store.tables import Intent, License, LicenseAlias, utcnow
@@ -317,7 +318,7 @@ def claim(
         ref = _resolve(t, license_ref)
         exclusive = Effect(effect) not in SHARED_EFFECTS
         keyless = Effect(effect) in KEYLESS_EFFECTS
-        if exclusive and not locks.take(t, license_lock(ref), owner, lease):
+        if exclusive and not leases.take(t, license_lock(ref), owner, lease):
             return NotClaimed("license busy", BUSY_RETRY)
         row = None if keyless else t.one(_GET_LICENSE, {"ref": ref})
         if row is None and not exclusive and not keyless:
@@ -329,7 +330,7 @@ def claim(
         if not keyless and effect != Effect.CREATE_KEY.value and (row is None or not row[1]):
             # Parked until the key exists: the key's creation (or the relay) wakes it.
             t.run(_PARK, {"id": intent_id, "now": t.time(now)})
-            locks.drop(t, license_lock(ref), owner)
+            leases.drop(t, license_lock(ref), owner)
             return NotClaimed("waiting for the license key", None)
         t.run(
             _RUN,
@@ -549,7 +550,7 @@ def finish(
     the run had lost its intent and wrote nothing.
     """
     with tx(engine) as t:
-        locks.drop(t, license_lock(claimed.ref), claimed.owner)
+        leases.drop(t, license_lock(claimed.ref), claimed.owner)
         attempts = _owned(t, claimed.id, claimed.owner)
         if attempts is None:
             return None
@@ -583,7 +584,7 @@ def reschedule(
     wait measured on it must end on it), the license lease released. An ``error`` of
     None keeps the last one."""
     with tx(engine) as t:
-        locks.drop(t, license_lock(claimed.ref), claimed.owner)
+        leases.drop(t, license_lock(claimed.ref), claimed.owner)
         attempts = _owned(t, claimed.id, claimed.owner)
         if attempts is None:
             return
@@ -613,7 +614,7 @@ def reschedule(
 def release(engine: Engine, claimed: Claimed) -> None:
     """Let go of the license without touching the intent (it is no longer ours)."""
     with tx(engine) as t:
-        locks.drop(t, license_lock(claimed.ref), claimed.owner)
+        leases.drop(t, license_lock(claimed.ref), claimed.owner)
 
 
 # -- attempts (the ledger of mutating calls) ---------------------------------------------
@@ -754,12 +755,12 @@ def begin_create(
     """
     now = utcnow()
     with tx(engine) as t:
-        if not locks.take(t, scope, claimed.owner, lease):
+        if not leases.take(t, scope, claimed.owner, lease):
             return CreateStep(busy=True)
         step = _create_step(t, claimed, product_id, template_id, scope, now)
         if step.unresolved:
             return step  # settled under the gate, which stays this run's until then
-        locks.drop(t, scope, claimed.owner)
+        leases.drop(t, scope, claimed.owner)
         return step
 
 
@@ -880,7 +881,7 @@ def set_license_key(
     another license holds the key or an open review lists it."""
     with tx(engine) as t:
         if release is not None:
-            locks.drop(t, *release)
+            leases.drop(t, *release)
         row = t.one(_GET_LICENSE, {"ref": ref})
         product_id = product[0] if product is not None else (row[0] if row else None)
         if product_id is not None and _held(t, int(product_id), {key}, but=ref):

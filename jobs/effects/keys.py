@@ -20,7 +20,6 @@ import asyncio
 import functools
 from typing import Any
 
-from bridge.core import locks
 from bridge.core.intents import TAG_PREFIX, creation_notes, notes_tag
 from bridge.core.logs import get_logger
 from bridge.cryptolens import CryptolensError, NotFound
@@ -32,6 +31,7 @@ from bridge.cryptolens.models import (
     TimeRange,
     WebApiLog,
 )
+from bridge.store import leases
 from jobs import store
 from jobs.dbcall import db
 from jobs.effects.customers import change_customer, find_or_add_customer
@@ -390,7 +390,7 @@ async def _begin_create(
                 await _settle_creates(run, product_id, step.unresolved)
             except BaseException:
                 run.lease.discard(scope)
-                await db(locks.release, rt.engine, scope, intent.owner)
+                await db(leases.release, rt.engine, scope, intent.owner)
                 raise
             run.lease.discard(scope)  # the next begin_create takes it back and drops it
             continue

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from bridge.core import locks
 from bridge.cryptolens import CryptolensError, OutcomeUnknown, Transient
+from bridge.store import leases
 from jobs import store
 from jobs.dbcall import db
 from jobs.errors import Busy, LeaseLost, NotYet
@@ -179,7 +179,7 @@ async def held(run: Run, name: str, *, wait: float = 2.0) -> AsyncIterator[None]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         delay = 0.005
-        while not await db(locks.acquire, rt.engine, name, owner, rt.settings.lease_seconds):
+        while not await db(leases.acquire, rt.engine, name, owner, rt.settings.lease_seconds):
             if loop.time() >= deadline:
                 raise Busy(name)
             await asyncio.sleep(delay * (0.5 + rt.random()))
@@ -189,4 +189,4 @@ async def held(run: Run, name: str, *, wait: float = 2.0) -> AsyncIterator[None]
             yield
         finally:
             run.lease.discard(name)
-            await db(locks.release, rt.engine, name, owner)
+            await db(leases.release, rt.engine, name, owner)
