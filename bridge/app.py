@@ -24,13 +24,13 @@ from starlette.routing import BaseRoute, Route
 from bridge import operator_port, providers
 from bridge.core import metrics
 from bridge.core.batcher import Batcher
-from bridge.core.deliverylog import DeliveryLog
 from bridge.core.queue import Enqueuer, connect
 from bridge.core.settings import ConfigError, Settings
 from bridge.core.state import AppState
 from bridge.core.throttle import Throttle
 from bridge.cryptolens import CryptolensClient, make_http_client
 from bridge.store.db import make_engine
+from bridge.store.deliveries import DeliveryLog
 from bridge.usage import endpoint as usage_endpoint
 
 

@@ -151,7 +151,7 @@ class Lock(SQLModel, table=True):
 class DeliveryLog(SQLModel, table=True):
     """A delivery that stored no new event: refused (and why), or a duplicate.
 
-    Only the newest ``bridge.core.deliverylog.KEEP`` rows are kept, and never a body: a
+    Only the newest ``bridge.store.deliveries.KEEP`` rows are kept, and never a body: a
     forged or garbled request is evidence of *what* was refused, not something to keep.
     """
 
