@@ -33,13 +33,13 @@ from bridge.core.errors import BridgeError, Permanent, Unknown
 from bridge.core.intents import Effect, Status
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
-from jobs import store
+from bridge.store import intents
+from bridge.store.intents import RUNNING_ELSEWHERE
 from jobs.dbcall import db
 from jobs.effects import Run, apply
 from jobs.errors import Busy, LeaseLost, NeedsReview, NotYet
 from jobs.lease import RunLease
 from jobs.runtime import Runtime
-from jobs.store import RUNNING_ELSEWHERE
 
 log = get_logger(__name__)
 
@@ -93,15 +93,17 @@ async def _run(rt: Runtime, intent_id: str, *, inline: bool = False) -> tuple[st
     # One owner per run: leases taken by this run are this run's, not the process's.
     owner = f"{rt.owner}:{uuid.uuid4().hex[:12]}"
     claimed = await db(
-        store.claim, rt.engine, intent_id, owner, rt.settings.lease_seconds, at=rt.now()
+        intents.claim, rt.engine, intent_id, owner, rt.settings.lease_seconds, at=rt.now()
     )
-    if isinstance(claimed, store.NotClaimed):
+    if isinstance(claimed, intents.NotClaimed):
         if claimed.retry_in is not None and not (inline and claimed.reason == RUNNING_ELSEWHERE):
             raise Retry(defer=_busy_delay(claimed.retry_in))
         return claimed.reason, []
-    held = set() if claimed.effect in store.SHARED_EFFECTS else {store.license_lock(claimed.ref)}
+    held = (
+        set() if claimed.effect in intents.SHARED_EFFECTS else {intents.license_lock(claimed.ref)}
+    )
     lease = RunLease(rt, intent_id, owner, held, tuple(c.id for c in claimed.companions))
-    run = Run(rt, claimed, store.Outcome(), lease, follow=lambda i: _follow(rt, i, intent_id))
+    run = Run(rt, claimed, intents.Outcome(), lease, follow=lambda i: _follow(rt, i, intent_id))
     try:
         return await _apply(run)
     finally:
@@ -118,7 +120,7 @@ async def _apply(run: Run) -> tuple[str, list[str]]:
             result = await apply(run)
     except Busy:
         await db(
-            store.reschedule,
+            intents.reschedule,
             rt.engine,
             claimed,
             outcome,
@@ -127,10 +129,10 @@ async def _apply(run: Run) -> tuple[str, list[str]]:
             count=False,
             at=rt.now(),
         )
-        raise Retry(defer=_busy_delay(store.BUSY_RETRY)) from None
+        raise Retry(defer=_busy_delay(intents.BUSY_RETRY)) from None
     except NotYet as wait:
         await db(
-            store.reschedule,
+            intents.reschedule,
             rt.engine,
             claimed,
             outcome,
@@ -142,11 +144,11 @@ async def _apply(run: Run) -> tuple[str, list[str]]:
         bound.info("intent waits", reason=str(wait), seconds=round(wait.retry_in, 3))
         raise Retry(defer=wait.retry_in) from None
     except LeaseLost:
-        await db(store.release, rt.engine, claimed)
+        await db(intents.release, rt.engine, claimed)
         bound.warning("intent run stopped: it is no longer this worker's")
         return "lease_lost", []
     except NeedsReview as exc:
-        await db(store.finish, rt.engine, claimed, Status.NEEDS_REVIEW, outcome, error=str(exc))
+        await db(intents.finish, rt.engine, claimed, Status.NEEDS_REVIEW, outcome, error=str(exc))
         # The reason may list license keys: it goes to the database, not the log.
         bound.warning("intent needs review; see: cryptolens-bridge intents --status needs_review")
         return "needs_review", []
@@ -154,7 +156,7 @@ async def _apply(run: Run) -> tuple[str, list[str]]:
         return await _failed_run(rt, claimed, outcome, exc), []
 
     woken = await db(
-        store.finish,
+        intents.finish,
         rt.engine,
         claimed,
         Status.DONE,
@@ -168,7 +170,7 @@ async def _apply(run: Run) -> tuple[str, list[str]]:
 
 
 async def _failed_run(
-    rt: Runtime, claimed: store.Claimed, outcome: store.Outcome, exc: Exception
+    rt: Runtime, claimed: intents.Claimed, outcome: intents.Outcome, exc: Exception
 ) -> str:
     known = isinstance(exc, BridgeError)  # Cryptolens', a CRM's, Stripe's
     message = str(exc) if known else f"{type(exc).__name__}: {exc}"
@@ -179,7 +181,7 @@ async def _failed_run(
             message = f"gave up after {attempts} attempts: {message}"
         # Given up after the run's own attempts: its companions' are not spent.
         await db(
-            store.finish,
+            intents.finish,
             rt.engine,
             claimed,
             Status.FAILED,
@@ -206,7 +208,7 @@ async def _failed_run(
             delay=round(delay, 3),
         )
     await db(
-        store.reschedule,
+        intents.reschedule,
         rt.engine,
         claimed,
         outcome,

@@ -16,11 +16,11 @@ from sqlmodel import Session, col
 
 from bridge.core.settings import Settings
 from bridge.cryptolens.models import LicenseKey
+from bridge.store.intents import license_lock
 from bridge.store.tables import Intent, Lock, utcnow
 from jobs.relay import relay_once
 from jobs.runner import run_intent
 from jobs.runtime import Runtime
-from jobs.store import license_lock
 from tests.fixtures.pipeline import make_settings
 from tests.fixtures.runs import (
     DAY,

@@ -19,8 +19,8 @@ from typing import Any
 
 from bridge.core.errors import Permanent
 from bridge.cryptolens import Refused
+from bridge.store import intents
 from bridge.usage import ledger
-from jobs import store
 from jobs.dbcall import db
 from jobs.effects.meter import send_meter_event
 from jobs.effects.run import Run, mutate
@@ -34,7 +34,7 @@ class UsageConfigError(Permanent):
     product without a meter event name): a person must fix the configuration."""
 
 
-async def record_usage(run: Run, license_: store.LicenseView) -> dict[str, Any]:
+async def record_usage(run: Run, license_: intents.LicenseView) -> dict[str, Any]:
     assert license_.product_id is not None and license_.key is not None
     rt = run.rt
     product_id, key = license_.product_id, license_.key
@@ -51,7 +51,7 @@ async def record_usage(run: Run, license_: store.LicenseView) -> dict[str, Any]:
     return {"recorded": amount}
 
 
-async def report_usage(run: Run, license_: store.LicenseView) -> dict[str, Any]:
+async def report_usage(run: Run, license_: intents.LicenseView) -> dict[str, Any]:
     """Seal the intent's aggregate and send its amount to its sink, once."""
     rt = run.rt
     aggregate = await db(ledger.seal, rt.engine, run.intent.id, rt.now())
