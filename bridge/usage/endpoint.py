@@ -37,9 +37,9 @@ from starlette.responses import JSONResponse, Response
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
 from bridge.core.state import AppState
+from bridge.store import ledger
 from bridge.store.db import is_sqlite
 from bridge.store.tables import utcnow
-from bridge.usage import ledger
 from bridge.usage.openapi import OPENAPI
 from bridge.usage.records import Bad, Result, UsageIn, parse
 

@@ -21,9 +21,8 @@ from typing import Any
 from bridge.core.errors import Permanent
 from bridge.core.intents import public_id
 from bridge.cryptolens import OutcomeUnknown
-from bridge.store import intents
+from bridge.store import intents, ledger
 from bridge.stripe import api as stripe_api
-from bridge.usage import ledger
 from jobs.dbcall import db
 from jobs.effects.run import Run
 from jobs.errors import NeedsReview

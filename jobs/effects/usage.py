@@ -1,6 +1,6 @@
 """RECORD_USAGE and REPORT_USAGE: metered billing.
 
-REPORT_USAGE runs one usage aggregate (``bridge.usage.ledger``): it seals the aggregate
+REPORT_USAGE runs one usage aggregate (``bridge.store.ledger``): it seals the aggregate
 (no record joins it after: its amount is final), then sends that amount to the sink
 fixed when the aggregate was opened.
 
@@ -19,8 +19,7 @@ from typing import Any
 
 from bridge.core.errors import Permanent
 from bridge.cryptolens import Refused
-from bridge.store import intents
-from bridge.usage import ledger
+from bridge.store import intents, ledger
 from jobs.dbcall import db
 from jobs.effects.meter import send_meter_event
 from jobs.effects.run import Run, mutate
