@@ -183,7 +183,7 @@ class DeliveryCount(SQLModel, table=True):
 
 
 class AdminSession(SQLModel, table=True):
-    """A signed-in session of the admin page (``bridge.admin.sessions`` owns the table).
+    """A signed-in session of the admin page (``bridge.store.sessions`` owns the table).
 
     Only the SHA-256 of the session id is kept: the id itself is in the operator's cookie,
     so reading this table yields nothing that signs anyone in. Signing out deletes the row.
