@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from bridge.core.logs import get_logger
-from bridge.store import intents
+from bridge.store import leases
 from jobs.dbcall import db
 from jobs.errors import LeaseLost
 
@@ -51,7 +51,7 @@ class RunLease:
         self.intent_id = intent_id
         self.owner = owner
         self._names = set(names)
-        # Intents the claim took with this one (``intents.Claimed.companions``): the run
+        # Intents the claim took with this one (``claims.Claimed.companions``): the run
         # holds their leases too, and is lost if it loses one of them.
         self._companions = companions
         self._seconds = rt.settings.lease_seconds
@@ -82,7 +82,7 @@ class RunLease:
             return False
         started = self._loop.time()
         missing = await db(
-            intents.renew_leases,
+            leases.renew_leases,
             self._rt.engine,
             self.intent_id,
             self.owner,

@@ -13,7 +13,7 @@ from typing import Any
 
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
-from bridge.store import intents
+from bridge.store import wake
 from bridge.store.inbox import pending_intents
 from jobs.dbcall import db
 from jobs.runtime import Runtime
@@ -24,7 +24,7 @@ log = get_logger(__name__)
 async def relay_once(rt: Runtime) -> int:
     if rt.redis is None:
         return 0
-    ready = await db(intents.wake_ready_waiting, rt.engine)
+    ready = await db(wake.wake_ready_waiting, rt.engine)
     ids = await db(pending_intents, rt.engine)
     queued = await enqueue(rt.redis, [*ready, *ids])
     if queued:

@@ -33,8 +33,8 @@ from bridge.core.errors import BridgeError, Permanent, Unknown
 from bridge.core.intents import Effect, Status
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
-from bridge.store import intents
-from bridge.store.intents import RUNNING_ELSEWHERE
+from bridge.store import claims, intents, leases
+from bridge.store.claims import RUNNING_ELSEWHERE
 from jobs.dbcall import db
 from jobs.effects import Run, apply
 from jobs.errors import Busy, LeaseLost, NeedsReview, NotYet
@@ -93,15 +93,13 @@ async def _run(rt: Runtime, intent_id: str, *, inline: bool = False) -> tuple[st
     # One owner per run: leases taken by this run are this run's, not the process's.
     owner = f"{rt.owner}:{uuid.uuid4().hex[:12]}"
     claimed = await db(
-        intents.claim, rt.engine, intent_id, owner, rt.settings.lease_seconds, at=rt.now()
+        claims.claim, rt.engine, intent_id, owner, rt.settings.lease_seconds, at=rt.now()
     )
-    if isinstance(claimed, intents.NotClaimed):
+    if isinstance(claimed, claims.NotClaimed):
         if claimed.retry_in is not None and not (inline and claimed.reason == RUNNING_ELSEWHERE):
             raise Retry(defer=_busy_delay(claimed.retry_in))
         return claimed.reason, []
-    held = (
-        set() if claimed.effect in intents.SHARED_EFFECTS else {intents.license_lock(claimed.ref)}
-    )
+    held = set() if claimed.effect in claims.SHARED_EFFECTS else {leases.license_lock(claimed.ref)}
     lease = RunLease(rt, intent_id, owner, held, tuple(c.id for c in claimed.companions))
     run = Run(rt, claimed, intents.Outcome(), lease, follow=lambda i: _follow(rt, i, intent_id))
     try:
@@ -129,7 +127,7 @@ async def _apply(run: Run) -> tuple[str, list[str]]:
             count=False,
             at=rt.now(),
         )
-        raise Retry(defer=_busy_delay(intents.BUSY_RETRY)) from None
+        raise Retry(defer=_busy_delay(claims.BUSY_RETRY)) from None
     except NotYet as wait:
         await db(
             intents.reschedule,
@@ -170,7 +168,7 @@ async def _apply(run: Run) -> tuple[str, list[str]]:
 
 
 async def _failed_run(
-    rt: Runtime, claimed: intents.Claimed, outcome: intents.Outcome, exc: Exception
+    rt: Runtime, claimed: claims.Claimed, outcome: intents.Outcome, exc: Exception
 ) -> str:
     known = isinstance(exc, BridgeError)  # Cryptolens', a CRM's, Stripe's
     message = str(exc) if known else f"{type(exc).__name__}: {exc}"

@@ -16,7 +16,7 @@ from sqlmodel import Session, col
 
 from bridge.core.settings import Settings
 from bridge.cryptolens.models import LicenseKey
-from bridge.store.intents import license_lock
+from bridge.store.leases import license_lock
 from bridge.store.tables import Intent, Lock, utcnow
 from jobs.relay import relay_once
 from jobs.runner import run_intent

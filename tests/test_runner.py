@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from bridge.core.errors import NoTemplate
 from bridge.core.settings import Settings
 from bridge.crm.errors import CrmRateLimited, PermanentCrmError, UnknownCrmError
-from bridge.store import intents
+from bridge.store import claims, intents
 from bridge.store.tables import utcnow
 from jobs.runner import _failed_run, backoff
 from jobs.runtime import Runtime
@@ -46,11 +46,11 @@ class FakeRuntime:
         return self.clock()
 
 
-def claimed(engine: Engine) -> intents.Claimed:
+def claimed(engine: Engine) -> claims.Claimed:
     add_license(engine, REF, "KEY-1")
     add_intent(engine, "i1", "write_back", REF, {"deal_id": "1"}, 100)
-    found = intents.claim(engine, "i1", "w1", 30)
-    assert isinstance(found, intents.Claimed)
+    found = claims.claim(engine, "i1", "w1", 30)
+    assert isinstance(found, claims.Claimed)
     return found
 
 
@@ -85,8 +85,8 @@ async def test_an_unknown_outcome_is_retried_until_the_attempts_run_out(engine: 
         with pytest.raises(Retry):
             await _failed_run(rt, c, intents.Outcome(), UnknownCrmError("no reply"))
         assert intent(engine, "i1").attempts == attempt
-        again = intents.claim(engine, "i1", "w1", 30, at=utcnow().replace(year=2100))
-        assert isinstance(again, intents.Claimed)
+        again = claims.claim(engine, "i1", "w1", 30, at=utcnow().replace(year=2100))
+        assert isinstance(again, claims.Claimed)
         c = again
     assert await _failed_run(rt, c, intents.Outcome(), UnknownCrmError("no reply")) == "failed"
     assert intent(engine, "i1").last_error == "gave up after 3 attempts: no reply"

@@ -8,7 +8,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, update
 
 from bridge.core.intents import Status
-from bridge.store import intents
+from bridge.store import claims, creations, intents, wake
 from bridge.store.tables import Intent, utcnow
 from tests.fixtures.runs import add_intent, add_license, intent, license_row
 
@@ -17,8 +17,8 @@ REF = "crm:zoho:deal:D1"
 
 def test_an_intent_without_its_key_is_parked_waiting(engine: Engine) -> None:
     add_intent(engine, "i1", "block", REF, {"reason": "crm_lost"}, 100)
-    claimed = intents.claim(engine, "i1", "w1", 30)
-    assert isinstance(claimed, intents.NotClaimed)
+    claimed = claims.claim(engine, "i1", "w1", 30)
+    assert isinstance(claimed, claims.NotClaimed)
     assert (claimed.reason, claimed.retry_in) == ("waiting for the license key", None)
     assert intent(engine, "i1").status == "waiting"
 
@@ -27,20 +27,20 @@ def test_a_claim_leases_the_license_and_a_second_run_waits(engine: Engine) -> No
     add_license(engine, REF, "KEY-1")
     add_intent(engine, "i1", "block", REF, {}, 100)
     add_intent(engine, "i2", "unblock", REF, {}, 101)
-    first = intents.claim(engine, "i1", "w1", 30)
-    assert isinstance(first, intents.Claimed) and first.license is not None
+    first = claims.claim(engine, "i1", "w1", 30)
+    assert isinstance(first, claims.Claimed) and first.license is not None
     assert first.license.key == "KEY-1"
-    second = intents.claim(engine, "i2", "w2", 30)
-    assert isinstance(second, intents.NotClaimed) and second.reason == "license busy"
-    again = intents.claim(engine, "i1", "w3", 30)
-    assert isinstance(again, intents.NotClaimed) and again.reason == "running elsewhere"
+    second = claims.claim(engine, "i2", "w2", 30)
+    assert isinstance(second, claims.NotClaimed) and second.reason == "license busy"
+    again = claims.claim(engine, "i1", "w3", 30)
+    assert isinstance(again, claims.NotClaimed) and again.reason == "running elsewhere"
 
 
 def test_finish_writes_status_and_license_facts_in_one_go(engine: Engine) -> None:
     add_license(engine, REF, "KEY-1")
     add_intent(engine, "i1", "set_customer", REF, {}, 100)
-    claimed = intents.claim(engine, "i1", "w1", 30)
-    assert isinstance(claimed, intents.Claimed)
+    claimed = claims.claim(engine, "i1", "w1", 30)
+    assert isinstance(claimed, claims.Claimed)
     outcome = intents.Outcome(license={"customer_id": 7, "customer_decided_at": 100})
     assert intents.finish(engine, claimed, Status.DONE, outcome, result={"ok": 1}) == []
     row = license_row(engine, REF)
@@ -48,14 +48,14 @@ def test_finish_writes_status_and_license_facts_in_one_go(engine: Engine) -> Non
     assert intent(engine, "i1").status == "done"
     # The lease is released: the next intent of the license is claimed at once.
     add_intent(engine, "i2", "set_customer", REF, {}, 101)
-    assert isinstance(intents.claim(engine, "i2", "w2", 30), intents.Claimed)
+    assert isinstance(claims.claim(engine, "i2", "w2", 30), claims.Claimed)
 
 
 def test_a_run_that_lost_its_intent_writes_nothing(engine: Engine) -> None:
     add_license(engine, REF, "KEY-1")
     add_intent(engine, "i1", "set_customer", REF, {}, 100)
-    claimed = intents.claim(engine, "i1", "w1", 30)
-    assert isinstance(claimed, intents.Claimed)
+    claimed = claims.claim(engine, "i1", "w1", 30)
+    assert isinstance(claimed, claims.Claimed)
     intents.set_needs_review(engine, "i1", "a person took it")
     outcome = intents.Outcome(license={"customer_id": 7})
     assert intents.finish(engine, claimed, Status.DONE, outcome) is None
@@ -66,36 +66,36 @@ def test_a_run_that_lost_its_intent_writes_nothing(engine: Engine) -> None:
 def test_a_backoff_is_measured_on_the_runtime_clock(engine: Engine) -> None:
     add_license(engine, REF, "KEY-1")
     add_intent(engine, "i1", "block", REF, {}, 100)
-    claimed = intents.claim(engine, "i1", "w1", 30)
-    assert isinstance(claimed, intents.Claimed)
+    claimed = claims.claim(engine, "i1", "w1", 30)
+    assert isinstance(claimed, claims.Claimed)
     at = utcnow() + timedelta(days=1)  # the runtime's clock, a day ahead
     intents.reschedule(engine, claimed, intents.Outcome(), delay=60, error="x", count=True, at=at)
-    early = intents.claim(engine, "i1", "w1", 30, at=at + timedelta(seconds=59))
-    assert isinstance(early, intents.NotClaimed) and early.reason == "backing off"
+    early = claims.claim(engine, "i1", "w1", 30, at=at + timedelta(seconds=59))
+    assert isinstance(early, claims.NotClaimed) and early.reason == "backing off"
     assert early.retry_in is not None and 0 < early.retry_in <= 1
     assert isinstance(
-        intents.claim(engine, "i1", "w1", 30, at=at + timedelta(seconds=60)), intents.Claimed
+        claims.claim(engine, "i1", "w1", 30, at=at + timedelta(seconds=60)), claims.Claimed
     )
     assert intent(engine, "i1").attempts == 1
 
 
 def test_a_new_key_wakes_the_waiting_intents_of_its_license(engine: Engine) -> None:
     add_intent(engine, "i1", "block", REF, {}, 100)
-    assert isinstance(intents.claim(engine, "i1", "w1", 30), intents.NotClaimed)
-    assert intents.wake_ready_waiting(engine) == []
+    assert isinstance(claims.claim(engine, "i1", "w1", 30), claims.NotClaimed)
+    assert wake.wake_ready_waiting(engine) == []
     add_license(engine, REF, "KEY-1")
-    assert intents.wake_ready_waiting(engine) == ["i1"]
+    assert wake.wake_ready_waiting(engine) == ["i1"]
     assert intent(engine, "i1").status == "pending"
 
 
 def test_intents_that_never_get_a_key_do_not_hide_the_ready_ones(engine: Engine) -> None:
     for n in range(3):  # losses of deals never won: they wait for a key that never comes
         add_intent(engine, f"a-never-{n}", "block", f"crm:zoho:deal:N{n}", {}, 100)
-        assert isinstance(intents.claim(engine, f"a-never-{n}", "w1", 30), intents.NotClaimed)
+        assert isinstance(claims.claim(engine, f"a-never-{n}", "w1", 30), claims.NotClaimed)
     add_intent(engine, "z-ready", "block", REF, {}, 100)
-    assert isinstance(intents.claim(engine, "z-ready", "w1", 30), intents.NotClaimed)
+    assert isinstance(claims.claim(engine, "z-ready", "w1", 30), claims.NotClaimed)
     add_license(engine, REF, "KEY-1")
-    assert intents.wake_ready_waiting(engine, limit=2) == ["z-ready"]
+    assert wake.wake_ready_waiting(engine, limit=2) == ["z-ready"]
 
 
 def test_a_stale_wake_never_runs_a_finished_intent_again(engine: Engine) -> None:
@@ -107,11 +107,11 @@ def test_a_stale_wake_never_runs_a_finished_intent_again(engine: Engine) -> None
     with Session(engine) as s:
         s.execute(update(Intent).where(col(Intent.id) == "e1").values(status="done"))
         s.commit()
-        assert intents._make_pending(s, ["e1"]) == []  # what the relay read a moment ago
+        assert wake._make_pending(s, ["e1"]) == []  # what the relay read a moment ago
         s.commit()
     assert intent(engine, "e1").status == "done"
-    assert intents.wake_ready_waiting(engine) == []
-    assert intents.wake_shared(engine, REF) == []
+    assert wake.wake_ready_waiting(engine) == []
+    assert wake.wake_shared(engine, REF) == []
 
 
 def test_a_key_creation_takes_over_the_stub_a_parked_event_left(engine: Engine) -> None:
@@ -119,12 +119,12 @@ def test_a_key_creation_takes_over_the_stub_a_parked_event_left(engine: Engine) 
     (which may be inserting that row at the same moment, on PostgreSQL) keeps the row
     and fills it in, instead of failing on the unique ref."""
     add_intent(engine, "e1", "register_event", REF, {}, 100)
-    parked = intents.claim(engine, "e1", "w1", 30)
-    assert isinstance(parked, intents.NotClaimed) and parked.reason == "waiting for the license key"
+    parked = claims.claim(engine, "e1", "w1", 30)
+    assert isinstance(parked, claims.NotClaimed) and parked.reason == "waiting for the license key"
     add_intent(engine, "c1", "create_key", REF, {}, 100)
-    claimed = intents.claim(engine, "c1", "w2", 30)
-    assert isinstance(claimed, intents.Claimed)
-    step = intents.begin_create(
+    claimed = claims.claim(engine, "c1", "w2", 30)
+    assert isinstance(claimed, claims.Claimed)
+    step = creations.begin_create(
         engine, claimed, product_id=1001, template_id=1, scope="create:1001", lease=30
     )
     assert step.attempt_id is not None

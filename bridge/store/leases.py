@@ -1,4 +1,5 @@
-"""Leases in the database: short locks that survive Redis restarts and expire on crashes.
+"""The ``lock`` table: leases in the database, short locks that survive Redis restarts
+and expire on crashes; and the renewal of all of a run's leases.
 
 A lease is a row ``(name, owner, until)``. Taking it is one statement — insert, or take
 over a row whose lease has run out — so two workers can never both hold it, on SQLite or
@@ -21,6 +22,17 @@ _TAKE = Sql(
     WHERE lock.until < :now OR lock.owner = :owner RETURNING name"""
 )
 _DROP = Sql("DELETE FROM lock WHERE name = :name AND owner = :owner")
+_RENEW = Sql("UPDATE lock SET until = :until WHERE name = :name AND owner = :owner")
+# An intent's own lease (``intent.lease_owner``, taken by its claim) renews with the rest.
+_RENEW_INTENT = Sql(
+    """UPDATE intent SET lease_until = :until WHERE id = :id AND lease_owner = :owner
+    AND status = 'running'"""
+)
+
+
+def license_lock(ref: str) -> str:
+    """The lease a run holds on its license (effects on one license never overlap)."""
+    return f"license:{ref}"
 
 
 def take(t: Tx, name: str, owner: str, seconds: float) -> bool:
@@ -49,3 +61,27 @@ def acquire(engine: Engine, name: str, owner: str, seconds: float) -> bool:
 def release(engine: Engine, name: str, owner: str) -> None:
     with tx(engine) as t:
         drop(t, name, owner)
+
+
+def renew_leases(
+    engine: Engine,
+    intent_id: str,
+    owner: str,
+    names: list[str],
+    seconds: float,
+    companions: tuple[str, ...] = (),
+) -> list[str] | None:
+    """Extend the run's intent lease (and its companions', ``Claimed.companions``) and
+    its named leases. None if an intent is no longer the run's, else the names it no
+    longer holds (released meanwhile, or lost)."""
+    until = utcnow() + timedelta(seconds=seconds)
+    with tx(engine) as t:
+        at = t.time(until)
+        for id_ in (intent_id, *companions):
+            if t.run(_RENEW_INTENT, {"id": id_, "owner": owner, "until": at}) != 1:
+                return None
+        return [
+            name
+            for name in names
+            if t.run(_RENEW, {"name": name, "owner": owner, "until": at}) != 1
+        ]

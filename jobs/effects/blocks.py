@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.core import blocks
-from bridge.store import intents
+from bridge.store import intents, licenses
 from jobs.dbcall import db
 from jobs.effects.readback import key_scope, settle_key_calls
 from jobs.effects.run import Run, mutate
@@ -15,7 +15,7 @@ from jobs.effects.run import Run, mutate
 _METHODS = ("key/BlockKey", "key/UnblockKey")
 
 
-async def set_block(run: Run, license_: intents.LicenseView) -> dict[str, Any]:
+async def set_block(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
     assert license_.product_id is not None and license_.key is not None
     rt, intent = run.rt, run.intent
     # Read under the license lease: every block intent that runs after this one reads

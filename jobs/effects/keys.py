@@ -31,7 +31,7 @@ from bridge.cryptolens.models import (
     TimeRange,
     WebApiLog,
 )
-from bridge.store import intents, leases
+from bridge.store import attempts, creations, intents, leases, licenses, wake
 from jobs.dbcall import db
 from jobs.effects.customers import change_customer, find_or_add_customer
 from jobs.effects.run import READ_BACK_SLACK, Run, failed_outcome, mutate, together, unix
@@ -88,7 +88,7 @@ async def create_key(run: Run) -> dict[str, Any]:
             fresh_notes = template.notes or ""
         # What waits for the key without needing the license (the purchase event) starts
         # now, beside the tag and the link below.
-        for woken in await db(intents.wake_shared, rt.engine, intent.ref):
+        for woken in await db(wake.wake_shared, rt.engine, intent.ref):
             run.start(woken)
 
     # The tag and the link do not depend on each other: together.
@@ -136,7 +136,7 @@ async def _create_tagged(run: Run, template: LicenseTemplate, source: str) -> di
         product_id, key_string, objects = template.product_id, created.key, ()
         customer_id = created.customer_id
     # What waits for the key without needing the license (the purchase event) starts now.
-    for woken in await db(intents.wake_shared, rt.engine, intent.ref):
+    for woken in await db(wake.wake_shared, rt.engine, intent.ref):
         run.start(woken)
     await _follow_up(run, template, product_id, key_string, objects)
     if email and customer_id is None:
@@ -177,10 +177,10 @@ async def _settle_tagged(run: Run) -> tuple[int, LicenseKey] | None:
         if not final:
             left = (run.settle_after(attempt) - rt.now()).total_seconds()
             raise NotYet(f"{CREATE} may still land", max(left, 0.0))
-        await db(intents.finish_attempt, rt.engine, attempt.id, "not_applied")
+        await db(attempts.finish_attempt, rt.engine, attempt.id, "not_applied")
         return None
     await db(
-        intents.set_license_key,
+        licenses.set_license_key,
         rt.engine,
         intent.ref,
         key.key,
@@ -211,7 +211,7 @@ async def _create(
     product_id = template.product_id
     await run.lease.ensure(run.call_bound * 1.25)
     step = await db(
-        intents.begin_tagged_create,
+        creations.begin_tagged_create,
         rt.engine,
         intent,
         product_id=product_id,
@@ -238,12 +238,12 @@ async def _create(
             ),
         )
     except LeaseLost:
-        await db(intents.finish_attempt, rt.engine, step.attempt_id, "not_applied")
+        await db(attempts.finish_attempt, rt.engine, step.attempt_id, "not_applied")
         raise
     except CryptolensError as exc:
-        await db(intents.finish_attempt, rt.engine, step.attempt_id, failed_outcome(exc))
+        await db(attempts.finish_attempt, rt.engine, step.attempt_id, failed_outcome(exc))
         raise
-    await db(intents.set_license_key, rt.engine, intent.ref, created.key, step.attempt_id)
+    await db(licenses.set_license_key, rt.engine, intent.ref, created.key, step.attempt_id)
     return created
 
 
@@ -330,7 +330,7 @@ async def _create_or_recover(run: Run, product_id: int, template_id: int) -> tup
     """The license's key, and whether this call created it.
 
     Creations of one template run concurrently, across jobs and workers; the product's
-    creation gate (``intents.begin_create``) keeps out what would make a lost reply's key
+    creation gate (``creations.begin_create``) keeps out what would make a lost reply's key
     ambiguous, and is held only while deciding (or while settling unknown creations).
     """
     rt, intent = run.rt, run.intent
@@ -344,18 +344,18 @@ async def _create_or_recover(run: Run, product_id: int, template_id: int) -> tup
             FROM_TEMPLATE, lambda: rt.client.create_key_from_template(template_id)
         )
     except LeaseLost:
-        await db(intents.finish_attempt, rt.engine, step.attempt_id, "not_applied")
+        await db(attempts.finish_attempt, rt.engine, step.attempt_id, "not_applied")
         raise
     except CryptolensError as exc:
-        await db(intents.finish_attempt, rt.engine, step.attempt_id, failed_outcome(exc))
+        await db(attempts.finish_attempt, rt.engine, step.attempt_id, failed_outcome(exc))
         raise
-    await db(intents.set_license_key, rt.engine, intent.ref, created.key, step.attempt_id)
+    await db(licenses.set_license_key, rt.engine, intent.ref, created.key, step.attempt_id)
     return created.key, True
 
 
 async def _begin_create(
     run: Run, product_id: int, template_id: int, scope: str
-) -> intents.CreateStep:
+) -> creations.CreateStep:
     """Pass the product's creation gate: wait while it is held or must drain, settle what
     is unknown (holding the gate), and return a key or a recorded attempt."""
     rt, intent = run.rt, run.intent
@@ -366,7 +366,7 @@ async def _begin_create(
     while True:
         await run.lease.ensure(run.call_bound * 1.25)
         step = await db(
-            intents.begin_create,
+            creations.begin_create,
             rt.engine,
             intent,
             product_id=product_id,
@@ -400,7 +400,7 @@ async def _begin_create(
         delay = min(delay * 2, 0.1)
 
 
-async def _settle_creates(run: Run, product_id: int, unknown: list[intents.OpenAttempt]) -> None:
+async def _settle_creates(run: Run, product_id: int, unknown: list[attempts.OpenAttempt]) -> None:
     """Decide every unknown key creation of the product together (under its gate, with
     nothing of the product in flight): the bridge's new keys in the Web API Log since
     the first of them, minus every key it holds, go one to one to those attempts."""
@@ -413,11 +413,11 @@ async def _settle_creates(run: Run, product_id: int, unknown: list[intents.OpenA
         # every other creation's candidates while the review is open.
         listed = exc.keys if isinstance(exc, _Candidates) else []
         for attempt in unknown:
-            await db(intents.list_candidates, rt.engine, attempt.id, listed)
+            await db(attempts.list_candidates, rt.engine, attempt.id, listed)
             if attempt.intent_id == run.intent.id:
                 run.outcome.attempts[attempt.id] = "ambiguous"
                 continue
-            await db(intents.finish_attempt, rt.engine, attempt.id, "ambiguous")
+            await db(attempts.finish_attempt, rt.engine, attempt.id, "ambiguous")
             await db(intents.set_needs_review, rt.engine, attempt.intent_id, str(exc))
             log.warning("key creation needs review", intent=attempt.intent_id)
         if any(a.intent_id == run.intent.id for a in unknown):
@@ -433,14 +433,14 @@ async def _settle_creates(run: Run, product_id: int, unknown: list[intents.OpenA
         owner_ref = await db(intents.intent_ref, rt.engine, attempt.intent_id)
         if owner_ref is None:  # pragma: no cover - attempts reference intents by FK
             continue
-        await db(intents.set_license_key, rt.engine, owner_ref, key, attempt.id)
+        await db(licenses.set_license_key, rt.engine, owner_ref, key, attempt.id)
         # License keys are credentials of the vendor's customers: not in logs.
         log.info("key recovered after a lost reply", intent=attempt.intent_id)
     left = [a for a in unknown if a.id not in found]
     for attempt in left:
         run.not_yet(attempt, FROM_TEMPLATE)
     for attempt in left:
-        await db(intents.finish_attempt, rt.engine, attempt.id, "not_applied")
+        await db(attempts.finish_attempt, rt.engine, attempt.id, "not_applied")
 
 
 async def read_log(rt: Runtime, product_id: int, states: list[int], since: int) -> list[WebApiLog]:
@@ -482,7 +482,7 @@ def made_from(template: LicenseTemplate, key: LicenseKey) -> bool:
 
 
 async def _recover_keys(
-    run: Run, product_id: int, unknown: list[intents.OpenAttempt]
+    run: Run, product_id: int, unknown: list[attempts.OpenAttempt]
 ) -> dict[int, str]:
     """Which key each unknown CreateKeyFromTemplate made (attempt id -> key; absent: none).
 
@@ -500,7 +500,7 @@ async def _recover_keys(
     since = min(unix(a.sent_at) for a in unknown) - READ_BACK_SLACK
     logs = await read_log(rt, product_id, [3010], since)
     created = {entry.key: entry for entry in logs if entry.key}
-    candidates = set(created) - await db(intents.claimed_keys, rt.engine, product_id, set(created))
+    candidates = set(created) - await db(licenses.claimed_keys, rt.engine, product_id, set(created))
     tags = {notes_tag(a.intent_id): a for a in unknown}
     template_ids = {int(a.detail.get("template_id") or 0) for a in unknown}
     # The gate lets only one template's creations overlap; a template per attempt anyway.

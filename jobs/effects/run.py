@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from bridge.cryptolens import CryptolensError, OutcomeUnknown, Transient
-from bridge.store import intents, leases
+from bridge.store import attempts, claims, intents, leases
 from jobs.dbcall import db
 from jobs.errors import Busy, LeaseLost, NotYet
 from jobs.lease import RunLease
@@ -30,7 +30,7 @@ class Run:
     """One run of one claimed intent: what it holds, and what it learns."""
 
     rt: Runtime
-    intent: intents.Claimed
+    intent: claims.Claimed
     outcome: intents.Outcome
     lease: RunLease
     # Runs another intent beside this run (the runner's; None: not at all). A new key's
@@ -47,13 +47,13 @@ class Run:
         """The longest one Cryptolens call can take (its client's timeouts)."""
         return self.rt.settings.call_bound_seconds
 
-    def settle_after(self, attempt: intents.OpenAttempt) -> datetime:
+    def settle_after(self, attempt: attempts.OpenAttempt) -> datetime:
         """When an unresolved call can no longer land: its read-back is then final."""
         return attempt.sent_at + timedelta(
             seconds=self.call_bound + self.rt.settings.settle_seconds
         )
 
-    def not_yet(self, attempt: intents.OpenAttempt, what: str) -> None:
+    def not_yet(self, attempt: attempts.OpenAttempt, what: str) -> None:
         """Raise NotYet unless ``attempt`` can no longer land at Cryptolens."""
         at = self.settle_after(attempt)
         now = self.rt.now()
@@ -92,7 +92,7 @@ async def mutate(
     rt = run.rt
     await run.lease.confirm()  # before the attempt row: a lost run leaves none
     attempt_id = await db(
-        intents.start_attempt,
+        attempts.start_attempt,
         rt.engine,
         run.intent.id,
         method,
@@ -103,10 +103,10 @@ async def mutate(
     try:
         result = await run.send(method, call, confirmed=True)
     except LeaseLost:
-        await db(intents.finish_attempt, rt.engine, attempt_id, "not_applied")  # never sent
+        await db(attempts.finish_attempt, rt.engine, attempt_id, "not_applied")  # never sent
         raise
     except CryptolensError as exc:
-        await db(intents.finish_attempt, rt.engine, attempt_id, failed_outcome(exc))
+        await db(attempts.finish_attempt, rt.engine, attempt_id, failed_outcome(exc))
         raise
     run.outcome.attempts[attempt_id] = "applied"
     return result
@@ -121,22 +121,22 @@ async def mutate_together(
     supersedes: list[int],
 ) -> T:
     """Send one mutating call on behalf of several intents (the run's own and its
-    companions', ``intents.Claimed.companions``): one attempt row per intent, all written
+    companions', ``claims.Claimed.companions``): one attempt row per intent, all written
     before the call, and all settled alike by its outcome, as :func:`mutate` does."""
     rt = run.rt
     await run.lease.confirm()  # every intent's lease: a lost run leaves no attempt
     ids = list(
         (
-            await db(intents.start_attempts, rt.engine, method, details, supersedes=supersedes)
+            await db(attempts.start_attempts, rt.engine, method, details, supersedes=supersedes)
         ).values()
     )
     try:
         result = await run.send(method, call, confirmed=True)
     except LeaseLost:
-        await db(intents.finish_attempts, rt.engine, ids, "not_applied")  # never sent
+        await db(attempts.finish_attempts, rt.engine, ids, "not_applied")  # never sent
         raise
     except CryptolensError as exc:
-        await db(intents.finish_attempts, rt.engine, ids, failed_outcome(exc))
+        await db(attempts.finish_attempts, rt.engine, ids, failed_outcome(exc))
         raise
     for attempt_id in ids:
         run.outcome.attempts[attempt_id] = "applied"

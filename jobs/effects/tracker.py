@@ -1,6 +1,6 @@
 """TRACK_REVENUE and TRACK_EVENT: payments and business events to myTracker.
 
-A run sends its own item and its companions' (``intents.Claimed.companions``: due items of
+A run sends its own item and its companions' (``claims.Claimed.companions``: due items of
 the same effect, of any license) in one batch call, within myTracker's 20 items and
 10 KB; companions past that go back to pending for their own runs. Every member gets an
 attempt row before the call, and the call's outcome settles them all.
@@ -21,7 +21,7 @@ from typing import Any
 
 from bridge.core.intents import Effect
 from bridge.mytracker import api
-from bridge.store import intents
+from bridge.store import attempts, claims, intents
 from jobs.dbcall import db
 from jobs.effects.run import Run
 from jobs.errors import LeaseLost, NeedsReview, NotYet
@@ -33,7 +33,7 @@ def method_of(effect: Effect) -> str:
     return f"mytracker/{_KINDS[effect].value}"
 
 
-async def _item(run: Run, intent: intents.Claimed) -> dict[str, Any]:
+async def _item(run: Run, intent: claims.Claimed) -> dict[str, Any]:
     """The item as sent: its user filled where the planner could not name one (a guest's
     refund: the session that bought the key; else the license, never a person)."""
     item = dict(intent.params["item"])
@@ -85,33 +85,33 @@ async def _send(
     client: Any,
     kind: api.Kind,
     method: str,
-    members: list[intents.Claimed],
+    members: list[claims.Claimed],
     items: list[dict[str, Any]],
 ) -> None:
     rt = run.rt
     await run.lease.confirm()  # every member's lease: a lost run leaves no attempt
     detail = {"lead": run.intent.id, "items": len(members)}
-    attempts = await db(
-        intents.start_attempts, rt.engine, method, {m.id: detail for m in members}, supersedes=[]
+    started = await db(
+        attempts.start_attempts, rt.engine, method, {m.id: detail for m in members}, supersedes=[]
     )
-    ids = list(attempts.values())
+    ids = list(started.values())
     try:
         await run.send(method, lambda: api.send(client, app_id, kind, items), confirmed=True)
     except LeaseLost:
-        await db(intents.finish_attempts, rt.engine, ids, "not_applied")  # never sent
+        await db(attempts.finish_attempts, rt.engine, ids, "not_applied")  # never sent
         raise
     except api.TrackerTransient:
-        await db(intents.finish_attempts, rt.engine, ids, "not_applied")
+        await db(attempts.finish_attempts, rt.engine, ids, "not_applied")
         raise
     except (api.TrackerRefused, api.TrackerConfigError) as exc:
-        await db(intents.finish_attempts, rt.engine, ids, "refused")  # nothing imported
+        await db(attempts.finish_attempts, rt.engine, ids, "refused")  # nothing imported
         if isinstance(exc, api.TrackerRefused) and len(members) > 1:
             # Which item broke the rules myTracker does not say: each is sent alone.
             raise NotYet(f"{exc}; its {len(members)} items are sent one by one", 0) from None
         raise
     except BaseException:
         # No reply, a 5xx, a cancelled call: maybe imported (read again as above).
-        await db(intents.finish_attempts, rt.engine, ids, "unknown")
+        await db(attempts.finish_attempts, rt.engine, ids, "unknown")
         raise
     for attempt_id in ids:
         run.outcome.attempts[attempt_id] = "applied"

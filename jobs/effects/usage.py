@@ -19,7 +19,7 @@ from typing import Any
 
 from bridge.core.errors import Permanent
 from bridge.cryptolens import Refused
-from bridge.store import intents, ledger
+from bridge.store import ledger, licenses
 from jobs.dbcall import db
 from jobs.effects.meter import send_meter_event
 from jobs.effects.run import Run, mutate
@@ -33,7 +33,7 @@ class UsageConfigError(Permanent):
     product without a meter event name): a person must fix the configuration."""
 
 
-async def record_usage(run: Run, license_: intents.LicenseView) -> dict[str, Any]:
+async def record_usage(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
     assert license_.product_id is not None and license_.key is not None
     rt = run.rt
     product_id, key = license_.product_id, license_.key
@@ -50,7 +50,7 @@ async def record_usage(run: Run, license_: intents.LicenseView) -> dict[str, Any
     return {"recorded": amount}
 
 
-async def report_usage(run: Run, license_: intents.LicenseView) -> dict[str, Any]:
+async def report_usage(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
     """Seal the intent's aggregate and send its amount to its sink, once."""
     rt = run.rt
     aggregate = await db(ledger.seal, rt.engine, run.intent.id, rt.now())
