@@ -28,7 +28,7 @@ from bridge.core.queue import connect, enqueue
 from bridge.core.settings import Settings
 from bridge.cryptolens import CryptolensError
 from bridge.store import ledger
-from jobs.dbcall import db
+from jobs.dbcall import in_thread
 from jobs.runtime import Runtime
 
 log = get_logger(__name__)
@@ -71,7 +71,7 @@ async def collect_once(rt: Runtime) -> Summary:
             summary.missing += 1
             return
         counter = found[0]  # the oldest of that name, as Cryptolens resolves a name
-        reading = await db(
+        reading = await in_thread(
             ledger.record_reading,
             rt.engine,
             product_id=product_id,
@@ -96,7 +96,7 @@ async def collect_once(rt: Runtime) -> Summary:
 
     jobs = []
     for product_id in usage.collector.products:
-        keys = await db(ledger.collected_keys, rt.engine, product_id)
+        keys = await in_thread(ledger.collected_keys, rt.engine, product_id)
         summary.keys += len(keys)
         jobs += [one(product_id, key) for key in keys]
     await asyncio.gather(*jobs)

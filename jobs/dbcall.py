@@ -13,7 +13,7 @@ from bridge.store.db import is_sqlite
 T = TypeVar("T")
 
 
-async def db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a store function: in a thread, or inline when its engine is SQLite.
 
     SQLite is a local file with one writer at a time (one lock per process, see

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from bridge.core.logs import get_logger
 from bridge.store import leases
-from jobs.dbcall import db
+from jobs.dbcall import in_thread
 from jobs.errors import LeaseLost
 
 if TYPE_CHECKING:
@@ -81,7 +81,7 @@ class RunLease:
         if self._lost:
             return False
         started = self._loop.time()
-        missing = await db(
+        missing = await in_thread(
             leases.renew_leases,
             self._rt.engine,
             self.intent_id,

@@ -15,7 +15,7 @@ from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
 from bridge.store import wake
 from bridge.store.inbox import pending_intents
-from jobs.dbcall import db
+from jobs.dbcall import in_thread
 from jobs.runtime import Runtime
 
 log = get_logger(__name__)
@@ -24,8 +24,8 @@ log = get_logger(__name__)
 async def relay_once(rt: Runtime) -> int:
     if rt.redis is None:
         return 0
-    ready = await db(wake.wake_ready_waiting, rt.engine)
-    ids = await db(pending_intents, rt.engine)
+    ready = await in_thread(wake.wake_ready_waiting, rt.engine)
+    ids = await in_thread(pending_intents, rt.engine)
     queued = await enqueue(rt.redis, [*ready, *ids])
     if queued:
         log.info("relay re-enqueued intents", count=queued)

@@ -35,7 +35,7 @@ from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
 from bridge.store import claims, intents, leases
 from bridge.store.claims import RUNNING_ELSEWHERE
-from jobs.dbcall import db
+from jobs.dbcall import in_thread
 from jobs.effects import Run, apply
 from jobs.errors import Busy, LeaseLost, NeedsReview, NotYet
 from jobs.lease import RunLease
@@ -92,14 +92,16 @@ async def _run(rt: Runtime, intent_id: str, *, inline: bool = False) -> tuple[st
     requeues it should that run die)."""
     # One owner per run: leases taken by this run are this run's, not the process's.
     owner = f"{rt.owner}:{uuid.uuid4().hex[:12]}"
-    claimed = await db(
+    claimed = await in_thread(
         claims.claim, rt.engine, intent_id, owner, rt.settings.lease_seconds, at=rt.now()
     )
     if isinstance(claimed, claims.NotClaimed):
         if claimed.retry_in is not None and not (inline and claimed.reason == RUNNING_ELSEWHERE):
             raise Retry(defer=_busy_delay(claimed.retry_in))
         return claimed.reason, []
-    held = set() if claimed.effect in claims.SHARED_EFFECTS else {leases.license_lock(claimed.ref)}
+    held = (
+        set() if claimed.effect in claims.LEASE_FREE_EFFECTS else {leases.license_lock(claimed.ref)}
+    )
     lease = RunLease(rt, intent_id, owner, held, tuple(c.id for c in claimed.companions))
     run = Run(rt, claimed, intents.Outcome(), lease, follow=lambda i: _follow(rt, i, intent_id))
     try:
@@ -117,7 +119,7 @@ async def _apply(run: Run) -> tuple[str, list[str]]:
         async with lease.beating():
             result = await apply(run)
     except Busy:
-        await db(
+        await in_thread(
             intents.reschedule,
             rt.engine,
             claimed,
@@ -129,7 +131,7 @@ async def _apply(run: Run) -> tuple[str, list[str]]:
         )
         raise Retry(defer=_busy_delay(claims.BUSY_RETRY)) from None
     except NotYet as wait:
-        await db(
+        await in_thread(
             intents.reschedule,
             rt.engine,
             claimed,
@@ -142,18 +144,20 @@ async def _apply(run: Run) -> tuple[str, list[str]]:
         bound.info("intent waits", reason=str(wait), seconds=round(wait.retry_in, 3))
         raise Retry(defer=wait.retry_in) from None
     except LeaseLost:
-        await db(intents.release, rt.engine, claimed)
+        await in_thread(intents.release, rt.engine, claimed)
         bound.warning("intent run stopped: it is no longer this worker's")
         return "lease_lost", []
     except NeedsReview as exc:
-        await db(intents.finish, rt.engine, claimed, Status.NEEDS_REVIEW, outcome, error=str(exc))
+        await in_thread(
+            intents.finish, rt.engine, claimed, Status.NEEDS_REVIEW, outcome, error=str(exc)
+        )
         # The reason may list license keys: it goes to the database, not the log.
         bound.warning("intent needs review; see: cryptolens-bridge intents --status needs_review")
         return "needs_review", []
     except Exception as exc:
         return await _failed_run(rt, claimed, outcome, exc), []
 
-    woken = await db(
+    woken = await in_thread(
         intents.finish,
         rt.engine,
         claimed,
@@ -178,7 +182,7 @@ async def _failed_run(
         if not _permanent(exc):
             message = f"gave up after {attempts} attempts: {message}"
         # Given up after the run's own attempts: its companions' are not spent.
-        await db(
+        await in_thread(
             intents.finish,
             rt.engine,
             claimed,
@@ -205,7 +209,7 @@ async def _failed_run(
             outcome_unknown=isinstance(exc, Unknown),
             delay=round(delay, 3),
         )
-    await db(
+    await in_thread(
         intents.reschedule,
         rt.engine,
         claimed,

@@ -111,7 +111,7 @@ def test_a_stale_wake_never_runs_a_finished_intent_again(engine: Engine) -> None
         s.commit()
     assert intent(engine, "e1").status == "done"
     assert wake.wake_ready_waiting(engine) == []
-    assert wake.wake_shared(engine, REF) == []
+    assert wake.wake_lease_free(engine, REF) == []
 
 
 def test_a_key_creation_takes_over_the_stub_a_parked_event_left(engine: Engine) -> None:

@@ -1,7 +1,7 @@
 """Claiming an intent for one run: its lease, its license's, and what the run needs.
 
 A claim is one transaction: it reads the intent (locked), refuses it if it is not due,
-takes the license lease unless the effect takes none (:data:`SHARED_EFFECTS`), parks the
+takes the license lease unless the effect takes none (:data:`LEASE_FREE_EFFECTS`), parks the
 intent if its license has no key yet, else marks it running under the run's lease and
 reads what the run needs: the license, the attempts still unresolved, a key creation's
 start hints, and the companions a batch sends along (:func:`_gather`).
@@ -31,7 +31,7 @@ BUSY_RETRY = 0.02
 # flag, customer): their read-back is their own intent's (GetEvents by the intent's
 # Metadata; RecordUsage has none), so they run beside the license's other effects, under
 # their intent's lease alone. A purchase's event is registered while its key is tagged.
-SHARED_EFFECTS = frozenset(
+LEASE_FREE_EFFECTS = frozenset(
     {Effect.REGISTER_EVENT, Effect.RECORD_USAGE, Effect.TRACK_REVENUE, Effect.TRACK_EVENT}
 )
 # Effects that need no license key (myTracker knows nothing of keys): never parked.
@@ -95,7 +95,7 @@ def claim(
         if not_now is not None:
             return not_now
         ref = licenses.resolve(t, row.license_ref)
-        exclusive = row.effect not in SHARED_EFFECTS
+        exclusive = row.effect not in LEASE_FREE_EFFECTS
         if exclusive and not leases.take(t, leases.license_lock(ref), owner, lease):
             return NotClaimed("license busy", BUSY_RETRY)
         license_ = _license_of(t, row.effect, ref, now)
@@ -125,7 +125,7 @@ def _license_of(t: Tx, effect: Effect, ref: str, now: datetime) -> LicenseView |
     if effect in KEYLESS_EFFECTS:
         return None
     license_ = licenses.read(t, ref)
-    if license_ is None and effect in SHARED_EFFECTS:
+    if license_ is None and effect in LEASE_FREE_EFFECTS:
         # Park on a locked row: the key's creation updates this row before it wakes
         # the waiting, so it cannot wake them between our read and our commit (an
         # intent without the license lease would otherwise park after its wake).

@@ -148,7 +148,7 @@ class Lock(SQLModel, table=True):
     until: datetime = Field(sa_column=_ts())
 
 
-class DeliveryLog(SQLModel, table=True):
+class LoggedDelivery(SQLModel, table=True):
     """A delivery that stored no new event: refused (and why), or a duplicate.
 
     Only the newest ``bridge.store.deliveries.KEEP`` rows are kept, and never a body: a
@@ -170,7 +170,7 @@ class DeliveryLog(SQLModel, table=True):
 
 
 class DeliveryCount(SQLModel, table=True):
-    """Every delivery ever logged in :class:`DeliveryLog`, counted by provider and cause
+    """Every delivery ever logged in :class:`LoggedDelivery`, counted by provider and cause
     (the log itself is bounded; these counts are not)."""
 
     __tablename__ = "delivery_count"

@@ -3,7 +3,7 @@
 A claim parks an intent whose license has no key yet (``bridge.store.claims``); the
 key's creation wakes the license's waiting intents in the transaction that ends its run
 (``bridge.store.intents.finish``), or those that need no license lease the moment the key
-exists (:func:`wake_shared`); the relay wakes any whose key arrived another way
+exists (:func:`wake_lease_free`); the relay wakes any whose key arrived another way
 (:func:`wake_ready_waiting`). Only a waiting intent is ever woken.
 """
 
@@ -41,7 +41,7 @@ def wake(t: Tx, ref: str, waiting: Sql = _WAITING) -> list[str]:
     ]
 
 
-def wake_shared(engine: Engine, ref: str) -> list[str]:
+def wake_lease_free(engine: Engine, ref: str) -> list[str]:
     """The license's waiting intents that need no license lease
     (``bridge.store.claims.LEASE_FREE_EFFECTS``) become pending: the moment its key
     exists, before the key's run has ended."""

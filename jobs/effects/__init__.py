@@ -39,7 +39,7 @@ every run (each with a test in tests/test_effects_races.py):
 - REGISTER_EVENT carries the intent id in its Metadata; a lost reply is settled by
   GetEvents filtered on that exact Metadata string, once the call can no longer land.
   Events of one key that are due together go in one RegisterEvents call. It needs no
-  license lease (``store.SHARED_EFFECTS``): what keeps each event single is its intent
+  license lease (``store.LEASE_FREE_EFFECTS``): what keeps each event single is its intent
   lease. The claim of one event (the lead) takes, in the same transaction, the key's
   other pending, due events whose calls are all settled (companions), each by an update
   that succeeds only while the row is unchanged since it was read (so an intent another

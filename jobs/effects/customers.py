@@ -6,7 +6,7 @@ import hashlib
 from typing import Any
 
 from bridge.store import attempts, licenses
-from jobs.dbcall import db
+from jobs.dbcall import in_thread
 from jobs.effects.run import Run, held, mutate
 from jobs.runtime import Runtime
 
@@ -96,7 +96,7 @@ async def find_or_add_customer(
     scope = customer_scope(email)
     async with held(run, f"customer:{email.lower()}", wait=10.0):
         found = await _customer_by_email(rt, email)
-        unresolved = await db(attempts.open_in_scope, rt.engine, scope)
+        unresolved = await in_thread(attempts.open_in_scope, rt.engine, scope)
         if found is not None:
             for attempt in unresolved:
                 run.outcome.attempts[attempt.id] = "applied"  # one of them made it
@@ -106,7 +106,7 @@ async def find_or_add_customer(
         if unresolved:
             # Past their windows and still not found: none of them made a customer.
             ids = [a.id for a in unresolved]
-            await db(attempts.finish_attempts, rt.engine, ids, "not_applied")
+            await in_thread(attempts.finish_attempts, rt.engine, ids, "not_applied")
         added = await mutate(
             run,
             "customer/AddCustomer",

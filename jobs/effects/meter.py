@@ -23,7 +23,7 @@ from bridge.core.intents import public_id
 from bridge.cryptolens import OutcomeUnknown
 from bridge.store import attempts, ledger, licenses
 from bridge.stripe import api as stripe_api
-from jobs.dbcall import db
+from jobs.dbcall import in_thread
 from jobs.effects.run import Run
 from jobs.errors import NeedsReview
 
@@ -62,7 +62,9 @@ async def _customer(run: Run, license_: licenses.LicenseView, aggregate: ledger.
     rt = run.rt
     ref: str | None = license_.ref
     if not license_.ref.startswith("stripe:sub:"):
-        ref = await db(ledger.subscription_ref, rt.engine, aggregate.product_id, aggregate.key)
+        ref = await in_thread(
+            ledger.subscription_ref, rt.engine, aggregate.product_id, aggregate.key
+        )
     if ref is None:
         raise MeterConfigError(
             f"configuration: key of product {aggregate.product_id} belongs to no Stripe "
@@ -124,7 +126,7 @@ async def send_meter_event(
         "value": event.value,
         "first_sent_at": (first_sent or now).isoformat(),
     }
-    attempt_id = await db(attempts.start_attempt, rt.engine, intent.id, METHOD, detail)
+    attempt_id = await in_thread(attempts.start_attempt, rt.engine, intent.id, METHOD, detail)
     deduped = False
     try:
         await run.send(METHOD, lambda: stripe_api.create_meter_event(event, **options))
@@ -132,10 +134,10 @@ async def send_meter_event(
         deduped = True  # an earlier send of this very aggregate landed
     except (stripe_api.TransientStripeError, OutcomeUnknown):
         # Maybe applied, maybe not: the next run sends it again (Stripe dedupes it).
-        await db(attempts.finish_attempt, rt.engine, attempt_id, "unknown")
+        await in_thread(attempts.finish_attempt, rt.engine, attempt_id, "unknown")
         raise
     except BaseException:
-        await db(attempts.finish_attempt, rt.engine, attempt_id, "refused")
+        await in_thread(attempts.finish_attempt, rt.engine, attempt_id, "refused")
         raise
     run.outcome.attempts[attempt_id] = "applied"
     if open_ is not None:

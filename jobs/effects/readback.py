@@ -6,7 +6,7 @@ from __future__ import annotations
 from bridge.core.logs import get_logger
 from bridge.cryptolens.models import LicenseKey
 from bridge.store import attempts, intents, licenses
-from jobs.dbcall import db
+from jobs.dbcall import in_thread
 from jobs.effects.run import DAY, READ_BACK_SLACK, Run, unix
 from jobs.errors import NeedsReview
 
@@ -25,7 +25,7 @@ async def settle_key_calls(run: Run, license_: licenses.LicenseView, current: Li
     effect cannot be told goes to a person (NeedsReview), another intent's is parked for
     a person without stopping this run.
     """
-    for attempt in await db(attempts.open_in_scope, run.rt.engine, key_scope(license_)):
+    for attempt in await in_thread(attempts.open_in_scope, run.rt.engine, key_scope(license_)):
         verdict = key_verdict(run, attempt, current)
         if verdict == "not_applied":
             run.not_yet(attempt, attempt.method)
@@ -38,8 +38,8 @@ async def settle_key_calls(run: Run, license_: licenses.LicenseView, current: Li
         )
         if attempt.intent_id == run.intent.id:
             raise NeedsReview(reason)
-        await db(attempts.finish_attempt, run.rt.engine, attempt.id, "ambiguous")
-        await db(intents.set_needs_review, run.rt.engine, attempt.intent_id, reason)
+        await in_thread(attempts.finish_attempt, run.rt.engine, attempt.id, "ambiguous")
+        await in_thread(intents.set_needs_review, run.rt.engine, attempt.intent_id, reason)
         log.warning("another intent's call needs review", intent=attempt.intent_id)
 
 

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from bridge.cryptolens import CryptolensError, OutcomeUnknown, Transient
 from bridge.store import attempts, claims, intents, leases
-from jobs.dbcall import db
+from jobs.dbcall import in_thread
 from jobs.errors import Busy, LeaseLost, NotYet
 from jobs.lease import RunLease
 from jobs.runtime import Runtime
@@ -91,7 +91,7 @@ async def mutate(
     """
     rt = run.rt
     await run.lease.confirm()  # before the attempt row: a lost run leaves none
-    attempt_id = await db(
+    attempt_id = await in_thread(
         attempts.start_attempt,
         rt.engine,
         run.intent.id,
@@ -103,10 +103,10 @@ async def mutate(
     try:
         result = await run.send(method, call, confirmed=True)
     except LeaseLost:
-        await db(attempts.finish_attempt, rt.engine, attempt_id, "not_applied")  # never sent
+        await in_thread(attempts.finish_attempt, rt.engine, attempt_id, "not_applied")  # never sent
         raise
     except CryptolensError as exc:
-        await db(attempts.finish_attempt, rt.engine, attempt_id, failed_outcome(exc))
+        await in_thread(attempts.finish_attempt, rt.engine, attempt_id, failed_outcome(exc))
         raise
     run.outcome.attempts[attempt_id] = "applied"
     return result
@@ -127,16 +127,18 @@ async def mutate_together(
     await run.lease.confirm()  # every intent's lease: a lost run leaves no attempt
     ids = list(
         (
-            await db(attempts.start_attempts, rt.engine, method, details, supersedes=supersedes)
+            await in_thread(
+                attempts.start_attempts, rt.engine, method, details, supersedes=supersedes
+            )
         ).values()
     )
     try:
         result = await run.send(method, call, confirmed=True)
     except LeaseLost:
-        await db(attempts.finish_attempts, rt.engine, ids, "not_applied")  # never sent
+        await in_thread(attempts.finish_attempts, rt.engine, ids, "not_applied")  # never sent
         raise
     except CryptolensError as exc:
-        await db(attempts.finish_attempts, rt.engine, ids, failed_outcome(exc))
+        await in_thread(attempts.finish_attempts, rt.engine, ids, failed_outcome(exc))
         raise
     for attempt_id in ids:
         run.outcome.attempts[attempt_id] = "applied"
@@ -180,7 +182,9 @@ async def held(run: Run, name: str, *, wait: float = 2.0) -> AsyncIterator[None]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         delay = 0.005
-        while not await db(leases.acquire, rt.engine, name, owner, rt.settings.lease_seconds):
+        while not await in_thread(
+            leases.acquire, rt.engine, name, owner, rt.settings.lease_seconds
+        ):
             if loop.time() >= deadline:
                 raise Busy(name)
             await asyncio.sleep(delay * (0.5 + rt.random()))
@@ -190,4 +194,4 @@ async def held(run: Run, name: str, *, wait: float = 2.0) -> AsyncIterator[None]
             yield
         finally:
             run.lease.discard(name)
-            await db(leases.release, rt.engine, name, owner)
+            await in_thread(leases.release, rt.engine, name, owner)

@@ -22,7 +22,7 @@ from typing import Any
 from bridge.core.intents import Effect
 from bridge.mytracker import api
 from bridge.store import attempts, claims, intents
-from jobs.dbcall import db
+from jobs.dbcall import in_thread
 from jobs.effects.run import Run
 from jobs.errors import LeaseLost, NeedsReview, NotYet
 
@@ -38,7 +38,7 @@ async def _item(run: Run, intent: claims.Claimed) -> dict[str, Any]:
     refund: the session that bought the key; else the license, never a person)."""
     item = dict(intent.params["item"])
     if not item.get("customUserId"):
-        session = await db(intents.checkout_session, run.rt.engine, intent.license_ref)
+        session = await in_thread(intents.checkout_session, run.rt.engine, intent.license_ref)
         item["customUserId"] = session or intent.license_ref
     return item
 
@@ -68,7 +68,7 @@ async def track(run: Run) -> dict[str, Any]:
         raise api.TrackerRefused(f"myTracker {kind.value}: the item alone is over 10 KB")
     if size < len(members):
         spare = [m.id for m in members[size:]]
-        await db(intents.release_companions, rt.engine, intent.owner, spare)
+        await in_thread(intents.release_companions, rt.engine, intent.owner, spare)
         run.lease.discard_companions(spare)
         members, items = members[:size], items[:size]
     await _send(run, app_id, client, kind, method, members, items)
@@ -91,27 +91,27 @@ async def _send(
     rt = run.rt
     await run.lease.confirm()  # every member's lease: a lost run leaves no attempt
     detail = {"lead": run.intent.id, "items": len(members)}
-    started = await db(
+    started = await in_thread(
         attempts.start_attempts, rt.engine, method, {m.id: detail for m in members}, supersedes=[]
     )
     ids = list(started.values())
     try:
         await run.send(method, lambda: api.send(client, app_id, kind, items), confirmed=True)
     except LeaseLost:
-        await db(attempts.finish_attempts, rt.engine, ids, "not_applied")  # never sent
+        await in_thread(attempts.finish_attempts, rt.engine, ids, "not_applied")  # never sent
         raise
     except api.TrackerTransient:
-        await db(attempts.finish_attempts, rt.engine, ids, "not_applied")
+        await in_thread(attempts.finish_attempts, rt.engine, ids, "not_applied")
         raise
     except (api.TrackerRefused, api.TrackerConfigError) as exc:
-        await db(attempts.finish_attempts, rt.engine, ids, "refused")  # nothing imported
+        await in_thread(attempts.finish_attempts, rt.engine, ids, "refused")  # nothing imported
         if isinstance(exc, api.TrackerRefused) and len(members) > 1:
             # Which item broke the rules myTracker does not say: each is sent alone.
             raise NotYet(f"{exc}; its {len(members)} items are sent one by one", 0) from None
         raise
     except BaseException:
         # No reply, a 5xx, a cancelled call: maybe imported (read again as above).
-        await db(attempts.finish_attempts, rt.engine, ids, "unknown")
+        await in_thread(attempts.finish_attempts, rt.engine, ids, "unknown")
         raise
     for attempt_id in ids:
         run.outcome.attempts[attempt_id] = "applied"

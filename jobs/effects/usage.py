@@ -20,7 +20,7 @@ from typing import Any
 from bridge.core.errors import Permanent
 from bridge.cryptolens import Refused
 from bridge.store import ledger, licenses
-from jobs.dbcall import db
+from jobs.dbcall import in_thread
 from jobs.effects.meter import send_meter_event
 from jobs.effects.run import Run, mutate
 from jobs.errors import NeedsReview
@@ -53,7 +53,7 @@ async def record_usage(run: Run, license_: licenses.LicenseView) -> dict[str, An
 async def report_usage(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
     """Seal the intent's aggregate and send its amount to its sink, once."""
     rt = run.rt
-    aggregate = await db(ledger.seal, rt.engine, run.intent.id, rt.now())
+    aggregate = await in_thread(ledger.seal, rt.engine, run.intent.id, rt.now())
     if aggregate is None:
         raise NeedsReview(f"usage aggregate {run.intent.id} is not in the ledger")
     if aggregate.sink == "stripe_meter":
