@@ -25,7 +25,7 @@ async def relay_once(rt: Runtime) -> int:
     if rt.redis is None:
         return 0
     ready = await in_thread(wake.wake_ready_waiting, rt.engine)
-    ids = await in_thread(pending_intents, rt.engine)
+    ids = await in_thread(pending_intents, rt.engine, now=rt.now())
     queued = await enqueue(rt.redis, [*ready, *ids])
     if queued:
         log.info("relay re-enqueued intents", count=queued)

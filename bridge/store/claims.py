@@ -83,10 +83,9 @@ def claim(
     engine: Engine, intent_id: str, owner: str, lease: float, *, at: datetime | None = None
 ) -> Claimed | NotClaimed:
     """Claim the intent for one run. ``at`` is the runtime's time (``Runtime.now()``), on
-    which its backoff is measured, as :func:`intents.reschedule` set it; leases use the
-    real time."""
-    now = utcnow()
-    due = at or now
+    which its backoff is measured, as :func:`intents.reschedule` set it, and its leases
+    run (``bridge.store.leases``)."""
+    now = due = at or utcnow()
     with tx(engine) as t:
         row = intents.get(t, intent_id)
         if row is None:
@@ -96,7 +95,7 @@ def claim(
             return not_now
         ref = licenses.resolve(t, row.license_ref)
         exclusive = row.effect not in LEASE_FREE_EFFECTS
-        if exclusive and not leases.take(t, leases.license_lock(ref), owner, lease):
+        if exclusive and not leases.take(t, leases.license_lock(ref), owner, lease, now):
             return NotClaimed("license busy", BUSY_RETRY)
         license_ = _license_of(t, row.effect, ref, now)
         if _needs_key(row.effect, license_):

@@ -44,6 +44,7 @@ def begin_create(
     template_id: int,
     scope: str,
     lease: float,
+    now: datetime,
 ) -> CreateStep:
     """Decide, in one transaction under the product's creation gate ``scope``, what this
     key creation does next: nothing (the license has a key), wait, settle, or send.
@@ -61,10 +62,11 @@ def begin_create(
       flight end (``drain``), and then one run settles all unknown ones together while
       it holds the gate (``unresolved``; the gate stays held until it comes back here);
     - otherwise the attempt is recorded and the gate let go at once (``attempt_id``).
+
+    ``now`` is the runtime's time, on which the gate's lease and the runs' leases run.
     """
-    now = utcnow()
     with tx(engine) as t:
-        if not leases.take(t, scope, claimed.owner, lease):
+        if not leases.take(t, scope, claimed.owner, lease, now):
             return CreateStep(busy=True)
         step = _create_step(t, claimed, product_id, template_id, scope, now)
         if step.unresolved:

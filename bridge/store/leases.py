@@ -4,16 +4,18 @@ and expire on crashes; and the renewal of all of a run's leases.
 A lease is a row ``(name, owner, until)``. Taking it is one statement — insert, or take
 over a row whose lease has run out — so two workers can never both hold it, on SQLite or
 PostgreSQL. A worker that dies holding a lease blocks that name until ``until`` passes.
+
+Leases run on the caller's clock (the worker's ``Runtime.now()``): every function takes
+``now``, so a test sets the time instead of waiting for a lease to run out.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
 from bridge.store.dbapi import Sql, Tx, tx
-from bridge.store.tables import utcnow
 
 # RETURNING yields the row only when it was inserted or taken over.
 _TAKE = Sql(
@@ -35,9 +37,8 @@ def license_lock(ref: str) -> str:
     return f"license:{ref}"
 
 
-def take(t: Tx, name: str, owner: str, seconds: float) -> bool:
-    """Inside a transaction: take or renew the lease ``name`` for ``owner``."""
-    now = utcnow()
+def take(t: Tx, name: str, owner: str, seconds: float, now: datetime) -> bool:
+    """Inside a transaction: take or renew the lease ``name`` for ``owner`` at ``now``."""
     params = {
         "name": name,
         "owner": owner,
@@ -52,10 +53,10 @@ def drop(t: Tx, name: str, owner: str) -> None:
     t.run(_DROP, {"name": name, "owner": owner})
 
 
-def acquire(engine: Engine, name: str, owner: str, seconds: float) -> bool:
+def acquire(engine: Engine, name: str, owner: str, seconds: float, *, now: datetime) -> bool:
     """Take or renew the lease ``name`` for ``owner``; False while someone else holds it."""
     with tx(engine) as t:
-        return take(t, name, owner, seconds)
+        return take(t, name, owner, seconds, now)
 
 
 def release(engine: Engine, name: str, owner: str) -> None:
@@ -70,11 +71,13 @@ def renew_leases(
     names: list[str],
     seconds: float,
     companions: tuple[str, ...] = (),
+    *,
+    now: datetime,
 ) -> list[str] | None:
     """Extend the run's intent lease (and its companions', ``Claimed.companions``) and
     its named leases. None if an intent is no longer the run's, else the names it no
     longer holds (released meanwhile, or lost)."""
-    until = utcnow() + timedelta(seconds=seconds)
+    until = now + timedelta(seconds=seconds)
     with tx(engine) as t:
         at = t.time(until)
         for id_ in (intent_id, *companions):

@@ -373,6 +373,7 @@ async def _begin_create(
             template_id=template_id,
             scope=scope,
             lease=rt.settings.lease_seconds,
+            now=rt.now(),
         )
         if step.lost:
             raise LeaseLost(intent.id)

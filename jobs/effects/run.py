@@ -183,7 +183,7 @@ async def held(run: Run, name: str, *, wait: float = 2.0) -> AsyncIterator[None]
         deadline = loop.time() + wait
         delay = 0.005
         while not await in_thread(
-            leases.acquire, rt.engine, name, owner, rt.settings.lease_seconds
+            leases.acquire, rt.engine, name, owner, rt.settings.lease_seconds, now=rt.now()
         ):
             if loop.time() >= deadline:
                 raise Busy(name)

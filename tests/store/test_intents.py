@@ -125,7 +125,13 @@ def test_a_key_creation_takes_over_the_stub_a_parked_event_left(engine: Engine) 
     claimed = claims.claim(engine, "c1", "w2", 30)
     assert isinstance(claimed, claims.Claimed)
     step = creations.begin_create(
-        engine, claimed, product_id=1001, template_id=1, scope="create:1001", lease=30
+        engine,
+        claimed,
+        product_id=1001,
+        template_id=1,
+        scope="create:1001",
+        lease=30,
+        now=utcnow(),
     )
     assert step.attempt_id is not None
     row = license_row(engine, REF)
