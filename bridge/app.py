@@ -24,13 +24,13 @@ from starlette.routing import BaseRoute, Route
 from bridge import operator_port, providers
 from bridge.core import metrics
 from bridge.core.batcher import Batcher
-from bridge.core.db import make_engine
-from bridge.core.deliverylog import DeliveryLog
 from bridge.core.queue import Enqueuer, connect
 from bridge.core.settings import ConfigError, Settings
 from bridge.core.state import AppState
 from bridge.core.throttle import Throttle
 from bridge.cryptolens import CryptolensClient, make_http_client
+from bridge.store.db import make_engine
+from bridge.store.deliveries import DeliveryRecorder
 from bridge.usage import endpoint as usage_endpoint
 
 
@@ -76,7 +76,7 @@ def create_app(
         redis = connect(settings.redis_url)
         queue = Enqueuer(settings.redis_url)
         batcher = Batcher(db_engine, queue)
-        deliveries = DeliveryLog(db_engine)
+        deliveries = DeliveryRecorder(db_engine)
         state = AppState(
             settings,
             config,

@@ -16,7 +16,7 @@ _COMMANDS = {
     "serve": "bridge.serve:command",
     "worker": "jobs.worker:command",
     "sandbox": "bridge.sandbox.cli:command",
-    "migrate": "bridge.core.db:migrate_command",
+    "migrate": "bridge.store.db:migrate_command",
     "dev": "bridge.tools.dev:command",
     "send": "bridge.tools.send:command",
     "bench": "bridge.tools.bench:command",

@@ -8,16 +8,16 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
-from bridge.core.db import is_sqlite
+from bridge.store.db import is_sqlite
 
 T = TypeVar("T")
 
 
-async def db(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+async def in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """Run a store function: in a thread, or inline when its engine is SQLite.
 
     SQLite is a local file with one writer at a time (one lock per process, see
-    ``bridge.core.db``): a thread buys no parallelism there, and each hop back costs a
+    ``bridge.store.db``): a thread buys no parallelism there, and each hop back costs a
     turn of a busy event loop, which stretches every section held under a lease (a
     product's key creation above all) and with it the latency of every job behind it.
     """

@@ -15,6 +15,9 @@ the longest the call can take (connect + read timeout, which the settings keep u
 third of a lease); if a renewal finds a lease taken, the run is lost and raises
 :class:`~jobs.errors.LeaseLost` instead of sending. Settings where a
 lease cannot outlive one call are refused at start-up (``Settings.check_leases``).
+
+Leases run on the runtime's clock (``Runtime.now()``, the wall clock in production) and
+the heartbeat waits with ``Runtime.sleep``: a test sets both instead of waiting.
 """
 
 from __future__ import annotations
@@ -23,11 +26,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from bridge.core.logs import get_logger
-from jobs import store
-from jobs.dbcall import db
+from bridge.store import leases
+from jobs.dbcall import in_thread
 from jobs.errors import LeaseLost
 
 if TYPE_CHECKING:
@@ -51,13 +55,12 @@ class RunLease:
         self.intent_id = intent_id
         self.owner = owner
         self._names = set(names)
-        # Intents the claim took with this one (``store.Claimed.companions``): the run
+        # Intents the claim took with this one (``claims.Claimed.companions``): the run
         # holds their leases too, and is lost if it loses one of them.
         self._companions = companions
         self._seconds = rt.settings.lease_seconds
-        self._loop = asyncio.get_running_loop()
         # The claim took every lease just now; a renewal only ever extends this.
-        self._valid_until = self._loop.time() + self._seconds
+        self._valid_until = rt.now() + timedelta(seconds=self._seconds)
         self._lost = False
         self._task: asyncio.Task[None] | None = None
 
@@ -73,30 +76,31 @@ class RunLease:
         self._names.discard(name)
 
     def discard_companions(self, ids: list[str]) -> None:
-        """Companions the run has let go of (``store.release_companions``)."""
+        """Companions the run has let go of (``intents.release_companions``)."""
         self._companions = tuple(c for c in self._companions if c not in ids)
 
     async def renew(self) -> bool:
         """Extend every lease of the run now; False (and lost for good) if one is gone."""
         if self._lost:
             return False
-        started = self._loop.time()
-        missing = await db(
-            store.renew_leases,
+        started = self._rt.now()
+        missing = await in_thread(
+            leases.renew_leases,
             self._rt.engine,
             self.intent_id,
             self.owner,
             sorted(self._names),
             self._seconds,
             self._companions,
+            now=started,
         )
         # A lease the run let go of while the renewal ran is not a lost one.
         if missing is None or any(name in self._names for name in missing):
             self._lost = True
             log.warning("run lost its lease", intent=self.intent_id)
             return False
-        # Counted from before the transaction: the database's clock started then.
-        self._valid_until = started + self._seconds
+        # Counted from the time the renewal wrote (its ``until`` is that plus a lease).
+        self._valid_until = started + timedelta(seconds=self._seconds)
         return True
 
     async def confirm(self) -> None:
@@ -111,13 +115,14 @@ class RunLease:
         """Ownership for at least ``needed`` more seconds, or :class:`LeaseLost`."""
         if self._lost:
             raise LeaseLost(self.intent_id)
-        if self._valid_until - self._loop.time() < needed and not await self.renew():
+        left = (self._valid_until - self._rt.now()).total_seconds()
+        if left < needed and not await self.renew():
             raise LeaseLost(self.intent_id)
 
     async def _beat(self) -> None:
         interval = self._seconds / 3
         while not self._lost:
-            await asyncio.sleep(interval)
+            await self._rt.sleep(interval)
             try:
                 await self.renew()
             except Exception:  # a database hiccup: the next beat, or ensure(), tries again

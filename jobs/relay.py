@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.core.inbox import pending_intents
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
-from jobs import store
-from jobs.dbcall import db
+from bridge.store import wake
+from bridge.store.inbox import pending_intents
+from jobs.dbcall import in_thread
 from jobs.runtime import Runtime
 
 log = get_logger(__name__)
@@ -24,8 +24,8 @@ log = get_logger(__name__)
 async def relay_once(rt: Runtime) -> int:
     if rt.redis is None:
         return 0
-    ready = await db(store.wake_ready_waiting, rt.engine)
-    ids = await db(pending_intents, rt.engine)
+    ready = await in_thread(wake.wake_ready_waiting, rt.engine)
+    ids = await in_thread(pending_intents, rt.engine, now=rt.now())
     queued = await enqueue(rt.redis, [*ready, *ids])
     if queued:
         log.info("relay re-enqueued intents", count=queued)

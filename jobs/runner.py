@@ -33,13 +33,13 @@ from bridge.core.errors import BridgeError, Permanent, Unknown
 from bridge.core.intents import Effect, Status
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
-from jobs import store
-from jobs.dbcall import db
+from bridge.store import claims, intents, leases
+from bridge.store.claims import RUNNING_ELSEWHERE
+from jobs.dbcall import in_thread
 from jobs.effects import Run, apply
 from jobs.errors import Busy, LeaseLost, NeedsReview, NotYet
 from jobs.lease import RunLease
 from jobs.runtime import Runtime
-from jobs.store import RUNNING_ELSEWHERE
 
 log = get_logger(__name__)
 
@@ -65,7 +65,7 @@ def _busy_delay(base: float) -> float:
 RUNNING_ELSEWHERE_POLL = 0.5
 
 
-def _wait_for(claimed: store.NotClaimed) -> float:
+def _wait_for(claimed: claims.NotClaimed) -> float:
     assert claimed.retry_in is not None
     if claimed.reason == RUNNING_ELSEWHERE:
         return _busy_delay(min(claimed.retry_in, RUNNING_ELSEWHERE_POLL))
@@ -106,16 +106,18 @@ async def _run(rt: Runtime, intent_id: str, *, inline: bool = False) -> tuple[st
     requeues it should that run die)."""
     # One owner per run: leases taken by this run are this run's, not the process's.
     owner = f"{rt.owner}:{uuid.uuid4().hex[:12]}"
-    claimed = await db(
-        store.claim, rt.engine, intent_id, owner, rt.settings.lease_seconds, at=rt.now()
+    claimed = await in_thread(
+        claims.claim, rt.engine, intent_id, owner, rt.settings.lease_seconds, at=rt.now()
     )
-    if isinstance(claimed, store.NotClaimed):
+    if isinstance(claimed, claims.NotClaimed):
         if claimed.retry_in is not None and not (inline and claimed.reason == RUNNING_ELSEWHERE):
             raise Retry(defer=_wait_for(claimed))
         return claimed.reason, []
-    held = set() if claimed.effect in store.SHARED_EFFECTS else {store.license_lock(claimed.ref)}
+    held = (
+        set() if claimed.effect in claims.LEASE_FREE_EFFECTS else {leases.license_lock(claimed.ref)}
+    )
     lease = RunLease(rt, intent_id, owner, held, tuple(c.id for c in claimed.companions))
-    run = Run(rt, claimed, store.Outcome(), lease, follow=lambda i: _follow(rt, i, intent_id))
+    run = Run(rt, claimed, intents.Outcome(), lease, follow=lambda i: _follow(rt, i, intent_id))
     try:
         return await _apply(run)
     finally:
@@ -131,8 +133,8 @@ async def _apply(run: Run) -> tuple[str, list[str]]:
         async with lease.beating():
             result = await apply(run)
     except Busy:
-        await db(
-            store.reschedule,
+        await in_thread(
+            intents.reschedule,
             rt.engine,
             claimed,
             outcome,
@@ -141,10 +143,10 @@ async def _apply(run: Run) -> tuple[str, list[str]]:
             count=False,
             at=rt.now(),
         )
-        raise Retry(defer=_busy_delay(store.BUSY_RETRY)) from None
+        raise Retry(defer=_busy_delay(claims.BUSY_RETRY)) from None
     except NotYet as wait:
-        await db(
-            store.reschedule,
+        await in_thread(
+            intents.reschedule,
             rt.engine,
             claimed,
             outcome,
@@ -156,19 +158,21 @@ async def _apply(run: Run) -> tuple[str, list[str]]:
         bound.info("intent waits", reason=str(wait), seconds=round(wait.retry_in, 3))
         raise Retry(defer=wait.retry_in) from None
     except LeaseLost:
-        await db(store.release, rt.engine, claimed)
+        await in_thread(intents.release, rt.engine, claimed)
         bound.warning("intent run stopped: it is no longer this worker's")
         return "lease_lost", []
     except NeedsReview as exc:
-        await db(store.finish, rt.engine, claimed, Status.NEEDS_REVIEW, outcome, error=str(exc))
+        await in_thread(
+            intents.finish, rt.engine, claimed, Status.NEEDS_REVIEW, outcome, error=str(exc)
+        )
         # The reason may list license keys: it goes to the database, not the log.
         bound.warning("intent needs review; see: cryptolens-bridge intents --status needs_review")
         return "needs_review", []
     except Exception as exc:
         return await _failed_run(rt, claimed, outcome, exc), []
 
-    woken = await db(
-        store.finish,
+    woken = await in_thread(
+        intents.finish,
         rt.engine,
         claimed,
         Status.DONE,
@@ -182,7 +186,7 @@ async def _apply(run: Run) -> tuple[str, list[str]]:
 
 
 async def _failed_run(
-    rt: Runtime, claimed: store.Claimed, outcome: store.Outcome, exc: Exception
+    rt: Runtime, claimed: claims.Claimed, outcome: intents.Outcome, exc: Exception
 ) -> str:
     known = isinstance(exc, BridgeError)  # Cryptolens', a CRM's, Stripe's
     message = str(exc) if known else f"{type(exc).__name__}: {exc}"
@@ -192,8 +196,8 @@ async def _failed_run(
         if not _permanent(exc):
             message = f"gave up after {attempts} attempts: {message}"
         # Given up after the run's own attempts: its companions' are not spent.
-        await db(
-            store.finish,
+        await in_thread(
+            intents.finish,
             rt.engine,
             claimed,
             Status.FAILED,
@@ -219,8 +223,8 @@ async def _failed_run(
             outcome_unknown=isinstance(exc, Unknown),
             delay=round(delay, 3),
         )
-    await db(
-        store.reschedule,
+    await in_thread(
+        intents.reschedule,
         rt.engine,
         claimed,
         outcome,

@@ -10,7 +10,7 @@ import asyncio
 import os
 import random
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -21,13 +21,13 @@ from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
 from bridge import providers
-from bridge.core.db import make_engine
-from bridge.core.models import utcnow
 from bridge.core.settings import BridgeConfig, Settings
 from bridge.cryptolens import CryptolensClient, NotFound, make_http_clients
 from bridge.cryptolens.models import LicenseTemplate
 from bridge.cryptolens.pools import Clients
 from bridge.mytracker import api as tracker_api
+from bridge.store.db import make_engine
+from bridge.store.tables import utcnow
 from jobs.errors import Busy
 
 
@@ -96,8 +96,10 @@ class Runtime:
     redis: ArqRedis | None = None
     local_locks: LocalLocks = field(default_factory=lambda: LocalLocks())
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-    # The clock the effects decide by (settle windows, start waits): tests set their own.
+    # The clock the effects decide by (settle windows, start waits) and leases run on
+    # (bridge.store.leases, jobs.lease), and how a lease's heartbeat waits: tests set their own.
     clock: Callable[[], datetime] = utcnow
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
     # Stripe subscription id -> its customer (the stripe_meter sink); never changes.
     stripe_customers: dict[str, str] = field(default_factory=dict)

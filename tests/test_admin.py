@@ -22,12 +22,11 @@ from starlette.types import ASGIApp, Message
 
 from bridge.admin.auth import MAX_AGE
 from bridge.app import create_app
-from bridge.core.deliverylog import DeliveryLog
-from bridge.core.inbox import add_intents
 from bridge.core.intents import Effect, IntentSpec, Status
-from bridge.core.models import AdminSession, DeliveryCount, Intent
-from bridge.core.models import DeliveryLog as DeliveryLogRow
 from bridge.core.settings import ConfigError, Settings
+from bridge.store.deliveries import DeliveryRecorder
+from bridge.store.inbox import add_intents
+from bridge.store.tables import AdminSession, DeliveryCount, Intent, LoggedDelivery
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.admin import ADMIN_TOKEN, CSRF, drain_once, sign_in
 from tests.fixtures.pipeline import SECRET, Pipeline, make_settings
@@ -482,7 +481,7 @@ class TestActions:
                     assert secret not in page.text, path
 
 
-class TestDeliveryLog:
+class TestDeliveryRecorder:
     async def test_each_refusal_cause_is_recorded_without_its_body(
         self, admin_settings: Settings, engine: Engine, sandbox_server: SandboxServer
     ) -> None:
@@ -499,7 +498,7 @@ class TestDeliveryLog:
             await pipeline.http.aclose()
         with Session(engine) as s:
             counts = {c.cause: c.count for c in s.exec(select(DeliveryCount)).all()}
-            rows = s.exec(select(DeliveryLogRow)).all()
+            rows = s.exec(select(LoggedDelivery)).all()
         assert counts == {
             "no_header": 1,
             "malformed_header": 1,
@@ -512,7 +511,7 @@ class TestDeliveryLog:
         assert all(sb.ONE_OFF_PI not in (r.detail or "") for r in rows)
 
     async def test_only_the_newest_are_kept_but_all_are_counted(self, engine: Engine) -> None:
-        log = DeliveryLog(engine, keep=3)
+        log = DeliveryRecorder(engine, keep=3)
         for i in range(5):
             log.note("stripe", "refused", "no_match", detail=f"#{i}")
         await log.flush()
@@ -520,7 +519,7 @@ class TestDeliveryLog:
             log.note("hubspot", "refused", "url_mismatch", detail=f"#{i}")
         await log.flush()
         with Session(engine) as s:
-            rows = s.exec(select(DeliveryLogRow).order_by(col(DeliveryLogRow.id))).all()
+            rows = s.exec(select(LoggedDelivery).order_by(col(LoggedDelivery.id))).all()
             counts = {(c.provider, c.cause): c.count for c in s.exec(select(DeliveryCount))}
         assert [r.detail for r in rows] == ["#4", "#5", "#6"]
         assert counts == {("stripe", "no_match"): 5, ("hubspot", "url_mismatch"): 2}

@@ -14,13 +14,14 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
-from bridge.core import inbox, metrics
+from bridge.core import metrics
 from bridge.core.batcher import Batcher
-from bridge.core.db import make_engine
-from bridge.core.inbox import Delivery, Recorded
 from bridge.core.intents import Effect, IntentSpec, Plan
-from bridge.core.models import Intent, LicenseAlias, WebhookEvent
 from bridge.core.queue import Enqueuer
+from bridge.store import inbox
+from bridge.store.db import make_engine
+from bridge.store.inbox import Delivery, Recorded
+from bridge.store.tables import Intent, LicenseAlias, WebhookEvent
 
 
 def spec(intent_id: str, **params: Any) -> IntentSpec:

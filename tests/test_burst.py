@@ -16,7 +16,7 @@ import pytest
 from sqlmodel import Session, select
 
 from bridge.core.intents import TAG_PREFIX
-from bridge.core.models import License
+from bridge.store.tables import License
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import Pipeline
 from tests.test_key_recovery import someone_else_creates_a_key

@@ -22,10 +22,10 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from bridge.core.models import DeliveryCount, DeliveryLog
 from bridge.core.settings import Settings
 from bridge.hubspot.signature import sign_v1, sign_v2
 from bridge.pipedrive.webhook import auth_refusal
+from bridge.store.tables import DeliveryCount, LoggedDelivery
 from bridge.stripe.signature import sign
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.admin import ADMIN_TOKEN, sign_in
@@ -85,13 +85,13 @@ def bridge(settings: Settings, engine: Engine, sandbox: SandboxServer) -> Any:
     return serve_crm(settings, engine, sandbox, clock)
 
 
-def logged(engine: Engine, provider: str) -> tuple[list[DeliveryLog], dict[str, int]]:
+def logged(engine: Engine, provider: str) -> tuple[list[LoggedDelivery], dict[str, int]]:
     """The provider's logged rows, and its counts by cause."""
     with Session(engine) as s:
         rows = s.exec(
-            select(DeliveryLog)
-            .where(col(DeliveryLog.provider) == provider)
-            .order_by(col(DeliveryLog.id))
+            select(LoggedDelivery)
+            .where(col(LoggedDelivery.provider) == provider)
+            .order_by(col(LoggedDelivery.id))
         ).all()
         counts = s.exec(select(DeliveryCount).where(col(DeliveryCount.provider) == provider))
         return list(rows), {c.cause: c.count for c in counts}
@@ -99,7 +99,7 @@ def logged(engine: Engine, provider: str) -> tuple[list[DeliveryLog], dict[str, 
 
 def answered(
     engine: Engine, provider: str, sent: list[httpx.Response], statuses: list[int], *causes: str
-) -> dict[str, DeliveryLog]:
+) -> dict[str, LoggedDelivery]:
     """Check the answers, and that each of ``causes`` was logged once, from this client;
     the logged rows by cause."""
     assert [r.status_code for r in sent] == statuses
@@ -110,7 +110,7 @@ def answered(
 
 
 def assert_nothing_secret(
-    rows: Iterable[DeliveryLog], sent: Iterable[httpx.Response], body_words: Iterable[str]
+    rows: Iterable[LoggedDelivery], sent: Iterable[httpx.Response], body_words: Iterable[str]
 ) -> None:
     """No secret, no header that proves the sender, no word of a body in any row."""
     proofs = [

@@ -14,8 +14,8 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy import Engine
 
-from bridge.core.models import utcnow
 from bridge.core.settings import Settings
+from bridge.store.tables import utcnow
 from jobs.runtime import Runtime
 from tests.fixtures.runs import (
     DAY,

@@ -13,8 +13,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from bridge.core.models import utcnow
 from bridge.core.settings import Settings
+from bridge.store.tables import utcnow
 from tests.fixtures.runs import (
     PRODUCT,
     add_intent,
@@ -79,7 +79,7 @@ class TestOneCall:
     ) -> None:
         from sqlmodel import Session
 
-        from bridge.core.models import LicenseAlias
+        from bridge.store.tables import LicenseAlias
 
         key, _ = sandbox_key(sandbox_server)
         add_license(engine, REF, key)
@@ -100,7 +100,7 @@ class TestOneCall:
         from sqlalchemy import update
         from sqlmodel import Session, col
 
-        from bridge.core.models import Intent
+        from bridge.store.tables import Intent
 
         key, _ = sandbox_key(sandbox_server)
         add_license(engine, REF, key)

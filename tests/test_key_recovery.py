@@ -17,11 +17,11 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from bridge.core.intents import TAG_PREFIX, notes_tag
-from bridge.core.models import Attempt, Intent, License, utcnow
 from bridge.core.settings import Settings
 from bridge.sandbox.app import create_app
 from bridge.sandbox.config import DEFAULT_TOKEN, Product, SandboxConfig, Template, TemplateObject
-from jobs import store
+from bridge.store import licenses
+from bridge.store.tables import Attempt, Intent, License, utcnow
 from tests.fixtures.pipeline import make_settings
 from tests.fixtures.runs import add_intent, attempts, finish, intent, later, runtime, step
 from tests.fixtures.servers import SandboxServer, run_asgi
@@ -274,8 +274,8 @@ class TestHeldKeys:
             s.add(License(ref="a", product_id=1001, template_id=1, key="K-1"))
             s.add(License(ref="b", product_id=1001, template_id=1))
             s.commit()
-        with pytest.raises(store.KeyHeld):
-            store.set_license_key(engine, "b", "K-1", None)
+        with pytest.raises(licenses.KeyHeld):
+            licenses.set_license_key(engine, "b", "K-1", None)
         with Session(engine) as s:
             b = s.get(License, "b")
             assert b is not None and b.key is None

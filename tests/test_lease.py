@@ -14,13 +14,14 @@ from pydantic import ValidationError
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col
 
-from bridge.core.models import Intent, Lock, utcnow
 from bridge.core.settings import Settings
 from bridge.cryptolens.models import LicenseKey
+from bridge.store.leases import license_lock
+from bridge.store.tables import Intent, Lock, utcnow
 from jobs.relay import relay_once
 from jobs.runner import run_intent
 from jobs.runtime import Runtime
-from jobs.store import license_lock
+from tests.fixtures.clock import ManualClock
 from tests.fixtures.pipeline import make_settings
 from tests.fixtures.runs import (
     DAY,
@@ -127,47 +128,85 @@ class TestLostLease:
         assert settings(10.0).lease_seconds == 10.0
 
 
+async def frozen(_: float) -> None:
+    """A sleep that never ends: a process frozen mid-run."""
+    await asyncio.Event().wait()
+
+
 class TestSlowCryptolens:
     async def test_the_heartbeat_keeps_a_slow_run_its_intent(
         self, bridge_settings: Settings, engine: Engine, sandbox_server: SandboxServer
     ) -> None:
-        """Every reply comes just before the read timeout, the lease is the shortest the
-        settings allow, and the run is held up past its lease between its read and its
-        extension. A second worker trying the intent all along must never get it (it
-        would read the old expiry and extend a second time)."""
-        settings = bridge_settings.model_copy(
-            update={
-                "cryptolens_connect_timeout": 0.2,
-                "cryptolens_read_timeout": 0.5,
-                "lease_seconds": 3.4,  # 2 x (0.2 + 0.5 + 1)
-            }
-        )
+        """The run is held up between its read and its extension for two leases' time
+        (on the runtime's clock). A second worker trying the intent after every beat
+        must never get it (it would read the old expiry and extend a second time)."""
         key, start = sandbox_key(sandbox_server)
         add_license(engine, REF, key)
         target = start + 34 * DAY
         a = extension(engine, target)
-        sandbox_server.set_faults(reply_delay_ms=400)
         held, let_go = asyncio.Event(), asyncio.Event()
+        clock = ManualClock(utcnow())
+        seconds = bridge_settings.lease_seconds
 
         async def hold_up() -> None:
             held.set()
             await let_go.wait()
 
-        async with runtime(settings, engine) as one, runtime(settings, engine) as two:
+        async with (
+            runtime(bridge_settings, engine) as one,
+            runtime(bridge_settings, engine) as two,
+        ):
+            for rt in (one, two):
+                rt.clock, rt.sleep = clock, clock.sleep
             after_get_key(one, hold_up)
             first = asyncio.create_task(step(one, a))
             await held.wait()  # the first worker has the intent and has read the key
-            loop = asyncio.get_running_loop()
-            until = loop.time() + settings.lease_seconds * 1.5
+            await clock.sleeping()  # its heartbeat waits for the first beat
             tries: list[str] = []
-            while loop.time() < until:
+            for _ in range(6):  # two leases, a beat (a third of one) at a time
+                clock.advance(seconds / 3)
+                await clock.sleeping()  # the beat renewed, and waits for the next
                 tries.append(await step(two, a))
-                await asyncio.sleep(0.2)
             let_go.set()
             assert await first == "done"
             assert await step(two, a) == "intent is done"
 
-        assert tries and set(tries) == {"retry"}  # "running elsewhere", every time
+        assert set(tries) == {"retry"}  # "running elsewhere", every time
+        assert sandbox_server.state()["counts"]["extensions"] == 1
+        assert expires_of(sandbox_server, key) == target
+
+    async def test_a_run_that_stops_beating_loses_its_intent(
+        self, bridge_settings: Settings, engine: Engine, sandbox_server: SandboxServer
+    ) -> None:
+        """A run whose heartbeat never comes (its process froze) loses the intent once
+        a lease has passed: another worker takes it over, and the frozen run, woken,
+        sends nothing."""
+        key, start = sandbox_key(sandbox_server)
+        add_license(engine, REF, key)
+        target = start + 34 * DAY
+        a = extension(engine, target)
+        held, let_go = asyncio.Event(), asyncio.Event()
+        clock = ManualClock(utcnow())
+
+        async def hold_up() -> None:
+            held.set()
+            await let_go.wait()
+
+        async with (
+            runtime(bridge_settings, engine) as one,
+            runtime(bridge_settings, engine) as two,
+        ):
+            one.clock, two.clock = clock, clock
+            one.sleep = frozen  # its heartbeat never comes
+            after_get_key(one, hold_up)
+            first = asyncio.create_task(step(one, a))
+            await held.wait()
+            assert await step(two, a) == "retry"  # still the first run's
+            clock.advance(bridge_settings.lease_seconds + 1)
+            assert await step(two, a) == "done"
+            let_go.set()
+            assert await first == "lease_lost"
+
         assert sandbox_server.state()["counts"]["extensions"] == 1
         assert expires_of(sandbox_server, key) == target
 

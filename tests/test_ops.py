@@ -11,9 +11,9 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from bridge.core import inbox
 from bridge.core.intents import Effect, IntentSpec, Plan, Status
-from bridge.core.models import Intent
+from bridge.store import inbox
+from bridge.store.tables import Intent
 from bridge.tools import ops
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.admin import drain_once

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 from sqlmodel import Session, col, update
 
 from bridge.core.intents import Effect, Status
-from bridge.core.models import License
 from bridge.cryptolens import CryptolensClient
 from bridge.cryptolens.models import LicenseKey
+from bridge.store.tables import License
 from bridge.tools import reconcile as rc
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.admin import drain_once

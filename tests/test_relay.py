@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 from bridge.core.queue import connect
 from bridge.core.settings import Settings
-from jobs import store
+from bridge.store import claims
 from jobs.relay import relay_once
 from jobs.runtime import Runtime
 from tests.fixtures.runs import add_intent, add_license, intent, runtime
@@ -34,9 +34,9 @@ async def test_pending_and_ready_waiting_intents_are_queued_once(
 ) -> None:
     add_intent(engine, "pending-1", "block", "crm:a:deal:1", {}, 1)
     add_intent(engine, "waits", "block", "crm:a:deal:2", {}, 1)
-    assert isinstance(store.claim(engine, "waits", "w", 30), store.NotClaimed)  # parked
+    assert isinstance(claims.claim(engine, "waits", "w", 30), claims.NotClaimed)  # parked
     add_intent(engine, "waits-on-nothing", "block", "crm:a:deal:3", {}, 1)
-    assert isinstance(store.claim(engine, "waits-on-nothing", "w", 30), store.NotClaimed)
+    assert isinstance(claims.claim(engine, "waits-on-nothing", "w", 30), claims.NotClaimed)
     add_license(engine, "crm:a:deal:2", "KEY-2")
 
     async with runtime(bridge_settings, engine) as rt:

@@ -39,8 +39,8 @@ from starlette.types import Receive, Scope, Send
 from structlog.testing import capture_logs
 
 from bridge.app import create_app
-from bridge.core.models import Intent, License, utcnow
 from bridge.core.settings import Settings
+from bridge.store.tables import Intent, License, utcnow
 from bridge.stripe.signature import sign
 from jobs.runner import run_intent
 from jobs.runtime import Runtime

@@ -13,8 +13,8 @@ import pytest
 from sqlalchemy import Engine
 
 from bridge.app import create_app
-from bridge.core.db import make_engine
 from bridge.core.settings import ConfigError
+from bridge.store.db import make_engine
 from bridge.stripe.signature import sign
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import SECRET, Pipeline, make_settings

@@ -20,10 +20,10 @@ from sqlmodel import Session
 
 from bridge.core import metrics, tracing
 from bridge.core.intents import Status
-from bridge.core.models import Intent
 from bridge.core.settings import ConfigError, Settings
 from bridge.cryptolens import CryptolensClient
 from bridge.operator_port import parse_address
+from bridge.store.tables import Intent
 from jobs import worker
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.admin import drain_once

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from sqlmodel import Session, select
 
 from bridge.cli import main
-from bridge.core.models import UsageCounter
+from bridge.store.tables import UsageCounter
 from jobs.collector import collect_once
 from jobs.worker import worker_options
 from tests.fixtures.runs import runtime

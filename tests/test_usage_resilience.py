@@ -21,9 +21,9 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from bridge.app import create_app
-from bridge.core.dbapi import aware
-from bridge.core.models import Attempt, Intent, utcnow
 from bridge.core.settings import Settings
+from bridge.store.dbapi import aware
+from bridge.store.tables import Attempt, Intent, utcnow
 from tests.fixtures.fake_stripe import API_KEY, FakeStripe
 from tests.fixtures.pipeline import Clock
 from tests.fixtures.servers import SandboxServer, run_asgi

@@ -15,8 +15,8 @@ from prometheus_client import generate_latest
 
 from bridge.core import logs, tracing
 from bridge.core.intents import Effect, key_digest, public_id, public_text
-from bridge.core.models import utcnow
-from bridge.usage import ledger
+from bridge.store import ledger
+from bridge.store.tables import utcnow
 from jobs.effects.meter import identifier
 from tests.fixtures.fake_stripe import FakeStripe
 from tests.fixtures.runs import attempts, due_now, intent, later, runtime, step

@@ -2,7 +2,7 @@
 
 The operator types ``BRIDGE_ADMIN_TOKEN`` once into the login form; it is compared in
 constant time and never stored in the cookie. Signing in opens a session in the database
-(``bridge.admin.sessions``: only a hash of its id is stored) and sets a cookie holding
+(``bridge.store.sessions``: only a hash of its id is stored) and sets a cookie holding
 ``{"csrf": ..., "sid": ...}``, signed with a key derived from the token (itsdangerous:
 HMAC, dated, so a new token voids every old cookie). Each request checks that the session
 is still open: signing out deletes it, so a copied cookie is worth nothing afterwards,
@@ -30,9 +30,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.admin import sessions
 from bridge.core.state import AppState
 from bridge.core.throttle import Throttle
+from bridge.store import sessions
 
 COOKIE = "bridge_admin"
 PATH = "/admin"

@@ -17,13 +17,13 @@ from sqlmodel import Session, col, select
 
 from bridge import providers
 from bridge.core.intents import Status
-from bridge.core.models import (
+from bridge.store.tables import (
     Attempt,
     DeliveryCount,
-    DeliveryLog,
     Intent,
     License,
     LicenseAlias,
+    LoggedDelivery,
     WebhookEvent,
 )
 
@@ -105,10 +105,10 @@ def status_counts(engine: Engine) -> dict[str, int]:
 def deliveries(engine: Engine, provider: str | None, limit: int = PAGE) -> Deliveries:
     with Session(engine) as s:
         events = select(WebhookEvent).order_by(col(WebhookEvent.id).desc()).limit(limit)
-        logged = select(DeliveryLog).order_by(col(DeliveryLog.id).desc()).limit(limit)
+        logged = select(LoggedDelivery).order_by(col(LoggedDelivery.id).desc()).limit(limit)
         if provider:
             events = events.where(col(WebhookEvent.provider) == provider)
-            logged = logged.where(col(DeliveryLog.provider) == provider)
+            logged = logged.where(col(LoggedDelivery.provider) == provider)
         event_rows = list(s.exec(events).all())
         ids = [e.id for e in event_rows]
         per_event = dict(

@@ -1,9 +1,9 @@
 """Group commit: concurrent webhook deliveries share one transaction and one Redis trip.
 
-A request hands its verified, planned :class:`~bridge.core.inbox.Delivery` to the process's
+A request hands its verified, planned :class:`~bridge.store.inbox.Delivery` to the process's
 :class:`Batcher` and waits. One flusher task stores everything pending in one
-transaction (:func:`bridge.core.inbox.record_many`), enqueues the new intents in one round
-trip, then answers each waiting request with its own :class:`~bridge.core.inbox.Recorded`.
+transaction (:func:`bridge.store.inbox.record_many`), enqueues the new intents in one round
+trip, then answers each waiting request with its own :class:`~bridge.store.inbox.Recorded`.
 It flushes as soon as the previous flush is done, with one exception borrowed from
 PostgreSQL's ``commit_delay``: when the previous batch held more than one delivery
 (deliveries are arriving together), it first waits ``commit_delay`` for those in flight
@@ -19,7 +19,7 @@ What a request sees is what it would see alone:
   in the database and the worker's relay queues them.
 
 On SQLite the flusher also runs the WAL checkpoints, rather than letting a commit run one
-on the event loop (see :func:`bridge.core.inbox.checkpoint`), in two steps and in a thread
+on the event loop (see :func:`bridge.store.inbox.checkpoint`), in two steps and in a thread
 (the loop goes on taking requests). Every ``checkpoint_every`` commits, a checkpoint
 copies the WAL into the database while commits go on. Once it is done, the flusher runs
 a second one between two of its transactions: it has only what was committed meanwhile
@@ -37,18 +37,19 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from bridge.core import inbox, metrics
-from bridge.core.db import is_sqlite
-from bridge.core.inbox import Delivery, Recorded
+from bridge.core import metrics
 from bridge.core.logs import get_logger
 from bridge.core.queue import Enqueuer
+from bridge.store import inbox
+from bridge.store.db import is_sqlite
+from bridge.store.inbox import Delivery, Recorded
 
 log = get_logger(__name__)
 
 # How long a flush may wait on Redis before it answers anyway (the relay has the intents).
 ENQUEUE_TIMEOUT = 1.0
 MAX_BATCH = 256
-# SQLite commits between two checkpoints (``bridge.core.inbox.checkpoint``): about the 1000
+# SQLite commits between two checkpoints (``bridge.store.inbox.checkpoint``): about the 1000
 # WAL pages after which SQLite would checkpoint by itself, at ingest's batch sizes.
 CHECKPOINT_EVERY = 64
 # Under concurrent load, how long a flush waits for deliveries in flight. uvloop (what
@@ -161,7 +162,7 @@ class Batcher:
                 future.set_exception(outcome)
 
     async def _store(self, deliveries: Sequence[Delivery]) -> list[Recorded]:
-        # SQLite is a local file with one writer at a time (see bridge.core.db): a thread would
+        # SQLite is a local file with one writer at a time (see bridge.store.db): a thread would
         # only queue on its lock and cost a loop turn. A database over the network gets one.
         if is_sqlite(self.engine):
             recorded = inbox.record_many(self.engine, deliveries)

@@ -34,7 +34,7 @@ class Effect(StrEnum):
     REGISTER_EVENT = "register_event"
     #: RecordUsage (metered billing): params["amount"].
     RECORD_USAGE = "record_usage"
-    #: One usage aggregate (bridge.usage.ledger) to its product's sink: RecordUsage, or
+    #: One usage aggregate (bridge.store.ledger) to its product's sink: RecordUsage, or
     #: a Stripe meter event. The intent's id is the aggregate's; params name the sink.
     REPORT_USAGE = "report_usage"
     #: Link the key to the buyer's Cryptolens customer (found by email, else added), once

@@ -29,7 +29,7 @@ from sqlalchemy import DateTime, Engine, Integer, TextualSelect, column, text
 
 from bridge.core.intents import Status
 from bridge.core.logs import get_logger
-from bridge.core.models import utcnow
+from bridge.store.tables import utcnow
 
 log = get_logger(__name__)
 

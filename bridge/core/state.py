@@ -11,12 +11,12 @@ from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
 from bridge.core.batcher import Batcher
-from bridge.core.deliverylog import DeliveryLog
 from bridge.core.metrics import Refresher
 from bridge.core.outage import RedisOutage
 from bridge.core.settings import BridgeConfig, Settings
 from bridge.core.throttle import Throttle, client_key
 from bridge.cryptolens import CryptolensClient
+from bridge.store.deliveries import DeliveryRecorder
 
 
 @dataclass
@@ -28,7 +28,7 @@ class AppState:
     webhook_secrets: tuple[str, ...]
     batcher: Batcher
     # Refused and duplicate deliveries, for the admin page (any provider's endpoint).
-    deliveries: DeliveryLog
+    deliveries: DeliveryRecorder
     # POST /usage bearer tokens; empty: the endpoint answers 404.
     usage_tokens: tuple[str, ...] = ()
     # Unix seconds, for the signature's tolerance; tests set it to stand on a boundary.

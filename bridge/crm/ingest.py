@@ -21,9 +21,10 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.core import inbox, metrics
-from bridge.core.inbox import Delivery, Recorded
+from bridge.core import metrics
 from bridge.core.state import AppState
+from bridge.store import inbox
+from bridge.store.inbox import Delivery, Recorded
 
 
 class Refused(Exception):

@@ -23,11 +23,11 @@ import re
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.core.inbox import Delivery
 from bridge.core.logs import get_logger
 from bridge.core.settings import SOURCE_NAME, ConfigError, CrmSourceConfig, Settings
 from bridge.crm import contract, deals
 from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
+from bridge.store.inbox import Delivery
 from bridge.stripe.signature import InvalidSignature, MalformedHeader, verify
 
 log = get_logger(__name__)

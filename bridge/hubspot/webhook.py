@@ -31,13 +31,13 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.core.inbox import Delivery
 from bridge.core.logs import get_logger
 from bridge.core.settings import Settings
 from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
 from bridge.hubspot import payload
 from bridge.hubspot.plan import SOURCE, plan
 from bridge.hubspot.signature import InvalidSignature, MalformedSignature, UrlMismatch, verify
+from bridge.store.inbox import Delivery
 
 log = get_logger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
-import bridge.core.models  # noqa: F401  (registers the tables on SQLModel.metadata)
-from bridge.core.db import make_engine
+import bridge.store.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from bridge.store.db import make_engine
 
 target_metadata = SQLModel.metadata
 

@@ -24,10 +24,10 @@ import hmac
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.core.inbox import Delivery
 from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
 from bridge.pipedrive import payload
 from bridge.pipedrive.plan import SOURCE, plan
+from bridge.store.inbox import Delivery
 
 
 def auth_refusal(header: str | None, user: str, password: str) -> str | None:

@@ -13,7 +13,7 @@
 Errors answer ``{"error": ..., "detail": ...}``; a client gone before its body arrived
 gets an empty 400. Each refusal (its cause: no_header, malformed_header, timestamp,
 no_match, bad_json, ...; never its body) and each duplicate is noted in the bounded
-delivery log (``bridge.core.deliverylog``) that the admin page shows; noting is an append
+delivery log (``bridge.store.deliveries``) that the admin page shows; noting is an append
 to memory, written off the request's path.
 
 Concurrent deliveries are stored in one transaction (``bridge.core.batcher``); each is
@@ -34,9 +34,10 @@ import orjson
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Receive, Scope, Send
 
-from bridge.core import inbox, metrics, tracing
+from bridge.core import metrics, tracing
 from bridge.core.logs import get_logger
 from bridge.core.state import AppState
+from bridge.store import inbox
 from bridge.stripe.plan import PayloadError, plan
 from bridge.stripe.signature import InvalidSignature, MalformedHeader, verify
 

@@ -42,7 +42,7 @@ import click
 import httpx
 from sqlalchemy import create_engine, text
 
-from bridge.core.db import migrate
+from bridge.store.db import migrate
 from bridge.tools import bench_scrape, loadgen
 from bridge.tools import burst as burst_mode
 from bridge.tools import starts as starts_mode

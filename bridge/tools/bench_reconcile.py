@@ -30,12 +30,12 @@ from typing import Any
 import httpx
 from sqlalchemy import insert
 
-from bridge.core.db import make_engine, migrate
 from bridge.core.intents import Effect, Status
-from bridge.core.models import Intent, License
 from bridge.cryptolens import CryptolensClient, make_http_client
 from bridge.sandbox.config import DEFAULT_PRODUCT_ID, DEFAULT_TOKEN, SandboxConfig
 from bridge.sandbox.store import NewKey, Store
+from bridge.store.db import make_engine, migrate
+from bridge.store.tables import Intent, License
 from bridge.tools import reconcile as rc
 from bridge.tools.bench import Stack, wait_http
 from bridge.tools.procs import free_port

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, make_url, text
 
 from bridge.core import metrics
-from bridge.core.db import make_engine, migrate
+from bridge.store.db import make_engine, migrate
 
 # What the scrape ran before #16: every row of the table, per scrape.
 _RECOUNT = (

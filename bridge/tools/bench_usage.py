@@ -17,7 +17,7 @@ from typing import Any
 import click
 import httpx
 
-from bridge.core.db import migrate
+from bridge.store.db import migrate
 from bridge.tools import loadgen
 from bridge.tools.bench import (
     START_TIMEOUT,

@@ -23,9 +23,9 @@ from typing import Any
 import httpx
 import orjson
 
-from bridge.core.db import migrate
 from bridge.core.intents import TAG_PREFIX
 from bridge.cryptolens.pools import Clients
+from bridge.store.db import migrate
 from bridge.stripe.signature import sign
 from bridge.tools import bench, loadgen
 from bridge.tools.procs import free_port

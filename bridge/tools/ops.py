@@ -29,11 +29,11 @@ import click
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from bridge.core.db import make_engine, session
 from bridge.core.intents import Effect, Status
-from bridge.core.models import Attempt, Intent, License, LicenseAlias, WebhookEvent, utcnow
 from bridge.core.queue import connect, enqueue
 from bridge.core.settings import Settings
+from bridge.store.db import make_engine, session
+from bridge.store.tables import Attempt, Intent, License, LicenseAlias, WebhookEvent, utcnow
 from bridge.tools.terminal import printable, say
 
 REPLAYABLE = {Status.FAILED.value, Status.NEEDS_REVIEW.value}

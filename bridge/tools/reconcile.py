@@ -61,14 +61,14 @@ from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
 from bridge.core import blocks
-from bridge.core.db import make_engine
-from bridge.core.inbox import add_intents
 from bridge.core.intents import Effect, IntentSpec, Status, merge_start
-from bridge.core.models import Attempt, Intent, License, LicenseAlias, StartHint
 from bridge.core.queue import connect, enqueue
 from bridge.core.settings import Settings
 from bridge.cryptolens import AccessDenied, CryptolensClient, NotFound, make_http_client
 from bridge.cryptolens.models import KeysPage, LicenseKey
+from bridge.store.db import make_engine
+from bridge.store.inbox import add_intents
+from bridge.store.tables import Attempt, Intent, License, LicenseAlias, StartHint
 
 CONCURRENCY = 8  # GetKey / GetKeys calls in flight
 PAGE_SIZE = 99  # keys in a GetKeys page

@@ -34,12 +34,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from bridge.core.db import is_sqlite
 from bridge.core.logs import get_logger
-from bridge.core.models import utcnow
 from bridge.core.queue import enqueue
 from bridge.core.state import AppState
-from bridge.usage import ledger
+from bridge.store import ledger
+from bridge.store.db import is_sqlite
+from bridge.store.tables import utcnow
 from bridge.usage.openapi import OPENAPI
 from bridge.usage.records import Bad, Result, UsageIn, parse
 

@@ -39,7 +39,7 @@ every run (each with a test in tests/test_effects_races.py):
 - REGISTER_EVENT carries the intent id in its Metadata; a lost reply is settled by
   GetEvents filtered on that exact Metadata string, once the call can no longer land.
   Events of one key that are due together go in one RegisterEvents call. It needs no
-  license lease (``store.SHARED_EFFECTS``): what keeps each event single is its intent
+  license lease (``claims.LEASE_FREE_EFFECTS``): what keeps each event single is its intent
   lease. The claim of one event (the lead) takes, in the same transaction, the key's
   other pending, due events whose calls are all settled (companions), each by an update
   that succeeds only while the row is unchanged since it was read (so an intent another
@@ -100,7 +100,7 @@ every run (each with a test in tests/test_effects_races.py):
   creation's outcome is its own). For a product in ``[cryptolens] create_from_template``
   creations of one template run concurrently (a launch burst): keys made from one
   template are interchangeable until the bridge tags and links them. The product's
-  creation gate (``store.begin_create``, one transaction each) lets a creation start only
+  creation gate (``creations.begin_create``, one transaction each) lets a creation start only
   while every creation in flight is of the same template and no outcome is unknown; once
   one is unknown, new ones wait, the ones in flight end, and one run settles every
   unknown one together while it holds the gate: the Web API Log (state 3010) since the

@@ -2,7 +2,7 @@
 
 Several events of one key that are due together (a replay, a backlog after an outage, a
 new key's purchase and renewal) go in one RegisterEvents call: the claim takes the
-license's other due events with the run's intent (``store.Claimed.companions``), each
+license's other due events with the run's intent (``claims.Claimed.companions``), each
 gets its own attempt row, and each event still carries its own intent's exact Metadata,
 so after a lost reply every intent reads its own event back, alone. A batch Cryptolens
 refuses is split: each event is sent again alone, so one bad event fails by itself.
@@ -15,7 +15,7 @@ from typing import Any
 
 from bridge.cryptolens import Refused
 from bridge.cryptolens.models import EventInput, TimeRange
-from jobs import store
+from bridge.store import attempts, claims, licenses
 from jobs.effects.run import READ_BACK_SLACK, Run, mutate, mutate_together, unix
 from jobs.errors import NotYet
 
@@ -23,20 +23,20 @@ METHOD = "ai/RegisterEvent"
 BATCH_METHOD = "ai/RegisterEvents"
 
 
-def event_metadata(intent: store.Claimed) -> str:
+def event_metadata(intent: claims.Claimed) -> str:
     """The exact Metadata string sent, also the GetEvents filter that finds it again."""
     metadata = dict(intent.params.get("metadata") or {})
     metadata["intent"] = intent.id
     return json.dumps(metadata, sort_keys=True, separators=(",", ":"))
 
 
-def _unresolved(intent: store.Claimed) -> store.OpenAttempt | None:
+def _unresolved(intent: claims.Claimed) -> attempts.OpenAttempt | None:
     """The intent's newest call whose outcome is unknown, sent alone or in a batch."""
     open_ = [a for m in (METHOD, BATCH_METHOD) if (a := intent.open_attempts.get(m))]
     return max(open_, key=lambda a: a.id) if open_ else None
 
 
-def _event(intent: store.Claimed) -> EventInput:
+def _event(intent: claims.Claimed) -> EventInput:
     p = intent.params
     # No Time: Cryptolens stamps the event when it lands, as RegisterEvent does, so the
     # read-back's window (from the attempt's sending on) always holds it.
@@ -48,7 +48,7 @@ def _event(intent: store.Claimed) -> EventInput:
     )
 
 
-async def register_event(run: Run, license_: store.LicenseView) -> dict[str, Any]:
+async def register_event(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
     assert license_.product_id is not None and license_.key is not None
     rt, intent = run.rt, run.intent
     product_id, key = license_.product_id, license_.key
@@ -88,7 +88,7 @@ async def register_event(run: Run, license_: store.LicenseView) -> dict[str, Any
 
 
 async def _register_together(
-    run: Run, product_id: int, key: str, pending: store.OpenAttempt | None
+    run: Run, product_id: int, key: str, pending: attempts.OpenAttempt | None
 ) -> dict[str, Any]:
     """The run's event and its companions' in one RegisterEvents call."""
     rt, intent = run.rt, run.intent
@@ -106,7 +106,7 @@ async def _register_together(
     except Refused as exc:
         # Cryptolens refused the whole call (nothing registered) without saying which
         # event it objects to: every member goes back to pending and is sent alone (an
-        # event with a refused call is never a companion again, ``store._gathers``), so
+        # event with a refused call is never a companion again, ``claims._gathers``), so
         # only the bad one fails, with Cryptolens' reason. Its attempts are settled.
         raise NotYet(f"{exc}; its {len(members)} events are sent one by one", 0) from None
     for companion in intent.companions:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from jobs import store
-from jobs.dbcall import db
+from bridge.store import attempts, licenses
+from jobs.dbcall import in_thread
 from jobs.effects.run import Run, held, mutate
 from jobs.runtime import Runtime
 
 
-async def link_customer(run: Run, license_: store.LicenseView) -> dict[str, Any]:
+async def link_customer(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
     assert license_.product_id is not None and license_.key is not None
     expected = run.intent.params.get("customer_id")
     if expected is not None:
@@ -41,7 +41,7 @@ async def link_customer(run: Run, license_: store.LicenseView) -> dict[str, Any]
     return {"customer_id": customer_id}
 
 
-async def set_customer(run: Run, license_: store.LicenseView) -> dict[str, Any]:
+async def set_customer(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
     """A CRM deal's contact or company changed: the key follows, unless a newer change
     was applied already (``customer_decided_at``). One ChangeCustomer per change that
     names another customer; none when the customer is the one linked already."""
@@ -96,7 +96,7 @@ async def find_or_add_customer(
     scope = customer_scope(email)
     async with held(run, f"customer:{email.lower()}", wait=10.0):
         found = await _customer_by_email(rt, email)
-        unresolved = await db(store.open_in_scope, rt.engine, scope)
+        unresolved = await in_thread(attempts.open_in_scope, rt.engine, scope)
         if found is not None:
             for attempt in unresolved:
                 run.outcome.attempts[attempt.id] = "applied"  # one of them made it
@@ -106,7 +106,7 @@ async def find_or_add_customer(
         if unresolved:
             # Past their windows and still not found: none of them made a customer.
             ids = [a.id for a in unresolved]
-            await db(store.finish_attempts, rt.engine, ids, "not_applied")
+            await in_thread(attempts.finish_attempts, rt.engine, ids, "not_applied")
         added = await mutate(
             run,
             "customer/AddCustomer",

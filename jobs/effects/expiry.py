@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from jobs import store
+from bridge.store import licenses
 from jobs.effects.readback import applied_here, key_scope, settle_key_calls
 from jobs.effects.run import DAY, Run, mutate, unix
 
 
-async def extend(run: Run, license_: store.LicenseView) -> dict[str, Any]:
+async def extend(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
     assert license_.product_id is not None and license_.key is not None
     rt, method = run.rt, "key/ExtendLicense"
     product_id, key = license_.product_id, license_.key

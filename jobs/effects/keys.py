@@ -20,7 +20,6 @@ import asyncio
 import functools
 from typing import Any
 
-from bridge.core import locks
 from bridge.core.intents import TAG_PREFIX, creation_notes, notes_tag
 from bridge.core.logs import get_logger
 from bridge.cryptolens import CryptolensError, NotFound
@@ -32,8 +31,8 @@ from bridge.cryptolens.models import (
     TimeRange,
     WebApiLog,
 )
-from jobs import store
-from jobs.dbcall import db
+from bridge.store import attempts, creations, intents, leases, licenses, wake
+from jobs.dbcall import in_thread
 from jobs.effects.customers import change_customer, find_or_add_customer
 from jobs.effects.run import READ_BACK_SLACK, Run, failed_outcome, mutate, together, unix
 from jobs.errors import Busy, LeaseLost, NeedsReview, NotYet
@@ -89,7 +88,7 @@ async def create_key(run: Run) -> dict[str, Any]:
             fresh_notes = template.notes or ""
         # What waits for the key without needing the license (the purchase event) starts
         # now, beside the tag and the link below.
-        for woken in await db(store.wake_shared, rt.engine, intent.ref):
+        for woken in await in_thread(wake.wake_lease_free, rt.engine, intent.ref):
             run.start(woken)
 
     # The tag and the link do not depend on each other: together.
@@ -137,7 +136,7 @@ async def _create_tagged(run: Run, template: LicenseTemplate, source: str) -> di
         product_id, key_string, objects = template.product_id, created.key, ()
         customer_id = created.customer_id
     # What waits for the key without needing the license (the purchase event) starts now.
-    for woken in await db(store.wake_shared, rt.engine, intent.ref):
+    for woken in await in_thread(wake.wake_lease_free, rt.engine, intent.ref):
         run.start(woken)
     await _follow_up(run, template, product_id, key_string, objects)
     if email and customer_id is None:
@@ -178,10 +177,10 @@ async def _settle_tagged(run: Run) -> tuple[int, LicenseKey] | None:
         if not final:
             left = (run.settle_after(attempt) - rt.now()).total_seconds()
             raise NotYet(f"{CREATE} may still land", max(left, 0.0))
-        await db(store.finish_attempt, rt.engine, attempt.id, "not_applied")
+        await in_thread(attempts.finish_attempt, rt.engine, attempt.id, "not_applied")
         return None
-    await db(
-        store.set_license_key,
+    await in_thread(
+        licenses.set_license_key,
         rt.engine,
         intent.ref,
         key.key,
@@ -211,8 +210,8 @@ async def _create(
     rt, intent = run.rt, run.intent
     product_id = template.product_id
     await run.lease.ensure(run.call_bound * 1.25)
-    step = await db(
-        store.begin_tagged_create,
+    step = await in_thread(
+        creations.begin_tagged_create,
         rt.engine,
         intent,
         product_id=product_id,
@@ -239,12 +238,12 @@ async def _create(
             ),
         )
     except LeaseLost:
-        await db(store.finish_attempt, rt.engine, step.attempt_id, "not_applied")
+        await in_thread(attempts.finish_attempt, rt.engine, step.attempt_id, "not_applied")
         raise
     except CryptolensError as exc:
-        await db(store.finish_attempt, rt.engine, step.attempt_id, failed_outcome(exc))
+        await in_thread(attempts.finish_attempt, rt.engine, step.attempt_id, failed_outcome(exc))
         raise
-    await db(store.set_license_key, rt.engine, intent.ref, created.key, step.attempt_id)
+    await in_thread(licenses.set_license_key, rt.engine, intent.ref, created.key, step.attempt_id)
     return created
 
 
@@ -331,7 +330,7 @@ async def _create_or_recover(run: Run, product_id: int, template_id: int) -> tup
     """The license's key, and whether this call created it.
 
     Creations of one template run concurrently, across jobs and workers; the product's
-    creation gate (``store.begin_create``) keeps out what would make a lost reply's key
+    creation gate (``creations.begin_create``) keeps out what would make a lost reply's key
     ambiguous, and is held only while deciding (or while settling unknown creations).
     """
     rt, intent = run.rt, run.intent
@@ -345,18 +344,18 @@ async def _create_or_recover(run: Run, product_id: int, template_id: int) -> tup
             FROM_TEMPLATE, lambda: rt.client.create_key_from_template(template_id)
         )
     except LeaseLost:
-        await db(store.finish_attempt, rt.engine, step.attempt_id, "not_applied")
+        await in_thread(attempts.finish_attempt, rt.engine, step.attempt_id, "not_applied")
         raise
     except CryptolensError as exc:
-        await db(store.finish_attempt, rt.engine, step.attempt_id, failed_outcome(exc))
+        await in_thread(attempts.finish_attempt, rt.engine, step.attempt_id, failed_outcome(exc))
         raise
-    await db(store.set_license_key, rt.engine, intent.ref, created.key, step.attempt_id)
+    await in_thread(licenses.set_license_key, rt.engine, intent.ref, created.key, step.attempt_id)
     return created.key, True
 
 
 async def _begin_create(
     run: Run, product_id: int, template_id: int, scope: str
-) -> store.CreateStep:
+) -> creations.CreateStep:
     """Pass the product's creation gate: wait while it is held or must drain, settle what
     is unknown (holding the gate), and return a key or a recorded attempt."""
     rt, intent = run.rt, run.intent
@@ -366,14 +365,15 @@ async def _begin_create(
     settled = 0
     while True:
         await run.lease.ensure(run.call_bound * 1.25)
-        step = await db(
-            store.begin_create,
+        step = await in_thread(
+            creations.begin_create,
             rt.engine,
             intent,
             product_id=product_id,
             template_id=template_id,
             scope=scope,
             lease=rt.settings.lease_seconds,
+            now=rt.now(),
         )
         if step.lost:
             raise LeaseLost(intent.id)
@@ -390,7 +390,7 @@ async def _begin_create(
                 await _settle_creates(run, product_id, step.unresolved)
             except BaseException:
                 run.lease.discard(scope)
-                await db(locks.release, rt.engine, scope, intent.owner)
+                await in_thread(leases.release, rt.engine, scope, intent.owner)
                 raise
             run.lease.discard(scope)  # the next begin_create takes it back and drops it
             continue
@@ -401,7 +401,7 @@ async def _begin_create(
         delay = min(delay * 2, 0.1)
 
 
-async def _settle_creates(run: Run, product_id: int, unknown: list[store.OpenAttempt]) -> None:
+async def _settle_creates(run: Run, product_id: int, unknown: list[attempts.OpenAttempt]) -> None:
     """Decide every unknown key creation of the product together (under its gate, with
     nothing of the product in flight): the bridge's new keys in the Web API Log since
     the first of them, minus every key it holds, go one to one to those attempts."""
@@ -414,12 +414,12 @@ async def _settle_creates(run: Run, product_id: int, unknown: list[store.OpenAtt
         # every other creation's candidates while the review is open.
         listed = exc.keys if isinstance(exc, _Candidates) else []
         for attempt in unknown:
-            await db(store.list_candidates, rt.engine, attempt.id, listed)
+            await in_thread(attempts.list_candidates, rt.engine, attempt.id, listed)
             if attempt.intent_id == run.intent.id:
                 run.outcome.attempts[attempt.id] = "ambiguous"
                 continue
-            await db(store.finish_attempt, rt.engine, attempt.id, "ambiguous")
-            await db(store.set_needs_review, rt.engine, attempt.intent_id, str(exc))
+            await in_thread(attempts.finish_attempt, rt.engine, attempt.id, "ambiguous")
+            await in_thread(intents.set_needs_review, rt.engine, attempt.intent_id, str(exc))
             log.warning("key creation needs review", intent=attempt.intent_id)
         if any(a.intent_id == run.intent.id for a in unknown):
             raise
@@ -431,17 +431,17 @@ async def _settle_creates(run: Run, product_id: int, unknown: list[store.OpenAtt
         key = found.get(attempt.id)
         if key is None:
             continue
-        owner_ref = await db(store.intent_ref, rt.engine, attempt.intent_id)
+        owner_ref = await in_thread(intents.intent_ref, rt.engine, attempt.intent_id)
         if owner_ref is None:  # pragma: no cover - attempts reference intents by FK
             continue
-        await db(store.set_license_key, rt.engine, owner_ref, key, attempt.id)
+        await in_thread(licenses.set_license_key, rt.engine, owner_ref, key, attempt.id)
         # License keys are credentials of the vendor's customers: not in logs.
         log.info("key recovered after a lost reply", intent=attempt.intent_id)
     left = [a for a in unknown if a.id not in found]
     for attempt in left:
         run.not_yet(attempt, FROM_TEMPLATE)
     for attempt in left:
-        await db(store.finish_attempt, rt.engine, attempt.id, "not_applied")
+        await in_thread(attempts.finish_attempt, rt.engine, attempt.id, "not_applied")
 
 
 async def read_log(rt: Runtime, product_id: int, states: list[int], since: int) -> list[WebApiLog]:
@@ -483,7 +483,7 @@ def made_from(template: LicenseTemplate, key: LicenseKey) -> bool:
 
 
 async def _recover_keys(
-    run: Run, product_id: int, unknown: list[store.OpenAttempt]
+    run: Run, product_id: int, unknown: list[attempts.OpenAttempt]
 ) -> dict[int, str]:
     """Which key each unknown CreateKeyFromTemplate made (attempt id -> key; absent: none).
 
@@ -501,7 +501,9 @@ async def _recover_keys(
     since = min(unix(a.sent_at) for a in unknown) - READ_BACK_SLACK
     logs = await read_log(rt, product_id, [3010], since)
     created = {entry.key: entry for entry in logs if entry.key}
-    candidates = set(created) - await db(store.claimed_keys, rt.engine, product_id, set(created))
+    candidates = set(created) - await in_thread(
+        licenses.claimed_keys, rt.engine, product_id, set(created)
+    )
     tags = {notes_tag(a.intent_id): a for a in unknown}
     template_ids = {int(a.detail.get("template_id") or 0) for a in unknown}
     # The gate lets only one template's creations overlap; a template per attempt anyway.

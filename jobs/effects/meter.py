@@ -21,10 +21,9 @@ from typing import Any
 from bridge.core.errors import Permanent
 from bridge.core.intents import public_id
 from bridge.cryptolens import OutcomeUnknown
+from bridge.store import attempts, ledger, licenses
 from bridge.stripe import api as stripe_api
-from bridge.usage import ledger
-from jobs import store
-from jobs.dbcall import db
+from jobs.dbcall import in_thread
 from jobs.effects.run import Run
 from jobs.errors import NeedsReview
 
@@ -52,18 +51,20 @@ def identifier(aggregate_id: str) -> str:
     return "usage:" + hashlib.sha256(public.encode()).hexdigest()
 
 
-def _identifier(aggregate_id: str, open_: store.OpenAttempt | None) -> str:
+def _identifier(aggregate_id: str, open_: attempts.OpenAttempt | None) -> str:
     """What to send as the identifier: the one an earlier send used, if any, so that
     Stripe dedupes a re-send whatever version of the bridge made the first."""
     sent = open_.detail.get("identifier") if open_ is not None else None
     return sent if isinstance(sent, str) and sent else identifier(aggregate_id)
 
 
-async def _customer(run: Run, license_: store.LicenseView, aggregate: ledger.Aggregate) -> str:
+async def _customer(run: Run, license_: licenses.LicenseView, aggregate: ledger.Aggregate) -> str:
     rt = run.rt
     ref: str | None = license_.ref
     if not license_.ref.startswith("stripe:sub:"):
-        ref = await db(ledger.subscription_ref, rt.engine, aggregate.product_id, aggregate.key)
+        ref = await in_thread(
+            ledger.subscription_ref, rt.engine, aggregate.product_id, aggregate.key
+        )
     if ref is None:
         raise MeterConfigError(
             f"configuration: key of product {aggregate.product_id} belongs to no Stripe "
@@ -90,7 +91,7 @@ def _stripe_options(run: Run) -> dict[str, Any]:
 
 
 async def send_meter_event(
-    run: Run, license_: store.LicenseView, aggregate: ledger.Aggregate
+    run: Run, license_: licenses.LicenseView, aggregate: ledger.Aggregate
 ) -> dict[str, Any]:
     rt, intent = run.rt, run.intent
     product = rt.config.usage.product_for(aggregate.product_id)
@@ -125,7 +126,7 @@ async def send_meter_event(
         "value": event.value,
         "first_sent_at": (first_sent or now).isoformat(),
     }
-    attempt_id = await db(store.start_attempt, rt.engine, intent.id, METHOD, detail)
+    attempt_id = await in_thread(attempts.start_attempt, rt.engine, intent.id, METHOD, detail)
     deduped = False
     try:
         await run.send(METHOD, lambda: stripe_api.create_meter_event(event, **options))
@@ -133,10 +134,10 @@ async def send_meter_event(
         deduped = True  # an earlier send of this very aggregate landed
     except (stripe_api.TransientStripeError, OutcomeUnknown):
         # Maybe applied, maybe not: the next run sends it again (Stripe dedupes it).
-        await db(store.finish_attempt, rt.engine, attempt_id, "unknown")
+        await in_thread(attempts.finish_attempt, rt.engine, attempt_id, "unknown")
         raise
     except BaseException:
-        await db(store.finish_attempt, rt.engine, attempt_id, "refused")
+        await in_thread(attempts.finish_attempt, rt.engine, attempt_id, "refused")
         raise
     run.outcome.attempts[attempt_id] = "applied"
     if open_ is not None:
@@ -151,7 +152,7 @@ async def send_meter_event(
     }
 
 
-def _first_sent(open_: store.OpenAttempt | None) -> datetime | None:
+def _first_sent(open_: attempts.OpenAttempt | None) -> datetime | None:
     if open_ is None:
         return None
     raw = open_.detail.get("first_sent_at")

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 from bridge.core.logs import get_logger
 from bridge.cryptolens.models import LicenseKey
-from jobs import store
-from jobs.dbcall import db
+from bridge.store import attempts, intents, licenses
+from jobs.dbcall import in_thread
 from jobs.effects.run import DAY, READ_BACK_SLACK, Run, unix
 from jobs.errors import NeedsReview
 
 log = get_logger(__name__)
 
 
-def key_scope(license_: store.LicenseView) -> str:
+def key_scope(license_: licenses.LicenseView) -> str:
     return f"key:{license_.ref}"
 
 
-async def settle_key_calls(run: Run, license_: store.LicenseView, current: LicenseKey) -> None:
+async def settle_key_calls(run: Run, license_: licenses.LicenseView, current: LicenseKey) -> None:
     """Settle every unresolved ExtendLicense / BlockKey / UnblockKey on this key against
     the exact state each would have produced (``current``, read under the license lease).
 
@@ -25,7 +25,7 @@ async def settle_key_calls(run: Run, license_: store.LicenseView, current: Licen
     effect cannot be told goes to a person (NeedsReview), another intent's is parked for
     a person without stopping this run.
     """
-    for attempt in await db(store.open_in_scope, run.rt.engine, key_scope(license_)):
+    for attempt in await in_thread(attempts.open_in_scope, run.rt.engine, key_scope(license_)):
         verdict = key_verdict(run, attempt, current)
         if verdict == "not_applied":
             run.not_yet(attempt, attempt.method)
@@ -38,12 +38,12 @@ async def settle_key_calls(run: Run, license_: store.LicenseView, current: Licen
         )
         if attempt.intent_id == run.intent.id:
             raise NeedsReview(reason)
-        await db(store.finish_attempt, run.rt.engine, attempt.id, "ambiguous")
-        await db(store.set_needs_review, run.rt.engine, attempt.intent_id, reason)
+        await in_thread(attempts.finish_attempt, run.rt.engine, attempt.id, "ambiguous")
+        await in_thread(intents.set_needs_review, run.rt.engine, attempt.intent_id, reason)
         log.warning("another intent's call needs review", intent=attempt.intent_id)
 
 
-def key_verdict(run: Run, attempt: store.OpenAttempt, current: LicenseKey) -> str:
+def key_verdict(run: Run, attempt: attempts.OpenAttempt, current: LicenseKey) -> str:
     if attempt.method in ("key/BlockKey", "key/UnblockKey"):
         wanted = attempt.method == "key/BlockKey"
         return "applied" if current.block == wanted else "not_applied"

@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from bridge.core import locks
 from bridge.cryptolens import CryptolensError, OutcomeUnknown, Transient
-from jobs import store
-from jobs.dbcall import db
+from bridge.store import attempts, claims, intents, leases
+from jobs.dbcall import in_thread
 from jobs.errors import Busy, LeaseLost, NotYet
 from jobs.lease import RunLease
 from jobs.runtime import Runtime
@@ -31,8 +30,8 @@ class Run:
     """One run of one claimed intent: what it holds, and what it learns."""
 
     rt: Runtime
-    intent: store.Claimed
-    outcome: store.Outcome
+    intent: claims.Claimed
+    outcome: intents.Outcome
     lease: RunLease
     # Runs another intent beside this run (the runner's; None: not at all). A new key's
     # purchase event is registered while the key is being tagged and linked.
@@ -48,13 +47,13 @@ class Run:
         """The longest one Cryptolens call can take (its client's timeouts)."""
         return self.rt.settings.call_bound_seconds
 
-    def settle_after(self, attempt: store.OpenAttempt) -> datetime:
+    def settle_after(self, attempt: attempts.OpenAttempt) -> datetime:
         """When an unresolved call can no longer land: its read-back is then final."""
         return attempt.sent_at + timedelta(
             seconds=self.call_bound + self.rt.settings.settle_seconds
         )
 
-    def not_yet(self, attempt: store.OpenAttempt, what: str) -> None:
+    def not_yet(self, attempt: attempts.OpenAttempt, what: str) -> None:
         """Raise NotYet unless ``attempt`` can no longer land at Cryptolens."""
         at = self.settle_after(attempt)
         now = self.rt.now()
@@ -92,8 +91,8 @@ async def mutate(
     """
     rt = run.rt
     await run.lease.confirm()  # before the attempt row: a lost run leaves none
-    attempt_id = await db(
-        store.start_attempt,
+    attempt_id = await in_thread(
+        attempts.start_attempt,
         rt.engine,
         run.intent.id,
         method,
@@ -104,10 +103,10 @@ async def mutate(
     try:
         result = await run.send(method, call, confirmed=True)
     except LeaseLost:
-        await db(store.finish_attempt, rt.engine, attempt_id, "not_applied")  # never sent
+        await in_thread(attempts.finish_attempt, rt.engine, attempt_id, "not_applied")  # never sent
         raise
     except CryptolensError as exc:
-        await db(store.finish_attempt, rt.engine, attempt_id, failed_outcome(exc))
+        await in_thread(attempts.finish_attempt, rt.engine, attempt_id, failed_outcome(exc))
         raise
     run.outcome.attempts[attempt_id] = "applied"
     return result
@@ -122,20 +121,24 @@ async def mutate_together(
     supersedes: list[int],
 ) -> T:
     """Send one mutating call on behalf of several intents (the run's own and its
-    companions', ``store.Claimed.companions``): one attempt row per intent, all written
+    companions', ``claims.Claimed.companions``): one attempt row per intent, all written
     before the call, and all settled alike by its outcome, as :func:`mutate` does."""
     rt = run.rt
     await run.lease.confirm()  # every intent's lease: a lost run leaves no attempt
     ids = list(
-        (await db(store.start_attempts, rt.engine, method, details, supersedes=supersedes)).values()
+        (
+            await in_thread(
+                attempts.start_attempts, rt.engine, method, details, supersedes=supersedes
+            )
+        ).values()
     )
     try:
         result = await run.send(method, call, confirmed=True)
     except LeaseLost:
-        await db(store.finish_attempts, rt.engine, ids, "not_applied")  # never sent
+        await in_thread(attempts.finish_attempts, rt.engine, ids, "not_applied")  # never sent
         raise
     except CryptolensError as exc:
-        await db(store.finish_attempts, rt.engine, ids, failed_outcome(exc))
+        await in_thread(attempts.finish_attempts, rt.engine, ids, failed_outcome(exc))
         raise
     for attempt_id in ids:
         run.outcome.attempts[attempt_id] = "applied"
@@ -179,7 +182,9 @@ async def held(run: Run, name: str, *, wait: float = 2.0) -> AsyncIterator[None]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         delay = 0.005
-        while not await db(locks.acquire, rt.engine, name, owner, rt.settings.lease_seconds):
+        while not await in_thread(
+            leases.acquire, rt.engine, name, owner, rt.settings.lease_seconds, now=rt.now()
+        ):
             if loop.time() >= deadline:
                 raise Busy(name)
             await asyncio.sleep(delay * (0.5 + rt.random()))
@@ -189,4 +194,4 @@ async def held(run: Run, name: str, *, wait: float = 2.0) -> AsyncIterator[None]
             yield
         finally:
             run.lease.discard(name)
-            await db(locks.release, rt.engine, name, owner)
+            await in_thread(leases.release, rt.engine, name, owner)

@@ -1,6 +1,6 @@
 """TRACK_REVENUE and TRACK_EVENT: payments and business events to myTracker.
 
-A run sends its own item and its companions' (``store.Claimed.companions``: due items of
+A run sends its own item and its companions' (``claims.Claimed.companions``: due items of
 the same effect, of any license) in one batch call, within myTracker's 20 items and
 10 KB; companions past that go back to pending for their own runs. Every member gets an
 attempt row before the call, and the call's outcome settles them all.
@@ -21,8 +21,8 @@ from typing import Any
 
 from bridge.core.intents import Effect
 from bridge.mytracker import api
-from jobs import store
-from jobs.dbcall import db
+from bridge.store import attempts, claims, intents
+from jobs.dbcall import in_thread
 from jobs.effects.run import Run
 from jobs.errors import LeaseLost, NeedsReview, NotYet
 
@@ -33,12 +33,12 @@ def method_of(effect: Effect) -> str:
     return f"mytracker/{_KINDS[effect].value}"
 
 
-async def _item(run: Run, intent: store.Claimed) -> dict[str, Any]:
+async def _item(run: Run, intent: claims.Claimed) -> dict[str, Any]:
     """The item as sent: its user filled where the planner could not name one (a guest's
     refund: the session that bought the key; else the license, never a person)."""
     item = dict(intent.params["item"])
     if not item.get("customUserId"):
-        session = await db(store.checkout_session, run.rt.engine, intent.license_ref)
+        session = await in_thread(intents.checkout_session, run.rt.engine, intent.license_ref)
         item["customUserId"] = session or intent.license_ref
     return item
 
@@ -68,7 +68,7 @@ async def track(run: Run) -> dict[str, Any]:
         raise api.TrackerRefused(f"myTracker {kind.value}: the item alone is over 10 KB")
     if size < len(members):
         spare = [m.id for m in members[size:]]
-        await db(store.release_companions, rt.engine, intent.owner, spare)
+        await in_thread(intents.release_companions, rt.engine, intent.owner, spare)
         run.lease.discard_companions(spare)
         members, items = members[:size], items[:size]
     await _send(run, app_id, client, kind, method, members, items)
@@ -85,33 +85,33 @@ async def _send(
     client: Any,
     kind: api.Kind,
     method: str,
-    members: list[store.Claimed],
+    members: list[claims.Claimed],
     items: list[dict[str, Any]],
 ) -> None:
     rt = run.rt
     await run.lease.confirm()  # every member's lease: a lost run leaves no attempt
     detail = {"lead": run.intent.id, "items": len(members)}
-    attempts = await db(
-        store.start_attempts, rt.engine, method, {m.id: detail for m in members}, supersedes=[]
+    started = await in_thread(
+        attempts.start_attempts, rt.engine, method, {m.id: detail for m in members}, supersedes=[]
     )
-    ids = list(attempts.values())
+    ids = list(started.values())
     try:
         await run.send(method, lambda: api.send(client, app_id, kind, items), confirmed=True)
     except LeaseLost:
-        await db(store.finish_attempts, rt.engine, ids, "not_applied")  # never sent
+        await in_thread(attempts.finish_attempts, rt.engine, ids, "not_applied")  # never sent
         raise
     except api.TrackerTransient:
-        await db(store.finish_attempts, rt.engine, ids, "not_applied")
+        await in_thread(attempts.finish_attempts, rt.engine, ids, "not_applied")
         raise
     except (api.TrackerRefused, api.TrackerConfigError) as exc:
-        await db(store.finish_attempts, rt.engine, ids, "refused")  # nothing imported
+        await in_thread(attempts.finish_attempts, rt.engine, ids, "refused")  # nothing imported
         if isinstance(exc, api.TrackerRefused) and len(members) > 1:
             # Which item broke the rules myTracker does not say: each is sent alone.
             raise NotYet(f"{exc}; its {len(members)} items are sent one by one", 0) from None
         raise
     except BaseException:
         # No reply, a 5xx, a cancelled call: maybe imported (read again as above).
-        await db(store.finish_attempts, rt.engine, ids, "unknown")
+        await in_thread(attempts.finish_attempts, rt.engine, ids, "unknown")
         raise
     for attempt_id in ids:
         run.outcome.attempts[attempt_id] = "applied"

@@ -1,6 +1,6 @@
 """RECORD_USAGE and REPORT_USAGE: metered billing.
 
-REPORT_USAGE runs one usage aggregate (``bridge.usage.ledger``): it seals the aggregate
+REPORT_USAGE runs one usage aggregate (``bridge.store.ledger``): it seals the aggregate
 (no record joins it after: its amount is final), then sends that amount to the sink
 fixed when the aggregate was opened.
 
@@ -19,9 +19,8 @@ from typing import Any
 
 from bridge.core.errors import Permanent
 from bridge.cryptolens import Refused
-from bridge.usage import ledger
-from jobs import store
-from jobs.dbcall import db
+from bridge.store import ledger, licenses
+from jobs.dbcall import in_thread
 from jobs.effects.meter import send_meter_event
 from jobs.effects.run import Run, mutate
 from jobs.errors import NeedsReview
@@ -34,7 +33,7 @@ class UsageConfigError(Permanent):
     product without a meter event name): a person must fix the configuration."""
 
 
-async def record_usage(run: Run, license_: store.LicenseView) -> dict[str, Any]:
+async def record_usage(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
     assert license_.product_id is not None and license_.key is not None
     rt = run.rt
     product_id, key = license_.product_id, license_.key
@@ -51,10 +50,10 @@ async def record_usage(run: Run, license_: store.LicenseView) -> dict[str, Any]:
     return {"recorded": amount}
 
 
-async def report_usage(run: Run, license_: store.LicenseView) -> dict[str, Any]:
+async def report_usage(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
     """Seal the intent's aggregate and send its amount to its sink, once."""
     rt = run.rt
-    aggregate = await db(ledger.seal, rt.engine, run.intent.id, rt.now())
+    aggregate = await in_thread(ledger.seal, rt.engine, run.intent.id, rt.now())
     if aggregate is None:
         raise NeedsReview(f"usage aggregate {run.intent.id} is not in the ledger")
     if aggregate.sink == "stripe_meter":

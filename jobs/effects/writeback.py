@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from bridge import providers
-from jobs import store
+from bridge.store import licenses
 from jobs.effects.run import Run
 
 
-async def write_back(run: Run, license_: store.LicenseView) -> dict[str, Any]:
+async def write_back(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
     assert license_.key is not None
     intent = run.intent
     provider = providers.for_ref(intent.ref)

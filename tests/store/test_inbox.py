@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
-from bridge.core import inbox
 from bridge.core.intents import Effect, IntentSpec, Plan
-from bridge.core.models import Intent, LicenseAlias, StartHint, WebhookEvent
+from bridge.store import inbox
+from bridge.store.tables import Intent, LicenseAlias, StartHint, WebhookEvent, utcnow
 
 
 def spec(intent_id: str, effect: Effect = Effect.EXTEND) -> IntentSpec:
@@ -104,7 +104,7 @@ class TestRecord:
 class TestPending:
     def test_lists_pending_intents(self, engine: Engine) -> None:
         record(engine, "evt_1", Plan(intents=[spec("i1"), spec("i2")]))
-        assert sorted(inbox.pending_intents(engine)) == ["i1", "i2"]
+        assert sorted(inbox.pending_intents(engine, now=utcnow())) == ["i1", "i2"]
 
 
 class TestStoredBody:

@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import DateTime, Engine, bindparam, text
 
-from bridge.core.db import transaction
-from bridge.core.dbapi import aware
+from bridge.store.db import transaction
+from bridge.store.dbapi import aware
 
 _TIME = DateTime(timezone=True)
 _OPEN = text(

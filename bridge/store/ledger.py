@@ -30,8 +30,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from bridge.core.dbapi import Sql, Tx, tx
 from bridge.core.intents import Effect, usage_intent_id, usage_license_ref
+from bridge.store.dbapi import Sql, Tx, tx
 from bridge.usage.config import UsageConfig
 from bridge.usage.records import Outcome, UsageIn
 

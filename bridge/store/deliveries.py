@@ -1,14 +1,15 @@
-"""A bounded record of the deliveries that stored no new event: refusals and duplicates.
+"""The ``delivery_log`` and ``delivery_count`` tables: a bounded record of the deliveries
+that stored no new event (refusals and duplicates), written by :class:`DeliveryRecorder`.
 
 A verified delivery is an event row (``webhook_event``); a refused one leaves nothing,
 which is right for the data and wrong for the operator who wants to know why Stripe's
-dashboard shows failures. :class:`DeliveryLog` keeps the newest :data:`KEEP` of them
+dashboard shows failures. :class:`DeliveryRecorder` keeps the newest :data:`KEEP` of them
 (provider, outcome, cause, a short detail, the peer's address: never a body or a
 header value) and counts every one by provider and cause.
 
 Every endpoint (Stripe, HubSpot, Pipedrive, the generic CRM contract, ``POST /usage``)
-calls :meth:`DeliveryLog.refused` or :meth:`DeliveryLog.duplicate`, which name the
-provider and the cause in one shared vocabulary, so the admin page compares providers:
+calls :meth:`DeliveryRecorder.refused` or :meth:`DeliveryRecorder.duplicate`, which name
+the provider and the cause in one shared vocabulary, so the admin page compares providers:
 
     no_header          no signature or Authorization header at all
     malformed_header   a header that does not parse (or the wrong auth scheme)
@@ -44,10 +45,10 @@ from typing import Any
 
 from sqlalchemy import DateTime, Engine, bindparam, text
 
-from bridge.core.db import transaction
-from bridge.core.inbox import storable_text
 from bridge.core.logs import get_logger
-from bridge.core.models import utcnow
+from bridge.store.db import transaction
+from bridge.store.inbox import storable_text
+from bridge.store.tables import utcnow
 
 log = get_logger(__name__)
 
@@ -94,7 +95,7 @@ def _detail(text: str) -> str:
     return storable_text(text[:_DETAIL], 6 * _DETAIL)[:_DETAIL]
 
 
-class DeliveryLog:
+class DeliveryRecorder:
     def __init__(self, engine: Engine, *, keep: int = KEEP, buffer: int = BUFFER) -> None:
         self._engine = engine
         self._keep = keep

@@ -21,6 +21,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from functools import cache
 from itertools import chain
 from typing import Any
@@ -29,10 +30,10 @@ import orjson
 from sqlalchemy import Dialect, Engine
 from sqlmodel import col, select
 
-from bridge.core.db import is_sqlite, session
-from bridge.core.dbapi import tx
 from bridge.core.intents import Effect, IntentSpec, Plan, Status
-from bridge.core.models import Intent, WebhookEvent, utcnow
+from bridge.store.db import is_sqlite, session
+from bridge.store.dbapi import tx
+from bridge.store.tables import Intent, WebhookEvent, utcnow
 
 # Keys whose values are secrets even inside a provider's payload (a Checkout Session's
 # client_secret lets anyone complete it from a browser). They are never stored.
@@ -465,9 +466,9 @@ def add_intents(engine: Engine, specs: Sequence[IntentSpec]) -> list[str]:
     return sorted(inserted - parked)
 
 
-def pending_intents(engine: Engine, limit: int = 1000) -> list[str]:
-    """Intents a worker should (re)try now: the relay's work list."""
-    now = utcnow()
+def pending_intents(engine: Engine, limit: int = 1000, *, now: datetime) -> list[str]:
+    """Intents a worker should (re)try at ``now`` (the runtime's time, which leases run
+    on): pending ones, and running ones whose lease has run out. The relay's work list."""
     with session(engine) as s:
         stmt = (
             select(col(Intent.id))

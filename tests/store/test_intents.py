@@ -1,4 +1,4 @@
-"""jobs.store: claims, parking, outcomes and backoffs, on both databases."""
+"""bridge.store.intents: claims, parking, outcomes and backoffs, on both databases."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, update
 
 from bridge.core.intents import Status
-from bridge.core.models import Intent, utcnow
-from jobs import store
+from bridge.store import claims, creations, intents, wake
+from bridge.store.tables import Intent, utcnow
 from tests.fixtures.runs import add_intent, add_license, intent, license_row
 
 REF = "crm:zoho:deal:D1"
@@ -17,8 +17,8 @@ REF = "crm:zoho:deal:D1"
 
 def test_an_intent_without_its_key_is_parked_waiting(engine: Engine) -> None:
     add_intent(engine, "i1", "block", REF, {"reason": "crm_lost"}, 100)
-    claimed = store.claim(engine, "i1", "w1", 30)
-    assert isinstance(claimed, store.NotClaimed)
+    claimed = claims.claim(engine, "i1", "w1", 30)
+    assert isinstance(claimed, claims.NotClaimed)
     assert (claimed.reason, claimed.retry_in) == ("waiting for the license key", None)
     assert intent(engine, "i1").status == "waiting"
 
@@ -27,38 +27,38 @@ def test_a_claim_leases_the_license_and_a_second_run_waits(engine: Engine) -> No
     add_license(engine, REF, "KEY-1")
     add_intent(engine, "i1", "block", REF, {}, 100)
     add_intent(engine, "i2", "unblock", REF, {}, 101)
-    first = store.claim(engine, "i1", "w1", 30)
-    assert isinstance(first, store.Claimed) and first.license is not None
+    first = claims.claim(engine, "i1", "w1", 30)
+    assert isinstance(first, claims.Claimed) and first.license is not None
     assert first.license.key == "KEY-1"
-    second = store.claim(engine, "i2", "w2", 30)
-    assert isinstance(second, store.NotClaimed) and second.reason == "license busy"
-    again = store.claim(engine, "i1", "w3", 30)
-    assert isinstance(again, store.NotClaimed) and again.reason == "running elsewhere"
+    second = claims.claim(engine, "i2", "w2", 30)
+    assert isinstance(second, claims.NotClaimed) and second.reason == "license busy"
+    again = claims.claim(engine, "i1", "w3", 30)
+    assert isinstance(again, claims.NotClaimed) and again.reason == "running elsewhere"
 
 
 def test_finish_writes_status_and_license_facts_in_one_go(engine: Engine) -> None:
     add_license(engine, REF, "KEY-1")
     add_intent(engine, "i1", "set_customer", REF, {}, 100)
-    claimed = store.claim(engine, "i1", "w1", 30)
-    assert isinstance(claimed, store.Claimed)
-    outcome = store.Outcome(license={"customer_id": 7, "customer_decided_at": 100})
-    assert store.finish(engine, claimed, Status.DONE, outcome, result={"ok": 1}) == []
+    claimed = claims.claim(engine, "i1", "w1", 30)
+    assert isinstance(claimed, claims.Claimed)
+    outcome = intents.Outcome(license={"customer_id": 7, "customer_decided_at": 100})
+    assert intents.finish(engine, claimed, Status.DONE, outcome, result={"ok": 1}) == []
     row = license_row(engine, REF)
     assert (row.customer_id, row.customer_decided_at) == (7, 100)
     assert intent(engine, "i1").status == "done"
     # The lease is released: the next intent of the license is claimed at once.
     add_intent(engine, "i2", "set_customer", REF, {}, 101)
-    assert isinstance(store.claim(engine, "i2", "w2", 30), store.Claimed)
+    assert isinstance(claims.claim(engine, "i2", "w2", 30), claims.Claimed)
 
 
 def test_a_run_that_lost_its_intent_writes_nothing(engine: Engine) -> None:
     add_license(engine, REF, "KEY-1")
     add_intent(engine, "i1", "set_customer", REF, {}, 100)
-    claimed = store.claim(engine, "i1", "w1", 30)
-    assert isinstance(claimed, store.Claimed)
-    store.set_needs_review(engine, "i1", "a person took it")
-    outcome = store.Outcome(license={"customer_id": 7})
-    assert store.finish(engine, claimed, Status.DONE, outcome) is None
+    claimed = claims.claim(engine, "i1", "w1", 30)
+    assert isinstance(claimed, claims.Claimed)
+    intents.set_needs_review(engine, "i1", "a person took it")
+    outcome = intents.Outcome(license={"customer_id": 7})
+    assert intents.finish(engine, claimed, Status.DONE, outcome) is None
     assert license_row(engine, REF).customer_id is None
     assert intent(engine, "i1").status == "needs_review"
 
@@ -66,36 +66,36 @@ def test_a_run_that_lost_its_intent_writes_nothing(engine: Engine) -> None:
 def test_a_backoff_is_measured_on_the_runtime_clock(engine: Engine) -> None:
     add_license(engine, REF, "KEY-1")
     add_intent(engine, "i1", "block", REF, {}, 100)
-    claimed = store.claim(engine, "i1", "w1", 30)
-    assert isinstance(claimed, store.Claimed)
+    claimed = claims.claim(engine, "i1", "w1", 30)
+    assert isinstance(claimed, claims.Claimed)
     at = utcnow() + timedelta(days=1)  # the runtime's clock, a day ahead
-    store.reschedule(engine, claimed, store.Outcome(), delay=60, error="x", count=True, at=at)
-    early = store.claim(engine, "i1", "w1", 30, at=at + timedelta(seconds=59))
-    assert isinstance(early, store.NotClaimed) and early.reason == "backing off"
+    intents.reschedule(engine, claimed, intents.Outcome(), delay=60, error="x", count=True, at=at)
+    early = claims.claim(engine, "i1", "w1", 30, at=at + timedelta(seconds=59))
+    assert isinstance(early, claims.NotClaimed) and early.reason == "backing off"
     assert early.retry_in is not None and 0 < early.retry_in <= 1
     assert isinstance(
-        store.claim(engine, "i1", "w1", 30, at=at + timedelta(seconds=60)), store.Claimed
+        claims.claim(engine, "i1", "w1", 30, at=at + timedelta(seconds=60)), claims.Claimed
     )
     assert intent(engine, "i1").attempts == 1
 
 
 def test_a_new_key_wakes_the_waiting_intents_of_its_license(engine: Engine) -> None:
     add_intent(engine, "i1", "block", REF, {}, 100)
-    assert isinstance(store.claim(engine, "i1", "w1", 30), store.NotClaimed)
-    assert store.wake_ready_waiting(engine) == []
+    assert isinstance(claims.claim(engine, "i1", "w1", 30), claims.NotClaimed)
+    assert wake.wake_ready_waiting(engine) == []
     add_license(engine, REF, "KEY-1")
-    assert store.wake_ready_waiting(engine) == ["i1"]
+    assert wake.wake_ready_waiting(engine) == ["i1"]
     assert intent(engine, "i1").status == "pending"
 
 
 def test_intents_that_never_get_a_key_do_not_hide_the_ready_ones(engine: Engine) -> None:
     for n in range(3):  # losses of deals never won: they wait for a key that never comes
         add_intent(engine, f"a-never-{n}", "block", f"crm:zoho:deal:N{n}", {}, 100)
-        assert isinstance(store.claim(engine, f"a-never-{n}", "w1", 30), store.NotClaimed)
+        assert isinstance(claims.claim(engine, f"a-never-{n}", "w1", 30), claims.NotClaimed)
     add_intent(engine, "z-ready", "block", REF, {}, 100)
-    assert isinstance(store.claim(engine, "z-ready", "w1", 30), store.NotClaimed)
+    assert isinstance(claims.claim(engine, "z-ready", "w1", 30), claims.NotClaimed)
     add_license(engine, REF, "KEY-1")
-    assert store.wake_ready_waiting(engine, limit=2) == ["z-ready"]
+    assert wake.wake_ready_waiting(engine, limit=2) == ["z-ready"]
 
 
 def test_a_stale_wake_never_runs_a_finished_intent_again(engine: Engine) -> None:
@@ -107,11 +107,11 @@ def test_a_stale_wake_never_runs_a_finished_intent_again(engine: Engine) -> None
     with Session(engine) as s:
         s.execute(update(Intent).where(col(Intent.id) == "e1").values(status="done"))
         s.commit()
-        assert store._make_pending(s, ["e1"]) == []  # what the relay read a moment ago
+        assert wake._make_pending(s, ["e1"]) == []  # what the relay read a moment ago
         s.commit()
     assert intent(engine, "e1").status == "done"
-    assert store.wake_ready_waiting(engine) == []
-    assert store.wake_shared(engine, REF) == []
+    assert wake.wake_ready_waiting(engine) == []
+    assert wake.wake_lease_free(engine, REF) == []
 
 
 def test_a_key_creation_takes_over_the_stub_a_parked_event_left(engine: Engine) -> None:
@@ -119,13 +119,19 @@ def test_a_key_creation_takes_over_the_stub_a_parked_event_left(engine: Engine) 
     (which may be inserting that row at the same moment, on PostgreSQL) keeps the row
     and fills it in, instead of failing on the unique ref."""
     add_intent(engine, "e1", "register_event", REF, {}, 100)
-    parked = store.claim(engine, "e1", "w1", 30)
-    assert isinstance(parked, store.NotClaimed) and parked.reason == "waiting for the license key"
+    parked = claims.claim(engine, "e1", "w1", 30)
+    assert isinstance(parked, claims.NotClaimed) and parked.reason == "waiting for the license key"
     add_intent(engine, "c1", "create_key", REF, {}, 100)
-    claimed = store.claim(engine, "c1", "w2", 30)
-    assert isinstance(claimed, store.Claimed)
-    step = store.begin_create(
-        engine, claimed, product_id=1001, template_id=1, scope="create:1001", lease=30
+    claimed = claims.claim(engine, "c1", "w2", 30)
+    assert isinstance(claimed, claims.Claimed)
+    step = creations.begin_create(
+        engine,
+        claimed,
+        product_id=1001,
+        template_id=1,
+        scope="create:1001",
+        lease=30,
+        now=utcnow(),
     )
     assert step.attempt_id is not None
     row = license_row(engine, REF)

@@ -148,10 +148,10 @@ class Lock(SQLModel, table=True):
     until: datetime = Field(sa_column=_ts())
 
 
-class DeliveryLog(SQLModel, table=True):
+class LoggedDelivery(SQLModel, table=True):
     """A delivery that stored no new event: refused (and why), or a duplicate.
 
-    Only the newest ``bridge.core.deliverylog.KEEP`` rows are kept, and never a body: a
+    Only the newest ``bridge.store.deliveries.KEEP`` rows are kept, and never a body: a
     forged or garbled request is evidence of *what* was refused, not something to keep.
     """
 
@@ -170,7 +170,7 @@ class DeliveryLog(SQLModel, table=True):
 
 
 class DeliveryCount(SQLModel, table=True):
-    """Every delivery ever logged in :class:`DeliveryLog`, counted by provider and cause
+    """Every delivery ever logged in :class:`LoggedDelivery`, counted by provider and cause
     (the log itself is bounded; these counts are not)."""
 
     __tablename__ = "delivery_count"
@@ -183,7 +183,7 @@ class DeliveryCount(SQLModel, table=True):
 
 
 class AdminSession(SQLModel, table=True):
-    """A signed-in session of the admin page (``bridge.admin.sessions`` owns the table).
+    """A signed-in session of the admin page (``bridge.store.sessions`` owns the table).
 
     Only the SHA-256 of the session id is kept: the id itself is in the operator's cookie,
     so reading this table yields nothing that signs anyone in. Signing out deletes the row.

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from bridge.core.dbapi import Sql, tx
+from bridge.store.dbapi import Sql, tx
 
 _INSERT = Sql("INSERT INTO lock (name, owner, until) VALUES (:name, :owner, :until)")
 _GET = Sql("SELECT owner, until FROM lock WHERE name = :name {for_update}")

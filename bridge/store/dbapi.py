@@ -5,7 +5,7 @@ checkout with its event hooks, a ``Transaction`` object and, per statement, a ca
 walk and result wrapping: about four times what SQLite takes to run the SQL. Here a
 statement is plain SQL written once, with ``:name`` parameters, rendered per dialect the
 first time it runs, and executed on the DBAPI cursor. Everything else stays as
-``bridge.core.db`` sets it up: the same engine and pool, SQLite's ``BEGIN IMMEDIATE`` and the
+``bridge.store.db`` sets it up: the same engine and pool, SQLite's ``BEGIN IMMEDIATE`` and the
 per-process writer lock, and driver errors raised as SQLAlchemy's (what callers catch).
 
 Values cross as SQLAlchemy would bind and read them (:func:`Tx.time`, :func:`aware`), so
@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import DateTime, Dialect, Engine
 from sqlalchemy.exc import DBAPIError, StatementError
 
-from bridge.core.db import is_sqlite, writer_lock
+from bridge.store.db import is_sqlite, writer_lock
 
 _PARAM = re.compile(r"(?<![:\w]):(\w+)")
 
@@ -144,7 +144,7 @@ def tx(engine: Engine, *, setup: Callable[[Any], None] | None = None) -> Iterato
                 setup(cursor)
                 connection.info[setup] = True
             if is_sqlite(engine):
-                # The driver is in autocommit mode (bridge.core.db); take the write lock first,
+                # The driver is in autocommit mode (bridge.store.db); take the write lock first,
                 # so that two writers never both read before writing.
                 cursor.execute("BEGIN IMMEDIATE")
             yield Tx(cursor, binding)
