@@ -17,6 +17,7 @@ from sqlalchemy import Engine, text
 
 from bridge.core.intents import Effect, Status
 
+DAY = 86400
 _ALIAS = text("SELECT ref FROM license_alias WHERE alias = :alias")
 _INTENT = text("SELECT status, occurred_at, result FROM intent WHERE id = :id")
 _LICENSE = text('SELECT product_id, "key" FROM license WHERE ref = :ref')
@@ -47,6 +48,19 @@ def _result(raw: str | None) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _reached(result: dict[str, Any]) -> int:
+    """The expiry an applied extension left: the key's own when it was already at or past
+    the target ("expires"); else the expiry before plus the whole days added (what
+    ExtendLicense does to a key that has not expired), at least the target."""
+    if result.get("expires") is not None:
+        return int(result["expires"])
+    target = int(result.get("target") or 0)
+    before, days = result.get("expires_before"), result.get("extended_days")
+    if isinstance(before, int) and isinstance(days, int):
+        return max(target, before + days * DAY)
+    return target
+
+
 def purchase(engine: Engine, alias: str) -> Purchase | None:
     """The purchase of the session whose alias is ``alias`` (``stripe:cs:<id>``), or None
     when no delivery of it is stored."""
@@ -60,11 +74,7 @@ def purchase(engine: Engine, alias: str) -> Purchase | None:
         extended = conn.execute(
             _EXTENDED, {"ref": ref, "effect": Effect.EXTEND.value, "done": Status.DONE.value}
         ).scalars()
-        # An extension's result names the expiry it reached ("target"), or the one the key
-        # already had at or past it ("expires").
-        reached = [
-            int(r.get("target") or r.get("expires") or 0) for r in map(_result, extended)
-        ]
+        reached = [_reached(r) for r in map(_result, extended)]
     key = license_[1] if license_ is not None else None
     return Purchase(
         ref=ref,

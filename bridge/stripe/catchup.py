@@ -100,6 +100,7 @@ async def catch_up(
     http_client: stripe.HTTPClient,
     redis: ArqRedis | None = None,
     progress: Callable[[int], None] | None = None,
+    page_size: int = PAGE,
 ) -> Summary:
     """List Stripe's handled events created at or after ``since`` and record those not
     stored yet, page by page (each page one transaction); their new intents are queued
@@ -110,7 +111,7 @@ async def catch_up(
     params: dict[str, Any] = {
         "created": {"gte": int(since.timestamp())},
         "types": sorted(HANDLED_TYPES),
-        "limit": PAGE,
+        "limit": page_size,
     }
     while True:
         try:

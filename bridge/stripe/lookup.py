@@ -72,7 +72,7 @@ _STYLE = (
 # The copy button: the only script, allowed by its hash (no 'unsafe-inline').
 _SCRIPT = (
     'document.getElementById("copy").addEventListener("click",function(e){'
-    "var b=e.currentTarget,k=b.getAttribute(\"data-key\");"
+    'var b=e.currentTarget,k=b.getAttribute("data-key");'
     'function done(){b.textContent="Copied";}'
     "if(navigator.clipboard&&window.isSecureContext){navigator.clipboard.writeText(k)"
     ".then(done,function(){fallback();});}else{fallback();}"
