@@ -118,7 +118,8 @@ async def catch_up(
             page = await client.v1.events.list_async(params)  # type: ignore[arg-type]
         except stripe.StripeError as exc:
             _translate(exc, api_key)
-        listing = page.to_dict()
+        # for_json: the library's Decimals (``*_decimal`` fields) back to Stripe's strings.
+        listing = page.to_dict(for_json=True)
         events = [e for e in listing.get("data") or [] if isinstance(e, dict)]
         summary.pages += 1
         summary.listed += len(events)
