@@ -14,7 +14,6 @@ from sqlmodel import Session, select
 from bridge.core.models import Attempt
 from bridge.core.settings import Settings
 from bridge.stripe.writeback import KEY_FIELD, PRODUCT_FIELD, found, wanted
-from jobs.effects.stripe_writeback import METHOD
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.fake_stripe import API_KEY, FakeStripe
 from tests.fixtures.pipeline import CONFIG, Pipeline, make_settings
