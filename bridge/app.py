@@ -31,6 +31,7 @@ from bridge.core.throttle import Throttle
 from bridge.cryptolens import CryptolensClient, make_http_client
 from bridge.store.db import make_engine
 from bridge.store.deliveries import DeliveryRecorder
+from bridge.stripe import lookup as stripe_lookup
 from bridge.usage import endpoint as usage_endpoint
 
 
@@ -125,6 +126,7 @@ def create_app(
     routes: list[BaseRoute] = [
         route for provider in providers.all_providers() for route in provider.routes(settings)
     ]
+    routes += stripe_lookup.routes(config.stripe.license_lookup)
     routes += [
         Route("/usage", usage_endpoint.post_usage, methods=["POST"]),
         Route("/usage/openapi.json", usage_endpoint.openapi, methods=["GET"]),

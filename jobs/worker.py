@@ -23,6 +23,7 @@ from bridge.core.logs import get_logger
 from bridge.core.outage import RedisOutage, redis_down
 from bridge.core.queue import JOB_NAME
 from bridge.core.settings import Settings
+from jobs.catchup import catch_up_job
 from jobs.collector import collect
 from jobs.relay import relay, relay_once
 from jobs.runner import backoff, run_intent
@@ -77,6 +78,19 @@ def worker_options(
                 unique=True,
                 timeout=job_timeout,
                 **_every(collector.interval_seconds),
+            )
+        )
+    catch_up_minutes = settings.bridge_config().stripe.catch_up_interval_minutes
+    if catch_up_minutes:
+        # unique: one run per tick across every worker (a second would only count
+        # duplicates, but would list the window again).
+        crons.append(
+            cron(
+                catch_up_job,
+                name="catch_up",
+                unique=True,
+                timeout=job_timeout,
+                **_every(catch_up_minutes * 60),
             )
         )
     return {

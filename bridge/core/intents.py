@@ -48,6 +48,13 @@ class Effect(StrEnum):
     #: Write the key onto the CRM deal (a property / custom field): a setting, harmless
     #: twice; the intent's result records it.
     WRITE_BACK = "write_back"
+    #: Read a Stripe purchase's new key back (GetKey: a read, repeated freely) and keep
+    #: its expiry in the result, for the buyer's lookup (bridge.stripe.lookup).
+    READ_KEY = "read_key"
+    #: Stripe metadata ``cryptolens_key`` / ``cryptolens_product_id`` on the subscription
+    #: or payment intent (bridge.stripe.writeback): read back before it is sent again,
+    #: never over a different value.
+    STRIPE_WRITE_BACK = "stripe_write_back"
     #: myTracker (bridge.mytracker), when configured: a payment as customRevenue,
     #: params["item"] (idTransaction = the Stripe invoice or session id, which myTracker
     #: dedupes, so a lost reply is sent again).

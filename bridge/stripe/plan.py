@@ -43,6 +43,7 @@ from bridge.core.money import currency_code, to_cryptolens_value, to_major
 from bridge.core.settings import StripeConfig
 from bridge.mytracker import items as tracked
 from bridge.mytracker.config import OFF, TrackerConfig
+from bridge.stripe.handover import with_handover
 from bridge.stripe.payload import Obj, PayloadError
 
 __all__ = ["HANDLED_TYPES", "TEMPLATE_KEY", "PayloadError", "plan"]
@@ -772,4 +773,4 @@ def plan(event: Mapping[str, Any], config: StripeConfig, tracker: TrackerConfig 
         object=Obj.of(data.data.get("object"), f"{event_type} data.object"),
         previous=data.opt_obj("previous_attributes"),
     )
-    return handler(parsed, config, tracker)
+    return with_handover(handler(parsed, config, tracker), config)

@@ -47,6 +47,7 @@ from bridge.tools.send import fresh_id, load_event, post, shift_to
 DEMO_SAMPLE = "checkout.session.completed.payment"
 DEV_CONFIG = """[stripe]
 default_template_id = 1
+license_lookup = true
 
 [hubspot]
 default_template_id = 1
@@ -537,6 +538,8 @@ def _banner(plan: _Plan, web: str, redis_url: str) -> str:
         "  try:",
         f"    cryptolens-bridge send stripe {DEMO_SAMPLE} --url {web}/webhooks/stripe \\",
         f"      --secret {secret}",
+        "    then the buyer's success page (the sample's Checkout Session):",
+        f"      {web}/checkout/{load_event(DEMO_SAMPLE)['data']['object']['id']}/license",
     ]
     if plan.crm_secrets is not None:
         made = plan.crm_secrets

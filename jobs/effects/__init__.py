@@ -124,7 +124,9 @@ from jobs.effects.customers import link_customer, set_customer
 from jobs.effects.deals import enrich
 from jobs.effects.expiry import extend
 from jobs.effects.keys import create_key
+from jobs.effects.readkey import read_key
 from jobs.effects.run import Run
+from jobs.effects.stripe_writeback import stripe_write_back
 from jobs.effects.tracker import track
 from jobs.effects.usage import record_usage, report_usage
 from jobs.effects.writeback import write_back
@@ -166,4 +168,8 @@ async def apply(run: Run) -> dict[str, Any]:
         return await set_customer(run, license_)
     if intent.effect is Effect.WRITE_BACK:
         return await write_back(run, license_)
+    if intent.effect is Effect.READ_KEY:
+        return await read_key(run, license_)
+    if intent.effect is Effect.STRIPE_WRITE_BACK:
+        return await stripe_write_back(run, license_)
     raise NeedsReview(f"unknown effect {intent.effect}")
