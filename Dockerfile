@@ -11,13 +11,13 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone: a change to the code reuses this layer.
+# Dependencies first, the versions and hashes of requirements.lock (`make lock` writes it
+# from pyproject.toml): every image gets what the tests ran against, and a change to the
+# code reuses this layer.
+COPY requirements.lock ./
+RUN pip wheel --require-hashes --wheel-dir /wheels -r requirements.lock
+# Then the code, as a regular (not editable) wheel, its dependencies already there.
 COPY pyproject.toml README.md ./
-RUN mkdir -p bridge jobs \
-    && touch bridge/__init__.py jobs/__init__.py \
-    && pip wheel --wheel-dir /wheels . \
-    && rm /wheels/cryptolens_bridge-*.whl
-# Then the code, as a regular (not editable) wheel.
 COPY bridge ./bridge
 COPY jobs ./jobs
 RUN pip wheel --no-deps --wheel-dir /wheels .

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install check lint typecheck test demo bench
+.PHONY: install check lint typecheck test demo bench lock
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -29,3 +29,8 @@ demo: install
 
 bench: install
 	$(VENV)/bin/cryptolens-bridge bench
+
+# The image's pinned dependencies (versions and hashes) from pyproject.toml; commit the result.
+lock: install
+	$(VENV)/bin/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe \
+		--no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml

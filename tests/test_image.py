@@ -15,11 +15,15 @@ import site
 import subprocess
 import sys
 import time
+import tomllib
 import venv
+from importlib.metadata import version
 from pathlib import Path
 
 import httpx
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.fixtures.stack import free_port
 
@@ -36,6 +40,35 @@ def test_dockerfile_is_hadolint_clean() -> None:
         [hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _locked() -> dict[str, str]:
+    """requirements.lock's pins: normalized name -> version."""
+    pins: dict[str, str] = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            name, version = line.split(" ")[0].split("==")
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_the_lock_pins_every_runtime_dependency_within_its_bounds() -> None:
+    """The image installs requirements.lock: it must satisfy pyproject.toml (a bound
+    changed without `make lock` fails here) and pin what the tests run against."""
+    pins = _locked()
+    with (ROOT / "pyproject.toml").open("rb") as f:
+        declared = [Requirement(r) for r in tomllib.load(f)["project"]["dependencies"]]
+    for requirement in declared:
+        if requirement.marker is not None and not requirement.marker.evaluate():
+            continue
+        pinned = pins.get(canonicalize_name(requirement.name))
+        assert pinned is not None, f"{requirement.name} is not in requirements.lock: make lock"
+        assert requirement.specifier.contains(pinned, prereleases=True), (
+            f"requirements.lock pins {requirement.name}=={pinned}, outside {requirement}"
+        )
+    # The internals pinned by tests/test_library_internals.py are the ones installed here.
+    for name in ("arq", "uvicorn"):
+        assert pins[name] == version(name), f"{name}: the lock and this environment differ"
 
 
 @pytest.fixture(scope="module")
