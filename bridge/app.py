@@ -21,16 +21,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bridge import operator_port, providers
+from bridge import operator_port, registry
 from bridge.core import metrics
 from bridge.core.batcher import Batcher
 from bridge.core.db import make_engine
 from bridge.core.deliverylog import DeliveryLog
 from bridge.core.queue import Enqueuer, connect
 from bridge.core.settings import ConfigError, Settings
-from bridge.core.state import AppState
 from bridge.core.throttle import Throttle
 from bridge.cryptolens import CryptolensClient, make_http_client
+from bridge.state import AppState
 from bridge.usage import endpoint as usage_endpoint
 
 
@@ -123,7 +123,7 @@ def create_app(
     # Every provider's endpoint is a route like any other: middleware added to the app
     # (tracing, metrics, proxy headers) sees every webhook.
     routes: list[BaseRoute] = [
-        route for provider in providers.all_providers() for route in provider.routes(settings)
+        route for provider in registry.all_providers() for route in provider.routes(settings)
     ]
     routes += [
         Route("/usage", usage_endpoint.post_usage, methods=["POST"]),

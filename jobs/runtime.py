@@ -20,7 +20,7 @@ import httpx
 from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
-from bridge import providers
+from bridge import registry
 from bridge.core.db import make_engine
 from bridge.core.models import utcnow
 from bridge.core.settings import BridgeConfig, Settings
@@ -137,7 +137,7 @@ class Runtime:
             templates=TemplateCache(client),
             clients={
                 p.name: p.worker.open(settings)
-                for p in providers.all_providers()
+                for p in registry.all_providers()
                 if p.worker.open is not None
             },
         )
@@ -147,6 +147,6 @@ class Runtime:
         if self.tracker is not None:
             await self.tracker.aclose()
         for name, opened in self.clients.items():
-            close = providers.get(name).worker.close
+            close = registry.get(name).worker.close
             if close is not None and opened is not None:
                 await close(opened)

@@ -31,8 +31,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bridge.admin import sessions
-from bridge.core.state import AppState
 from bridge.core.throttle import Throttle
+from bridge.state import AppState
 
 COOKIE = "bridge_admin"
 PATH = "/admin"

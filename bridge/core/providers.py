@@ -1,7 +1,7 @@
 """How a provider plugs in: its endpoints for the web app, its hooks for the worker.
 
 A provider (Stripe, HubSpot, Pipedrive, the generic CRM contract) is one :class:`Provider`
-value, listed in ``bridge.providers``. The web app mounts every provider's routes through
+value, listed in ``bridge.registry``. The web app mounts every provider's routes through
 Starlette's own router and middleware; the worker reaches a provider only through its
 :class:`WorkerHooks`, looked up by the first part of an intent's license ref
 (``hubspot:deal:42`` -> ``hubspot``), never by importing the provider's modules.

@@ -23,7 +23,7 @@ from starlette.responses import JSONResponse, Response
 
 from bridge.core import inbox, metrics
 from bridge.core.inbox import Delivery, Recorded
-from bridge.core.state import AppState
+from bridge.state import AppState
 
 
 class Refused(Exception):

@@ -36,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 
 from bridge.core import inbox, metrics, tracing
 from bridge.core.logs import get_logger
-from bridge.core.state import AppState
+from bridge.state import AppState
 from bridge.stripe.plan import PayloadError, plan
 from bridge.stripe.signature import InvalidSignature, MalformedHeader, verify
 

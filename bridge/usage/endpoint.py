@@ -38,7 +38,7 @@ from bridge.core.db import is_sqlite
 from bridge.core.logs import get_logger
 from bridge.core.models import utcnow
 from bridge.core.queue import enqueue
-from bridge.core.state import AppState
+from bridge.state import AppState
 from bridge.usage import ledger
 from bridge.usage.openapi import OPENAPI
 from bridge.usage.records import Bad, Result, UsageIn, parse

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge import providers
+from bridge import registry
 from jobs import store
 from jobs.effects.run import Run
 
@@ -16,7 +16,7 @@ from jobs.effects.run import Run
 async def write_back(run: Run, license_: store.LicenseView) -> dict[str, Any]:
     assert license_.key is not None
     intent = run.intent
-    provider = providers.for_ref(intent.ref)
+    provider = registry.for_ref(intent.ref)
     hook = provider.worker.write_back if provider is not None else None
     if hook is None:
         return {"written": False, "reason": "the provider has no write-back"}
