@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bridge import operator_port, registry
+from bridge.config import BridgeConfig
 from bridge.core import metrics
 from bridge.core.batcher import Batcher
 from bridge.core.db import make_engine
@@ -65,7 +66,7 @@ def create_app(
     admin_token = settings.admin_token_value()  # None: the admin page is off (404)
     has_token = bool(settings.cryptolens_token.get_secret_value().strip())
     plan_token = settings.token() if admin_token is not None and has_token else None
-    config = settings.bridge_config()
+    config = BridgeConfig.load(settings.config_path)
     usage_tokens = settings.usage_tokens_list()
     address = operator_port.parse_address(settings.metrics_address, "BRIDGE_METRICS_ADDRESS")
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import click
 
+from bridge.config import BridgeConfig
 from bridge.core import logs
 from bridge.core.logs import get_logger
 from bridge.core.queue import connect, enqueue
@@ -142,7 +143,7 @@ def command() -> None:
     logs.configure(settings.log_level)
     logs.register_secrets([settings.cryptolens_token.get_secret_value()])
     settings.token()
-    if settings.bridge_config().usage.collector is None:
+    if BridgeConfig.load(settings.config_path).usage.collector is None:
         raise click.ClickException("no [usage.collector] in BRIDGE_CONFIG: nothing to collect")
     summary = asyncio.run(_run_by_hand(settings))
     click.echo(json.dumps(asdict(summary), sort_keys=True))

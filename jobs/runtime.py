@@ -21,9 +21,10 @@ from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
 from bridge import registry
+from bridge.config import BridgeConfig
 from bridge.core.db import make_engine
 from bridge.core.models import utcnow
-from bridge.core.settings import BridgeConfig, Settings
+from bridge.core.settings import Settings
 from bridge.cryptolens import CryptolensClient, NotFound, make_http_clients
 from bridge.cryptolens.models import LicenseTemplate
 from bridge.cryptolens.pools import Clients
@@ -124,7 +125,7 @@ class Runtime:
         client = CryptolensClient(
             http, token=settings.token(), base_url=settings.cryptolens_api_url
         )
-        config = settings.bridge_config()
+        config = BridgeConfig.load(settings.config_path)
         # Made first: a myTracker app without its key stops the worker at start-up.
         tracker = tracker_api.make_client(settings) if config.mytracker.enabled else None
         return cls(

@@ -18,6 +18,7 @@ from arq.connections import RedisSettings, create_pool
 from arq.worker import Worker, func
 from sqlalchemy import Engine
 
+from bridge.config import BridgeConfig
 from bridge.core import logs, metrics
 from bridge.core.logs import get_logger
 from bridge.core.outage import RedisOutage, redis_down
@@ -66,7 +67,7 @@ def worker_options(
             timeout=job_timeout,
         ),
     ]
-    collector = settings.bridge_config().usage.collector
+    collector = BridgeConfig.load(settings.config_path).usage.collector
     if collector is not None:
         # unique: one run per tick across every worker (a second would find nothing new,
         # the watermarks see to that, but would cost every key a call).

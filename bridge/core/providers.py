@@ -21,14 +21,17 @@ from typing import Any, Protocol
 
 from starlette.routing import BaseRoute
 
-from bridge.core.settings import BridgeConfig, Settings
+from bridge.core.settings import ConfigTables, Settings
 
 
 class WorkerContext(Protocol):
     """What a hook may use of the worker (``jobs.runtime.Runtime`` is one)."""
 
-    settings: Settings
-    config: BridgeConfig
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def config(self) -> ConfigTables:
+        """The TOML file: a provider reads its own table (``StripeConfig.of(ctx.config)``)."""
 
     def provider_client(self, provider: str) -> Any:
         """The provider's client, made once per worker process by :attr:`WorkerHooks.open`."""

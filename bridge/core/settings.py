@@ -1,19 +1,20 @@
 """One typed settings object for the web app, the worker and the CLI.
 
 Process settings come from the environment (the names are a stable interface, see the
-README); the business mapping (templates, grace days, prices) comes from the TOML file
-named by ``BRIDGE_CONFIG``. Both are validated once, at start-up, so a typo stops the
-process instead of a payment.
+README). The business mapping (templates, grace days, prices) comes from the TOML file
+named by ``BRIDGE_CONFIG``: core keeps its tables as read (:class:`ConfigTables`), and
+each package parses its own with its own :class:`Section` (``bridge.config`` checks them
+all). Both are validated once, at start-up, so a typo stops the process instead of a
+payment.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -28,8 +29,6 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge.core.errors import Permanent
-from bridge.mytracker.config import TrackerConfig
-from bridge.usage.config import UsageConfig
 
 # Values people paste from examples; a bridge that runs with one of them accepts forgeries.
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "xxx", "whsec_...", "whsec_xxx", "todo"}
@@ -79,186 +78,57 @@ class ConfigError(Permanent):
     """The configuration cannot run: a missing secret, a placeholder, a bad TOML file."""
 
 
-class PriceMapping(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ConfigTables:
+    """The TOML file named by ``BRIDGE_CONFIG``: its tables as read. Each package parses
+    its own table with its own model (:class:`Section`), once: core knows none of them.
+    ``bridge.config.BridgeConfig`` checks every table at start-up."""
 
-    id: str = Field(pattern=r"^(price|plan)_\w+$")
-    template_id: int = Field(gt=0)
-    grace_days: int | None = Field(default=None, ge=0, le=365)
-
-
-class StripeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    default_template_id: int | None = Field(default=None, gt=0)
-    grace_days: int = Field(default=3, ge=0, le=365)
-    # "unpaid" blocks a key when the subscription is unpaid; "past_due" blocks it already
-    # on the first failed renewal attempt.
-    unpaid_policy: Literal["unpaid", "past_due"] = "unpaid"
-    price: tuple[PriceMapping, ...] = ()
-
-    def mapping_for(self, price_id: str | None) -> PriceMapping | None:
-        if price_id is None:
-            return None
-        return next((p for p in self.price if p.id == price_id), None)
-
-    def grace_for(self, price_id: str | None) -> int:
-        mapping = self.mapping_for(price_id)
-        if mapping is not None and mapping.grace_days is not None:
-            return mapping.grace_days
-        return self.grace_days
-
-
-class CryptolensConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # Products whose keys the bridge makes with CreateKeyFromTemplate (for an access token
-    # feature-locked to a template) instead of CreateKey with its tag in the notes.
-    create_from_template: tuple[int, ...] = ()
-    # Products in which nobody but the bridge creates keys. A lost CreateKeyFromTemplate
-    # reply is settled (by the new untagged keys) only there; elsewhere a person decides.
-    sole_key_maker: tuple[int, ...] = ()
-
-
-# What a CRM deal lost (or deleted) after it was won does to its key.
-LostPolicy = Literal["block", "none"]
-# A generic source's name: its URL part, its CRM_SECRET_<NAME>, its license refs' part.
-SOURCE_NAME = r"^[a-z0-9_]{1,16}$"
-
-
-class HubSpotPipeline(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str = Field(min_length=1)
-    won_stages: tuple[str, ...] = ("closedwon",)
-    lost_stages: tuple[str, ...] = ("closedlost",)
-    template_id: int | None = Field(default=None, gt=0)
-
-
-class HubSpotConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    default_template_id: int | None = Field(default=None, gt=0)
-    key_property: str = Field(default="license_key", min_length=1)
-    lost_policy: LostPolicy = "none"
-    pipeline: tuple[HubSpotPipeline, ...] = ()
-
-    def stages(self, kind: Literal["won", "lost"]) -> frozenset[str]:
-        """Every pipeline's won (or lost) stages: HubSpot's stage ids are unique in a
-        portal, and its webhook names the stage, not the pipeline. Without pipelines,
-        the default pipeline's ``closedwon`` / ``closedlost``."""
-        pipelines = self.pipeline or (HubSpotPipeline(id="default"),)
-        if kind == "won":
-            return frozenset(s for p in pipelines for s in p.won_stages)
-        return frozenset(s for p in pipelines for s in p.lost_stages)
-
-    def template_for(self, pipeline: str | None) -> tuple[int, str] | None:
-        return _pipeline_template(self.pipeline, pipeline, self.default_template_id)
-
-
-class _Pipeline(Protocol):
-    @property
-    def id(self) -> str | int: ...
-    @property
-    def template_id(self) -> int | None: ...
-
-
-def _pipeline_template(
-    pipelines: Sequence[_Pipeline], pipeline: str | int | None, default: int | None
-) -> tuple[int, str] | None:
-    """A CRM deal's template: its pipeline's (HubSpot's and Pipedrive's rule), else the
-    source's default, else None."""
-    for p in pipelines:
-        if p.id == pipeline and p.template_id is not None:
-            return p.template_id, "pipeline"
-    return (default, "default") if default is not None else None
-
-
-class PipedrivePipeline(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: int = Field(gt=0)
-    template_id: int | None = Field(default=None, gt=0)
-
-
-class PipedriveConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    default_template_id: int | None = Field(default=None, gt=0)
-    # The key of the deal custom field the key is written to (a 40-hex hash in Pipedrive);
-    # none: no write-back.
-    key_field: str | None = Field(default=None, min_length=1)
-    lost_policy: LostPolicy = "none"
-    pipeline: tuple[PipedrivePipeline, ...] = ()
-
-    def template_for(self, pipeline: int | None) -> tuple[int, str] | None:
-        return _pipeline_template(self.pipeline, pipeline, self.default_template_id)
-
-
-class ProductMapping(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str = Field(min_length=1)
-    template_id: int = Field(gt=0)
-
-
-class CrmSourceConfig(BaseModel):
-    """One ``[crm.<source>]`` table: a CRM that posts the generic signed contract."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    default_template_id: int | None = Field(default=None, gt=0)
-    lost_policy: LostPolicy = "none"
-    product: tuple[ProductMapping, ...] = ()
-
-    def template_for(self, template_id: int | None, product: str | None) -> tuple[int, str] | None:
-        """``deal.template_id``, else the product table's, else the default."""
-        if template_id is not None:
-            return template_id, "deal"
-        for p in self.product:
-            if p.id == product:
-                return p.template_id, "product"
-        if self.default_template_id is not None:
-            return self.default_template_id, "default"
-        return None
-
-
-class BridgeConfig(BaseModel):
-    """The TOML file: what each Stripe price and each CRM deal becomes in Cryptolens."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    stripe: StripeConfig = StripeConfig()
-    cryptolens: CryptolensConfig = CryptolensConfig()
-    usage: UsageConfig = UsageConfig()
-    mytracker: TrackerConfig = TrackerConfig()
-
-    hubspot: HubSpotConfig = HubSpotConfig()
-    pipedrive: PipedriveConfig = PipedriveConfig()
-    crm: dict[str, CrmSourceConfig] = {}
-
-    @field_validator("crm")
-    @classmethod
-    def _source_names(cls, value: dict[str, CrmSourceConfig]) -> dict[str, CrmSourceConfig]:
-        for name in value:
-            if not re.fullmatch(SOURCE_NAME, name):
-                raise ValueError(f"[crm.{name}]: a source name is 1-16 of a-z, 0-9 and _")
-        return value
+    def __init__(self, tables: Mapping[str, Any] | None = None, *, origin: str = "") -> None:
+        self.tables: dict[str, Any] = dict(tables or {})
+        self.origin = origin or "BRIDGE_CONFIG"
+        self._parsed: dict[str, BaseModel] = {}
 
     @classmethod
-    def load(cls, path: Path | None) -> BridgeConfig:
+    def read(cls, path: Path | None) -> dict[str, Any]:
+        """The file's tables; {} without a file; ConfigError for one unread or not TOML."""
         if path is None:
-            return cls()
+            return {}
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            return tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read BRIDGE_CONFIG {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"BRIDGE_CONFIG {path} is not valid TOML: {exc}") from None
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(f"BRIDGE_CONFIG {path}: {exc}") from None
+
+    def section(self, name: str, model: type[_Model]) -> _Model:
+        """Table ``[name]`` read by ``model`` (its defaults when the file has none), parsed
+        on first use and kept; ConfigError naming the table when it does not fit."""
+        found = self._parsed.get(name)
+        if found is None:
+            try:
+                found = model.model_validate(self.tables.get(name, {}))
+            except ValidationError as exc:
+                raise ConfigError(f"{self.origin} [{name}]: {exc}") from None
+            self._parsed[name] = found
+        if not isinstance(found, model):
+            raise TypeError(f"[{name}] is read by {type(found).__name__}, not {model.__name__}")
+        return found
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+class Section(BaseModel):
+    """A table of the TOML file, defined by the package that owns it (``TABLE``: its name)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    TABLE: ClassVar[str]
+
+    @classmethod
+    def of(cls, config: ConfigTables) -> Self:
+        """This table of ``config``, parsed once."""
+        return config.section(cls.TABLE, cls)
 
 
 class Settings(BaseSettings):
@@ -530,6 +400,3 @@ class Settings(BaseSettings):
                 "page off)"
             )
         return token
-
-    def bridge_config(self) -> BridgeConfig:
-        return BridgeConfig.load(self.config_path)

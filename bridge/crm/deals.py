@@ -32,7 +32,7 @@ from typing import Any
 from bridge.core.intents import TEMPLATE_RANKS, Effect, IntentSpec, Plan
 from bridge.core.money import major_to_cryptolens_value
 from bridge.core.providers import Buyer
-from bridge.core.settings import LostPolicy
+from bridge.crm.config import LostPolicy
 from bridge.mytracker import items as tracked
 from bridge.mytracker.config import OFF, TrackerConfig
 

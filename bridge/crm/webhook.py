@@ -25,9 +25,11 @@ from starlette.responses import JSONResponse, Response
 
 from bridge.core.inbox import Delivery
 from bridge.core.logs import get_logger
-from bridge.core.settings import SOURCE_NAME, ConfigError, CrmSourceConfig, Settings
+from bridge.core.settings import ConfigError, Settings
 from bridge.crm import contract, deals
+from bridge.crm.config import SOURCE_NAME, CrmConfig
 from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
+from bridge.mytracker.config import TrackerConfig
 from bridge.stripe.signature import InvalidSignature, MalformedHeader, verify
 
 log = get_logger(__name__)
@@ -79,7 +81,7 @@ async def endpoint(request: Request) -> Response:
         except InvalidSignature as exc:
             raise Refused(401, "bad_signature", str(exc), exc.cause) from None
         parsed = parse_json(body)
-        config = state.config.crm.get(source, CrmSourceConfig())
+        config = CrmConfig.of(state.config).source(source)
         try:
             latest_ms = int((state.clock() + state.settings.signature_tolerance) * 1000)
             event_id, type_, event = contract.read(parsed, source, config, latest_ms=latest_ms)
@@ -94,7 +96,7 @@ async def endpoint(request: Request) -> Response:
         api_version="crm-contract-1",
         livemode=True,
         payload=stored_json(parsed),
-        plan=deals.plan(event, state.config.mytracker),
+        plan=deals.plan(event, TrackerConfig.of(state.config)),
     )
     stored = await record(request, provider, [delivery])
     if isinstance(stored, Response):

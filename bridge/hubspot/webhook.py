@@ -36,8 +36,10 @@ from bridge.core.logs import get_logger
 from bridge.core.settings import Settings
 from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
 from bridge.hubspot import payload
+from bridge.hubspot.config import HubSpotConfig
 from bridge.hubspot.plan import SOURCE, plan
 from bridge.hubspot.signature import InvalidSignature, MalformedSignature, UrlMismatch, verify
+from bridge.mytracker.config import TrackerConfig
 
 log = get_logger(__name__)
 
@@ -146,7 +148,7 @@ async def endpoint(request: Request) -> Response:
                 api_version="webhooks-v3",
                 livemode=True,
                 payload=stored_json(event.raw),
-                plan=plan(event, state.config.hubspot, state.config.mytracker),
+                plan=plan(event, HubSpotConfig.of(state.config), TrackerConfig.of(state.config)),
             )
         )
     if bad:

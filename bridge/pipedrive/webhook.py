@@ -26,7 +26,9 @@ from starlette.responses import JSONResponse, Response
 
 from bridge.core.inbox import Delivery
 from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
+from bridge.mytracker.config import TrackerConfig
 from bridge.pipedrive import payload
+from bridge.pipedrive.config import PipedriveConfig
 from bridge.pipedrive.plan import SOURCE, plan
 
 
@@ -97,8 +99,8 @@ async def endpoint(request: Request) -> Response:
                 payload=stored_json(parsed),
                 plan=plan(
                     delivery,
-                    state.config.pipedrive,
-                    state.config.mytracker,
+                    PipedriveConfig.of(state.config),
+                    TrackerConfig.of(state.config),
                     latest_ms=int((state.clock() + state.settings.signature_tolerance) * 1000),
                 ),
             )

@@ -36,7 +36,9 @@ from starlette.types import Receive, Scope, Send
 
 from bridge.core import inbox, metrics, tracing
 from bridge.core.logs import get_logger
+from bridge.mytracker.config import TrackerConfig
 from bridge.state import AppState
+from bridge.stripe.config import StripeConfig
 from bridge.stripe.plan import PayloadError, plan
 from bridge.stripe.signature import InvalidSignature, MalformedHeader, verify
 
@@ -197,7 +199,7 @@ def _delivery(state: AppState, scope: Scope, body: bytes) -> inbox.Delivery:
     ):
         raise _Refused(400, "not_an_event", "expected a Stripe event with id, type and data")
     try:
-        implied = plan(event, state.config.stripe, state.config.mytracker)
+        implied = plan(event, StripeConfig.of(state.config), TrackerConfig.of(state.config))
     except PayloadError as exc:
         # Verified but not understood: refuse without storing, so Stripe redelivers it
         # once the bridge is fixed, instead of accepting and dropping it.

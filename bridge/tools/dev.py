@@ -38,8 +38,9 @@ import redis
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
+from bridge.config import BridgeConfig
 from bridge.core.db import migrate
-from bridge.core.settings import BridgeConfig, ConfigError, Settings
+from bridge.core.settings import ConfigError, Settings
 from bridge.sandbox.config import DEFAULT_TOKEN
 from bridge.tools.procs import REDIS_HINT, free_port, redis_server_binary
 from bridge.tools.send import fresh_id, load_event, post, shift_to

@@ -40,6 +40,7 @@ from bridge.core.models import utcnow
 from bridge.core.queue import enqueue
 from bridge.state import AppState
 from bridge.usage import ledger
+from bridge.usage.config import UsageConfig
 from bridge.usage.openapi import OPENAPI
 from bridge.usage.records import Bad, Result, UsageIn, parse
 
@@ -135,7 +136,7 @@ async def post_usage(request: Request) -> Response:
     if len(raw) > MAX_BATCH:
         return _refuse(request, 413, "too_many", f"at most {MAX_BATCH} records per request")
 
-    usage = state.config.usage
+    usage = UsageConfig.of(state.config)
     results: list[Result | None] = []
     good: list[tuple[int, UsageIn]] = []
     for i, item in enumerate(raw):
