@@ -124,7 +124,7 @@ def create_app(
     # Every provider's endpoint is a route like any other: middleware added to the app
     # (tracing, metrics, proxy headers) sees every webhook.
     routes: list[BaseRoute] = [
-        route for provider in registry.all_providers() for route in provider.routes(settings)
+        route for name in registry.names() for route in registry.web(name)(settings)
     ]
     routes += [
         Route("/usage", usage_endpoint.post_usage, methods=["POST"]),

@@ -137,9 +137,9 @@ class Runtime:
             client=client,
             templates=TemplateCache(client),
             clients={
-                p.name: p.worker.open(settings)
-                for p in registry.all_providers()
-                if p.worker.open is not None
+                name: hooks.open(settings)
+                for name in registry.names()
+                if (hooks := registry.worker(name)).open is not None
             },
         )
 
@@ -148,6 +148,6 @@ class Runtime:
         if self.tracker is not None:
             await self.tracker.aclose()
         for name, opened in self.clients.items():
-            close = registry.get(name).worker.close
+            close = registry.worker(name).close
             if close is not None and opened is not None:
                 await close(opened)

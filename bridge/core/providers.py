@@ -1,15 +1,17 @@
 """How a provider plugs in: its endpoints for the web app, its hooks for the worker.
 
-A provider (Stripe, HubSpot, Pipedrive, the generic CRM contract) is one :class:`Provider`
-value, listed in ``bridge.registry``. The web app mounts every provider's routes through
-Starlette's own router and middleware; the worker reaches a provider only through its
-:class:`WorkerHooks`, looked up by the first part of an intent's license ref
-(``hubspot:deal:42`` -> ``hubspot``), never by importing the provider's modules.
+A provider (Stripe, HubSpot, Pipedrive, the generic CRM contract) has two halves that
+import apart, both listed by dotted path in ``bridge.registry``: its web half (a
+:data:`Routes` function, in its ``webhook`` module) and its worker half (a
+:class:`WorkerHooks` value, in its ``hooks`` module). The web process imports only web
+halves, so it never loads a worker's client library (Stripe's SDK); the worker reaches a
+provider only through its hooks, looked up by the first part of an intent's license
+ref (``hubspot:deal:42`` -> ``hubspot``), never by importing the provider's modules.
 
 The planner's intents carry what a delivery said; the hooks add what the worker must ask
 the provider for: a template the payload did not name (Stripe's checkout line items), a
-deal's current contact, company and amount (a CRM webhook carries ids only), and the
-write-back of a new key onto the deal.
+deal's current contact, company and amount (a CRM webhook carries ids only), the
+write-back of a new key onto the deal, and a usage aggregate's meter event.
 """
 
 from __future__ import annotations
@@ -95,14 +97,5 @@ class WorkerHooks:
     close: Callable[[Any], Awaitable[None]] | None = None
 
 
-@dataclass(frozen=True)
-class Provider:
-    """``name`` prefixes the provider's license refs and names its stored deliveries;
-    ``routes(settings)`` are its endpoints (none when it is not configured).
-    ``occurred_per_second``: the unit of its intents' ``occurred_at``, 1 for unix seconds
-    (Stripe), 1000 for unix milliseconds (a CRM deal's: see ``bridge.crm.deals``)."""
-
-    name: str
-    routes: Callable[[Settings], Sequence[BaseRoute]]
-    worker: WorkerHooks = WorkerHooks()
-    occurred_per_second: int = 1
+# A provider's web half: its endpoints as configured (none when it is not: a 404).
+Routes = Callable[[Settings], Sequence[BaseRoute]]

@@ -19,9 +19,11 @@ no_match), under ``crm:<source>`` (``crm`` while the source is unknown).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from bridge.core.inbox import Delivery
 from bridge.core.logs import get_logger
@@ -109,3 +111,13 @@ async def endpoint(request: Request) -> Response:
             "intents": len(recorded.new_intents) + len(recorded.parked),
         }
     )
+
+
+PATH = "/webhooks/crm/{source}"
+
+
+def routes(_: Settings) -> Sequence[BaseRoute]:
+    """The web half (``bridge.registry``): always mounted, a source without
+    CRM_SECRET_<SOURCE> answers 404 from the endpoint. Its planner names the template and
+    carries the buyer (the contract's body has them), so it has no worker half."""
+    return [Route(PATH, endpoint, methods=["POST"])]

@@ -28,8 +28,11 @@ eventId.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from bridge.core.inbox import Delivery
 from bridge.core.logs import get_logger
@@ -166,3 +169,14 @@ async def endpoint(request: Request) -> Response:
             "refused": len(bad),
         }
     )
+
+
+PATH = "/webhooks/hubspot"
+
+
+def routes(settings: Settings) -> Sequence[BaseRoute]:
+    """The web half (``bridge.registry``). No client secret, no endpoint (404): unsigned
+    data is never taken."""
+    if not settings.hubspot_secrets():
+        return []
+    return [Route(PATH, endpoint, methods=["POST"])]

@@ -20,11 +20,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from collections.abc import Sequence
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from bridge.core.inbox import Delivery
+from bridge.core.settings import Settings
 from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
 from bridge.mytracker.config import TrackerConfig
 from bridge.pipedrive import payload
@@ -116,3 +119,14 @@ async def endpoint(request: Request) -> Response:
             "intents": len(recorded.new_intents) + len(recorded.parked),
         }
     )
+
+
+PATH = "/webhooks/pipedrive"
+
+
+def routes(settings: Settings) -> Sequence[BaseRoute]:
+    """The web half (``bridge.registry``). No webhook credentials, no endpoint (404):
+    unauthenticated data is never taken."""
+    if settings.pipedrive_credentials() is None:
+        return []
+    return [Route(PATH, endpoint, methods=["POST"])]

@@ -28,14 +28,17 @@ from __future__ import annotations
 
 import codecs
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from bridge.core import inbox, metrics, tracing
 from bridge.core.logs import get_logger
+from bridge.core.settings import Settings
 from bridge.mytracker.config import TrackerConfig
 from bridge.state import AppState
 from bridge.stripe.config import StripeConfig
@@ -279,3 +282,15 @@ class StripeWebhook:
 
 
 endpoint = StripeWebhook()
+
+
+PATH = "/webhooks/stripe"
+
+
+def routes(settings: Settings) -> Sequence[BaseRoute]:
+    """The web half (``bridge.registry``). No signing secret, no endpoint (404): unsigned
+    data is never taken. A bridge for a CRM alone needs none; create_app refuses to start
+    with no source at all."""
+    if not settings.webhook_secrets():
+        return []
+    return [Route(PATH, endpoint, methods=["POST"])]
