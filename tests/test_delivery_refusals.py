@@ -24,9 +24,9 @@ from sqlmodel import Session, col, select
 
 from bridge.core.models import DeliveryCount, DeliveryLog
 from bridge.core.settings import Settings
+from bridge.core.signing import sign
 from bridge.hubspot.signature import sign_v1, sign_v2
 from bridge.pipedrive.webhook import auth_refusal
-from bridge.stripe.signature import sign
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.admin import ADMIN_TOKEN, sign_in
 from tests.fixtures.crm import (

@@ -41,7 +41,7 @@ from structlog.testing import capture_logs
 from bridge.app import create_app
 from bridge.core.models import Intent, License, utcnow
 from bridge.core.settings import Settings
-from bridge.stripe.signature import sign
+from bridge.core.signing import sign
 from jobs.runner import run_intent
 from jobs.runtime import Runtime
 from tests.fixtures import stripe_builders as sb

@@ -26,8 +26,8 @@ from starlette.types import Receive, Scope, Send
 from bridge.app import create_app
 from bridge.config import BridgeConfig
 from bridge.core.settings import Settings
+from bridge.core.signing import sign
 from bridge.stripe.plan import plan
-from bridge.stripe.signature import sign
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import CONFIG, SECRET, make_settings
 

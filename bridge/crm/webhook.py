@@ -28,11 +28,11 @@ from starlette.routing import BaseRoute, Route
 from bridge.core.inbox import Delivery
 from bridge.core.logs import get_logger
 from bridge.core.settings import ConfigError, Settings
+from bridge.core.signing import InvalidSignature, MalformedHeader, verify
 from bridge.crm import contract, deals
 from bridge.crm.config import SOURCE_NAME, CrmConfig
 from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
 from bridge.mytracker.config import TrackerConfig
-from bridge.stripe.signature import InvalidSignature, MalformedHeader, verify
 
 log = get_logger(__name__)
 

@@ -39,11 +39,11 @@ from starlette.types import Receive, Scope, Send
 from bridge.core import inbox, metrics, tracing
 from bridge.core.logs import get_logger
 from bridge.core.settings import Settings
+from bridge.core.signing import InvalidSignature, MalformedHeader, verify
 from bridge.mytracker.config import TrackerConfig
 from bridge.state import AppState
 from bridge.stripe.config import StripeConfig
 from bridge.stripe.plan import PayloadError, plan
-from bridge.stripe.signature import InvalidSignature, MalformedHeader, verify
 
 log = get_logger(__name__)
 

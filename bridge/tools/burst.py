@@ -25,7 +25,7 @@ import orjson
 
 from bridge.core.db import migrate
 from bridge.core.intents import TAG_PREFIX
-from bridge.stripe.signature import sign
+from bridge.core.signing import sign
 from bridge.tools import bench, loadgen
 from bridge.tools.procs import free_port
 

@@ -40,7 +40,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bridge.core.db import migrate
-from bridge.stripe.signature import sign
+from bridge.core.signing import sign
 from bridge.tools import bench, procs, workload
 from bridge.tools.workload import DAY, PERIODS, Purchase
 

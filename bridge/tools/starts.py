@@ -27,7 +27,7 @@ import orjson
 from sqlalchemy import create_engine, text
 
 from bridge.core.db import migrate
-from bridge.stripe.signature import sign
+from bridge.core.signing import sign
 from bridge.tools import bench, loadgen, workload
 from bridge.tools.procs import free_port
 
