@@ -100,8 +100,6 @@ class Runtime:
     # The clock the effects decide by (settle windows, start waits): tests set their own.
     clock: Callable[[], datetime] = utcnow
     rng: random.Random = field(default_factory=random.Random)
-    # Stripe subscription id -> its customer (the stripe_meter sink); never changes.
-    stripe_customers: dict[str, str] = field(default_factory=dict)
     # myTracker's import (bridge.mytracker.api): one client per process, None when the
     # TOML names no myTracker app.
     tracker: httpx.AsyncClient | None = None

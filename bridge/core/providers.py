@@ -65,12 +65,26 @@ class Deal:
     customer_id: str | None = None
 
 
+@dataclass(frozen=True)
+class MeterEvent:
+    """A usage aggregate as a provider's meter event: ``identifier`` is what the provider
+    keeps unique (Stripe: 24 hours at least), so a re-send is counted once."""
+
+    event_name: str
+    customer: str
+    value: int
+    identifier: str
+    timestamp: int
+
+
 TemplateHook = Callable[[WorkerContext, dict[str, Any], bool], Awaitable[tuple[int, str] | None]]
 FinalTemplateHook = Callable[
     [WorkerContext, str, dict[str, Any]], Awaitable[tuple[int, str] | None]
 ]
 DealHook = Callable[[WorkerContext, str], Awaitable[Deal]]
 WriteBackHook = Callable[[WorkerContext, str, str], Awaitable[dict[str, Any]]]
+MeterCustomerHook = Callable[[WorkerContext, str], Awaitable[str | None]]
+MeterSendHook = Callable[[WorkerContext, MeterEvent], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,9 @@ class WorkerHooks:
     while one may (without it, ``template`` with the default decides at once).
     ``deal(ctx, deal_id)``: the deal's current facts. ``write_back(ctx,
     deal_id, key)``: the key written onto the deal (a setting: harmless twice).
+    ``meter_customer(ctx, license_ref)``: who a usage meter event of that license is
+    for (None: the ref is not one the provider bills, e.g. not a subscription);
+    ``send_meter(ctx, event)``: the event sent, True when the provider already had it.
     ``open(settings)`` makes the provider's client once per worker; ``close`` ends it.
     Hooks raise the error root's kinds (``bridge.core.errors``): permanent, retryable,
     or outcome unknown.
@@ -93,6 +110,8 @@ class WorkerHooks:
     final_template: FinalTemplateHook | None = None
     deal: DealHook | None = None
     write_back: WriteBackHook | None = None
+    meter_customer: MeterCustomerHook | None = None
+    send_meter: MeterSendHook | None = None
     open: Callable[[Settings], Any] | None = None
     close: Callable[[Any], Awaitable[None]] | None = None
 

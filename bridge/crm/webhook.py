@@ -72,14 +72,10 @@ async def endpoint(request: Request) -> Response:
                 secrets,
                 tolerance=state.settings.signature_tolerance,
                 now=state.clock(),
+                header_name="X-Bridge-Signature",
             )
         except MalformedHeader as exc:
-            raise Refused(
-                400,
-                "bad_signature_header",
-                str(exc).replace("Stripe-Signature", "X-Bridge-Signature"),
-                exc.cause,
-            ) from None
+            raise Refused(400, "bad_signature_header", str(exc), exc.cause) from None
         except InvalidSignature as exc:
             raise Refused(401, "bad_signature", str(exc), exc.cause) from None
         parsed = parse_json(body)

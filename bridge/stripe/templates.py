@@ -29,6 +29,7 @@ from bridge.stripe.api import (
     subscription_start_hints,
 )
 from bridge.stripe.config import StripeConfig
+from bridge.stripe.meter import http_client
 
 log = get_logger(__name__)
 
@@ -142,7 +143,7 @@ async def final_template(
             ref.removeprefix(_SUB_PREFIX),
             api_key=api_key.get_secret_value(),
             api_base=ctx.settings.stripe_api_base,
-            http_client=ctx.provider_client("stripe"),
+            http_client=http_client(ctx),
         )
     except PermanentStripeError as exc:
         # A key of another account or mode, a restricted key without these reads: the
@@ -181,7 +182,7 @@ async def resolve_template(
             str(session_id),
             api_key=api_key.get_secret_value(),
             api_base=ctx.settings.stripe_api_base,
-            http_client=ctx.provider_client("stripe"),
+            http_client=http_client(ctx),
         )
         found = template_from_hints(list(hints), config)
         if found is not None:
