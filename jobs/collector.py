@@ -25,7 +25,7 @@ import click
 from bridge.config import BridgeConfig
 from bridge.core import logs
 from bridge.core.logs import get_logger
-from bridge.core.queue import connect, enqueue
+from bridge.core.queue import connect, enqueue_deferred
 from bridge.core.settings import Settings
 from bridge.cryptolens import CryptolensError
 from bridge.usage import ledger
@@ -112,11 +112,7 @@ async def _enqueue(rt: Runtime, opened: list[tuple[str, Any]]) -> None:
     if rt.redis is None or not opened:
         return
     now = rt.now()
-    try:
-        for intent_id, due in opened:
-            await enqueue(rt.redis, [intent_id], defer=ledger.due_in(due, now))
-    except Exception as exc:
-        log.warning("enqueue failed; the relay will retry", error=type(exc).__name__)
+    await enqueue_deferred(rt.redis, [(i, ledger.due_in(due, now)) for i, due in opened])
 
 
 async def collect(ctx: dict[str, Any]) -> dict[str, Any]:

@@ -41,12 +41,10 @@ from bridge.core import inbox, metrics
 from bridge.core.db import is_sqlite
 from bridge.core.inbox import Delivery, Recorded
 from bridge.core.logs import get_logger
-from bridge.core.queue import Enqueuer
+from bridge.core.queue import ENQUEUE_TIMEOUT, Enqueuer
 
 log = get_logger(__name__)
 
-# How long a flush may wait on Redis before it answers anyway (the relay has the intents).
-ENQUEUE_TIMEOUT = 1.0
 MAX_BATCH = 256
 # SQLite commits between two checkpoints (``bridge.core.inbox.checkpoint``): about the 1000
 # WAL pages after which SQLite would checkpoint by itself, at ingest's batch sizes.

@@ -34,16 +34,6 @@ from bridge.core.errors import Permanent
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "xxx", "whsec_...", "whsec_xxx", "todo"}
 
 
-def _secrets(raw: str, name: str) -> tuple[str, ...]:
-    """Comma-separated secrets; () when unset; ConfigError for a placeholder among them."""
-    if not raw.strip():
-        return ()
-    parts = tuple(p.strip() for p in raw.split(","))
-    if any(p.lower() in _PLACEHOLDERS for p in parts):
-        raise ConfigError(f"{name} holds an empty value or a placeholder")
-    return parts
-
-
 # Secrets the operator makes up (the admin token, the Pipedrive webhook's password, usage
 # tokens, CRM_SECRET_<SOURCE>) must be hard to guess: online guessing is throttled
 # (bridge.core.throttle), but "aaaaaaaaaaaaaaaa" or "p" fall to a short list of guesses.
@@ -64,14 +54,34 @@ def weakness(value: str) -> str | None:
     return None
 
 
-def _strong(name: str, values: tuple[str, ...]) -> tuple[str, ...]:
-    """``values`` when each is strong; else ConfigError naming ``name`` (never the value)."""
-    for value in values:
-        why = weakness(value)
-        if why is not None:
-            which = "one of its values" if len(values) > 1 else "its value"
-            raise ConfigError(f"{name}: {which} {why}; {MAKE_ONE}")
-    return values
+class SecretList:
+    """The one reader of a comma-separated list of secrets (several during a rotation).
+
+    ``parse`` gives () when the variable is unset, and refuses (:class:`ConfigError`,
+    naming the variable, never a value) a placeholder or an empty value among them: an
+    empty secret verifies against an empty key, which anyone can forge. ``strong``:
+    secrets the operator makes up must also be hard to guess (:func:`weakness`).
+    ``skip_blanks``: empty items are dropped instead (``a,,b``).
+    """
+
+    @staticmethod
+    def parse(
+        name: str, raw: str, *, strong: bool = False, skip_blanks: bool = False, hint: str = ""
+    ) -> tuple[str, ...]:
+        if not raw.strip():
+            return ()
+        parts = tuple(p.strip() for p in raw.split(","))
+        if skip_blanks:
+            parts = tuple(p for p in parts if p)
+        if any(p.lower() in _PLACEHOLDERS for p in parts):
+            raise ConfigError(hint or f"{name} holds an empty value or a placeholder")
+        if strong:
+            for value in parts:
+                why = weakness(value)
+                if why is not None:
+                    which = "one of its values" if len(parts) > 1 else "its value"
+                    raise ConfigError(f"{name}: {which} {why}; {MAKE_ONE}")
+        return parts
 
 
 class ConfigError(Permanent):
@@ -286,22 +296,19 @@ class Settings(BaseSettings):
         configured (its endpoint is then not served). Refuses an empty one in a list and
         placeholders: an empty secret verifies against an empty key, which anyone can
         forge."""
-        raw = self.stripe_webhook_secret.get_secret_value()
-        if not raw.strip():
-            return ()
-        parts = tuple(p.strip() for p in raw.split(","))
-        if any(p.lower() in _PLACEHOLDERS for p in parts):
-            raise ConfigError(
-                "STRIPE_WEBHOOK_SECRET is empty or a placeholder; set the endpoint's signing "
-                "secret (whsec_...), several separated by commas during a rotation"
-            )
-        return parts
+        return SecretList.parse(
+            "STRIPE_WEBHOOK_SECRET",
+            self.stripe_webhook_secret.get_secret_value(),
+            hint="STRIPE_WEBHOOK_SECRET is empty or a placeholder; set the endpoint's signing "
+            "secret (whsec_...), several separated by commas during a rotation",
+        )
 
     def hubspot_secrets(self) -> tuple[str, ...]:
         """HubSpot's client secrets (several during a rotation); none: no endpoint.
         Refused without BRIDGE_PUBLIC_URL: the signed URL must be the one HubSpot called,
         not one the client names (a signature for another host would verify)."""
-        found = _secrets(self.hubspot_client_secret.get_secret_value(), "HUBSPOT_CLIENT_SECRET")
+        raw = self.hubspot_client_secret.get_secret_value()
+        found = SecretList.parse("HUBSPOT_CLIENT_SECRET", raw)
         if found and not self.public_url:
             raise ConfigError(
                 "HUBSPOT_CLIENT_SECRET is set but BRIDGE_PUBLIC_URL is not: set it to the URL"
@@ -321,22 +328,40 @@ class Settings(BaseSettings):
                 "PIPEDRIVE_WEBHOOK_USER and PIPEDRIVE_WEBHOOK_PASSWORD must both be set, "
                 "to values that are not placeholders"
             )
-        _strong("PIPEDRIVE_WEBHOOK_PASSWORD", (password,))
+        SecretList.parse("PIPEDRIVE_WEBHOOK_PASSWORD", password, strong=True)
         return user, password
 
-    @staticmethod
-    def crm_secrets(source: str) -> tuple[str, ...]:
-        """The signing secrets of generic source ``source`` from ``CRM_SECRET_<SOURCE>``
-        (read from the process environment: the names depend on the sources); none: the
-        source's endpoint answers 404."""
-        name = f"CRM_SECRET_{source.upper()}"
-        return _strong(name, _secrets(os.environ.get(name, ""), name))
+    def crm_secrets(self) -> dict[str, tuple[str, ...]]:
+        """The signing secrets of each generic source, from ``CRM_SECRET_<SOURCE>`` (read
+        from the process environment: the names depend on the sources). A source with a
+        placeholder is left out (its endpoint answers 404; the error is logged by the
+        caller); a weak secret, or one two sources share (or one shares with Stripe,
+        whose scheme they use), is refused: the signature does not cover the source, so
+        each would take the other's events."""
+        found: dict[str, tuple[str, ...]] = {}
+        owner = dict.fromkeys(self.webhook_secrets(), "STRIPE_WEBHOOK_SECRET")
+        for name in sorted(os.environ):
+            if not name.startswith("CRM_SECRET_") or not os.environ[name].strip():
+                continue
+            try:
+                secrets = SecretList.parse(name, os.environ[name])
+            except ConfigError:
+                continue  # a placeholder: the source stays closed
+            for secret in SecretList.parse(name, os.environ[name], strong=True):
+                other = owner.setdefault(secret, name)
+                if other != name:
+                    raise ConfigError(
+                        f"{name} and {other} share a secret: each source needs its own,"
+                        " or either would accept the other's events"
+                    )
+            found[name.removeprefix("CRM_SECRET_").lower()] = secrets
+        return found
 
     def usage_tokens_list(self) -> tuple[str, ...]:
         """The usage endpoint's bearer tokens; empty when none is configured. A
         placeholder is refused: it would let anyone bill a customer."""
         raw = self.usage_tokens.get_secret_value()
-        return _strong("BRIDGE_USAGE_TOKENS", tuple(p.strip() for p in raw.split(",") if p.strip()))
+        return SecretList.parse("BRIDGE_USAGE_TOKENS", raw, strong=True, skip_blanks=True)
 
     def mytracker_key(self) -> str | None:
         """myTracker's API key; None when unset; a placeholder is refused."""
@@ -359,34 +384,9 @@ class Settings(BaseSettings):
         sources = ["stripe"] if self.webhook_secrets() else []
         sources += ["hubspot"] if self.hubspot_secrets() else []
         sources += ["pipedrive"] if self.pipedrive_credentials() is not None else []
-        crm = [
-            name.removeprefix("CRM_SECRET_").lower()
-            for name, value in os.environ.items()
-            if name.startswith("CRM_SECRET_") and value.strip()
-        ]
-        self._crm_secrets_apart(crm)
-        sources += ["crm:" + name for name in crm]
+        sources += ["crm:" + name for name in self.crm_secrets()]
         sources += ["usage"] if self.usage_tokens_list() else []
         return sources
-
-    def _crm_secrets_apart(self, sources: list[str]) -> None:
-        """Refuse a weak secret (it stops the start, not only its source) and a secret two
-        generic sources share (or one shares with Stripe, whose scheme they use): the
-        signature does not cover the source, so each would take the other's events."""
-        owner = dict.fromkeys(self.webhook_secrets(), "STRIPE_WEBHOOK_SECRET")
-        for source in sorted(sources):
-            name = f"CRM_SECRET_{source.upper()}"
-            try:
-                secrets = _secrets(os.environ.get(name, ""), name)
-            except ConfigError:
-                continue  # a placeholder: the source stays closed (its endpoint says so)
-            for secret in _strong(name, secrets):
-                other = owner.setdefault(secret, name)
-                if other != name:
-                    raise ConfigError(
-                        f"{name} and {other} share a secret: each source needs its own,"
-                        " or either would accept the other's events"
-                    )
 
     def admin_token_value(self) -> str | None:
         """The admin page's token, or None when the page is off; refuses weak ones."""

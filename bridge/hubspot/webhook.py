@@ -95,7 +95,7 @@ def _without_query(uri: str) -> str:
     return uri.partition("?")[0]  # a query may carry a token: never in the log
 
 
-def _verify(request: Request, body: bytes) -> None:
+def _verify(request: Request, body: bytes, secrets: Sequence[str]) -> None:
     state = state_of(request)
     settings = state.settings
     called = called_uri(request, settings)
@@ -105,7 +105,7 @@ def _verify(request: Request, body: bytes) -> None:
             uri=called,
             body=body,
             headers=request.headers,
-            secrets=settings.hubspot_secrets(),
+            secrets=secrets,
             now_ms=int(state.clock() * 1000),
             other_uris=lambda: _other_uris(request, settings),
             legacy=settings.hubspot_accept_legacy_signatures,
@@ -122,11 +122,12 @@ def _verify(request: Request, body: bytes) -> None:
         raise Refused(401, "bad_signature", str(exc), exc.cause) from None
 
 
-async def endpoint(request: Request) -> Response:
+async def endpoint(request: Request, secrets: Sequence[str]) -> Response:
+    """One batch; ``secrets``: HubSpot's client secrets, read once when the app was built."""
     state = state_of(request)
     try:
         body = await read_body(request, state.settings.max_body_bytes)
-        _verify(request, body)
+        _verify(request, body, secrets)
         try:
             events = payload.read_batch(
                 parse_json(body),
@@ -177,6 +178,11 @@ PATH = "/webhooks/hubspot"
 def routes(settings: Settings) -> Sequence[BaseRoute]:
     """The web half (``bridge.registry``). No client secret, no endpoint (404): unsigned
     data is never taken."""
-    if not settings.hubspot_secrets():
+    secrets = settings.hubspot_secrets()
+    if not secrets:
         return []
-    return [Route(PATH, endpoint, methods=["POST"])]
+
+    async def hubspot_endpoint(request: Request) -> Response:
+        return await endpoint(request, secrets)
+
+    return [Route(PATH, hubspot_endpoint, methods=["POST"])]

@@ -37,7 +37,7 @@ from starlette.responses import JSONResponse, Response
 from bridge.core.db import is_sqlite
 from bridge.core.logs import get_logger
 from bridge.core.models import utcnow
-from bridge.core.queue import enqueue
+from bridge.core.queue import enqueue_deferred
 from bridge.state import AppState
 from bridge.usage import ledger
 from bridge.usage.config import UsageConfig
@@ -47,7 +47,6 @@ from bridge.usage.records import Bad, Result, UsageIn, parse
 log = get_logger(__name__)
 
 MAX_BATCH = 1000
-ENQUEUE_TIMEOUT = 1.0
 
 
 PROVIDER = "usage"  # its name in the delivery log
@@ -192,20 +191,11 @@ def _note_batch(
 
 
 async def _enqueue(state: AppState, opened: list[tuple[str, datetime]]) -> None:
-    """Each new aggregate's job, deferred to its window's end. Redis trouble is logged,
-    never raised: the intents are stored, and the worker's relay queues them."""
+    """Each new aggregate's job, deferred to its window's end."""
     if not opened or state.redis is None:
         return
-    by_due: dict[float, list[str]] = {}
     now = utcnow()  # Redis schedules by the wall clock, whatever the app's clock says
-    for intent_id, due in opened:
-        by_due.setdefault(ledger.due_in(due, now), []).append(intent_id)
-    try:
-        async with asyncio.timeout(ENQUEUE_TIMEOUT):
-            for defer, ids in by_due.items():
-                await enqueue(state.redis, ids, defer=defer)
-    except Exception as exc:
-        log.warning("enqueue failed; the relay will retry", error=type(exc).__name__)
+    await enqueue_deferred(state.redis, [(i, ledger.due_in(due, now)) for i, due in opened])
 
 
 async def openapi(_: Request) -> Response:
