@@ -21,14 +21,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from bridge import operator_port, providers
+from bridge import operator_port, registry
+from bridge.config import BridgeConfig
 from bridge.core import metrics
 from bridge.core.batcher import Batcher
 from bridge.core.queue import Enqueuer, connect
 from bridge.core.settings import ConfigError, Settings
-from bridge.core.state import AppState
 from bridge.core.throttle import Throttle
 from bridge.cryptolens import CryptolensClient, make_http_client
+from bridge.state import AppState
 from bridge.store.db import make_engine
 from bridge.store.deliveries import DeliveryRecorder
 from bridge.stripe import lookup as stripe_lookup
@@ -66,7 +67,7 @@ def create_app(
     admin_token = settings.admin_token_value()  # None: the admin page is off (404)
     has_token = bool(settings.cryptolens_token.get_secret_value().strip())
     plan_token = settings.token() if admin_token is not None and has_token else None
-    config = settings.bridge_config()
+    config = BridgeConfig.load(settings.config_path)
     usage_tokens = settings.usage_tokens_list()
     address = operator_port.parse_address(settings.metrics_address, "BRIDGE_METRICS_ADDRESS")
 
@@ -124,7 +125,7 @@ def create_app(
     # Every provider's endpoint is a route like any other: middleware added to the app
     # (tracing, metrics, proxy headers) sees every webhook.
     routes: list[BaseRoute] = [
-        route for provider in providers.all_providers() for route in provider.routes(settings)
+        route for name in registry.names() for route in registry.web(name)(settings)
     ]
     routes += stripe_lookup.routes(config.stripe.license_lookup)
     routes += [

@@ -29,7 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from bridge.core.logs import get_logger
 from bridge.core.settings import ConfigError
-from bridge.core.state import AppState
+from bridge.state import AppState
 
 log = get_logger(__name__)
 

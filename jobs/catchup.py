@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 from bridge.core.logs import get_logger
+from bridge.stripe import meter as stripe_clients
 from bridge.stripe.api import StripeApiError
 from bridge.stripe.catchup import Summary, catch_up
 from jobs.runtime import Runtime
@@ -28,7 +29,7 @@ async def catch_up_once(rt: Runtime) -> Summary | None:
         since=rt.now() - timedelta(hours=stripe_config.catch_up_hours),
         api_key=settings.stripe_api_key.get_secret_value(),
         api_base=settings.stripe_api_base,
-        http_client=rt.provider_client("stripe"),
+        http_client=stripe_clients.http_client(rt),
         redis=rt.redis,
     )
     if summary.new_events or summary.refused:

@@ -22,9 +22,10 @@ from typing import Any
 
 import click
 
+from bridge.config import BridgeConfig
 from bridge.core import logs
 from bridge.core.logs import get_logger
-from bridge.core.queue import connect, enqueue
+from bridge.core.queue import connect, enqueue_deferred
 from bridge.core.settings import Settings
 from bridge.cryptolens import CryptolensError
 from bridge.store import ledger
@@ -111,11 +112,7 @@ async def _enqueue(rt: Runtime, opened: list[tuple[str, Any]]) -> None:
     if rt.redis is None or not opened:
         return
     now = rt.now()
-    try:
-        for intent_id, due in opened:
-            await enqueue(rt.redis, [intent_id], defer=ledger.due_in(due, now))
-    except Exception as exc:
-        log.warning("enqueue failed; the relay will retry", error=type(exc).__name__)
+    await enqueue_deferred(rt.redis, [(i, ledger.due_in(due, now)) for i, due in opened])
 
 
 async def collect(ctx: dict[str, Any]) -> dict[str, Any]:
@@ -142,7 +139,7 @@ def command() -> None:
     logs.configure(settings.log_level)
     logs.register_secrets([settings.cryptolens_token.get_secret_value()])
     settings.token()
-    if settings.bridge_config().usage.collector is None:
+    if BridgeConfig.load(settings.config_path).usage.collector is None:
         raise click.ClickException("no [usage.collector] in BRIDGE_CONFIG: nothing to collect")
     summary = asyncio.run(_run_by_hand(settings))
     click.echo(json.dumps(asdict(summary), sort_keys=True))

@@ -13,8 +13,9 @@ before a call that changes anything, the run renews its leases in the database
 (:meth:`RunLease.confirm`), which both proves it still owns them and makes them outlast
 the longest the call can take (connect + read timeout, which the settings keep under a
 third of a lease); if a renewal finds a lease taken, the run is lost and raises
-:class:`~jobs.errors.LeaseLost` instead of sending. Settings where a
-lease cannot outlive one call are refused at start-up (``Settings.check_leases``).
+:class:`~jobs.errors.LeaseLost` instead of sending. Settings where a lease cannot outlive
+two calls are refused at start-up
+(``bridge.core.settings:Settings._lease_outlasts_calls``).
 
 Leases run on the runtime's clock (``Runtime.now()``, the wall clock in production) and
 the heartbeat waits with ``Runtime.sleep``: a test sets both instead of waiting.

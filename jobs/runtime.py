@@ -20,8 +20,9 @@ import httpx
 from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
-from bridge import providers
-from bridge.core.settings import BridgeConfig, Settings
+from bridge import registry
+from bridge.config import BridgeConfig
+from bridge.core.settings import Settings
 from bridge.cryptolens import CryptolensClient, NotFound, make_http_clients
 from bridge.cryptolens.models import LicenseTemplate
 from bridge.cryptolens.pools import Clients
@@ -101,8 +102,6 @@ class Runtime:
     clock: Callable[[], datetime] = utcnow
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     rng: random.Random = field(default_factory=random.Random)
-    # Stripe subscription id -> its customer (the stripe_meter sink); never changes.
-    stripe_customers: dict[str, str] = field(default_factory=dict)
     # myTracker's import (bridge.mytracker.api): one client per process, None when the
     # TOML names no myTracker app.
     tracker: httpx.AsyncClient | None = None
@@ -126,7 +125,7 @@ class Runtime:
         client = CryptolensClient(
             http, token=settings.token(), base_url=settings.cryptolens_api_url
         )
-        config = settings.bridge_config()
+        config = BridgeConfig.load(settings.config_path)
         # Made first: a myTracker app without its key stops the worker at start-up.
         tracker = tracker_api.make_client(settings) if config.mytracker.enabled else None
         return cls(
@@ -138,9 +137,9 @@ class Runtime:
             client=client,
             templates=TemplateCache(client),
             clients={
-                p.name: p.worker.open(settings)
-                for p in providers.all_providers()
-                if p.worker.open is not None
+                name: hooks.open(settings)
+                for name in registry.names()
+                if (hooks := registry.worker(name)).open is not None
             },
         )
 
@@ -149,6 +148,6 @@ class Runtime:
         if self.tracker is not None:
             await self.tracker.aclose()
         for name, opened in self.clients.items():
-            close = providers.get(name).worker.close
+            close = registry.worker(name).close
             if close is not None and opened is not None:
                 await close(opened)

@@ -18,6 +18,7 @@ from arq.connections import RedisSettings, create_pool
 from arq.worker import Worker, func
 from sqlalchemy import Engine
 
+from bridge.config import BridgeConfig
 from bridge.core import logs, metrics
 from bridge.core.logs import get_logger
 from bridge.core.outage import RedisOutage, redis_down
@@ -67,7 +68,8 @@ def worker_options(
             timeout=job_timeout,
         ),
     ]
-    collector = settings.bridge_config().usage.collector
+    config = BridgeConfig.load(settings.config_path)
+    collector = config.usage.collector
     if collector is not None:
         # unique: one run per tick across every worker (a second would find nothing new,
         # the watermarks see to that, but would cost every key a call).
@@ -80,7 +82,7 @@ def worker_options(
                 **_every(collector.interval_seconds),
             )
         )
-    catch_up_minutes = settings.bridge_config().stripe.catch_up_interval_minutes
+    catch_up_minutes = config.stripe.catch_up_interval_minutes
     if catch_up_minutes:
         # unique: one run per tick across every worker (a second would only count
         # duplicates, but would list the window again).

@@ -10,7 +10,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bridge.app import create_app
 from bridge.core.settings import Settings
-from bridge.stripe.signature import sign
+from bridge.core.signing import sign
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import SECRET
 from tests.fixtures.servers import run_asgi

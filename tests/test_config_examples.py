@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from bridge.app import create_app
-from bridge.core.settings import BridgeConfig, ConfigError, Settings
+from bridge.config import BridgeConfig
+from bridge.core.settings import ConfigError, Settings
 from bridge.sandbox.config import DEFAULT_TOKEN, load_config
 
 CONFIG = Path(__file__).parent.parent / "config"
@@ -41,6 +42,31 @@ class TestBridgeExample:
         assert meter is not None and meter.event_name("storage") == "storage_gb"
         assert meter.event_name("") == "api_calls"
         assert usage.collector is not None and usage.collector.products == (1001,)
+
+
+class TestTables:
+    """Core keeps the file's tables as read; each package's model reads its own, once."""
+
+    def test_every_table_is_checked_at_load(self, tmp_path: Path) -> None:
+        path = tmp_path / "bridge.toml"
+        path.write_text('[hubspot]\nlost_policy = "shred"\n')
+        with pytest.raises(ConfigError, match=r"BRIDGE_CONFIG .*bridge.toml \[hubspot\]"):
+            BridgeConfig.load(path)
+
+    def test_a_table_nobody_reads_is_refused(self, tmp_path: Path) -> None:
+        path = tmp_path / "bridge.toml"
+        path.write_text("[strip]\ngrace_days = 3\n")
+        with pytest.raises(ConfigError, match=r"no table \[strip\] is known"):
+            BridgeConfig.load(path)
+
+    def test_a_provider_reads_its_table_once_from_core_tables(self) -> None:
+        from bridge.core.settings import ConfigTables
+        from bridge.stripe.config import StripeConfig
+
+        tables = ConfigTables({"stripe": {"grace_days": 9}})
+        first = StripeConfig.of(tables)
+        assert first.grace_days == 9 and StripeConfig.of(tables) is first
+        assert StripeConfig.of(ConfigTables()).grace_days == 3  # no table: the defaults
 
 
 class TestSandboxExample:

@@ -204,6 +204,12 @@ class TestRefused:
             assert response.status_code == 404
         self.nothing_stored(crm_now)
 
+    async def test_secrets_are_read_once_when_the_app_is_built(
+        self, crm_now: CrmPipeline, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.delenv("CRM_SECRET_ZOHO")  # too late: the app has its secrets
+        assert (await crm_now.post_contract(deal_event("evt-1"))).status_code == 200
+
     async def test_a_placeholder_secret_is_no_secret(
         self, crm_now: CrmPipeline, monkeypatch: pytest.MonkeyPatch
     ) -> None:

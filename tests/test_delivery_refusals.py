@@ -23,10 +23,10 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from bridge.core.settings import Settings
+from bridge.core.signing import sign
 from bridge.hubspot.signature import sign_v1, sign_v2
 from bridge.pipedrive.webhook import auth_refusal
 from bridge.store.tables import DeliveryCount, LoggedDelivery
-from bridge.stripe.signature import sign
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.admin import ADMIN_TOKEN, sign_in
 from tests.fixtures.crm import (

@@ -6,6 +6,7 @@ import pytest
 
 from bridge.core.errors import BridgeError, Permanent, Rejected, Retryable, Unknown
 from bridge.core.settings import ConfigError
+from bridge.core.signing import InvalidSignature, MalformedHeader, SignatureError
 from bridge.cryptolens.errors import (
     AccessDenied,
     InvalidInput,
@@ -17,7 +18,6 @@ from bridge.cryptolens.errors import (
 )
 from bridge.stripe.api import PermanentStripeError, TransientStripeError
 from bridge.stripe.payload import PayloadError
-from bridge.stripe.signature import InvalidSignature, MalformedHeader, SignatureError
 from jobs.runner import _permanent
 from jobs.templates import NoTemplate
 

@@ -13,11 +13,12 @@ import pytest
 from sqlalchemy import Engine
 
 from bridge.core.intents import Effect, IntentSpec, Plan
-from bridge.core.settings import Settings, StripeConfig
+from bridge.core.settings import Settings
 from bridge.crm.deals import DealEvent, Kind
 from bridge.crm.deals import plan as plan_deal
 from bridge.mytracker import api
 from bridge.mytracker.config import TrackerConfig
+from bridge.stripe.config import StripeConfig
 from bridge.stripe.plan import plan
 from tests.fixtures.mytracker import APP_ID, KEY, FakeTracker
 from tests.fixtures.pipeline import CONFIG, make_settings

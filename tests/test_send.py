@@ -15,7 +15,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bridge.cli import main
-from bridge.stripe.signature import InvalidSignature, verify
+from bridge.core.signing import InvalidSignature, verify
 from bridge.tools import send
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import SECRET

@@ -40,8 +40,8 @@ from structlog.testing import capture_logs
 
 from bridge.app import create_app
 from bridge.core.settings import Settings
+from bridge.core.signing import sign
 from bridge.store.tables import Intent, License, utcnow
-from bridge.stripe.signature import sign
 from jobs.runner import run_intent
 from jobs.runtime import Runtime
 from tests.fixtures import stripe_builders as sb

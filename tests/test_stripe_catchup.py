@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from bridge.config import BridgeConfig
 from bridge.core.queue import connect
 from bridge.core.settings import Settings
 from bridge.ops.catchup import command
@@ -79,7 +80,7 @@ async def run(bridge: Pipeline, fake: FakeStripe, *, page_size: int = 100) -> Su
     try:
         return await catch_up(
             bridge.engine,
-            bridge.settings.bridge_config(),
+            BridgeConfig.load(bridge.settings.config_path),
             since=SINCE,
             api_key=API_KEY,
             api_base=fake.url,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from bridge.core.intents import TEMPLATE_RANKS, Effect, IntentSpec, Plan, merge_start
-from bridge.core.settings import PriceMapping, StripeConfig
+from bridge.stripe.config import PriceMapping, StripeConfig
 from bridge.stripe.plan import HANDLED_TYPES, PayloadError, plan
 from tests.fixtures import stripe_builders as b
 

@@ -14,8 +14,8 @@ from sqlalchemy import Engine
 
 from bridge.app import create_app
 from bridge.core.settings import ConfigError
+from bridge.core.signing import sign
 from bridge.store.db import make_engine
-from bridge.stripe.signature import sign
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import SECRET, Pipeline, make_settings
 from tests.fixtures.servers import SandboxServer, run_asgi

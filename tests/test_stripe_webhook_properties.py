@@ -24,15 +24,16 @@ from sqlalchemy import Engine, text
 from starlette.types import Receive, Scope, Send
 
 from bridge.app import create_app
-from bridge.core.settings import BridgeConfig, Settings
+from bridge.config import BridgeConfig
+from bridge.core.settings import Settings
+from bridge.core.signing import sign
 from bridge.stripe.plan import plan
-from bridge.stripe.signature import sign
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import CONFIG, SECRET, make_settings
 
 NOW = 1_717_531_265  # the app's clock, and every signature's timestamp
 FIXTURES = sorted(p.stem for p in sb.FIXTURES.glob("*.json"))
-STRIPE_CONFIG = BridgeConfig.model_validate(tomllib.loads(CONFIG)).stripe
+STRIPE_CONFIG = BridgeConfig(tomllib.loads(CONFIG)).stripe
 DEEP = "\x00deep\x00"  # stands for nesting spliced into the body after json.dumps
 
 Path_ = tuple[str | int, ...]

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 
+from bridge.config import BridgeConfig
 from bridge.core.errors import NoTemplate
-from bridge.core.settings import BridgeConfig, Settings
+from bridge.core.settings import Settings
 from jobs.templates import final_template, resolve_template
 
-CONFIG = BridgeConfig.model_validate(
+CONFIG = BridgeConfig(
     {
         "stripe": {"default_template_id": 9, "price": [{"id": "price_a", "template_id": 2}]},
         "hubspot": {"pipeline": [{"id": "sales", "template_id": 5}], "default_template_id": 6},

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.core.settings import BridgeConfig, ConfigError, Settings
+from bridge.config import BridgeConfig
+from bridge.core.settings import ConfigError, Settings
 
 
 def load(tmp_path: Path, text: str) -> BridgeConfig:

@@ -30,8 +30,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from bridge.core.state import AppState
 from bridge.core.throttle import Throttle
+from bridge.state import AppState
 from bridge.store import sessions
 
 COOKIE = "bridge_admin"

@@ -41,8 +41,8 @@ from bridge.core.intents import Status
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
 from bridge.core.settings import ConfigError
-from bridge.core.state import AppState
 from bridge.cryptolens import CryptolensError
+from bridge.state import AppState
 from bridge.tools import ops
 from bridge.tools.plan import plan_intent
 

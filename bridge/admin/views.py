@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Engine, func
 from sqlmodel import Session, col, select
 
-from bridge import providers
+from bridge import registry
 from bridge.core.intents import Status
 from bridge.store.tables import (
     Attempt,
@@ -226,7 +226,7 @@ def intent(engine: Engine, intent_id: str) -> IntentPage | None:
             attempts=list(attempts),
             event=event,
             license_ref=_resolve(s, row.license_ref),
-            occurred=providers.occurred_time(row.license_ref, row.occurred_at),
+            occurred=registry.occurred_time(row.license_ref, row.occurred_at),
         )
 
 

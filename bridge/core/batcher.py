@@ -39,15 +39,13 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from bridge.core import metrics
 from bridge.core.logs import get_logger
-from bridge.core.queue import Enqueuer
+from bridge.core.queue import ENQUEUE_TIMEOUT, Enqueuer
 from bridge.store import inbox
 from bridge.store.db import is_sqlite
 from bridge.store.inbox import Delivery, Recorded
 
 log = get_logger(__name__)
 
-# How long a flush may wait on Redis before it answers anyway (the relay has the intents).
-ENQUEUE_TIMEOUT = 1.0
 MAX_BATCH = 256
 # SQLite commits between two checkpoints (``bridge.store.inbox.checkpoint``): about the 1000
 # WAL pages after which SQLite would checkpoint by itself, at ingest's batch sizes.

@@ -5,7 +5,8 @@ in_X`` paying period P means "the key of subscription S expires at P.end + grace
 whichever of invoice.paid / invoice.payment_succeeded / a redelivery carries it. Storing
 intents under a unique id is what turns at-least-once deliveries into one effect each.
 
-Providers (Stripe now, CRMs later) turn a verified payload into a :class:`Plan`; the
+Providers (Stripe, HubSpot, Pipedrive, the generic CRM contract) and the usage
+endpoint turn a verified payload into a :class:`Plan`; the
 worker turns each stored intent into exactly one Cryptolens call (or none, when a
 read-back shows the effect is already there).
 """
@@ -32,7 +33,10 @@ class Effect(StrEnum):
     UNBLOCK = "unblock"
     #: RegisterEvent with Value in minor units and Metadata carrying the intent id.
     REGISTER_EVENT = "register_event"
-    #: RecordUsage (metered billing): params["amount"].
+    #: RecordUsage of params["amount"]. Nothing produces it: usage goes in aggregates
+    #: (REPORT_USAGE, whose cryptolens sink sends RecordUsage). Kept while the worker's
+    #: handler, the store's lease-free effects and the dry run still name it; an intent
+    #: with it can only come from an operator's hand.
     RECORD_USAGE = "record_usage"
     #: One usage aggregate (bridge.store.ledger) to its product's sink: RecordUsage, or
     #: a Stripe meter event. The intent's id is the aggregate's; params name the sink.

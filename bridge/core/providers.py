@@ -1,15 +1,17 @@
 """How a provider plugs in: its endpoints for the web app, its hooks for the worker.
 
-A provider (Stripe, HubSpot, Pipedrive, the generic CRM contract) is one :class:`Provider`
-value, listed in ``bridge.providers``. The web app mounts every provider's routes through
-Starlette's own router and middleware; the worker reaches a provider only through its
-:class:`WorkerHooks`, looked up by the first part of an intent's license ref
-(``hubspot:deal:42`` -> ``hubspot``), never by importing the provider's modules.
+A provider (Stripe, HubSpot, Pipedrive, the generic CRM contract) has two halves that
+import apart, both listed by dotted path in ``bridge.registry``: its web half (a
+:data:`Routes` function, in its ``webhook`` module) and its worker half (a
+:class:`WorkerHooks` value, in its ``hooks`` module). The web process imports only web
+halves, so it never loads a worker's client library (Stripe's SDK); the worker reaches a
+provider only through its hooks, looked up by the first part of an intent's license
+ref (``hubspot:deal:42`` -> ``hubspot``), never by importing the provider's modules.
 
 The planner's intents carry what a delivery said; the hooks add what the worker must ask
 the provider for: a template the payload did not name (Stripe's checkout line items), a
-deal's current contact, company and amount (a CRM webhook carries ids only), and the
-write-back of a new key onto the deal.
+deal's current contact, company and amount (a CRM webhook carries ids only), the
+write-back of a new key onto the deal, and a usage aggregate's meter event.
 """
 
 from __future__ import annotations
@@ -21,14 +23,17 @@ from typing import Any, Protocol
 
 from starlette.routing import BaseRoute
 
-from bridge.core.settings import BridgeConfig, Settings
+from bridge.core.settings import ConfigTables, Settings
 
 
 class WorkerContext(Protocol):
     """What a hook may use of the worker (``jobs.runtime.Runtime`` is one)."""
 
-    settings: Settings
-    config: BridgeConfig
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def config(self) -> ConfigTables:
+        """The TOML file: a provider reads its own table (``StripeConfig.of(ctx.config)``)."""
 
     def provider_client(self, provider: str) -> Any:
         """The provider's client, made once per worker process by :attr:`WorkerHooks.open`."""
@@ -60,12 +65,26 @@ class Deal:
     customer_id: str | None = None
 
 
+@dataclass(frozen=True)
+class MeterEvent:
+    """A usage aggregate as a provider's meter event: ``identifier`` is what the provider
+    keeps unique (Stripe: 24 hours at least), so a re-send is counted once."""
+
+    event_name: str
+    customer: str
+    value: int
+    identifier: str
+    timestamp: int
+
+
 TemplateHook = Callable[[WorkerContext, dict[str, Any], bool], Awaitable[tuple[int, str] | None]]
 FinalTemplateHook = Callable[
     [WorkerContext, str, dict[str, Any]], Awaitable[tuple[int, str] | None]
 ]
 DealHook = Callable[[WorkerContext, str], Awaitable[Deal]]
 WriteBackHook = Callable[[WorkerContext, str, str], Awaitable[dict[str, Any]]]
+MeterCustomerHook = Callable[[WorkerContext, str], Awaitable[str | None]]
+MeterSendHook = Callable[[WorkerContext, MeterEvent], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -79,6 +98,9 @@ class WorkerHooks:
     while one may (without it, ``template`` with the default decides at once).
     ``deal(ctx, deal_id)``: the deal's current facts. ``write_back(ctx,
     deal_id, key)``: the key written onto the deal (a setting: harmless twice).
+    ``meter_customer(ctx, license_ref)``: who a usage meter event of that license is
+    for (None: the ref is not one the provider bills, e.g. not a subscription);
+    ``send_meter(ctx, event)``: the event sent, True when the provider already had it.
     ``open(settings)`` makes the provider's client once per worker; ``close`` ends it.
     Hooks raise the error root's kinds (``bridge.core.errors``): permanent, retryable,
     or outcome unknown.
@@ -88,18 +110,11 @@ class WorkerHooks:
     final_template: FinalTemplateHook | None = None
     deal: DealHook | None = None
     write_back: WriteBackHook | None = None
+    meter_customer: MeterCustomerHook | None = None
+    send_meter: MeterSendHook | None = None
     open: Callable[[Settings], Any] | None = None
     close: Callable[[Any], Awaitable[None]] | None = None
 
 
-@dataclass(frozen=True)
-class Provider:
-    """``name`` prefixes the provider's license refs and names its stored deliveries;
-    ``routes(settings)`` are its endpoints (none when it is not configured).
-    ``occurred_per_second``: the unit of its intents' ``occurred_at``, 1 for unix seconds
-    (Stripe), 1000 for unix milliseconds (a CRM deal's: see ``bridge.crm.deals``)."""
-
-    name: str
-    routes: Callable[[Settings], Sequence[BaseRoute]]
-    worker: WorkerHooks = WorkerHooks()
-    occurred_per_second: int = 1
+# A provider's web half: its endpoints as configured (none when it is not: a 404).
+Routes = Callable[[Settings], Sequence[BaseRoute]]

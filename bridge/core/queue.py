@@ -25,7 +25,14 @@ from arq.utils import timestamp_ms
 from redis.asyncio import ConnectionPool
 from redis.exceptions import NoScriptError
 
+from bridge.core.logs import get_logger
+
+log = get_logger(__name__)
+
 JOB_NAME = "run_intent"
+# How long an ingest edge (a webhook's group commit, the usage endpoint, the collector)
+# waits on Redis before it answers anyway: the intents are stored, the relay queues them.
+ENQUEUE_TIMEOUT = 1.0
 
 # KEYS: the queue, then job key and result key per job.
 # ARGV: expiry (ms) and score, then job id and serialized job per job.
@@ -91,6 +98,21 @@ async def enqueue(redis: ArqRedis, intent_ids: Iterable[str], *, defer: float = 
     except NoScriptError:
         added = await execute("EVAL", _ENQUEUE, len(keys), *keys, *argv)
     return int(added)
+
+
+async def enqueue_deferred(redis: ArqRedis, deferred: Iterable[tuple[str, float]]) -> None:
+    """Each intent's job, deferred by its seconds (one round trip per distinct delay).
+    Redis trouble is logged, never raised: the intents are stored, and the worker's relay
+    queues them."""
+    by_delay: dict[float, list[str]] = {}
+    for intent_id, delay in deferred:
+        by_delay.setdefault(delay, []).append(intent_id)
+    try:
+        async with asyncio.timeout(ENQUEUE_TIMEOUT):
+            for delay, ids in by_delay.items():
+                await enqueue(redis, ids, defer=delay)
+    except Exception as exc:
+        log.warning("enqueue failed; the relay will retry", error=type(exc).__name__)
 
 
 class Enqueuer:

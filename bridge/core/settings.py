@@ -1,19 +1,20 @@
 """One typed settings object for the web app, the worker and the CLI.
 
 Process settings come from the environment (the names are a stable interface, see the
-README); the business mapping (templates, grace days, prices) comes from the TOML file
-named by ``BRIDGE_CONFIG``. Both are validated once, at start-up, so a typo stops the
-process instead of a payment.
+README). The business mapping (templates, grace days, prices) comes from the TOML file
+named by ``BRIDGE_CONFIG``: core keeps its tables as read (:class:`ConfigTables`), and
+each package parses its own with its own :class:`Section` (``bridge.config`` checks them
+all). Both are validated once, at start-up, so a typo stops the process instead of a
+payment.
 """
 
 from __future__ import annotations
 
 import os
-import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -28,21 +29,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bridge.core.errors import Permanent
-from bridge.mytracker.config import TrackerConfig
-from bridge.usage.config import UsageConfig
 
 # Values people paste from examples; a bridge that runs with one of them accepts forgeries.
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "xxx", "whsec_...", "whsec_xxx", "todo"}
-
-
-def _secrets(raw: str, name: str) -> tuple[str, ...]:
-    """Comma-separated secrets; () when unset; ConfigError for a placeholder among them."""
-    if not raw.strip():
-        return ()
-    parts = tuple(p.strip() for p in raw.split(","))
-    if any(p.lower() in _PLACEHOLDERS for p in parts):
-        raise ConfigError(f"{name} holds an empty value or a placeholder")
-    return parts
 
 
 # Secrets the operator makes up (the admin token, the Pipedrive webhook's password, usage
@@ -65,221 +54,91 @@ def weakness(value: str) -> str | None:
     return None
 
 
-def _strong(name: str, values: tuple[str, ...]) -> tuple[str, ...]:
-    """``values`` when each is strong; else ConfigError naming ``name`` (never the value)."""
-    for value in values:
-        why = weakness(value)
-        if why is not None:
-            which = "one of its values" if len(values) > 1 else "its value"
-            raise ConfigError(f"{name}: {which} {why}; {MAKE_ONE}")
-    return values
+class SecretList:
+    """The one reader of a comma-separated list of secrets (several during a rotation).
+
+    ``parse`` gives () when the variable is unset, and refuses (:class:`ConfigError`,
+    naming the variable, never a value) a placeholder or an empty value among them: an
+    empty secret verifies against an empty key, which anyone can forge. ``strong``:
+    secrets the operator makes up must also be hard to guess (:func:`weakness`).
+    ``skip_blanks``: empty items are dropped instead (``a,,b``).
+    """
+
+    @staticmethod
+    def parse(
+        name: str, raw: str, *, strong: bool = False, skip_blanks: bool = False, hint: str = ""
+    ) -> tuple[str, ...]:
+        if not raw.strip():
+            return ()
+        parts = tuple(p.strip() for p in raw.split(","))
+        if skip_blanks:
+            parts = tuple(p for p in parts if p)
+        if any(p.lower() in _PLACEHOLDERS for p in parts):
+            raise ConfigError(hint or f"{name} holds an empty value or a placeholder")
+        if strong:
+            for value in parts:
+                why = weakness(value)
+                if why is not None:
+                    which = "one of its values" if len(parts) > 1 else "its value"
+                    raise ConfigError(f"{name}: {which} {why}; {MAKE_ONE}")
+        return parts
 
 
 class ConfigError(Permanent):
     """The configuration cannot run: a missing secret, a placeholder, a bad TOML file."""
 
 
-class PriceMapping(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class ConfigTables:
+    """The TOML file named by ``BRIDGE_CONFIG``: its tables as read. Each package parses
+    its own table with its own model (:class:`Section`), once: core knows none of them.
+    ``bridge.config.BridgeConfig`` checks every table at start-up."""
 
-    id: str = Field(pattern=r"^(price|plan)_\w+$")
-    template_id: int = Field(gt=0)
-    grace_days: int | None = Field(default=None, ge=0, le=365)
-
-
-class StripeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    default_template_id: int | None = Field(default=None, gt=0)
-    grace_days: int = Field(default=3, ge=0, le=365)
-    # "unpaid" blocks a key when the subscription is unpaid; "past_due" blocks it already
-    # on the first failed renewal attempt.
-    unpaid_policy: Literal["unpaid", "past_due"] = "unpaid"
-    price: tuple[PriceMapping, ...] = ()
-    # The buyer's key: GET /checkout/{session_id}/license (bridge.stripe.lookup) answers
-    # for sessions up to license_lookup_days old; off, the route does not exist (404).
-    license_lookup: bool = False
-    license_lookup_days: int = Field(default=7, ge=1, le=30)
-    # The key written onto the subscription or payment intent's metadata (needs
-    # STRIPE_API_KEY; bridge.stripe.writeback).
-    write_back: bool = False
-    # The worker lists Stripe's events of the last catch_up_hours every this many minutes
-    # and records those the bridge missed (bridge.stripe.catchup); 0: never.
-    catch_up_interval_minutes: int = Field(default=0, ge=0, le=1440)
-    catch_up_hours: int = Field(default=24, ge=1, le=720)
-
-    @model_validator(mode="after")
-    def _window_covers_interval(self) -> StripeConfig:
-        # A run must look back past the previous run, or events between them are missed.
-        if self.catch_up_interval_minutes > self.catch_up_hours * 60:
-            raise ValueError(
-                "catch_up_hours must cover catch_up_interval_minutes (each run looks back "
-                "over the window, and the window must reach the previous run)"
-            )
-        return self
-
-    def mapping_for(self, price_id: str | None) -> PriceMapping | None:
-        if price_id is None:
-            return None
-        return next((p for p in self.price if p.id == price_id), None)
-
-    def grace_for(self, price_id: str | None) -> int:
-        mapping = self.mapping_for(price_id)
-        if mapping is not None and mapping.grace_days is not None:
-            return mapping.grace_days
-        return self.grace_days
-
-
-class CryptolensConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    # Products whose keys the bridge makes with CreateKeyFromTemplate (for an access token
-    # feature-locked to a template) instead of CreateKey with its tag in the notes.
-    create_from_template: tuple[int, ...] = ()
-    # Products in which nobody but the bridge creates keys. A lost CreateKeyFromTemplate
-    # reply is settled (by the new untagged keys) only there; elsewhere a person decides.
-    sole_key_maker: tuple[int, ...] = ()
-
-
-# What a CRM deal lost (or deleted) after it was won does to its key.
-LostPolicy = Literal["block", "none"]
-# A generic source's name: its URL part, its CRM_SECRET_<NAME>, its license refs' part.
-SOURCE_NAME = r"^[a-z0-9_]{1,16}$"
-
-
-class HubSpotPipeline(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str = Field(min_length=1)
-    won_stages: tuple[str, ...] = ("closedwon",)
-    lost_stages: tuple[str, ...] = ("closedlost",)
-    template_id: int | None = Field(default=None, gt=0)
-
-
-class HubSpotConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    default_template_id: int | None = Field(default=None, gt=0)
-    key_property: str = Field(default="license_key", min_length=1)
-    lost_policy: LostPolicy = "none"
-    pipeline: tuple[HubSpotPipeline, ...] = ()
-
-    def stages(self, kind: Literal["won", "lost"]) -> frozenset[str]:
-        """Every pipeline's won (or lost) stages: HubSpot's stage ids are unique in a
-        portal, and its webhook names the stage, not the pipeline. Without pipelines,
-        the default pipeline's ``closedwon`` / ``closedlost``."""
-        pipelines = self.pipeline or (HubSpotPipeline(id="default"),)
-        if kind == "won":
-            return frozenset(s for p in pipelines for s in p.won_stages)
-        return frozenset(s for p in pipelines for s in p.lost_stages)
-
-    def template_for(self, pipeline: str | None) -> tuple[int, str] | None:
-        return _pipeline_template(self.pipeline, pipeline, self.default_template_id)
-
-
-class _Pipeline(Protocol):
-    @property
-    def id(self) -> str | int: ...
-    @property
-    def template_id(self) -> int | None: ...
-
-
-def _pipeline_template(
-    pipelines: Sequence[_Pipeline], pipeline: str | int | None, default: int | None
-) -> tuple[int, str] | None:
-    """A CRM deal's template: its pipeline's (HubSpot's and Pipedrive's rule), else the
-    source's default, else None."""
-    for p in pipelines:
-        if p.id == pipeline and p.template_id is not None:
-            return p.template_id, "pipeline"
-    return (default, "default") if default is not None else None
-
-
-class PipedrivePipeline(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: int = Field(gt=0)
-    template_id: int | None = Field(default=None, gt=0)
-
-
-class PipedriveConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    default_template_id: int | None = Field(default=None, gt=0)
-    # The key of the deal custom field the key is written to (a 40-hex hash in Pipedrive);
-    # none: no write-back.
-    key_field: str | None = Field(default=None, min_length=1)
-    lost_policy: LostPolicy = "none"
-    pipeline: tuple[PipedrivePipeline, ...] = ()
-
-    def template_for(self, pipeline: int | None) -> tuple[int, str] | None:
-        return _pipeline_template(self.pipeline, pipeline, self.default_template_id)
-
-
-class ProductMapping(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str = Field(min_length=1)
-    template_id: int = Field(gt=0)
-
-
-class CrmSourceConfig(BaseModel):
-    """One ``[crm.<source>]`` table: a CRM that posts the generic signed contract."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    default_template_id: int | None = Field(default=None, gt=0)
-    lost_policy: LostPolicy = "none"
-    product: tuple[ProductMapping, ...] = ()
-
-    def template_for(self, template_id: int | None, product: str | None) -> tuple[int, str] | None:
-        """``deal.template_id``, else the product table's, else the default."""
-        if template_id is not None:
-            return template_id, "deal"
-        for p in self.product:
-            if p.id == product:
-                return p.template_id, "product"
-        if self.default_template_id is not None:
-            return self.default_template_id, "default"
-        return None
-
-
-class BridgeConfig(BaseModel):
-    """The TOML file: what each Stripe price and each CRM deal becomes in Cryptolens."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    stripe: StripeConfig = StripeConfig()
-    cryptolens: CryptolensConfig = CryptolensConfig()
-    usage: UsageConfig = UsageConfig()
-    mytracker: TrackerConfig = TrackerConfig()
-
-    hubspot: HubSpotConfig = HubSpotConfig()
-    pipedrive: PipedriveConfig = PipedriveConfig()
-    crm: dict[str, CrmSourceConfig] = {}
-
-    @field_validator("crm")
-    @classmethod
-    def _source_names(cls, value: dict[str, CrmSourceConfig]) -> dict[str, CrmSourceConfig]:
-        for name in value:
-            if not re.fullmatch(SOURCE_NAME, name):
-                raise ValueError(f"[crm.{name}]: a source name is 1-16 of a-z, 0-9 and _")
-        return value
+    def __init__(self, tables: Mapping[str, Any] | None = None, *, origin: str = "") -> None:
+        self.tables: dict[str, Any] = dict(tables or {})
+        self.origin = origin or "BRIDGE_CONFIG"
+        self._parsed: dict[str, BaseModel] = {}
 
     @classmethod
-    def load(cls, path: Path | None) -> BridgeConfig:
+    def read(cls, path: Path | None) -> dict[str, Any]:
+        """The file's tables; {} without a file; ConfigError for one unread or not TOML."""
         if path is None:
-            return cls()
+            return {}
         try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
+            return tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read BRIDGE_CONFIG {path}: {exc.strerror}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"BRIDGE_CONFIG {path} is not valid TOML: {exc}") from None
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConfigError(f"BRIDGE_CONFIG {path}: {exc}") from None
+
+    def section(self, name: str, model: type[_Model]) -> _Model:
+        """Table ``[name]`` read by ``model`` (its defaults when the file has none), parsed
+        on first use and kept; ConfigError naming the table when it does not fit."""
+        found = self._parsed.get(name)
+        if found is None:
+            try:
+                found = model.model_validate(self.tables.get(name, {}))
+            except ValidationError as exc:
+                raise ConfigError(f"{self.origin} [{name}]: {exc}") from None
+            self._parsed[name] = found
+        if not isinstance(found, model):
+            raise TypeError(f"[{name}] is read by {type(found).__name__}, not {model.__name__}")
+        return found
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+class Section(BaseModel):
+    """A table of the TOML file, defined by the package that owns it (``TABLE``: its name)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    TABLE: ClassVar[str]
+
+    @classmethod
+    def of(cls, config: ConfigTables) -> Self:
+        """This table of ``config``, parsed once."""
+        return config.section(cls.TABLE, cls)
 
 
 class Settings(BaseSettings):
@@ -437,22 +296,19 @@ class Settings(BaseSettings):
         configured (its endpoint is then not served). Refuses an empty one in a list and
         placeholders: an empty secret verifies against an empty key, which anyone can
         forge."""
-        raw = self.stripe_webhook_secret.get_secret_value()
-        if not raw.strip():
-            return ()
-        parts = tuple(p.strip() for p in raw.split(","))
-        if any(p.lower() in _PLACEHOLDERS for p in parts):
-            raise ConfigError(
-                "STRIPE_WEBHOOK_SECRET is empty or a placeholder; set the endpoint's signing "
-                "secret (whsec_...), several separated by commas during a rotation"
-            )
-        return parts
+        return SecretList.parse(
+            "STRIPE_WEBHOOK_SECRET",
+            self.stripe_webhook_secret.get_secret_value(),
+            hint="STRIPE_WEBHOOK_SECRET is empty or a placeholder; set the endpoint's signing "
+            "secret (whsec_...), several separated by commas during a rotation",
+        )
 
     def hubspot_secrets(self) -> tuple[str, ...]:
         """HubSpot's client secrets (several during a rotation); none: no endpoint.
         Refused without BRIDGE_PUBLIC_URL: the signed URL must be the one HubSpot called,
         not one the client names (a signature for another host would verify)."""
-        found = _secrets(self.hubspot_client_secret.get_secret_value(), "HUBSPOT_CLIENT_SECRET")
+        raw = self.hubspot_client_secret.get_secret_value()
+        found = SecretList.parse("HUBSPOT_CLIENT_SECRET", raw)
         if found and not self.public_url:
             raise ConfigError(
                 "HUBSPOT_CLIENT_SECRET is set but BRIDGE_PUBLIC_URL is not: set it to the URL"
@@ -472,22 +328,40 @@ class Settings(BaseSettings):
                 "PIPEDRIVE_WEBHOOK_USER and PIPEDRIVE_WEBHOOK_PASSWORD must both be set, "
                 "to values that are not placeholders"
             )
-        _strong("PIPEDRIVE_WEBHOOK_PASSWORD", (password,))
+        SecretList.parse("PIPEDRIVE_WEBHOOK_PASSWORD", password, strong=True)
         return user, password
 
-    @staticmethod
-    def crm_secrets(source: str) -> tuple[str, ...]:
-        """The signing secrets of generic source ``source`` from ``CRM_SECRET_<SOURCE>``
-        (read from the process environment: the names depend on the sources); none: the
-        source's endpoint answers 404."""
-        name = f"CRM_SECRET_{source.upper()}"
-        return _strong(name, _secrets(os.environ.get(name, ""), name))
+    def crm_secrets(self) -> dict[str, tuple[str, ...]]:
+        """The signing secrets of each generic source, from ``CRM_SECRET_<SOURCE>`` (read
+        from the process environment: the names depend on the sources). A source with a
+        placeholder is left out (its endpoint answers 404; the error is logged by the
+        caller); a weak secret, or one two sources share (or one shares with Stripe,
+        whose scheme they use), is refused: the signature does not cover the source, so
+        each would take the other's events."""
+        found: dict[str, tuple[str, ...]] = {}
+        owner = dict.fromkeys(self.webhook_secrets(), "STRIPE_WEBHOOK_SECRET")
+        for name in sorted(os.environ):
+            if not name.startswith("CRM_SECRET_") or not os.environ[name].strip():
+                continue
+            try:
+                secrets = SecretList.parse(name, os.environ[name])
+            except ConfigError:
+                continue  # a placeholder: the source stays closed
+            for secret in SecretList.parse(name, os.environ[name], strong=True):
+                other = owner.setdefault(secret, name)
+                if other != name:
+                    raise ConfigError(
+                        f"{name} and {other} share a secret: each source needs its own,"
+                        " or either would accept the other's events"
+                    )
+            found[name.removeprefix("CRM_SECRET_").lower()] = secrets
+        return found
 
     def usage_tokens_list(self) -> tuple[str, ...]:
         """The usage endpoint's bearer tokens; empty when none is configured. A
         placeholder is refused: it would let anyone bill a customer."""
         raw = self.usage_tokens.get_secret_value()
-        return _strong("BRIDGE_USAGE_TOKENS", tuple(p.strip() for p in raw.split(",") if p.strip()))
+        return SecretList.parse("BRIDGE_USAGE_TOKENS", raw, strong=True, skip_blanks=True)
 
     def mytracker_key(self) -> str | None:
         """myTracker's API key; None when unset; a placeholder is refused."""
@@ -510,34 +384,9 @@ class Settings(BaseSettings):
         sources = ["stripe"] if self.webhook_secrets() else []
         sources += ["hubspot"] if self.hubspot_secrets() else []
         sources += ["pipedrive"] if self.pipedrive_credentials() is not None else []
-        crm = [
-            name.removeprefix("CRM_SECRET_").lower()
-            for name, value in os.environ.items()
-            if name.startswith("CRM_SECRET_") and value.strip()
-        ]
-        self._crm_secrets_apart(crm)
-        sources += ["crm:" + name for name in crm]
+        sources += ["crm:" + name for name in self.crm_secrets()]
         sources += ["usage"] if self.usage_tokens_list() else []
         return sources
-
-    def _crm_secrets_apart(self, sources: list[str]) -> None:
-        """Refuse a weak secret (it stops the start, not only its source) and a secret two
-        generic sources share (or one shares with Stripe, whose scheme they use): the
-        signature does not cover the source, so each would take the other's events."""
-        owner = dict.fromkeys(self.webhook_secrets(), "STRIPE_WEBHOOK_SECRET")
-        for source in sorted(sources):
-            name = f"CRM_SECRET_{source.upper()}"
-            try:
-                secrets = _secrets(os.environ.get(name, ""), name)
-            except ConfigError:
-                continue  # a placeholder: the source stays closed (its endpoint says so)
-            for secret in _strong(name, secrets):
-                other = owner.setdefault(secret, name)
-                if other != name:
-                    raise ConfigError(
-                        f"{name} and {other} share a secret: each source needs its own,"
-                        " or either would accept the other's events"
-                    )
 
     def admin_token_value(self) -> str | None:
         """The admin page's token, or None when the page is off; refuses weak ones."""
@@ -551,6 +400,3 @@ class Settings(BaseSettings):
                 "page off)"
             )
         return token
-
-    def bridge_config(self) -> BridgeConfig:
-        return BridgeConfig.load(self.config_path)

@@ -17,7 +17,7 @@ from typing import Any
 
 from bridge.core.money import currency_code
 from bridge.core.providers import Buyer
-from bridge.core.settings import CrmSourceConfig
+from bridge.crm.config import CrmSourceConfig
 from bridge.crm.deals import DealEvent, Kind
 
 TYPES = {

@@ -17,7 +17,7 @@ HubSpot dates its changes to the millisecond, a win and a loss may fall in one s
 and a deal's license is only ever touched by its own CRM's intents, so the comparisons
 below stay within one unit. Blocks and unblocks of a deal are ordered by it on the license
 (``block_decided_at``); a CRM loss is not one of the payment blocks that end a license
-for good (``jobs.effects.blocks.ENDING_BLOCKS``). A loss of a deal that was never won
+for good (``bridge.core.intents.ENDING_BLOCKS``). A loss of a deal that was never won
 waits for a key that may never come, and costs nothing while it waits.
 """
 
@@ -32,7 +32,7 @@ from typing import Any
 from bridge.core.intents import TEMPLATE_RANKS, Effect, IntentSpec, Plan
 from bridge.core.money import major_to_cryptolens_value
 from bridge.core.providers import Buyer
-from bridge.core.settings import LostPolicy
+from bridge.crm.config import LostPolicy
 from bridge.mytracker import items as tracked
 from bridge.mytracker.config import OFF, TrackerConfig
 

@@ -22,7 +22,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.core import metrics
-from bridge.core.state import AppState
+from bridge.state import AppState
 from bridge.store import inbox
 from bridge.store.inbox import Delivery, Recorded
 

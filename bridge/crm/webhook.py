@@ -18,42 +18,38 @@ no_match), under ``crm:<source>`` (``crm`` while the source is unknown).
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping, Sequence
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from bridge.core.logs import get_logger
-from bridge.core.settings import SOURCE_NAME, ConfigError, CrmSourceConfig, Settings
+from bridge.core.settings import Settings
+from bridge.core.signing import InvalidSignature, MalformedHeader, verify
 from bridge.crm import contract, deals
+from bridge.crm.config import SOURCE_NAME, CrmConfig
 from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
+from bridge.mytracker.config import TrackerConfig
 from bridge.store.inbox import Delivery
-from bridge.stripe.signature import InvalidSignature, MalformedHeader, verify
 
 log = get_logger(__name__)
 
 HEADER = "x-bridge-signature"
 
 
-def _secrets(source: str) -> tuple[str, ...]:
-    if not re.fullmatch(SOURCE_NAME, source):
-        return ()
-    try:
-        return Settings.crm_secrets(source)
-    except ConfigError as exc:
-        # A placeholder is no secret: the source stays closed, and the operator is told.
-        log.error("CRM source refused: its secret is a placeholder", source=source, error=str(exc))
-        return ()
-
-
-async def endpoint(request: Request) -> Response:
+async def endpoint(request: Request, sources: Mapping[str, tuple[str, ...]]) -> Response:
+    """One delivery to ``/webhooks/crm/{source}``; ``sources``: each source's secrets,
+    read once when the app was built."""
     source = str(request.path_params["source"])
     # Counted as "crm" until the source is known: a metric label per made-up name would
     # let anyone grow the metrics without end.
     provider = "crm"
     state = state_of(request)
     try:
-        secrets = _secrets(source)
+        secrets = sources.get(source, ())
         if not secrets:
             # No secret, no source: unsigned data is never taken. Only a well-formed name
             # is echoed: the path is the caller's text.
@@ -68,18 +64,14 @@ async def endpoint(request: Request) -> Response:
                 secrets,
                 tolerance=state.settings.signature_tolerance,
                 now=state.clock(),
+                header_name="X-Bridge-Signature",
             )
         except MalformedHeader as exc:
-            raise Refused(
-                400,
-                "bad_signature_header",
-                str(exc).replace("Stripe-Signature", "X-Bridge-Signature"),
-                exc.cause,
-            ) from None
+            raise Refused(400, "bad_signature_header", str(exc), exc.cause) from None
         except InvalidSignature as exc:
             raise Refused(401, "bad_signature", str(exc), exc.cause) from None
         parsed = parse_json(body)
-        config = state.config.crm.get(source, CrmSourceConfig())
+        config = CrmConfig.of(state.config).source(source)
         try:
             latest_ms = int((state.clock() + state.settings.signature_tolerance) * 1000)
             event_id, type_, event = contract.read(parsed, source, config, latest_ms=latest_ms)
@@ -94,7 +86,7 @@ async def endpoint(request: Request) -> Response:
         api_version="crm-contract-1",
         livemode=True,
         payload=stored_json(parsed),
-        plan=deals.plan(event, state.config.mytracker),
+        plan=deals.plan(event, TrackerConfig.of(state.config)),
     )
     stored = await record(request, provider, [delivery])
     if isinstance(stored, Response):
@@ -107,3 +99,28 @@ async def endpoint(request: Request) -> Response:
             "intents": len(recorded.new_intents) + len(recorded.parked),
         }
     )
+
+
+PATH = "/webhooks/crm/{source}"
+
+
+def routes(settings: Settings) -> Sequence[BaseRoute]:
+    """The web half (``bridge.registry``): always mounted, a source without
+    CRM_SECRET_<SOURCE> answers 404 from the endpoint. Its planner names the template and
+    carries the buyer (the contract's body has them), so it has no worker half."""
+    sources = {
+        name: secrets
+        for name, secrets in settings.crm_secrets().items()
+        if re.fullmatch(SOURCE_NAME, name)
+    }
+    for name in os.environ:
+        source = name.removeprefix("CRM_SECRET_").lower()
+        if name.startswith("CRM_SECRET_") and os.environ[name].strip() and source not in sources:
+            # A placeholder (or a name no URL can reach) is no secret: the source stays
+            # closed, and the operator is told once.
+            log.error("CRM source refused: its secret is a placeholder or its name bad", env=name)
+
+    async def crm_endpoint(request: Request) -> Response:
+        return await endpoint(request, sources)
+
+    return [Route(PATH, crm_endpoint, methods=["POST"])]

@@ -22,6 +22,7 @@ from bridge.core.providers import Buyer, Deal, WorkerContext
 from bridge.core.settings import Settings
 from bridge.crm.errors import PermanentCrmError
 from bridge.crm.http import call, make_client
+from bridge.hubspot.config import HubSpotConfig
 
 _DEAL_PROPERTIES = "amount,deal_currency_code,pipeline,dealstage"
 
@@ -109,7 +110,7 @@ async def fetch_deal(ctx: WorkerContext, deal_id: str) -> Deal:
 
 
 async def write_key(ctx: WorkerContext, deal_id: str, key: str) -> dict[str, Any]:
-    prop = ctx.config.hubspot.key_property
+    prop = HubSpotConfig.of(ctx.config).key_property
     await call(
         _client(ctx),
         "PATCH",

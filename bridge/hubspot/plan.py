@@ -15,9 +15,9 @@ when the deal's association changes; it is stored and ignored here.
 from __future__ import annotations
 
 from bridge.core.intents import Plan
-from bridge.core.settings import HubSpotConfig
 from bridge.crm.deals import DealEvent, Kind
 from bridge.crm.deals import plan as plan_deal
+from bridge.hubspot.config import HubSpotConfig
 from bridge.hubspot.payload import HubSpotEvent
 from bridge.mytracker.config import OFF, TrackerConfig
 

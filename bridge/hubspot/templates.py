@@ -6,6 +6,7 @@ from typing import Any
 
 from bridge.core.errors import NoTemplate
 from bridge.core.providers import WorkerContext
+from bridge.hubspot.config import HubSpotConfig
 
 
 async def resolve_template(
@@ -13,7 +14,9 @@ async def resolve_template(
 ) -> tuple[int, str] | None:
     """``params["pipeline"]`` is the deal's, as the worker fetched it."""
     pipeline = params.get("pipeline")
-    found = ctx.config.hubspot.template_for(str(pipeline) if pipeline is not None else None)
+    found = HubSpotConfig.of(ctx.config).template_for(
+        str(pipeline) if pipeline is not None else None
+    )
     if found is not None and (default or found[1] != "default"):
         return found
     if not default:

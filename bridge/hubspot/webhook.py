@@ -28,15 +28,20 @@ eventId.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
 from bridge.core.logs import get_logger
 from bridge.core.settings import Settings
 from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
 from bridge.hubspot import payload
+from bridge.hubspot.config import HubSpotConfig
 from bridge.hubspot.plan import SOURCE, plan
 from bridge.hubspot.signature import InvalidSignature, MalformedSignature, UrlMismatch, verify
+from bridge.mytracker.config import TrackerConfig
 from bridge.store.inbox import Delivery
 
 log = get_logger(__name__)
@@ -90,7 +95,7 @@ def _without_query(uri: str) -> str:
     return uri.partition("?")[0]  # a query may carry a token: never in the log
 
 
-def _verify(request: Request, body: bytes) -> None:
+def _verify(request: Request, body: bytes, secrets: Sequence[str]) -> None:
     state = state_of(request)
     settings = state.settings
     called = called_uri(request, settings)
@@ -100,7 +105,7 @@ def _verify(request: Request, body: bytes) -> None:
             uri=called,
             body=body,
             headers=request.headers,
-            secrets=settings.hubspot_secrets(),
+            secrets=secrets,
             now_ms=int(state.clock() * 1000),
             other_uris=lambda: _other_uris(request, settings),
             legacy=settings.hubspot_accept_legacy_signatures,
@@ -117,11 +122,12 @@ def _verify(request: Request, body: bytes) -> None:
         raise Refused(401, "bad_signature", str(exc), exc.cause) from None
 
 
-async def endpoint(request: Request) -> Response:
+async def endpoint(request: Request, secrets: Sequence[str]) -> Response:
+    """One batch; ``secrets``: HubSpot's client secrets, read once when the app was built."""
     state = state_of(request)
     try:
         body = await read_body(request, state.settings.max_body_bytes)
-        _verify(request, body)
+        _verify(request, body, secrets)
         try:
             events = payload.read_batch(
                 parse_json(body),
@@ -146,7 +152,7 @@ async def endpoint(request: Request) -> Response:
                 api_version="webhooks-v3",
                 livemode=True,
                 payload=stored_json(event.raw),
-                plan=plan(event, state.config.hubspot, state.config.mytracker),
+                plan=plan(event, HubSpotConfig.of(state.config), TrackerConfig.of(state.config)),
             )
         )
     if bad:
@@ -164,3 +170,19 @@ async def endpoint(request: Request) -> Response:
             "refused": len(bad),
         }
     )
+
+
+PATH = "/webhooks/hubspot"
+
+
+def routes(settings: Settings) -> Sequence[BaseRoute]:
+    """The web half (``bridge.registry``). No client secret, no endpoint (404): unsigned
+    data is never taken."""
+    secrets = settings.hubspot_secrets()
+    if not secrets:
+        return []
+
+    async def hubspot_endpoint(request: Request) -> Response:
+        return await endpoint(request, secrets)
+
+    return [Route(PATH, hubspot_endpoint, methods=["POST"])]

@@ -10,11 +10,15 @@ No table (or no ``app_id``): the sink is off and the planners plan nothing for i
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import ClassVar
+
+from pydantic import Field
+
+from bridge.core.settings import Section
 
 
-class TrackerConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class TrackerConfig(Section):
+    TABLE: ClassVar[str] = "mytracker"
 
     # An identifier that myTracker shows in its URLs, not a secret: the key is the secret.
     app_id: int | None = Field(default=None, gt=0)

@@ -21,6 +21,7 @@ import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from bridge.config import BridgeConfig
 from bridge.core.queue import connect
 from bridge.core.settings import ConfigError, Settings
 from bridge.store.db import make_engine
@@ -66,7 +67,7 @@ def command(since: datetime | None, hours: int | None, as_json: bool) -> None:
     start = _since(since, hours, now)
     try:
         settings = Settings()
-        config = settings.bridge_config()
+        config = BridgeConfig.load(settings.config_path)
     except ConfigError as exc:
         raise click.ClickException(str(exc)) from None
     if settings.stripe_api_key is None:

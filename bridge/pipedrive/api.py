@@ -20,6 +20,7 @@ from bridge.core.providers import Buyer, Deal, WorkerContext
 from bridge.core.settings import Settings
 from bridge.crm.errors import PermanentCrmError
 from bridge.crm.http import call, make_client
+from bridge.pipedrive.config import PipedriveConfig
 
 
 def open_client(settings: Settings) -> httpx.AsyncClient:
@@ -98,7 +99,7 @@ async def fetch_deal(ctx: WorkerContext, deal_id: str) -> Deal:
 
 
 async def write_key(ctx: WorkerContext, deal_id: str, key: str) -> dict[str, Any]:
-    field = ctx.config.pipedrive.key_field
+    field = PipedriveConfig.of(ctx.config).key_field
     if field is None:
         return {"field": None}
     await call(

@@ -20,10 +20,10 @@ from typing import Any
 
 from bridge.core.intents import Plan
 from bridge.core.money import major_to_cryptolens_value
-from bridge.core.settings import PipedriveConfig
 from bridge.crm.deals import DealEvent, Kind
 from bridge.crm.deals import plan as plan_deal
 from bridge.mytracker.config import OFF, TrackerConfig
+from bridge.pipedrive.config import PipedriveConfig
 from bridge.pipedrive.payload import Delivery
 
 SOURCE = "pipedrive"

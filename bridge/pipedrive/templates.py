@@ -6,6 +6,7 @@ from typing import Any
 
 from bridge.core.errors import NoTemplate
 from bridge.core.providers import WorkerContext
+from bridge.pipedrive.config import PipedriveConfig
 
 
 async def resolve_template(
@@ -13,7 +14,7 @@ async def resolve_template(
 ) -> tuple[int, str] | None:
     raw = params.get("pipeline")
     pipeline = int(raw) if isinstance(raw, int | str) and str(raw).isdigit() else None
-    found = ctx.config.pipedrive.template_for(pipeline)
+    found = PipedriveConfig.of(ctx.config).template_for(pipeline)
     if found is not None and (default or found[1] != "default"):
         return found
     if not default:

@@ -20,12 +20,17 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from collections.abc import Sequence
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
 
+from bridge.core.settings import Settings
 from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
+from bridge.mytracker.config import TrackerConfig
 from bridge.pipedrive import payload
+from bridge.pipedrive.config import PipedriveConfig
 from bridge.pipedrive.plan import SOURCE, plan
 from bridge.store.inbox import Delivery
 
@@ -97,8 +102,8 @@ async def endpoint(request: Request) -> Response:
                 payload=stored_json(parsed),
                 plan=plan(
                     delivery,
-                    state.config.pipedrive,
-                    state.config.mytracker,
+                    PipedriveConfig.of(state.config),
+                    TrackerConfig.of(state.config),
                     latest_ms=int((state.clock() + state.settings.signature_tolerance) * 1000),
                 ),
             )
@@ -114,3 +119,14 @@ async def endpoint(request: Request) -> Response:
             "intents": len(recorded.new_intents) + len(recorded.parked),
         }
     )
+
+
+PATH = "/webhooks/pipedrive"
+
+
+def routes(settings: Settings) -> Sequence[BaseRoute]:
+    """The web half (``bridge.registry``). No webhook credentials, no endpoint (404):
+    unauthenticated data is never taken."""
+    if settings.pipedrive_credentials() is None:
+        return []
+    return [Route(PATH, endpoint, methods=["POST"])]

@@ -31,6 +31,7 @@ import stripe
 
 from bridge.core.errors import BridgeError, Permanent, Retryable
 from bridge.core.logs import register_secrets, scrub
+from bridge.core.providers import MeterEvent
 from bridge.stripe.plan import TEMPLATE_KEY
 
 DEFAULT_TIMEOUT = 20.0
@@ -151,7 +152,7 @@ def _translate(exc: stripe.StripeError, api_key: str) -> NoReturn:
 
 
 def _client(
-    api_key: str, api_base: str | None, http_client: stripe.HTTPClient
+    api_key: str, api_base: str | None, http_client: stripe.HTTPClient | None
 ) -> stripe.StripeClient:
     if not api_key:
         raise PermanentStripeError("no Stripe API key configured")
@@ -170,7 +171,7 @@ async def subscription_customer(
     *,
     api_key: str,
     api_base: str | None,
-    http_client: stripe.HTTPClient,
+    http_client: stripe.HTTPClient | None,
 ) -> str:
     """The id of the customer who holds subscription ``subscription_id``."""
     client = _client(api_key, api_base, http_client)
@@ -191,7 +192,7 @@ async def subscription_start_hints(
     *,
     api_key: str,
     api_base: str | None,
-    http_client: stripe.HTTPClient,
+    http_client: stripe.HTTPClient | None,
 ) -> StartHints:
     """The template hints of subscription ``subscription_id`` as Stripe has them now: its
     Checkout Session's metadata (List Checkout Sessions filtered by ``subscription``),
@@ -242,23 +243,12 @@ def _names_duplicate(exc: stripe.StripeError) -> bool:
     return "already_exists" in text or "already exists" in text or "duplicate" in text
 
 
-@dataclass(frozen=True)
-class MeterEvent:
-    """A Billing Meter event: ``identifier`` is what Stripe keeps unique (24 h at least)."""
-
-    event_name: str
-    customer: str
-    value: int
-    identifier: str
-    timestamp: int
-
-
 async def create_meter_event(
     event: MeterEvent,
     *,
     api_key: str,
     api_base: str | None,
-    http_client: stripe.HTTPClient,
+    http_client: stripe.HTTPClient | None,
 ) -> str:
     """POST /v1/billing/meter_events; returns the identifier Stripe recorded.
 

@@ -30,9 +30,11 @@ from sqlalchemy import Engine
 
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
-from bridge.core.settings import BridgeConfig
+from bridge.core.settings import ConfigTables
+from bridge.mytracker.config import TrackerConfig
 from bridge.store import inbox
 from bridge.stripe.api import _client, _translate
+from bridge.stripe.config import StripeConfig
 from bridge.stripe.plan import HANDLED_TYPES, PayloadError, plan
 
 log = get_logger(__name__)
@@ -71,9 +73,9 @@ class Summary:
         }
 
 
-def _delivery(event: dict[str, Any], config: BridgeConfig) -> inbox.Delivery:
+def _delivery(event: dict[str, Any], config: ConfigTables) -> inbox.Delivery:
     """The event as its webhook delivery would have stored it; raises PayloadError."""
-    implied = plan(event, config.stripe, config.mytracker)
+    implied = plan(event, StripeConfig.of(config), TrackerConfig.of(config))
     api_version = event.get("api_version")
     return inbox.Delivery(
         provider="stripe",
@@ -92,12 +94,12 @@ def _record(engine: Engine, deliveries: list[inbox.Delivery]) -> list[inbox.Reco
 
 async def catch_up(
     engine: Engine,
-    config: BridgeConfig,
+    config: ConfigTables,
     *,
     since: datetime,
     api_key: str,
     api_base: str | None,
-    http_client: stripe.HTTPClient,
+    http_client: stripe.HTTPClient | None,
     redis: ArqRedis | None = None,
     progress: Callable[[int], None] | None = None,
     page_size: int = PAGE,

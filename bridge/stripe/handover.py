@@ -16,7 +16,7 @@ redelivery or catch-up) plan each of them once.
 from __future__ import annotations
 
 from bridge.core.intents import Effect, IntentSpec, Plan
-from bridge.core.settings import StripeConfig
+from bridge.stripe.config import StripeConfig
 
 SESSION_ALIAS = "stripe:cs:"
 # License ref prefix -> the Stripe object the key is written onto.

@@ -38,7 +38,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from bridge.core.logs import get_logger
-from bridge.core.state import AppState
+from bridge.state import AppState
 from bridge.store.checkout import Purchase, purchase
 from bridge.stripe.handover import session_alias
 

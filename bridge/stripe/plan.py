@@ -40,9 +40,9 @@ from typing import Any
 from bridge.core.blocks import DISPUTE_WON
 from bridge.core.intents import HINTS_FROM, TEMPLATE_RANKS, Effect, IntentSpec, Plan
 from bridge.core.money import currency_code, to_cryptolens_value, to_major
-from bridge.core.settings import StripeConfig
 from bridge.mytracker import items as tracked
 from bridge.mytracker.config import OFF, TrackerConfig
+from bridge.stripe.config import StripeConfig
 from bridge.stripe.handover import with_handover
 from bridge.stripe.payload import Obj, PayloadError
 

@@ -22,13 +22,14 @@ from bridge.core.errors import NoTemplate
 from bridge.core.intents import HINTS_FROM, TEMPLATE_RANKS
 from bridge.core.logs import get_logger
 from bridge.core.providers import WorkerContext
-from bridge.core.settings import StripeConfig
 from bridge.stripe.api import (
     PermanentStripeError,
     StartHints,
     checkout_template_hints,
     subscription_start_hints,
 )
+from bridge.stripe.config import StripeConfig
+from bridge.stripe.meter import http_client
 
 log = get_logger(__name__)
 
@@ -128,7 +129,7 @@ async def final_template(
     ``STRIPE_API_KEY``: Stripe is asked what its other events would say, unless the hint
     in hand is already the richest there is (a Checkout Session's metadata).
     """
-    config: StripeConfig = ctx.config.stripe
+    config = StripeConfig.of(ctx.config)
     if params.get("start") != "subscription" or not ref.startswith(_SUB_PREFIX):
         return await resolve_template(ctx, params, True)
     hand = _in_hand(params, config)
@@ -142,7 +143,7 @@ async def final_template(
             ref.removeprefix(_SUB_PREFIX),
             api_key=api_key.get_secret_value(),
             api_base=ctx.settings.stripe_api_base,
-            http_client=ctx.provider_client("stripe"),
+            http_client=http_client(ctx),
         )
     except PermanentStripeError as exc:
         # A key of another account or mode, a restricted key without these reads: the
@@ -168,7 +169,7 @@ async def resolve_template(
     mapping, the checkout's line items from Stripe (with ``STRIPE_API_KEY``), and, with
     ``default``, ``default_template_id`` (NoTemplate if there is none). Without
     ``default``, None when nothing names one."""
-    config: StripeConfig = ctx.config.stripe
+    config = StripeConfig.of(ctx.config)
     if params.get("template_id") is not None:
         return int(params["template_id"]), str(params.get("template_source") or "purchase")
     mapping = config.mapping_for(params.get("price_id"))
@@ -181,7 +182,7 @@ async def resolve_template(
             str(session_id),
             api_key=api_key.get_secret_value(),
             api_base=ctx.settings.stripe_api_base,
-            http_client=ctx.provider_client("stripe"),
+            http_client=http_client(ctx),
         )
         found = template_from_hints(list(hints), config)
         if found is not None:

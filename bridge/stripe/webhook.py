@@ -28,18 +28,23 @@ from __future__ import annotations
 
 import codecs
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
 from sqlalchemy.exc import SQLAlchemyError
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from bridge.core import metrics, tracing
 from bridge.core.logs import get_logger
-from bridge.core.state import AppState
+from bridge.core.settings import Settings
+from bridge.core.signing import InvalidSignature, MalformedHeader, verify
+from bridge.mytracker.config import TrackerConfig
+from bridge.state import AppState
 from bridge.store import inbox
+from bridge.stripe.config import StripeConfig
 from bridge.stripe.plan import PayloadError, plan
-from bridge.stripe.signature import InvalidSignature, MalformedHeader, verify
 
 log = get_logger(__name__)
 
@@ -198,7 +203,7 @@ def _delivery(state: AppState, scope: Scope, body: bytes) -> inbox.Delivery:
     ):
         raise _Refused(400, "not_an_event", "expected a Stripe event with id, type and data")
     try:
-        implied = plan(event, state.config.stripe, state.config.mytracker)
+        implied = plan(event, StripeConfig.of(state.config), TrackerConfig.of(state.config))
     except PayloadError as exc:
         # Verified but not understood: refuse without storing, so Stripe redelivers it
         # once the bridge is fixed, instead of accepting and dropping it.
@@ -278,3 +283,15 @@ class StripeWebhook:
 
 
 endpoint = StripeWebhook()
+
+
+PATH = "/webhooks/stripe"
+
+
+def routes(settings: Settings) -> Sequence[BaseRoute]:
+    """The web half (``bridge.registry``). No signing secret, no endpoint (404): unsigned
+    data is never taken. A bridge for a CRM alone needs none; create_app refuses to start
+    with no source at all."""
+    if not settings.webhook_secrets():
+        return []
+    return [Route(PATH, endpoint, methods=["POST"])]

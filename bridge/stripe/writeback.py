@@ -64,7 +64,7 @@ async def read_metadata(
     *,
     api_key: str,
     api_base: str | None,
-    http_client: stripe.HTTPClient,
+    http_client: stripe.HTTPClient | None,
 ) -> dict[str, Any]:
     """The object's metadata as Stripe holds it now."""
     client = _client(api_key, api_base, http_client)
@@ -83,7 +83,7 @@ async def write_metadata(
     *,
     api_key: str,
     api_base: str | None,
-    http_client: stripe.HTTPClient,
+    http_client: stripe.HTTPClient | None,
 ) -> None:
     """POST the fields in ``values`` onto the object's metadata (Stripe merges them)."""
     client = _client(api_key, api_base, http_client)

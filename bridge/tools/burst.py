@@ -24,9 +24,9 @@ import httpx
 import orjson
 
 from bridge.core.intents import TAG_PREFIX
+from bridge.core.signing import sign
 from bridge.cryptolens.pools import Clients
 from bridge.store.db import migrate
-from bridge.stripe.signature import sign
 from bridge.tools import bench, loadgen
 from bridge.tools.procs import free_port
 

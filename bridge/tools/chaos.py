@@ -39,8 +39,8 @@ import httpx
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from bridge.core.signing import sign
 from bridge.store.db import migrate
-from bridge.stripe.signature import sign
 from bridge.tools import bench, procs, workload
 from bridge.tools.workload import DAY, PERIODS, Purchase
 

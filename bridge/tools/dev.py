@@ -38,7 +38,8 @@ import redis
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
-from bridge.core.settings import BridgeConfig, ConfigError, Settings
+from bridge.config import BridgeConfig
+from bridge.core.settings import ConfigError, Settings
 from bridge.sandbox.config import DEFAULT_TOKEN
 from bridge.store.db import migrate
 from bridge.tools.procs import REDIS_HINT, free_port, redis_server_binary

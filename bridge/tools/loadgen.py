@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from bridge.stripe.signature import sign
+from bridge.core.signing import sign
 
 SECRET_ENV = "BENCH_WEBHOOK_SECRET"  # noqa: S105 - a variable name
 CRM_SECRET_ENV = "BENCH_CRM_SECRET"  # noqa: S105 - a variable name

@@ -29,6 +29,7 @@ import click
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from bridge.config import BridgeConfig
 from bridge.core.intents import Effect, Status
 from bridge.core.queue import connect, enqueue
 from bridge.core.settings import Settings
@@ -299,7 +300,9 @@ def _print_plans(settings: Settings, engine: Engine, intent_ids: list[str], as_j
         client, http = client_for(settings)
         try:
             for intent_id in intent_ids:
-                plan = await plan_intent(engine, client, settings.bridge_config(), intent_id)
+                plan = await plan_intent(
+                    engine, client, BridgeConfig.load(settings.config_path), intent_id
+                )
                 assert plan is not None  # _targets found it
                 if as_json:
                     click.echo(json.dumps(plan.as_json()))

@@ -20,9 +20,9 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from bridge.config import BridgeConfig
 from bridge.core import blocks
 from bridge.core.intents import Effect, creation_notes, merge_start, notes_tag
-from bridge.core.settings import BridgeConfig
 from bridge.cryptolens import CryptolensClient
 from bridge.cryptolens.client import CREATE_KEY_PARAMETERS
 from bridge.cryptolens.models import LicenseKey

@@ -20,7 +20,7 @@ from typing import Any
 import click
 import httpx
 
-from bridge.stripe.signature import sign
+from bridge.core.signing import sign
 from bridge.tools import send_crm
 from bridge.tools.terminal import say
 

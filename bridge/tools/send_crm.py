@@ -23,8 +23,8 @@ from typing import Any
 import click
 import httpx
 
+from bridge.core.signing import sign
 from bridge.hubspot.signature import sign_v3
-from bridge.stripe.signature import sign
 from bridge.tools.terminal import say
 
 _ROOT = Path(__file__).parent.parent

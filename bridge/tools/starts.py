@@ -26,8 +26,8 @@ import httpx
 import orjson
 from sqlalchemy import create_engine, text
 
+from bridge.core.signing import sign
 from bridge.store.db import migrate
-from bridge.stripe.signature import sign
 from bridge.tools import bench, loadgen, workload
 from bridge.tools.procs import free_port
 

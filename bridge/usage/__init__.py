@@ -4,8 +4,8 @@
     records.py    one incoming record, validated; the per-record outcome
     ledger.py     the ledger (record of truth), windows, aggregates and their intents
     config.py     the ``[usage]`` TOML: products, sinks, windows, the collector
-    sinks.py      what a sink needs that is not a call: Stripe identifiers, event names
 
 The worker's side (sealing an aggregate, the sinks' calls, the collector) is in
-``jobs.effects.usage`` and ``jobs.collector``.
+``jobs.effects.usage``, ``jobs.effects.meter`` (with Stripe's hooks,
+``bridge.stripe.meter``) and ``jobs.collector``.
 """

@@ -16,9 +16,11 @@ meter_event_name = "api_calls"
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from bridge.core.settings import Section
 
 Sink = Literal["cryptolens", "stripe_meter"]
 
@@ -64,8 +66,8 @@ class UsageProduct(BaseModel):
         return self.meter_events.get(meter) or self.meter_event_name
 
 
-class UsageConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class UsageConfig(Section):
+    TABLE: ClassVar[str] = "usage"
 
     collector: CollectorConfig | None = None
     product: tuple[UsageProduct, ...] = ()

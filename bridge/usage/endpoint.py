@@ -35,18 +35,18 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.core.logs import get_logger
-from bridge.core.queue import enqueue
-from bridge.core.state import AppState
+from bridge.core.queue import enqueue_deferred
+from bridge.state import AppState
 from bridge.store import ledger
 from bridge.store.db import is_sqlite
 from bridge.store.tables import utcnow
+from bridge.usage.config import UsageConfig
 from bridge.usage.openapi import OPENAPI
 from bridge.usage.records import Bad, Result, UsageIn, parse
 
 log = get_logger(__name__)
 
 MAX_BATCH = 1000
-ENQUEUE_TIMEOUT = 1.0
 
 
 PROVIDER = "usage"  # its name in the delivery log
@@ -135,7 +135,7 @@ async def post_usage(request: Request) -> Response:
     if len(raw) > MAX_BATCH:
         return _refuse(request, 413, "too_many", f"at most {MAX_BATCH} records per request")
 
-    usage = state.config.usage
+    usage = UsageConfig.of(state.config)
     results: list[Result | None] = []
     good: list[tuple[int, UsageIn]] = []
     for i, item in enumerate(raw):
@@ -191,20 +191,11 @@ def _note_batch(
 
 
 async def _enqueue(state: AppState, opened: list[tuple[str, datetime]]) -> None:
-    """Each new aggregate's job, deferred to its window's end. Redis trouble is logged,
-    never raised: the intents are stored, and the worker's relay queues them."""
+    """Each new aggregate's job, deferred to its window's end."""
     if not opened or state.redis is None:
         return
-    by_due: dict[float, list[str]] = {}
     now = utcnow()  # Redis schedules by the wall clock, whatever the app's clock says
-    for intent_id, due in opened:
-        by_due.setdefault(ledger.due_in(due, now), []).append(intent_id)
-    try:
-        async with asyncio.timeout(ENQUEUE_TIMEOUT):
-            for defer, ids in by_due.items():
-                await enqueue(state.redis, ids, defer=defer)
-    except Exception as exc:
-        log.warning("enqueue failed; the relay will retry", error=type(exc).__name__)
+    await enqueue_deferred(state.redis, [(i, ledger.due_in(due, now)) for i, due in opened])
 
 
 async def openapi(_: Request) -> Response:

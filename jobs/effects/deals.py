@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from bridge import providers
+from bridge import registry
 from bridge.core.money import major_to_cryptolens_value
 from bridge.core.providers import Deal
 from jobs.effects.run import Run
@@ -23,8 +23,8 @@ async def enrich(run: Run) -> None:
     intent = run.intent
     params = intent.params
     deal_id = params.get("deal_id")
-    provider = providers.for_ref(intent.ref)
-    hook = provider.worker.deal if provider is not None else None
+    hooks = registry.hooks_for(intent.ref)
+    hook = hooks.deal if hooks is not None else None
     if deal_id is None or hook is None:
         return
     deal = await hook(run.rt, str(deal_id))

@@ -7,9 +7,10 @@ unlike RecordUsage, a send whose outcome is unknown is simply sent again, as lon
 the first send is less than ``DEDUPE_WINDOW`` old; past it, a re-send could count
 twice, and the aggregate goes to a person instead.
 
-The customer is the one of the key's Stripe subscription: the license ref
-``stripe:sub:<id>`` the bridge keeps for the key, asked of the Stripe API once per
-process (a subscription does not change customer).
+The sink's provider (Stripe, ``bridge.stripe.meter``) is reached through its worker
+hooks only: ``meter_customer`` says who the key's events are for (the customer of its
+license, else of the Stripe subscription the ledger links the key to), ``send_meter``
+sends one.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import hashlib
 from datetime import datetime, timedelta
 from typing import Any
 
-from bridge.core.errors import Permanent
+from bridge import registry
+from bridge.core.errors import Permanent, Retryable, Unknown
 from bridge.core.intents import public_id
-from bridge.cryptolens import OutcomeUnknown
+from bridge.core.providers import MeterEvent, WorkerHooks
 from bridge.store import attempts, ledger, licenses
-from bridge.stripe import api as stripe_api
 from jobs.dbcall import in_thread
 from jobs.effects.run import Run
 from jobs.errors import NeedsReview
@@ -58,36 +59,37 @@ def _identifier(aggregate_id: str, open_: attempts.OpenAttempt | None) -> str:
     return sent if isinstance(sent, str) and sent else identifier(aggregate_id)
 
 
-async def _customer(run: Run, license_: licenses.LicenseView, aggregate: ledger.Aggregate) -> str:
+# The provider each meter sink sends to (``[[usage.product]] sink``).
+SINK_PROVIDERS = {"stripe_meter": "stripe"}
+
+
+def _hooks(sink: str) -> WorkerHooks:
+    name = SINK_PROVIDERS.get(sink)
+    hooks = registry.worker(name) if name is not None else None
+    if hooks is None or hooks.meter_customer is None or hooks.send_meter is None:
+        raise MeterConfigError(f"configuration: no provider sends meter events for sink {sink}")
+    return hooks
+
+
+async def _customer(
+    run: Run, hooks: WorkerHooks, license_: licenses.LicenseView, aggregate: ledger.Aggregate
+) -> str:
     rt = run.rt
-    ref: str | None = license_.ref
-    if not license_.ref.startswith("stripe:sub:"):
+    assert hooks.meter_customer is not None
+    customer = await hooks.meter_customer(rt, license_.ref)
+    if customer is None:
+        # A key made otherwise (by hand, for another ref) bills the subscription the
+        # ledger links it to.
         ref = await in_thread(
             ledger.subscription_ref, rt.engine, aggregate.product_id, aggregate.key
         )
-    if ref is None:
+        customer = await hooks.meter_customer(rt, ref) if ref is not None else None
+    if customer is None:
         raise MeterConfigError(
             f"configuration: key of product {aggregate.product_id} belongs to no Stripe "
             "subscription the bridge knows, so its meter events have no customer"
         )
-    subscription = ref.removeprefix("stripe:sub:")
-    customer = rt.stripe_customers.get(subscription)
-    if customer is None:
-        customer = await stripe_api.subscription_customer(subscription, **_stripe_options(run))
-        rt.stripe_customers[subscription] = customer
     return customer
-
-
-def _stripe_options(run: Run) -> dict[str, Any]:
-    settings = run.rt.settings
-    if settings.stripe_api_key is None:
-        raise MeterConfigError("configuration: STRIPE_API_KEY is not set (stripe_meter sink)")
-    http_client = run.rt.provider_client("stripe")  # the Stripe provider's shared client
-    return {
-        "api_key": settings.stripe_api_key.get_secret_value(),
-        "api_base": settings.stripe_api_base,
-        "http_client": http_client,
-    }
 
 
 async def send_meter_event(
@@ -112,27 +114,27 @@ async def send_meter_event(
             f"the meter's events for identifier {event_id}: "
             f"{aggregate.describe()}"
         )
-    customer = await _customer(run, license_, aggregate)
-    event = stripe_api.MeterEvent(
+    hooks = _hooks(aggregate.sink)
+    customer = await _customer(run, hooks, license_, aggregate)
+    event = MeterEvent(
         event_name=event_name,
         customer=customer,
         value=aggregate.quantity,
         identifier=event_id,
         timestamp=aggregate.window_start,
     )
-    options = _stripe_options(run)
     detail = {
         "identifier": event.identifier,
         "value": event.value,
         "first_sent_at": (first_sent or now).isoformat(),
     }
     attempt_id = await in_thread(attempts.start_attempt, rt.engine, intent.id, METHOD, detail)
-    deduped = False
+    send = hooks.send_meter
+    assert send is not None
     try:
-        await run.send(METHOD, lambda: stripe_api.create_meter_event(event, **options))
-    except stripe_api.DuplicateMeterEvent:
-        deduped = True  # an earlier send of this very aggregate landed
-    except (stripe_api.TransientStripeError, OutcomeUnknown):
+        # True: an earlier send of this very aggregate landed.
+        deduped = await run.send(METHOD, lambda: send(rt, event))
+    except (Retryable, Unknown):
         # Maybe applied, maybe not: the next run sends it again (Stripe dedupes it).
         await in_thread(attempts.finish_attempt, rt.engine, attempt_id, "unknown")
         raise
@@ -145,7 +147,7 @@ async def send_meter_event(
     return {
         "sent": aggregate.quantity,
         "records": aggregate.records,
-        "sink": "stripe_meter",
+        "sink": aggregate.sink,
         "identifier": event.identifier,
         "resent": open_ is not None,
         "deduped": deduped,

@@ -15,6 +15,7 @@ from typing import Any, cast
 from bridge.core.errors import Permanent
 from bridge.cryptolens import OutcomeUnknown
 from bridge.store import attempts, licenses
+from bridge.stripe import meter as stripe_clients
 from bridge.stripe import writeback
 from bridge.stripe.api import TransientStripeError
 from jobs.dbcall import in_thread
@@ -38,7 +39,7 @@ def _options(run: Run) -> dict[str, Any]:
     return {
         "api_key": settings.stripe_api_key.get_secret_value(),
         "api_base": settings.stripe_api_base,
-        "http_client": run.rt.provider_client("stripe"),
+        "http_client": stripe_clients.http_client(run.rt),
     }
 
 

@@ -11,6 +11,9 @@ fixed when the aggregate was opened.
   subscription item id could not be found" is a configuration error (the key is not
   linked to a subscription item): failed at once, never retried.
 - ``stripe_meter``: see :mod:`jobs.effects.meter`.
+
+RECORD_USAGE (:func:`record_usage`) is the bare call for one intent of that effect; no
+planner makes one (usage goes in aggregates), see ``bridge.core.intents.Effect``.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge import providers
+from bridge import registry
 from bridge.store import licenses
 from jobs.effects.run import Run
 
@@ -16,8 +16,8 @@ from jobs.effects.run import Run
 async def write_back(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
     assert license_.key is not None
     intent = run.intent
-    provider = providers.for_ref(intent.ref)
-    hook = provider.worker.write_back if provider is not None else None
+    hooks = registry.hooks_for(intent.ref)
+    hook = hooks.write_back if hooks is not None else None
     if hook is None:
         return {"written": False, "reason": "the provider has no write-back"}
     deal_id, key = str(intent.params["deal_id"]), license_.key

@@ -1,4 +1,5 @@
-"""Stripe webhook signatures, checked by hand.
+"""The ``t=<unix>,v1=<hex>`` signature scheme: Stripe's, which the generic CRM contract
+shares (``X-Bridge-Signature``), so one check serves both and existing tooling signs it.
 
 Stripe signs ``f"{t}.".encode() + raw_body`` with HMAC-SHA256 keyed by the endpoint's
 signing secret and sends ``Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>...][,v0=...]``.
@@ -29,6 +30,7 @@ from collections.abc import Sequence
 from bridge.core.errors import Rejected
 
 DEFAULT_TOLERANCE = 300
+HEADER = "Stripe-Signature"  # Stripe's name; the CRM contract's is X-Bridge-Signature
 
 # Unix seconds; a sign or spaces would let two headers sign the same bytes differently.
 _TIMESTAMP = re.compile(r"[0-9]{1,12}")
@@ -36,19 +38,19 @@ _HEX_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class SignatureError(Rejected):
-    """The delivery is not proven to come from Stripe."""
+    """The delivery is not proven to come from its sender."""
 
     cause = "bad_signature"
 
 
 class MalformedHeader(SignatureError):
-    """The ``Stripe-Signature`` header cannot be parsed."""
+    """The signature header cannot be parsed."""
 
     cause = "malformed_header"
 
 
 class MissingHeader(MalformedHeader):
-    """There is no ``Stripe-Signature`` header (or it is blank)."""
+    """There is no signature header (or it is blank)."""
 
     cause = "no_header"
 
@@ -76,26 +78,26 @@ def sign(payload: bytes, secret: str, timestamp: int | None = None) -> str:
     return f"t={ts},v1={_mac(payload, secret, ts)}"
 
 
-def _parse(header: str | None) -> tuple[int, list[str]]:
+def _parse(header: str | None, name: str) -> tuple[int, list[str]]:
     if not header or not header.strip():
-        raise MissingHeader("missing Stripe-Signature header")
+        raise MissingHeader(f"missing {name} header")
     timestamp: int | None = None
     signatures: list[str] = []
     for item in header.split(","):
         key, sep, value = item.strip().partition("=")
         if not sep:
-            raise MalformedHeader("Stripe-Signature header has an item without '='")
+            raise MalformedHeader(f"{name} header has an item without '='")
         if key == "t":
             if timestamp is not None or not _TIMESTAMP.fullmatch(value):
-                raise MalformedHeader("Stripe-Signature header has a bad or repeated timestamp")
+                raise MalformedHeader(f"{name} header has a bad or repeated timestamp")
             timestamp = int(value)
         elif key == "v1":
             signatures.append(value)
         # Other schemes (v0 is Stripe's test-mode legacy scheme) are not signatures we trust.
     if timestamp is None:
-        raise MalformedHeader("Stripe-Signature header has no timestamp")
+        raise MalformedHeader(f"{name} header has no timestamp")
     if not signatures:
-        raise MalformedHeader("Stripe-Signature header has no v1 signature")
+        raise MalformedHeader(f"{name} header has no v1 signature")
     return timestamp, signatures
 
 
@@ -106,15 +108,17 @@ def verify(
     *,
     tolerance: int = DEFAULT_TOLERANCE,
     now: float | None = None,
+    header_name: str = HEADER,
 ) -> None:
     """Return if ``payload`` is signed by one of ``secrets`` within ``tolerance`` seconds.
+    ``header_name`` is what the refusals call the header (the sender's name for it).
 
     Raises :class:`MalformedHeader` or :class:`InvalidSignature`; ``ValueError`` when no
     usable secret is given (an empty secret is an HMAC key anyone can use).
     """
     if not secrets or any(not s for s in secrets):
         raise ValueError("verify needs at least one non-empty signing secret")
-    timestamp, signatures = _parse(header)
+    timestamp, signatures = _parse(header, header_name)
     # Non-hex values cannot match, and compare_digest refuses non-ASCII str: drop them.
     candidates = [s for s in signatures if _HEX_SHA256.fullmatch(s)]
     expected = [_mac(payload, secret, timestamp) for secret in secrets]

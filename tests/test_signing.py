@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import stripe
 
-from bridge.stripe.signature import (
+from bridge.core.signing import (
     InvalidSignature,
     MalformedHeader,
     SignatureError,
