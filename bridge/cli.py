@@ -21,10 +21,10 @@ _COMMANDS = {
     "send": "bridge.tools.send:command",
     "bench": "bridge.tools.bench:command",
     "chaos": "bridge.tools.chaos:command",
-    "intents": "bridge.tools.ops:intents_command",
-    "replay": "bridge.tools.ops:replay_command",
-    "events": "bridge.tools.ops:events_command",
-    "reconcile": "bridge.tools.reconcile:command",
+    "intents": "bridge.ops.intents:intents_command",
+    "replay": "bridge.ops.intents:replay_command",
+    "events": "bridge.ops.intents:events_command",
+    "reconcile": "bridge.ops.reconcile:command",
     "collect": "jobs.collector:command",
 }
 

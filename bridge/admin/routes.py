@@ -43,8 +43,8 @@ from bridge.core.queue import enqueue
 from bridge.core.settings import ConfigError
 from bridge.core.state import AppState
 from bridge.cryptolens import CryptolensError
-from bridge.tools import ops
-from bridge.tools.plan import plan_intent
+from bridge.ops import intents as ops
+from bridge.ops.dryrun import plan_intent
 
 log = get_logger(__name__)
 

@@ -10,7 +10,7 @@ blocked by hand there: the run must report exactly those, as ``no_key`` and
 ``manual_block``.
 
 Then the sandbox runs as its own process on that file (``--latency-ms``, no access log)
-and ``bridge.tools.reconcile.reconcile`` runs here, as the command does, with its own
+and ``bridge.ops.reconcile.reconcile`` runs here, as the command does, with its own
 HTTP client; the calls are counted per method at that client. Reported: wall time of the
 reconcile alone (seeding excluded), calls per method, licenses per second, and the drift
 found beside the drift seeded.
@@ -34,9 +34,9 @@ from bridge.core.db import make_engine, migrate
 from bridge.core.intents import Effect, Status
 from bridge.core.models import Intent, License
 from bridge.cryptolens import CryptolensClient, make_http_client
+from bridge.ops import reconcile as rc
 from bridge.sandbox.config import DEFAULT_PRODUCT_ID, DEFAULT_TOKEN, SandboxConfig
 from bridge.sandbox.store import NewKey, Store
-from bridge.tools import reconcile as rc
 from bridge.tools.bench import Stack, wait_http
 from bridge.tools.procs import free_port
 

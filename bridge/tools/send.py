@@ -20,9 +20,9 @@ from typing import Any
 import click
 import httpx
 
+from bridge.ops.terminal import say
 from bridge.stripe.signature import sign
 from bridge.tools import send_crm
-from bridge.tools.terminal import say
 
 SAMPLES = Path(__file__).parent.parent / "stripe" / "samples"
 DEFAULT_URL = "http://127.0.0.1:8000/webhooks/stripe"

@@ -24,8 +24,8 @@ import click
 import httpx
 
 from bridge.hubspot.signature import sign_v3
+from bridge.ops.terminal import say
 from bridge.stripe.signature import sign
-from bridge.tools.terminal import say
 
 _ROOT = Path(__file__).parent.parent
 SAMPLES = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.tools.terminal import printable
+from bridge.ops.terminal import printable
 
 
 @pytest.mark.parametrize(

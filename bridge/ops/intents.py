@@ -14,7 +14,7 @@ the worker reads Cryptolens back before acting, as always. An intent in ``needs_
 is there because a read-back was ambiguous: replay it only after looking, and for a key
 creation say which key is the license's (``--key``), so that none is created twice.
 
-Stored text is printed with its control characters escaped (``bridge.tools.terminal``):
+Stored text is printed with its control characters escaped (``bridge.ops.terminal``):
 ids, types and notes come from senders.
 """
 
@@ -34,7 +34,7 @@ from bridge.core.intents import Effect, Status
 from bridge.core.models import Attempt, Intent, License, LicenseAlias, WebhookEvent, utcnow
 from bridge.core.queue import connect, enqueue
 from bridge.core.settings import Settings
-from bridge.tools.terminal import printable, say
+from bridge.ops.terminal import printable, say
 
 REPLAYABLE = {Status.FAILED.value, Status.NEEDS_REVIEW.value}
 
@@ -292,8 +292,8 @@ def _targets(engine: Engine, ids: tuple[str, ...], *, replayable: bool) -> list[
 
 
 def _print_plans(settings: Settings, engine: Engine, intent_ids: list[str], as_json: bool) -> None:
-    from bridge.tools.plan import plan_intent
-    from bridge.tools.reconcile import client_for
+    from bridge.ops.dryrun import plan_intent
+    from bridge.ops.reconcile import client_for
 
     async def plans() -> None:
         client, http = client_for(settings)

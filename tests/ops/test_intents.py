@@ -14,7 +14,7 @@ from sqlmodel import Session
 from bridge.core import inbox
 from bridge.core.intents import Effect, IntentSpec, Plan, Status
 from bridge.core.models import Intent
-from bridge.tools import ops
+from bridge.ops import intents as ops
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.admin import drain_once
 from tests.fixtures.pipeline import Pipeline

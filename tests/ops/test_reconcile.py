@@ -17,7 +17,7 @@ from bridge.core.intents import Effect, Status
 from bridge.core.models import License
 from bridge.cryptolens import CryptolensClient
 from bridge.cryptolens.models import LicenseKey
-from bridge.tools import reconcile as rc
+from bridge.ops import reconcile as rc
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.admin import drain_once
 from tests.fixtures.pipeline import Pipeline, now, shifted

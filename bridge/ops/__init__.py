@@ -1,0 +1,1 @@
+"""Operator commands: events, intents, replay, the dry run and reconcile."""
