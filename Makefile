@@ -6,15 +6,17 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 .PHONY: install check lint typecheck test demo bench
 
 install: $(VENV)/.installed
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml devtools/pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	# The developer tools (devtools/pyproject.toml): a checkout's, never the wheel's.
+	$(PY) -m pip install --quiet --no-build-isolation -e ./devtools
 	touch $@
 
 lint: install
-	ruff check bridge jobs tests
-	ruff format --check bridge jobs tests
+	ruff check bridge jobs devtools tests
+	ruff format --check bridge jobs devtools tests
 
 typecheck: install
 	mypy

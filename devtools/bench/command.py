@@ -3,7 +3,7 @@
 Every process the figures talk about runs on its own, as in production: the web app
 (``python -m bridge serve``), the worker (``python -m bridge worker``), the sandbox
 standing in for Cryptolens, a private ``redis-server`` on a free port (the machine's
-Redis is never touched) and the load generator (``bridge.tools.loadgen``). The database is a
+Redis is never touched) and the load generator (``devtools.loadgen``). The database is a
 SQLite file in a temporary directory.
 
 1. Ingest: signed events acknowledged per second by ``POST /webhooks/stripe``, closed
@@ -43,10 +43,11 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from bridge.core.db import migrate
-from bridge.tools import bench_scrape, loadgen
-from bridge.tools import burst as burst_mode
-from bridge.tools import starts as starts_mode
-from bridge.tools.procs import REDIS_HINT, free_port, redis_server_binary
+from devtools import loadgen
+from devtools.bench import burst as burst_mode
+from devtools.bench import scrape as bench_scrape
+from devtools.bench import starts as starts_mode
+from devtools.procs import REDIS_HINT, free_port, redis_server_binary
 
 SECRET = "whsec_bench_only_not_a_real_secret"  # noqa: S105 - signs local bench events
 # Each source its own secret: the bridge refuses to start with one shared (the contract's
@@ -184,7 +185,7 @@ def run_loadgen(st: Stack, args: list[str], extra: dict[str, str] | None = None)
         **(extra or {}),
     }
     done = subprocess.run(  # noqa: S603
-        [sys.executable, "-m", "bridge.tools.loadgen", *args],
+        [sys.executable, "-m", "devtools.loadgen", *args],
         env=env,
         capture_output=True,
         check=False,
@@ -236,7 +237,7 @@ def ingest(
     env = bridge_env(database_url, f"{redis_url}/0", config, "http://127.0.0.1:9/api/")
     servers: dict[str, tuple[int, subprocess.Popen[bytes]]] = {}
     for name, args in (
-        ("bare", ["-m", "bridge.tools.loadgen", "bare"]),
+        ("bare", ["-m", "devtools.loadgen", "bare"]),
         ("bridge", ["-m", "bridge", "serve"]),
     ):
         port = free_port()
@@ -490,8 +491,8 @@ def _usage(
     settle: float,
     keep: Path | None,
 ) -> None:
-    """The usage bench (``bridge.tools.bench_usage``); prints one JSON object."""
-    from bridge.tools import bench_usage
+    """The usage bench (``devtools.bench.usage``); prints one JSON object."""
+    from devtools.bench import usage as bench_usage
 
     with stack(keep) as st:
         redis_url = start_redis(st)
@@ -550,13 +551,13 @@ def _emit(
 @click.option(
     "--burst",
     type=click.IntRange(1, 100_000),
-    help="Instead: N one-off purchases of one product at once (bridge.tools.burst).",
+    help="Instead: N one-off purchases of one product at once (devtools.bench.burst).",
 )
 @click.option(
     "--starts",
     type=click.IntRange(1, 10_000),
     help="Instead: N subscriptions started at once, their start events in every order, "
-    "with and without STRIPE_API_KEY (bridge.tools.starts).",
+    "with and without STRIPE_API_KEY (devtools.bench.starts).",
 )
 @click.option(
     "--start-gap", default=1.0, show_default=True, help="With --starts: seconds between events."
@@ -571,7 +572,7 @@ def _emit(
     "--reconcile",
     "reconciled",
     type=click.IntRange(1, 1_000_000),
-    help="Instead: reconcile N licenses seeded in the sandbox (bridge.tools.bench_reconcile).",
+    help="Instead: reconcile N licenses seeded in the sandbox (devtools.bench.reconcile).",
 )
 @click.option(
     "--latency-ms",
@@ -666,7 +667,7 @@ def command(
         _emit(host, "starts", measured, starts_mode.report, as_json=as_json)
         return
     if reconciled is not None:
-        from bridge.tools import bench_reconcile
+        from devtools.bench import reconcile as bench_reconcile
 
         with stack(keep) as st:
             result = bench_reconcile.run(st, reconciled, latency_ms=latency_ms)

@@ -1,6 +1,6 @@
 """The bench's child processes: a load generator and the bare reference endpoint.
 
-Run as ``python -m bridge.tools.loadgen closed|open|bare ...`` so that neither shares a process
+Run as ``python -m devtools.loadgen closed|open|bare ...`` so that neither shares a process
 (or a core's worth of event loop) with the server it measures. The client speaks just
 enough HTTP/1.1 over keep-alive asyncio streams: a general client such as httpx costs
 more CPU per request than the bare endpoint does, and would make the bench measure the
@@ -379,7 +379,7 @@ def _run(coro: Any) -> Any:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bridge.tools.loadgen")
+    parser = argparse.ArgumentParser(prog="python -m devtools.loadgen")
     sub = parser.add_subparsers(dest="mode", required=True)
     bare = sub.add_parser("bare", help="serve the bare reference endpoint")
     bare.add_argument("--port", type=int, required=True)

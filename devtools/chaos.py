@@ -5,7 +5,7 @@ to ``--database-url`` and dropped afterwards), a private ``redis-server``, the s
 failing 10% of calls before applying them and losing 5% of replies after (a 504 or a cut
 connection), slow replies near the worker's read timeout in bursts, the web app, and a
 worker that is SIGKILLed at random moments and started again. The workload
-(``bridge.tools.workload``): one-off purchases and subscriptions with renewals,
+(``devtools.workload``): one-off purchases and subscriptions with renewals,
 refunds, disputes, cancellations and unpaid spells, every event delivered three times,
 all shuffled and posted concurrently. Beside the bridge, another client of the vendor
 creates keys of the same product (every template) from the same network while replies
@@ -41,8 +41,9 @@ from sqlalchemy.engine import make_url
 
 from bridge.core.db import migrate
 from bridge.stripe.signature import sign
-from bridge.tools import bench, procs, workload
-from bridge.tools.workload import DAY, PERIODS, Purchase
+from devtools import procs, workload
+from devtools.bench import command as bench
+from devtools.workload import DAY, PERIODS, Purchase
 
 DELIVERIES = 3
 POST_CONCURRENCY = 8

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from bridge.core.settings import Settings
-from bridge.tools.dev import _banner, _plan
+from devtools.dev import _banner, _plan
 from tests.fixtures.stack import free_port
 
 KEY = r"[A-Z]{5}(?:-[A-Z]{5}){3}"

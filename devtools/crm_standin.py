@@ -5,7 +5,7 @@ the same id, in each vendor's shape; a key written back is kept in memory and li
 ``GET /standin/state``. It checks no token: it is a local tool, never a test fake (the
 tests' fakes, tests/fixtures/crm_fakes.py, check tokens and inject faults).
 
-    python -m bridge.tools.crm_standin --port 8791
+    python -m devtools.crm_standin --port 8791
 """
 
 from __future__ import annotations

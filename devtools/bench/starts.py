@@ -5,13 +5,13 @@ session and the subscription, by a price mapping, by price metadata over the map
 by nobody). Each one's three start events are posted ``--start-gap`` seconds apart, in one
 of the six orders (taken in turn), as Stripe delivers them in no fixed order. Two runs on
 the same events: the worker with ``STRIPE_API_KEY``, asking a Stripe stand-in
-(``bridge.tools.stripe_standin``, answering after ``--stripe-latency-ms``), and without
+(``devtools.stripe_standin``, answering after ``--stripe-latency-ms``), and without
 it. The figure: per subscription, the time from posting its first start event to its key
 in the bridge's ``license`` table (polled every 10 ms), median and worst; with the key
 the target is one second plus the Cryptolens round trips, in any order. Each key must
 be of its purchase's template in both runs (the same answer, asked or waited for).
 
-Every process runs on its own, as in ``bridge.tools.bench``; the database is a SQLite file.
+Every process runs on its own, as in ``devtools.bench``; the database is a SQLite file.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ from sqlalchemy import create_engine, text
 
 from bridge.core.db import migrate
 from bridge.stripe.signature import sign
-from bridge.tools import bench, loadgen, workload
-from bridge.tools.procs import free_port
+from devtools import loadgen, workload
+from devtools.bench import command as bench
+from devtools.procs import free_port
 
 _POLL = 0.01
 _ORDERS = list(itertools.permutations(("checkout", "subscription", "invoice")))
@@ -63,7 +64,7 @@ async def _deliver(
     """Post every subscription's start events, ``gap`` apart, in turned orders, while
     watching for their keys (``_watch``, from when the first events left). A one-off
     purchase first, its key awaited: the worker is up, its imports, connections and
-    template cache warm (``bridge.tools.burst`` does too)."""
+    template cache warm (``devtools.bench.burst`` does too)."""
     refs = [f"stripe:sub:{s['subscription']['data']['object']['id']}" for s in starts]
     async with httpx.AsyncClient(timeout=30) as client:
 
@@ -143,7 +144,7 @@ def _one(
     if api:
         stripe_port = free_port()
         stripe = f"http://127.0.0.1:{stripe_port}"
-        standin_args = ["-m", "bridge.tools.stripe_standin", "--port", str(stripe_port)]
+        standin_args = ["-m", "devtools.stripe_standin", "--port", str(stripe_port)]
         standin_args += ["--latency-ms", str(stripe_latency_ms)]
         proc = st.start(f"{name}-stripe", standin_args, env)
         procs.append(proc)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from bridge.tools import procs
+from devtools import procs
 
 
 def test_the_real_redis_server_comes_first(monkeypatch: pytest.MonkeyPatch) -> None:

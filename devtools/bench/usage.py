@@ -3,7 +3,7 @@ per key and window.
 
 1. Ingest: ``POST /usage`` records accepted per second, closed loop, beside the bare
    endpoint (same uvicorn options, client and bodies), in turns as the webhook ingest
-   (``bridge.tools.bench``); one record per request, then batches of ``--usage-batch``.
+   (``devtools.bench``); one record per request, then batches of ``--usage-batch``.
 2. Aggregation: with web, worker and sandbox running, ``--usage-records`` records for each
    of a few keys arrive in one window; each key's records must become one RecordUsage
    call, and the sandbox's usage totals must equal what was posted.
@@ -18,8 +18,8 @@ import click
 import httpx
 
 from bridge.core.db import migrate
-from bridge.tools import loadgen
-from bridge.tools.bench import (
+from devtools import loadgen
+from devtools.bench.command import (
     START_TIMEOUT,
     Stack,
     _median,
@@ -29,7 +29,7 @@ from bridge.tools.bench import (
     run_loadgen,
     wait_http,
 )
-from bridge.tools.procs import free_port
+from devtools.procs import free_port
 
 TOKEN = "bench-usage-token-not-a-secret-0001"  # noqa: S105 - local bench only
 CONFIG = """[stripe]
@@ -59,7 +59,7 @@ def ingest(
     env = _env(st, "usage-ingest", f"{redis_url}/2", "http://127.0.0.1:9/api/")
     servers: dict[str, tuple[int, Any]] = {}
     for name, args in (
-        ("bare", ["-m", "bridge.tools.loadgen", "bare"]),
+        ("bare", ["-m", "devtools.loadgen", "bare"]),
         ("bridge", ["-m", "bridge", "serve"]),
     ):
         port = free_port()

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from bridge.core.settings import Settings
-from bridge.tools import dev
-from bridge.tools.send import command
+from devtools import dev
+from devtools.send import command
 from tests.fixtures.crm import (
     CRM_SECRET,
     HUBSPOT_SECRET,

@@ -9,7 +9,7 @@ that time over N x L
 (the serial floor the issue measured against); and at N = 1, the round trips on the
 critical path (the time to the event over L: calls that run side by side count once).
 
-Every process runs on its own, as in production (see ``bridge.tools.bench``); the
+Every process runs on its own, as in production (see ``devtools.bench``); the
 database is a SQLite file. Exactly once is checked too: N keys, N events, every key
 held by one license and tagged once.
 """
@@ -26,8 +26,9 @@ import orjson
 from bridge.core.db import migrate
 from bridge.core.intents import TAG_PREFIX
 from bridge.stripe.signature import sign
-from bridge.tools import bench, loadgen
-from bridge.tools.procs import free_port
+from devtools import loadgen
+from devtools.bench import command as bench
+from devtools.procs import free_port
 
 _POLL = 0.01  # seconds between state reads: the resolution of the figures
 

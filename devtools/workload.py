@@ -16,7 +16,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-SAMPLES = Path(__file__).parent.parent / "stripe" / "samples"
+import bridge
+
+SAMPLES = Path(bridge.__file__).parent / "stripe" / "samples"
 DAY = 86400
 TEMPLATE_KEY = "cryptolens_template_id"
 

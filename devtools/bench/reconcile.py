@@ -37,8 +37,8 @@ from bridge.cryptolens import CryptolensClient, make_http_client
 from bridge.ops import reconcile as rc
 from bridge.sandbox.config import DEFAULT_PRODUCT_ID, DEFAULT_TOKEN, SandboxConfig
 from bridge.sandbox.store import NewKey, Store
-from bridge.tools.bench import Stack, wait_http
-from bridge.tools.procs import free_port
+from devtools.bench.command import Stack, wait_http
+from devtools.procs import free_port
 
 PERIOD = 30  # days
 CUSTOMERS = 100

@@ -1,5 +1,5 @@
 """``cryptolens-bridge send stripe <fixture>``: sign a Stripe event and post it to the bridge
-(``send hubspot|pipedrive|crm``: ``bridge.tools.send_crm``).
+(``send hubspot|pipedrive|crm``: ``devtools.send_crm``).
 
 The bundled samples (``bridge/stripe/samples/*.json``) are copies of the vendor fixtures in
 ``tests/fixtures/stripe``: Stripe's own published objects in 2024-06-20 event envelopes.
@@ -20,11 +20,12 @@ from typing import Any
 import click
 import httpx
 
+import bridge
 from bridge.ops.terminal import say
 from bridge.stripe.signature import sign
-from bridge.tools import send_crm
+from devtools import send_crm
 
-SAMPLES = Path(__file__).parent.parent / "stripe" / "samples"
+SAMPLES = Path(bridge.__file__).parent / "stripe" / "samples"
 DEFAULT_URL = "http://127.0.0.1:8000/webhooks/stripe"
 
 # Unix times a payload may plausibly carry (2017-07 .. 2033-05). Stripe-mock's placeholder

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.tools import chaos, workload
+from devtools import chaos, workload
 
 pytestmark = pytest.mark.slow
 

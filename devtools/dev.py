@@ -41,8 +41,8 @@ from sqlalchemy.engine import make_url
 from bridge.core.db import migrate
 from bridge.core.settings import BridgeConfig, ConfigError, Settings
 from bridge.sandbox.config import DEFAULT_TOKEN
-from bridge.tools.procs import REDIS_HINT, free_port, redis_server_binary
-from bridge.tools.send import fresh_id, load_event, post, shift_to
+from devtools.procs import REDIS_HINT, free_port, redis_server_binary
+from devtools.send import fresh_id, load_event, post, shift_to
 
 DEMO_SAMPLE = "checkout.session.completed.payment"
 DEV_CONFIG = """[stripe]
@@ -487,7 +487,7 @@ def command(port: int, sandbox_port: int, crm_port: int, demo: bool, timeout: fl
                     sandbox += ["--db", str(plan.sandbox_db)]
                 stack.start("sandbox", sandbox, plan.env)
             if plan.crm_root is not None:
-                standin = [sys.executable, "-m", "bridge.tools.crm_standin"]
+                standin = [sys.executable, "-m", "devtools.crm_standin"]
                 stack.start("crm", [*standin, "--port", str(crm_port)], plan.env)
             stack.start(
                 "web", [*bridge, "serve", "--host", "127.0.0.1", "--port", str(port)], plan.env

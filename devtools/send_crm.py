@@ -23,11 +23,12 @@ from typing import Any
 import click
 import httpx
 
+import bridge
 from bridge.hubspot.signature import sign_v3
 from bridge.ops.terminal import say
 from bridge.stripe.signature import sign
 
-_ROOT = Path(__file__).parent.parent
+_ROOT = Path(bridge.__file__).parent
 SAMPLES = {
     "hubspot": _ROOT / "hubspot" / "samples",
     "pipedrive": _ROOT / "pipedrive" / "samples",

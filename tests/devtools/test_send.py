@@ -16,14 +16,14 @@ from starlette.routing import Route
 
 from bridge.cli import main
 from bridge.stripe.signature import InvalidSignature, verify
-from bridge.tools import send
+from devtools import send
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import SECRET
 from tests.fixtures.servers import run_asgi
 from tests.fixtures.stack import free_port
 
 NOW = 1_800_000_000
-VENDOR = Path(__file__).parent / "fixtures" / "stripe"
+VENDOR = Path(__file__).parent.parent / "fixtures" / "stripe"
 
 
 class Receiver:

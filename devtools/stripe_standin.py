@@ -7,7 +7,7 @@ each answer after ``--latency-ms`` (a round trip to Stripe). ``GET /standin/stat
 counts the reads. It checks no key: it is a local tool, never a test fake (the tests'
 fake, tests/fixtures/fake_stripe.py, checks the key and keeps meter events).
 
-    python -m bridge.tools.stripe_standin --port 8792 --latency-ms 250
+    python -m devtools.stripe_standin --port 8792 --latency-ms 250
 """
 
 from __future__ import annotations

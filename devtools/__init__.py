@@ -1,0 +1,1 @@
+"""Developer tools: in a checkout, never in the wheel or the image."""
