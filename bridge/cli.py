@@ -9,6 +9,10 @@ command name to ``("module:attribute", "one line of help")``, the shape of
 :data:`_COMMANDS`, so listing them imports that small table and not the commands. In a
 checkout, ``make install`` installs the developer tools (``devtools/``: ``dev``,
 ``send``, ``bench``, ``chaos``) that way; the wheel and the image have none of them.
+
+Operator commands raise the project's errors (``bridge.ops.errors``); this is the edge
+that turns them into click's ``Error: ...`` and exit status 1, their text escaped for the
+terminal (``bridge.ops.terminal``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import click
+
+from bridge.ops.errors import OpsError
 
 ENTRY_POINTS = "cryptolens_bridge.commands"
 
@@ -90,6 +96,14 @@ class _LazyGroup(click.Group):
         # List the commands without importing them all.
         with formatter.section("Commands"):
             formatter.write_dl([(name, help_) for name, (_, help_) in commands().items()])
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OpsError as exc:
+            from bridge.ops.terminal import printable
+
+            raise click.ClickException(printable(str(exc))) from exc
 
 
 @click.group(cls=_LazyGroup)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-import click
 from jinja2 import pass_context
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -45,6 +44,7 @@ from bridge.core.state import AppState
 from bridge.cryptolens import CryptolensError
 from bridge.ops import intents as ops
 from bridge.ops.dryrun import plan_intent
+from bridge.ops.errors import NotReplayable, UnknownRecord
 
 log = get_logger(__name__)
 
@@ -372,8 +372,10 @@ class Admin:
             raise HTTPException(400, "a key is four groups of five capitals: ABCDE-FGHIJ-...")
         try:
             await run_in_threadpool(ops.replay, state.engine, intent_id, key=key)
-        except click.ClickException as exc:
-            raise HTTPException(409, exc.message) from None
+        except UnknownRecord as exc:
+            raise HTTPException(404, str(exc)) from None
+        except NotReplayable as exc:
+            raise HTTPException(409, str(exc)) from None
         log.info("intent replayed from the admin page", intent=intent_id, claimed=key is not None)
         await _wake(state, intent_id)
         return self.redirect(request, "admin:intent", id=intent_id, notice="replayed")

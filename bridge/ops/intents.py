@@ -15,7 +15,8 @@ is there because a read-back was ambiguous: replay it only after looking, and fo
 creation say which key is the license's (``--key``), so that none is created twice.
 
 Stored text is printed with its control characters escaped (``bridge.ops.terminal``):
-ids, types and notes come from senders.
+ids, types and notes come from senders. What cannot be done as asked raises
+``bridge.ops.errors`` (``bridge.cli`` prints it, escaped; the admin page shows it).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from bridge.core.intents import Effect, Status
 from bridge.core.models import Attempt, Intent, License, LicenseAlias, WebhookEvent, utcnow
 from bridge.core.queue import connect, enqueue
 from bridge.core.settings import Settings
-from bridge.ops.terminal import printable, say
+from bridge.ops.errors import NotReplayable, UnknownRecord
+from bridge.ops.terminal import say
 
 REPLAYABLE = {Status.FAILED.value, Status.NEEDS_REVIEW.value}
 
@@ -111,7 +113,7 @@ def intent_show_command(intent_id: str, as_json: bool) -> None:
         with Session(engine) as s:
             row = s.get(Intent, intent_id)
             if row is None:
-                raise click.ClickException(printable(f"no intent {intent_id}"))
+                raise UnknownRecord(f"no intent {intent_id}")
             attempts = s.exec(
                 select(Attempt).where(col(Attempt.intent_id) == intent_id).order_by(col(Attempt.id))
             ).all()
@@ -212,7 +214,7 @@ def event_show_command(event_id: str, payload: bool, as_json: bool) -> None:
         with Session(engine) as s:
             row = _find_event(s, event_id)
             if row is None:
-                raise click.ClickException(printable(f"no event {event_id}"))
+                raise UnknownRecord(f"no event {event_id}")
             intents = s.exec(
                 select(Intent).where(col(Intent.event_id) == row.id).order_by(col(Intent.id))
             ).all()
@@ -237,30 +239,30 @@ def replay(engine: Engine, intent_id: str, *, key: str | None = None) -> None:
     with session(engine) as s:
         intent = s.get(Intent, intent_id, with_for_update=True)
         if intent is None:
-            raise click.ClickException(printable(f"no intent {intent_id}"))
+            raise UnknownRecord(f"no intent {intent_id}")
         if intent.status not in REPLAYABLE:
-            raise click.ClickException(
+            raise NotReplayable(
                 f"{intent_id} is {intent.status}; only failed or needs_review intents are replayed"
             )
         if key is not None:
             if intent.effect != Effect.CREATE_KEY.value:
-                raise click.ClickException("--key is for create_key intents")
+                raise NotReplayable("--key is for create_key intents")
             alias = s.get(LicenseAlias, intent.license_ref)
             license_ = s.get(License, alias.ref if alias else intent.license_ref)
             if license_ is None:
-                raise click.ClickException("that intent's license has no row yet")
+                raise NotReplayable("that intent's license has no row yet")
             holder = s.exec(
                 select(License.ref).where(col(License.key) == key, col(License.ref) != license_.ref)
             ).first()
             if holder is not None:
-                raise click.ClickException(
+                raise NotReplayable(
                     f"that key is license {holder}'s: one key is never two licenses'"
                 )
             license_.key = key
         elif (
             intent.status == Status.NEEDS_REVIEW.value and intent.effect == Effect.CREATE_KEY.value
         ):
-            raise click.ClickException(
+            raise NotReplayable(
                 "a key creation needs --key KEY (the key you found is this license's) so "
                 "that no second key is made"
             )
@@ -283,7 +285,7 @@ def _targets(engine: Engine, ids: tuple[str, ...], *, replayable: bool) -> list[
                 continue
             event = _find_event(s, given)
             if event is None:
-                raise click.ClickException(f"no intent or event {given}")
+                raise UnknownRecord(f"no intent or event {given}")
             query = select(Intent.id).where(col(Intent.event_id) == event.id)
             if replayable:
                 query = query.where(col(Intent.status).in_(REPLAYABLE))
@@ -345,7 +347,7 @@ def replay_command(ids: tuple[str, ...], key: str | None, dry_run: bool, as_json
             _print_plans(settings, engine, intent_ids, as_json)
             return
         if not intent_ids:
-            raise click.ClickException("nothing to replay: no failed or needs_review intent")
+            raise NotReplayable("nothing to replay: no failed or needs_review intent")
         for intent_id in intent_ids:
             replay(engine, intent_id, key=key)
             say(f"pending again: {intent_id}")

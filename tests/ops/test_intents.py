@@ -11,10 +11,12 @@ from click.testing import CliRunner, Result
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from bridge import cli
 from bridge.core import inbox
 from bridge.core.intents import Effect, IntentSpec, Plan, Status
 from bridge.core.models import Intent
 from bridge.ops import intents as ops
+from bridge.ops.errors import NotReplayable, OpsError, UnknownRecord
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.admin import drain_once
 from tests.fixtures.pipeline import Pipeline
@@ -43,7 +45,7 @@ class TestReplay:
     async def test_done_intent_is_not_replayed(self, bridge: Pipeline) -> None:
         await bridge.post(sb.checkout_session())
         await bridge.drain()
-        with pytest.raises(click.ClickException, match="only failed or needs_review"):
+        with pytest.raises(NotReplayable, match="only failed or needs_review"):
             ops.replay(bridge.engine, f"stripe:pi:{sb.ONE_OFF_PI}:create_key")
 
 
@@ -70,7 +72,7 @@ class TestReplayFromTemplate:
         assert _status(bridge.engine, create) == Status.NEEDS_REVIEW.value
         keys = [k["key"] for k in bridge.sandbox.state()["keys"]]
 
-        with pytest.raises(click.ClickException, match="--key"):
+        with pytest.raises(NotReplayable, match="--key"):
             ops.replay(bridge.engine, create)
         ops.replay(bridge.engine, create, key=keys[0])
         await bridge.drain()
@@ -92,9 +94,29 @@ class TestReplayFromTemplate:
         await bridge.drain()
         create = f"stripe:pi:{sb.ONE_OFF_PI}:create_key"
         assert _status(bridge.engine, create) == Status.NEEDS_REVIEW.value
-        with pytest.raises(click.ClickException, match="one key is never two licenses"):
+        with pytest.raises(NotReplayable, match="one key is never two licenses"):
             ops.replay(bridge.engine, create, key=held)
         assert _status(bridge.engine, create) == Status.NEEDS_REVIEW.value
+
+
+class TestErrors:
+    """Operations raise the project's errors; the command line shows them as click's."""
+
+    def test_unknown_and_unreplayable_are_ops_errors(self, engine: Engine) -> None:
+        with pytest.raises(UnknownRecord, match="no intent nope"):
+            ops.replay(engine, "nope")
+        assert issubclass(UnknownRecord, OpsError) and issubclass(NotReplayable, OpsError)
+
+    def test_the_cli_prints_them_escaped_with_status_1(self, database_url: str) -> None:
+        env = {"BRIDGE_DATABASE_URL": database_url}
+        for args in (["intents", "show", "no\x1b[2J"], ["events", "show", "no\x1b[2J"]):
+            shown = CliRunner().invoke(cli.main, args, env=env)
+            assert shown.exit_code == 1, shown.output
+            assert shown.output.startswith("Error: no ") and "no\\x1b[2J" in shown.output
+            assert "\x1b" not in shown.output
+        replayed = CliRunner().invoke(cli.main, ["replay", "nope"], env=env)
+        assert replayed.exit_code == 1
+        assert replayed.output == "Error: no intent or event nope\n"
 
 
 def test_intents_command_lists(database_url: str, engine: Engine) -> None:
