@@ -25,7 +25,6 @@ import contextlib
 import json
 import random
 import secrets
-import signal
 import threading
 import time
 from collections import Counter
@@ -42,7 +41,7 @@ from sqlalchemy.engine import make_url
 from bridge.core.db import migrate
 from bridge.stripe.signature import sign
 from devtools import procs, workload
-from devtools.bench import command as bench
+from devtools.bench.stack import SECRET, bridge_env, machine, stack
 from devtools.workload import DAY, PERIODS, Purchase
 
 DELIVERIES = 3
@@ -137,7 +136,7 @@ async def _post_all(url: str, bodies: list[bytes]) -> list[int]:
             async with gate:
                 headers = {
                     "Content-Type": "application/json",
-                    "Stripe-Signature": sign(body, bench.SECRET),
+                    "Stripe-Signature": sign(body, SECRET),
                 }
                 for _ in range(5):
                     with contextlib.suppress(httpx.TransportError):
@@ -216,27 +215,27 @@ def run_once(
     rng = random.Random(seed)
     result = RunResult(seed, "postgresql" if database_url else "sqlite")
     started = time.monotonic()
-    with bench.stack(keep) as st, fresh_database(st.workdir, database_url) as db_url:
+    with stack(keep) as st, fresh_database(st.workdir, database_url) as db_url:
         config = st.workdir / "bridge.toml"
         config.write_text(workload.BRIDGE_CONFIG)
         sandbox_config = st.workdir / "sandbox.toml"
         sandbox_config.write_text(workload.SANDBOX_CONFIG)
-        redis_url = bench.start_redis(st)
+        redis_url = st.start_redis()
         sandbox_port, web_port = procs.free_port(), procs.free_port()
         sandbox = f"http://127.0.0.1:{sandbox_port}"
-        env = bench.bridge_env(db_url, f"{redis_url}/0", config, f"{sandbox}/api/")
+        env = bridge_env(db_url, f"{redis_url}/0", config, f"{sandbox}/api/")
         env.update(WORKER_ENV)
-        proc = st.start(
+        proc = st.python(
             "sandbox",
             ["-m", "bridge", "sandbox", "--port", str(sandbox_port), "--no-access-log",
              "--config", str(sandbox_config), "--fail-rate", "0.1", "--lost-reply-rate",
              "0.05", "--lost-reply-mode", "mixed", "--seed", str(seed)],
             env,
         )  # fmt: skip
-        bench.wait_http(f"{sandbox}/sandbox/faults", proc, st.log("sandbox"))
-        web = st.start("web", ["-m", "bridge", "serve", "--port", str(web_port)], env)
-        bench.wait_http(f"http://127.0.0.1:{web_port}/healthz", web, st.log("web"))
-        worker = st.start("worker", ["-m", "bridge", "worker"], env)
+        st.wait_http(f"{sandbox}/sandbox/faults", proc)
+        web = st.python("web", ["-m", "bridge", "serve", "--port", str(web_port)], env)
+        st.wait_http(f"http://127.0.0.1:{web_port}/healthz", web)
+        worker = st.python("worker", ["-m", "bridge", "worker"], env)
 
         load = workload.build(
             seed=seed, now=int(time.time()), one_offs=one_offs, subscriptions=subscriptions
@@ -265,18 +264,17 @@ def run_once(
             if kills_left and time.monotonic() >= next_kill:
                 kills_left -= 1
                 result.kills_busy += _unfinished(db_url) > 0
-                worker.send_signal(signal.SIGKILL)
-                worker.wait()
-                st.procs = [(n, p) for n, p in st.procs if p is not worker]
+                st.kill(worker)
                 result.kills += 1
                 time.sleep(rng.uniform(0, 1.0))
-                worker = st.start("worker", ["-m", "bridge", "worker"], env)
+                worker = st.python("worker", ["-m", "bridge", "worker"], env)
                 next_kill = time.monotonic() + rng.uniform(1.0, 4.0)
                 quiet_since = None
                 continue
             if worker.poll() is not None:
                 result.failures.append(f"the worker stopped by itself ({worker.returncode})")
-                worker = st.start("worker", ["-m", "bridge", "worker"], env)
+                st.stop(worker)  # gone already: forgotten, so that it is not stopped again
+                worker = st.python("worker", ["-m", "bridge", "worker"], env)
             if not kills_left and _unfinished(db_url) == 0:
                 # Quiet twice in a row, a moment apart: nothing was about to be re-queued.
                 if quiet_since is not None and time.monotonic() - quiet_since > 1.0:
@@ -507,7 +505,7 @@ def command(
             click.echo(line(result))
     if as_json:
         click.echo(
-            json.dumps({"machine": bench.machine(), "runs": [asdict(r) for r in results]}, indent=2)
+            json.dumps({"machine": machine(), "runs": [asdict(r) for r in results]}, indent=2)
         )
     else:
         click.echo("\n" + summary(results))

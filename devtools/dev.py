@@ -21,27 +21,24 @@ import os
 import secrets
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import Any
 
 import click
 import httpx
-import redis
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
 from bridge.core.db import migrate
 from bridge.core.settings import BridgeConfig, ConfigError, Settings
 from bridge.sandbox.config import DEFAULT_TOKEN
-from devtools.procs import REDIS_HINT, free_port, redis_server_binary
+from devtools.procs import REDIS_HINT, Relay, Supervisor, redis_answers, redis_server_binary
 from devtools.send import fresh_id, load_event, post, shift_to
 
 DEMO_SAMPLE = "checkout.session.completed.payment"
@@ -61,11 +58,11 @@ lost_policy = "block"
 default_template_id = 1
 lost_policy = "block"
 """
-_STARTUP_TIMEOUT = 30.0
+_START = 30.0  # seconds each part has to answer
 # Longer than the worker's default BRIDGE_WORKER_SHUTDOWN_WAIT, so that it finishes or
 # cancels its own jobs before it is killed.
 _STOP_TIMEOUT = 15.0
-_POLL = 0.1
+_STOP_ORDER = (("web", "worker"), ("sandbox", "crm"), ("redis",))
 
 
 class _Stopped(Exception):
@@ -80,82 +77,6 @@ def _on_signal(signum: int, _: FrameType | None) -> None:
     raise _Stopped(signal.Signals(signum).name)
 
 
-class _Output:
-    """One terminal for all children: each line prefixed with the child's name."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
-    def say(self, text: str) -> None:
-        with self._lock:
-            click.echo(text)
-
-    def relay(self, name: str, stream: IO[bytes]) -> None:
-        for raw in iter(stream.readline, b""):
-            line = raw.decode(errors="replace").rstrip()
-            with self._lock:
-                click.echo(f"{name:>7} | {line}")
-        stream.close()
-
-
-@dataclass
-class _Child:
-    name: str
-    proc: subprocess.Popen[bytes]
-    reader: threading.Thread
-
-
-@dataclass
-class _Stack:
-    output: _Output
-    children: list[_Child] = field(default_factory=list)
-
-    def start(self, name: str, argv: list[str], env: dict[str, str]) -> _Child:
-        proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-            argv,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        assert proc.stdout is not None
-        reader = threading.Thread(
-            target=self.output.relay, args=(name, proc.stdout), name=f"dev:{name}", daemon=True
-        )
-        reader.start()
-        child = _Child(name, proc, reader)
-        self.children.append(child)
-        return child
-
-    def check(self) -> None:
-        """Raise if a child has exited: the rest cannot work without it."""
-        for child in self.children:
-            code = child.proc.poll()
-            if code is not None:
-                raise click.ClickException(
-                    f"{child.name} exited with code {code} (its output is above)"
-                )
-
-    def stop(self) -> None:
-        by_name = {c.name: c for c in self.children}
-        for group in (["web", "worker"], ["sandbox", "crm"], ["redis"]):
-            running = [by_name[n] for n in group if n in by_name]
-            for child in running:
-                if child.proc.poll() is None:
-                    child.proc.terminate()
-            deadline = time.monotonic() + _STOP_TIMEOUT
-            for child in running:
-                try:
-                    child.proc.wait(max(0.0, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    child.proc.kill()
-                    child.proc.wait()
-        for child in self.children:
-            child.reader.join(2)
-        self.children.clear()
-
-
 def _require_free(port: int, option: str) -> None:
     with socket.socket() as s:
         try:
@@ -166,41 +87,16 @@ def _require_free(port: int, option: str) -> None:
             ) from None
 
 
-def _redis_answers(url: str) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1)
-    try:
-        return bool(client.ping())
-    except (redis.RedisError, OSError, ValueError):
-        return False
-    finally:
-        client.close()
-
-
-def _start_redis(stack: _Stack) -> str:
-    binary = redis_server_binary()
-    if binary is None:
+def _start_redis(stack: Supervisor, output: Relay) -> str:
+    if redis_server_binary() is None:
         raise click.ClickException(
             "no Redis answers at BRIDGE_REDIS_URL and no redis-server is installed: "
             f"{REDIS_HINT}; or point BRIDGE_REDIS_URL at one"
         )
-    port = free_port()
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly"]
-    child = stack.start("redis", [*argv, "no", "--loglevel", "warning"], dict(os.environ))
-    url = f"redis://127.0.0.1:{port}/0"
-    _wait_until(lambda: _redis_answers(url), stack, "redis-server to answer")
-    stack.output.say(f"started redis-server on 127.0.0.1:{port} (pid {child.proc.pid})")
-    return url
-
-
-def _wait_until(
-    ready: Callable[[], bool], stack: _Stack, what: str, timeout: float = _STARTUP_TIMEOUT
-) -> None:
-    deadline = time.monotonic() + timeout
-    while not ready():
-        stack.check()
-        if time.monotonic() > deadline:
-            raise click.ClickException(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(_POLL)
+    url = stack.start_redis()
+    where = url.removeprefix("redis://")
+    output.say(f"started redis-server on {where} (pid {stack.find('redis').pid})")
+    return f"{url}/0"
 
 
 def _get_ok(url: str) -> bool:
@@ -364,7 +260,9 @@ def _settings() -> Settings:
         raise click.ClickException(f"bad setting in the environment or .env: {exc}") from None
 
 
-def _demo(stack: _Stack, plan: _Plan, web: str, timeout: float) -> tuple[str, str]:
+def _demo(
+    stack: Supervisor, output: Relay, plan: _Plan, web: str, timeout: float
+) -> tuple[str, str]:
     """Post a fresh one-off purchase; return (key, email) once the sandbox has the key."""
     assert plan.sandbox_root is not None
     event = shift_to(load_event(DEMO_SAMPLE), int(time.time()))
@@ -381,7 +279,7 @@ def _demo(stack: _Stack, plan: _Plan, web: str, timeout: float) -> tuple[str, st
     secret = plan.env["STRIPE_WEBHOOK_SECRET"].split(",")[0].strip()
     with httpx.Client(timeout=10) as client:
         response = post(client, f"{web}/webhooks/stripe", event, secret)
-    stack.output.say(
+    output.say(
         f"demo: posted {event['type']} {event['id']} ({email}): "
         f"{response.status_code} {response.text}"
     )
@@ -403,7 +301,7 @@ def _demo(stack: _Stack, plan: _Plan, web: str, timeout: float) -> tuple[str, st
         return False
 
     try:
-        _wait_until(key_created, stack, "the license key in the sandbox", timeout)
+        stack.wait_until(key_created, "the license key in the sandbox", timeout=timeout)
     except click.ClickException:
         raise click.ClickException(
             f"no license key appeared in the sandbox within {timeout:.0f}s; the worker's "
@@ -450,9 +348,10 @@ def _signals() -> Iterator[None]:
 )
 def command(port: int, sandbox_port: int, crm_port: int, demo: bool, timeout: float) -> None:
     """Web + worker + sandbox on 127.0.0.1, on local defaults (Ctrl-C stops all)."""
-    output = _Output()
+    output = Relay()
     settings = _settings()
-    stack = _Stack(output)
+    # Children in sessions of their own: a Ctrl-C reaches only us, and we stop them in order.
+    stack = Supervisor(relay=output, own_sessions=True, stop_timeout=_STOP_TIMEOUT)
     with tempfile.TemporaryDirectory(prefix="bridge-dev-") as config_dir, _signals():
         try:
             plan = _plan(
@@ -475,9 +374,9 @@ def command(port: int, sandbox_port: int, crm_port: int, demo: bool, timeout: fl
             migrate(plan.env["BRIDGE_DATABASE_URL"])
 
             redis_url = settings.redis_url
-            if not _redis_answers(redis_url):
+            if not redis_answers(redis_url):
                 output.say(f"no Redis answers at {redis_url}; starting a private redis-server")
-                redis_url = _start_redis(stack)
+                redis_url = _start_redis(stack, output)
             plan.env["BRIDGE_REDIS_URL"] = redis_url
 
             bridge = [sys.executable, "-m", "bridge"]
@@ -495,17 +394,21 @@ def command(port: int, sandbox_port: int, crm_port: int, demo: bool, timeout: fl
             stack.start("worker", [*bridge, "worker"], plan.env)
 
             web = f"http://127.0.0.1:{port}"
-            _wait_until(lambda: _get_ok(f"{web}/readyz"), stack, f"{web}/readyz")
+            stack.wait_until(lambda: _get_ok(f"{web}/readyz"), f"{web}/readyz", timeout=_START)
             if plan.sandbox_root is not None:
                 root = plan.sandbox_root
-                _wait_until(lambda: _get_ok(f"{root}/sandbox/state"), stack, "the sandbox")
+                stack.wait_until(
+                    lambda: _get_ok(f"{root}/sandbox/state"), "the sandbox", timeout=_START
+                )
             if plan.crm_root is not None:
                 crm = plan.crm_root
-                _wait_until(lambda: _get_ok(f"{crm}/standin/state"), stack, "the CRM stand-in")
+                stack.wait_until(
+                    lambda: _get_ok(f"{crm}/standin/state"), "the CRM stand-in", timeout=_START
+                )
             output.say(_banner(plan, web, redis_url))
 
             if demo:
-                key, email = _demo(stack, plan, web, timeout)
+                key, email = _demo(stack, output, plan, web, timeout)
                 output.say(_demo_report(plan, key, email))
                 return
             while True:
@@ -518,7 +421,7 @@ def command(port: int, sandbox_port: int, crm_port: int, demo: bool, timeout: fl
             # sessions and would outlive us.
             for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(signum, signal.SIG_IGN)
-            stack.stop()  # the handlers come back as _signals() exits
+            stack.stop_all(_STOP_ORDER)  # the handlers come back as _signals() exits
 
 
 def _banner(plan: _Plan, web: str, redis_url: str) -> str:

@@ -27,14 +27,14 @@ from bridge.core.db import migrate
 from bridge.core.intents import TAG_PREFIX
 from bridge.stripe.signature import sign
 from devtools import loadgen
-from devtools.bench import command as bench
+from devtools.bench.stack import CONFIG, SECRET, Stack, bridge_env, cpu_seconds
 from devtools.procs import free_port
 
 _POLL = 0.01  # seconds between state reads: the resolution of the figures
 
 
 def _config() -> str:
-    return bench.CONFIG
+    return CONFIG
 
 
 async def _post_all(url: str, events: list[dict[str, Any]]) -> float:
@@ -45,7 +45,7 @@ async def _post_all(url: str, events: list[dict[str, Any]]) -> float:
         async def post(event: dict[str, Any]) -> None:
             body = orjson.dumps(event)
             headers = {
-                "Stripe-Signature": sign(body, bench.SECRET),
+                "Stripe-Signature": sign(body, SECRET),
                 "Content-Type": "application/json",
             }
             response = await client.post(url, content=body, headers=headers)
@@ -83,7 +83,7 @@ def _watch(
 
 
 def run(
-    st: bench.Stack,
+    st: Stack,
     redis_url: str,
     *,
     n: int,
@@ -98,16 +98,16 @@ def run(
     migrate(database_url)
     sandbox_port, web_port = free_port(), free_port()
     sandbox = f"http://127.0.0.1:{sandbox_port}"
-    env = bench.bridge_env(database_url, f"{redis_url}/2", config, f"{sandbox}/api/")
+    env = bridge_env(database_url, f"{redis_url}/2", config, f"{sandbox}/api/")
     args = ["-m", "bridge", "sandbox", "--port", str(sandbox_port), "--no-access-log"]
-    sandbox_proc = st.start("burst-sandbox", [*args, "--seed", "1"], env)
-    bench.wait_http(f"{sandbox}/sandbox/faults", sandbox_proc, st.log("burst-sandbox"))
-    web = st.start("burst-web", ["-m", "bridge", "serve", "--port", str(web_port)], env)
-    bench.wait_http(f"http://127.0.0.1:{web_port}/healthz", web, st.log("burst-web"))
+    sandbox_proc = st.python("burst-sandbox", [*args, "--seed", "1"], env)
+    st.wait_http(f"{sandbox}/sandbox/faults", sandbox_proc)
+    web = st.python("burst-web", ["-m", "bridge", "serve", "--port", str(web_port)], env)
+    st.wait_http(f"http://127.0.0.1:{web_port}/healthz", web)
     procs = {"web": web, "sandbox": sandbox_proc}
     for number in range(1, workers + 1):
         name = "worker" if workers == 1 else f"worker{number}"
-        procs[name] = st.start(f"burst-{name}", ["-m", "bridge", "worker"], env)
+        procs[name] = st.python(f"burst-{name}", ["-m", "bridge", "worker"], env)
     url = f"http://127.0.0.1:{web_port}/webhooks/stripe"
 
     # Warm up with no latency: imports, connections, the template cache (the issue's
@@ -120,13 +120,13 @@ def run(
     httpx.post(f"{sandbox}/sandbox/faults", json=faults, timeout=30).raise_for_status()
 
     events = [loadgen.checkout_event("b", i, now) for i in range(n)]
-    cpu_before = {name: bench.cpu_seconds(p.pid) for name, p in procs.items()}
+    cpu_before = {name: cpu_seconds(p.pid) for name, p in procs.items()}
     started = asyncio.run(_post_all(url, events))
     reached, state = _watch(sandbox, n, started, timeout)
     # CPU each process spent per purchase: on a shared machine, what the times rest on.
     cpu_ms: dict[str, float] = {}
     for name, proc in procs.items():
-        before, after = cpu_before[name], bench.cpu_seconds(proc.pid)
+        before, after = cpu_before[name], cpu_seconds(proc.pid)
         if before is not None and after is not None:
             cpu_ms[name] = round((after - before) * 1000 / n, 2)
     serial = n * latency_ms / 1000

@@ -37,7 +37,7 @@ from bridge.cryptolens import CryptolensClient, make_http_client
 from bridge.ops import reconcile as rc
 from bridge.sandbox.config import DEFAULT_PRODUCT_ID, DEFAULT_TOKEN, SandboxConfig
 from bridge.sandbox.store import NewKey, Store
-from devtools.bench.command import Stack, wait_http
+from devtools.bench.stack import Stack
 from devtools.procs import free_port
 
 PERIOD = 30  # days
@@ -158,8 +158,8 @@ def run(st: Stack, n: int, *, latency_ms: float) -> dict[str, Any]:
     root = f"http://127.0.0.1:{port}"
     args = ["-m", "bridge", "sandbox", "--port", str(port), "--no-access-log"]
     args += ["--db", str(st.workdir / "sandbox.db"), "--latency-ms", str(latency_ms)]
-    sandbox = st.start("sandbox", args, dict(os.environ))
-    wait_http(f"{root}/sandbox/faults", sandbox, st.log("sandbox"))
+    sandbox = st.python("sandbox", args, dict(os.environ))
+    st.wait_http(f"{root}/sandbox/faults", sandbox)
     report, seconds, calls = asyncio.run(_reconcile(url, f"{root}/api/"))
     st.stop(sandbox)
 

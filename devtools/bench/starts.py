@@ -29,7 +29,7 @@ from sqlalchemy import create_engine, text
 from bridge.core.db import migrate
 from bridge.stripe.signature import sign
 from devtools import loadgen, workload
-from devtools.bench import command as bench
+from devtools.bench.stack import SECRET, Stack, bridge_env
 from devtools.procs import free_port
 
 _POLL = 0.01
@@ -70,7 +70,7 @@ async def _deliver(
 
         async def post(event: dict[str, Any]) -> None:
             body = orjson.dumps(event)
-            headers = {"Stripe-Signature": sign(body, bench.SECRET)}
+            headers = {"Stripe-Signature": sign(body, SECRET)}
             response = await client.post(url, content=body, headers=headers)
             response.raise_for_status()
 
@@ -113,7 +113,7 @@ def _watch(
 
 
 def _one(
-    st: bench.Stack,
+    st: Stack,
     redis_url: str,
     *,
     name: str,
@@ -132,10 +132,10 @@ def _one(
     migrate(database_url)
     sandbox_port, web_port = free_port(), free_port()
     sandbox = f"http://127.0.0.1:{sandbox_port}"
-    env = bench.bridge_env(database_url, redis_url, config, f"{sandbox}/api/")
+    env = bridge_env(database_url, redis_url, config, f"{sandbox}/api/")
     args = ["-m", "bridge", "sandbox", "--port", str(sandbox_port), "--no-access-log"]
-    sandbox_proc = st.start(f"{name}-sandbox", [*args, "--config", str(sandbox_config)], env)
-    bench.wait_http(f"{sandbox}/sandbox/faults", sandbox_proc, st.log(f"{name}-sandbox"))
+    sandbox_proc = st.python(f"{name}-sandbox", [*args, "--config", str(sandbox_config)], env)
+    st.wait_http(f"{sandbox}/sandbox/faults", sandbox_proc)
     procs = [sandbox_proc]
     faults = {"latency_ms": latency_ms, "seed": 1}
     httpx.post(f"{sandbox}/sandbox/faults", json=faults, timeout=30).raise_for_status()
@@ -146,18 +146,18 @@ def _one(
         stripe = f"http://127.0.0.1:{stripe_port}"
         standin_args = ["-m", "devtools.stripe_standin", "--port", str(stripe_port)]
         standin_args += ["--latency-ms", str(stripe_latency_ms)]
-        proc = st.start(f"{name}-stripe", standin_args, env)
+        proc = st.python(f"{name}-stripe", standin_args, env)
         procs.append(proc)
-        bench.wait_http(f"{stripe}/standin/state", proc, st.log(f"{name}-stripe"))
+        st.wait_http(f"{stripe}/standin/state", proc)
         known = {
             "subscriptions": [s["subscription"]["data"]["object"] for s in starts],
             "checkout_sessions": [s["checkout"]["data"]["object"] for s in starts],
         }
         httpx.post(f"{stripe}/standin/objects", json=known, timeout=30).raise_for_status()
         env = {**env, "STRIPE_API_KEY": _API_KEY, "STRIPE_API_BASE": stripe}
-    web = st.start(f"{name}-web", ["-m", "bridge", "serve", "--port", str(web_port)], env)
-    bench.wait_http(f"http://127.0.0.1:{web_port}/healthz", web, st.log(f"{name}-web"))
-    procs.append(st.start(f"{name}-worker", ["-m", "bridge", "worker"], env))
+    web = st.python(f"{name}-web", ["-m", "bridge", "serve", "--port", str(web_port)], env)
+    st.wait_http(f"http://127.0.0.1:{web_port}/healthz", web)
+    procs.append(st.python(f"{name}-worker", ["-m", "bridge", "worker"], env))
     procs.append(web)
     refs = list(templates)
     url = f"http://127.0.0.1:{web_port}/webhooks/stripe"
@@ -175,7 +175,7 @@ def _one(
 
 
 def run(
-    st: bench.Stack,
+    st: Stack,
     redis_url: str,
     *,
     n: int,

@@ -19,17 +19,8 @@ import httpx
 
 from bridge.core.db import migrate
 from devtools import loadgen
-from devtools.bench.command import (
-    START_TIMEOUT,
-    Stack,
-    _median,
-    _summary,
-    bridge_env,
-    cpu_seconds,
-    run_loadgen,
-    wait_http,
-)
-from devtools.procs import free_port
+from devtools.bench.stack import Stack, bridge_env, cpu_seconds, median, run_loadgen, summary
+from devtools.procs import START_TIMEOUT, free_port
 
 TOKEN = "bench-usage-token-not-a-secret-0001"  # noqa: S105 - local bench only
 CONFIG = """[stripe]
@@ -63,8 +54,8 @@ def ingest(
         ("bridge", ["-m", "bridge", "serve"]),
     ):
         port = free_port()
-        proc = st.start(f"usage-{name}", [*args, "--port", str(port)], env)
-        wait_http(f"http://127.0.0.1:{port}/healthz", proc, st.log(f"usage-{name}"))
+        proc = st.python(f"usage-{name}", [*args, "--port", str(port)], env)
+        st.wait_http(f"http://127.0.0.1:{port}/healthz", proc)
         servers[name] = (port, proc)
     results: dict[str, Any] = {}
     for size in sorted({1, batch}):
@@ -84,13 +75,13 @@ def ingest(
             bare = turn["bare"]["per_second"]
             turn["ratio"] = turn["bridge"]["per_second"] / bare if bare else None
             turns.append(turn)
-        bridge = _summary([t["bridge"] for t in turns])
+        bridge = summary([t["bridge"] for t in turns])
         results[f"batch_{size}"] = {
             "rounds": turns,
-            "bare": _summary([t["bare"] for t in turns]),
+            "bare": summary([t["bare"] for t in turns]),
             "bridge": bridge,
             "records_per_second": (bridge["per_second"] or 0) * size,
-            "ratio": _median([t["ratio"] for t in turns if t["ratio"] is not None]),
+            "ratio": median([t["ratio"] for t in turns if t["ratio"] is not None]),
         }
     for _, proc in servers.values():
         st.stop(proc)
@@ -102,13 +93,13 @@ def aggregation(st: Stack, redis_url: str, *, records: int, settle: float) -> di
     sandbox_port, web_port = free_port(), free_port()
     root = f"http://127.0.0.1:{sandbox_port}"
     env = _env(st, "usage-aggregation", f"{redis_url}/3", f"{root}/api/")
-    sandbox = st.start(
+    sandbox = st.python(
         "usage-sandbox", ["-m", "bridge", "sandbox", "--port", str(sandbox_port)], env
     )
-    wait_http(f"{root}/sandbox/faults", sandbox, st.log("usage-sandbox"))
-    web = st.start("usage-web", ["-m", "bridge", "serve", "--port", str(web_port)], env)
-    wait_http(f"http://127.0.0.1:{web_port}/healthz", web, st.log("usage-web"))
-    worker = st.start("usage-worker", ["-m", "bridge", "worker"], env)
+    st.wait_http(f"{root}/sandbox/faults", sandbox)
+    web = st.python("usage-web", ["-m", "bridge", "serve", "--port", str(web_port)], env)
+    st.wait_http(f"http://127.0.0.1:{web_port}/healthz", web)
+    worker = st.python("usage-worker", ["-m", "bridge", "worker"], env)
     with httpx.Client(timeout=30) as http:
         keys = []
         for _ in range(KEYS):

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from bridge.cli import main
-from devtools.bench.command import Figure, table
+from devtools.bench.ingest import Figure, table
 
 FIGURES = {
     "ingest: bridge acks/s",
