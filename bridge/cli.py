@@ -40,7 +40,7 @@ _COMMANDS = {
     ),
     "replay": (
         "bridge.ops.intents:replay_command",
-        "Put failed or needs_review intents back to pending (--plan: a dry run).",
+        "Put failed or needs_review intents back to pending (--dry-run: print the calls).",
     ),
     "events": (
         "bridge.ops.intents:events_command",

@@ -107,7 +107,7 @@ def _get_ok(url: str) -> bool:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class _Setup:
     """What the children get, and what to tell the user about it."""
 
     env: dict[str, str]
@@ -122,7 +122,7 @@ class _Plan:
     admin_token: str | None = None
 
 
-def _plan_crms(
+def _setup_crms(
     settings: Settings,
     env: dict[str, str],
     notes: list[str],
@@ -160,7 +160,7 @@ def _plan_crms(
     return root
 
 
-def _plan(
+def _setup(
     settings: Settings,
     *,
     demo: bool,
@@ -168,7 +168,7 @@ def _plan(
     config_dir: Path,
     crm_port: int = 8791,
     web_port: int = 8000,
-) -> _Plan:
+) -> _Setup:
     given = settings.model_fields_set
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     notes: list[str] = []
@@ -223,15 +223,15 @@ def _plan(
         env["STRIPE_WEBHOOK_SECRET"] = generated
         notes.append(f"webhook secret: {generated} (generated for this run)")
     made: dict[str, str] = {}
-    crm_root = None if demo else _plan_crms(settings, env, notes, (crm_port, web_port), made)
+    crm_root = None if demo else _setup_crms(settings, env, notes, (crm_port, web_port), made)
     crm_secrets = None if demo else made
-    admin_token = _plan_admin(settings, env, notes)
-    return _Plan(
+    admin_token = _setup_admin(settings, env, notes)
+    return _Setup(
         env, notes, sandbox_root, sandbox_db, generated, crm_root, crm_secrets, admin_token
     )
 
 
-def _plan_admin(settings: Settings, env: dict[str, str], notes: list[str]) -> str | None:
+def _setup_admin(settings: Settings, env: dict[str, str], notes: list[str]) -> str | None:
     """The admin page on: with the user's BRIDGE_ADMIN_TOKEN, else one made for this run
     (returned, to be printed); an empty BRIDGE_ADMIN_TOKEN given on purpose keeps it off."""
     if "admin_token" in settings.model_fields_set:
@@ -261,10 +261,10 @@ def _settings() -> Settings:
 
 
 def _demo(
-    stack: Supervisor, output: Relay, plan: _Plan, web: str, timeout: float
+    stack: Supervisor, output: Relay, setup: _Setup, web: str, timeout: float
 ) -> tuple[str, str]:
     """Post a fresh one-off purchase; return (key, email) once the sandbox has the key."""
-    assert plan.sandbox_root is not None
+    assert setup.sandbox_root is not None
     event = shift_to(load_event(DEMO_SAMPLE), int(time.time()))
     # Fresh payment ids too: the same purchase twice is, rightly, one key.
     tag = secrets.token_hex(6)
@@ -273,10 +273,10 @@ def _demo(
     session["payment_intent"] = f"pi_demo_{tag}"
     event["id"] = fresh_id()
     email = str(session["customer_details"]["email"])
-    state_url = f"{plan.sandbox_root}/sandbox/state"
+    state_url = f"{setup.sandbox_root}/sandbox/state"
     before = {k["key"] for k in httpx.get(state_url, timeout=5).json()["keys"]}
 
-    secret = plan.env["STRIPE_WEBHOOK_SECRET"].split(",")[0].strip()
+    secret = setup.env["STRIPE_WEBHOOK_SECRET"].split(",")[0].strip()
     with httpx.Client(timeout=10) as client:
         response = post(client, f"{web}/webhooks/stripe", event, secret)
     output.say(
@@ -354,7 +354,7 @@ def command(port: int, sandbox_port: int, crm_port: int, demo: bool, timeout: fl
     stack = Supervisor(relay=output, own_sessions=True, stop_timeout=_STOP_TIMEOUT)
     with tempfile.TemporaryDirectory(prefix="bridge-dev-") as config_dir, _signals():
         try:
-            plan = _plan(
+            setup = _setup(
                 settings,
                 demo=demo,
                 sandbox_port=sandbox_port,
@@ -363,53 +363,53 @@ def command(port: int, sandbox_port: int, crm_port: int, demo: bool, timeout: fl
                 web_port=port,
             )
             _require_free(port, "--port")
-            if plan.sandbox_root is not None:
+            if setup.sandbox_root is not None:
                 _require_free(sandbox_port, "--sandbox-port")
-            if plan.crm_root is not None:
+            if setup.crm_root is not None:
                 _require_free(crm_port, "--crm-port")
             try:
-                BridgeConfig.load(Path(plan.env["BRIDGE_CONFIG"]))
+                BridgeConfig.load(Path(setup.env["BRIDGE_CONFIG"]))
             except ConfigError as exc:
                 raise click.ClickException(str(exc)) from None
-            migrate(plan.env["BRIDGE_DATABASE_URL"])
+            migrate(setup.env["BRIDGE_DATABASE_URL"])
 
             redis_url = settings.redis_url
             if not redis_answers(redis_url):
                 output.say(f"no Redis answers at {redis_url}; starting a private redis-server")
                 redis_url = _start_redis(stack, output)
-            plan.env["BRIDGE_REDIS_URL"] = redis_url
+            setup.env["BRIDGE_REDIS_URL"] = redis_url
 
             bridge = [sys.executable, "-m", "bridge"]
-            if plan.sandbox_root is not None:
+            if setup.sandbox_root is not None:
                 sandbox = [*bridge, "sandbox", "--host", "127.0.0.1", "--port", str(sandbox_port)]
-                if plan.sandbox_db is not None:
-                    sandbox += ["--db", str(plan.sandbox_db)]
-                stack.start("sandbox", sandbox, plan.env)
-            if plan.crm_root is not None:
+                if setup.sandbox_db is not None:
+                    sandbox += ["--db", str(setup.sandbox_db)]
+                stack.start("sandbox", sandbox, setup.env)
+            if setup.crm_root is not None:
                 standin = [sys.executable, "-m", "devtools.crm_standin"]
-                stack.start("crm", [*standin, "--port", str(crm_port)], plan.env)
+                stack.start("crm", [*standin, "--port", str(crm_port)], setup.env)
             stack.start(
-                "web", [*bridge, "serve", "--host", "127.0.0.1", "--port", str(port)], plan.env
+                "web", [*bridge, "serve", "--host", "127.0.0.1", "--port", str(port)], setup.env
             )
-            stack.start("worker", [*bridge, "worker"], plan.env)
+            stack.start("worker", [*bridge, "worker"], setup.env)
 
             web = f"http://127.0.0.1:{port}"
             stack.wait_until(lambda: _get_ok(f"{web}/readyz"), f"{web}/readyz", timeout=_START)
-            if plan.sandbox_root is not None:
-                root = plan.sandbox_root
+            if setup.sandbox_root is not None:
+                root = setup.sandbox_root
                 stack.wait_until(
                     lambda: _get_ok(f"{root}/sandbox/state"), "the sandbox", timeout=_START
                 )
-            if plan.crm_root is not None:
-                crm = plan.crm_root
+            if setup.crm_root is not None:
+                crm = setup.crm_root
                 stack.wait_until(
                     lambda: _get_ok(f"{crm}/standin/state"), "the CRM stand-in", timeout=_START
                 )
-            output.say(_banner(plan, web, redis_url))
+            output.say(_banner(setup, web, redis_url))
 
             if demo:
-                key, email = _demo(stack, output, plan, web, timeout)
-                output.say(_demo_report(plan, key, email))
+                key, email = _demo(stack, output, setup, web, timeout)
+                output.say(_demo_report(setup, key, email))
                 return
             while True:
                 stack.check()
@@ -424,25 +424,25 @@ def command(port: int, sandbox_port: int, crm_port: int, demo: bool, timeout: fl
             stack.stop_all(_STOP_ORDER)  # the handlers come back as _signals() exits
 
 
-def _banner(plan: _Plan, web: str, redis_url: str) -> str:
-    secret = plan.generated_secret or '"$STRIPE_WEBHOOK_SECRET"'
+def _banner(setup: _Setup, web: str, redis_url: str) -> str:
+    secret = setup.generated_secret or '"$STRIPE_WEBHOOK_SECRET"'
     lines = [
         "",
         f"cryptolens-bridge dev is up: webhooks at {web}/webhooks/stripe",
-        *(f"  {note}" for note in plan.notes),
+        *(f"  {note}" for note in setup.notes),
         f"  redis: {redis_url}",
     ]
-    if plan.sandbox_root is not None:
-        lines.append(f"  sandbox state: {plan.sandbox_root}/sandbox/state")
-    if plan.admin_token is not None:
-        lines.append(f"  admin page: {web}/admin/ (token: {plan.admin_token}, made for this run)")
+    if setup.sandbox_root is not None:
+        lines.append(f"  sandbox state: {setup.sandbox_root}/sandbox/state")
+    if setup.admin_token is not None:
+        lines.append(f"  admin page: {web}/admin/ (token: {setup.admin_token}, made for this run)")
     lines += [
         "  try:",
         f"    cryptolens-bridge send stripe {DEMO_SAMPLE} --url {web}/webhooks/stripe \\",
         f"      --secret {secret}",
     ]
-    if plan.crm_secrets is not None:
-        made = plan.crm_secrets
+    if setup.crm_secrets is not None:
+        made = setup.crm_secrets
 
         def value(name: str) -> str:
             return made.get(name, f'"${name}"')
@@ -464,8 +464,8 @@ def _banner(plan: _Plan, web: str, redis_url: str) -> str:
     return "\n".join(lines)
 
 
-def _demo_report(plan: _Plan, key: str, email: str) -> str:
-    url = make_url(plan.env["BRIDGE_DATABASE_URL"])
+def _demo_report(setup: _Setup, key: str, email: str) -> str:
+    url = make_url(setup.env["BRIDGE_DATABASE_URL"])
     look = f"sqlite3 {url.database}" if url.get_backend_name() == "sqlite" else url.database
     return "\n".join(
         [

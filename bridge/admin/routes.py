@@ -43,7 +43,7 @@ from bridge.core.settings import ConfigError
 from bridge.core.state import AppState
 from bridge.cryptolens import CryptolensError
 from bridge.ops import intents as ops
-from bridge.ops.dryrun import plan_intent
+from bridge.ops.dryrun import dry_run
 from bridge.ops.errors import NotReplayable, UnknownRecord
 
 log = get_logger(__name__)
@@ -353,7 +353,7 @@ class Admin:
         if state.cryptolens is None:
             raise HTTPException(503, "plans read Cryptolens: set CRYPTOLENS_TOKEN for the web app")
         try:
-            found = await plan_intent(state.engine, state.cryptolens, state.config, intent_id)
+            found = await dry_run(state.engine, state.cryptolens, state.config, intent_id)
         except CryptolensError as exc:
             raise HTTPException(502, f"Cryptolens: {exc}") from None
         if found is None:

@@ -1,6 +1,6 @@
 """A dry run: the Cryptolens calls an intent would make now, from the key's current state.
 
-``cryptolens-bridge replay ID --plan`` and the admin page's "plan" button print this. It
+``cryptolens-bridge replay ID --dry-run`` and the admin page's "plan" button print this. It
 reads the store and Cryptolens (GetKey, GetCustomers, GetLicenseTemplates) and changes
 nothing: no attempt, no lease, no status. The decisions follow the worker's effects
 (``jobs/effects``): an extension by the days short of the target, a block only when the
@@ -43,7 +43,7 @@ class Call:
 
 
 @dataclass
-class IntentPlan:
+class DryRun:
     intent_id: str
     effect: str
     status: str
@@ -105,14 +105,14 @@ def key_state(found: LicenseKey) -> dict[str, Any]:
     }
 
 
-async def plan_intent(
+async def dry_run(
     engine: Engine,
     client: CryptolensClient,
     config: BridgeConfig,
     intent_id: str,
     *,
     now: datetime | None = None,
-) -> IntentPlan | None:
+) -> DryRun | None:
     """What running ``intent_id`` now would send; None when there is no such intent."""
     facts = _facts(engine, intent_id)
     if facts is None:
@@ -120,7 +120,7 @@ async def plan_intent(
     intent, params, license_ = facts.intent, facts.params, facts.license
     key = license_.key if license_ is not None else None
     product_id = license_.product_id if license_ is not None else None
-    plan = IntentPlan(intent.id, intent.effect, intent.status, facts.ref, key, product_id)
+    plan = DryRun(intent.id, intent.effect, intent.status, facts.ref, key, product_id)
     if intent.status == "done":
         plan.notes.append(
             "done already: a replay is refused; the calls below are what a new run would send"
@@ -190,7 +190,7 @@ def _stored_blocks(engine: Engine, ref: str) -> list[blocks.Stored]:
 
 
 def _plan_block(
-    plan: IntentPlan,
+    plan: DryRun,
     stored: list[blocks.Stored],
     intent: Intent,
     params: dict[str, Any],
@@ -222,7 +222,7 @@ def _plan_block(
 
 
 async def _customer_calls(
-    plan: IntentPlan, client: CryptolensClient, buyer: dict[str, Any]
+    plan: DryRun, client: CryptolensClient, buyer: dict[str, Any]
 ) -> str | int:
     """The buyer's customer id, or a placeholder for the one AddCustomer would return."""
     email = str(buyer["email"])
@@ -245,7 +245,7 @@ async def _customer_calls(
 
 
 async def _plan_link(
-    plan: IntentPlan,
+    plan: DryRun,
     client: CryptolensClient,
     params: dict[str, Any],
     current: LicenseKey,
@@ -265,7 +265,7 @@ async def _plan_link(
 
 
 async def _plan_create(
-    plan: IntentPlan,
+    plan: DryRun,
     client: CryptolensClient,
     config: BridgeConfig,
     params: dict[str, Any],

@@ -4,7 +4,7 @@
     cryptolens-bridge events show evt_1
     cryptolens-bridge intents --status failed
     cryptolens-bridge intents show stripe:sub:sub_1:expires:1700000000
-    cryptolens-bridge replay stripe:sub:sub_1:expires:1700000000 --plan
+    cryptolens-bridge replay stripe:sub:sub_1:expires:1700000000 --dry-run
     cryptolens-bridge replay stripe:sub:sub_1:expires:1700000000
     cryptolens-bridge replay evt_1            (every failed or needs_review intent of it)
     cryptolens-bridge replay stripe:pi:pi_1:create_key --key ABCDE-FGHIJ-KLMNO-PQRST
@@ -293,15 +293,17 @@ def _targets(engine: Engine, ids: tuple[str, ...], *, replayable: bool) -> list[
     return list(dict.fromkeys(found))
 
 
-def _print_plans(settings: Settings, engine: Engine, intent_ids: list[str], as_json: bool) -> None:
-    from bridge.ops.dryrun import plan_intent
+def _print_dry_runs(
+    settings: Settings, engine: Engine, intent_ids: list[str], as_json: bool
+) -> None:
+    from bridge.ops.dryrun import dry_run
     from bridge.ops.reconcile import client_for
 
     async def plans() -> None:
         client, http = client_for(settings)
         try:
             for intent_id in intent_ids:
-                plan = await plan_intent(engine, client, settings.bridge_config(), intent_id)
+                plan = await dry_run(engine, client, settings.bridge_config(), intent_id)
                 assert plan is not None  # _targets found it
                 if as_json:
                     click.echo(json.dumps(plan.as_json()))
@@ -327,24 +329,25 @@ def _print_plans(settings: Settings, engine: Engine, intent_ids: list[str], as_j
 @click.argument("ids", nargs=-1, required=True)
 @click.option("--key", default=None, help="For a create_key in needs_review: the key it made.")
 @click.option(
-    "--plan",
-    "dry_run",
+    "--dry-run",
+    "--plan",  # its first name, kept for the runbooks that say it
+    "dry",
     is_flag=True,
     help="Print the Cryptolens calls it would make; change nothing.",
 )
-@click.option("--json", "as_json", is_flag=True, help="With --plan: one JSON object per intent.")
-def replay_command(ids: tuple[str, ...], key: str | None, dry_run: bool, as_json: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="With --dry-run: one JSON object per intent.")
+def replay_command(ids: tuple[str, ...], key: str | None, dry: bool, as_json: bool) -> None:
     """Put failed / needs_review intents (or an event's) back to pending and wake a worker.
 
-    With --plan, print the exact calls each would make now, from the key's current state
+    With --dry-run, print the exact calls each would make now, from the key's current state
     in Cryptolens, and change nothing.
     """
     settings = Settings()
     engine = make_engine(settings.database_url)
     try:
-        intent_ids = _targets(engine, ids, replayable=not dry_run)
-        if dry_run:
-            _print_plans(settings, engine, intent_ids, as_json)
+        intent_ids = _targets(engine, ids, replayable=not dry)
+        if dry:
+            _print_dry_runs(settings, engine, intent_ids, as_json)
             return
         if not intent_ids:
             raise NotReplayable("nothing to replay: no failed or needs_review intent")

@@ -77,16 +77,16 @@ def test_dev_generates_crm_secrets_and_prints_only_those(
 ) -> None:
     monkeypatch.delenv("CRM_SECRET_DEMO", raising=False)
     settings = Settings(_env_file=None, PIPEDRIVE_WEBHOOK_PASSWORD="users-own-password-1")
-    plan = dev._plan(
+    setup = dev._setup(
         settings, demo=False, sandbox_port=1, config_dir=tmp_path, crm_port=2, web_port=3
     )
-    assert plan.crm_root == "http://127.0.0.1:2"
-    assert plan.env["BRIDGE_PUBLIC_URL"] == "http://127.0.0.1:3"  # what HubSpot's signature binds
-    assert plan.env["HUBSPOT_API_URL"] == plan.env["PIPEDRIVE_API_URL"] == plan.crm_root
-    banner = dev._banner(plan, "http://127.0.0.1:3", "redis://x")
-    assert plan.env["HUBSPOT_CLIENT_SECRET"] in banner
-    assert plan.env["CRM_SECRET_DEMO"] in banner
+    assert setup.crm_root == "http://127.0.0.1:2"
+    assert setup.env["BRIDGE_PUBLIC_URL"] == "http://127.0.0.1:3"  # what HubSpot's signature binds
+    assert setup.env["HUBSPOT_API_URL"] == setup.env["PIPEDRIVE_API_URL"] == setup.crm_root
+    banner = dev._banner(setup, "http://127.0.0.1:3", "redis://x")
+    assert setup.env["HUBSPOT_CLIENT_SECRET"] in banner
+    assert setup.env["CRM_SECRET_DEMO"] in banner
     assert "users-own-password-1" not in banner
     assert '"$PIPEDRIVE_WEBHOOK_PASSWORD"' in banner
-    config = Path(plan.env["BRIDGE_CONFIG"]).read_text()
+    config = Path(setup.env["BRIDGE_CONFIG"]).read_text()
     assert "[crm.demo]" in config and "[hubspot]" in config

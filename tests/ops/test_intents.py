@@ -165,7 +165,7 @@ class TestPlan:
         assert f"would call key/BlockKey(ProductId=1001, Key='{key['key']}')" in result.output
         assert bridge.settings.token() not in result.output
         data = json.loads(
-            (await _cli(bridge, ops.replay_command, block.id, "--plan", "--json")).output
+            (await _cli(bridge, ops.replay_command, block.id, "--dry-run", "--json")).output
         )
         assert [c["method"] for c in data["calls"]] == ["key/BlockKey"]
         assert effects() == before
@@ -183,7 +183,7 @@ class TestPlan:
         assert bridge.only_key()["block"] is False
         block = next(i for i in bridge.intents().values() if i.effect == "block")
         data = json.loads(
-            (await _cli(bridge, ops.replay_command, block.id, "--plan", "--json")).output
+            (await _cli(bridge, ops.replay_command, block.id, "--dry-run", "--json")).output
         )
         assert data["calls"] == []
         assert any("lifted" in note for note in data["notes"])
