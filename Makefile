@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install check lint typecheck test demo bench
+.PHONY: install check lint typecheck test demo bench chaos
 
 install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml devtools/pyproject.toml
@@ -26,8 +26,12 @@ test: install
 
 check: lint typecheck test
 
+# The developer tools (devtools/, installed editable beside the bridge; not in the image).
 demo: install
 	$(VENV)/bin/cryptolens-bridge dev --demo
 
 bench: install
 	$(VENV)/bin/cryptolens-bridge bench
+
+chaos: install
+	$(VENV)/bin/cryptolens-bridge chaos

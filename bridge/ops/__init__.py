@@ -1,1 +1,9 @@
-"""Operator commands: events, intents, replay, the dry run and reconcile."""
+"""Operator commands: events, intents, replay, the dry run and reconcile.
+
+The product's (in the wheel and the image), because operators run them against a live
+bridge's records, and the admin page calls them too: ``intents`` (events, intents,
+replay), ``dryrun`` (``replay --dry-run``, the admin page's plan), ``reconcile``, and
+``terminal`` (stored text escaped for the terminal they print to). They raise
+``bridge.ops.errors``, never click's errors: ``bridge.cli`` and the admin page translate.
+Never on the request path: the web app imports them only for the admin page.
+"""
