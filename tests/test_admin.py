@@ -411,9 +411,12 @@ class TestActions:
 
     async def test_unknown_ids_are_404s(self, admin: Pipeline) -> None:
         async with httpx.AsyncClient() as http:
-            await sign_in(admin, http)
+            csrf = await sign_in(admin, http)
             for path in ("/admin/intent?id=no", "/admin/license?ref=no", "/admin/deliveries/99"):
                 assert (await http.get(f"{admin.url}{path}")).status_code == 404
+            # Replaying an intent that does not exist (bridge.ops.errors.UnknownRecord).
+            gone = await http.post(f"{admin.url}/admin/intent/replay?id=no", data={"csrf": csrf})
+            assert gone.status_code == 404 and "no intent no" in gone.text
             assert (await http.get(f"{admin.url}/admin/intents?status=bogus")).status_code == 400
 
     async def test_needs_review_lists_candidates_and_claims_one(

@@ -17,6 +17,7 @@ import sys
 import time
 import tomllib
 import venv
+import zipfile
 from importlib.metadata import version
 from pathlib import Path
 
@@ -72,11 +73,18 @@ def test_the_lock_pins_every_runtime_dependency_within_its_bounds() -> None:
 
 
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv with only the built wheel installed (its dependencies come from this
-    interpreter's site-packages, as the image's come from the wheels built beside it)."""
-    work = tmp_path_factory.mktemp("image")
-    wheels = work / "wheels"
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bridge's wheel, built as the Dockerfile builds it (regular, not editable), from
+    what the Dockerfile copies: a checkout's own build/ (a stale copy of moved modules)
+    or egg-info never reach it."""
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    for package in ("bridge", "jobs"):
+        shutil.copytree(
+            ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    wheels = tmp_path_factory.mktemp("wheels")
     subprocess.run(
         [
             sys.executable,
@@ -88,12 +96,32 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
             "--quiet",
             "--wheel-dir",
             str(wheels),
-            str(ROOT),
+            str(source),
         ],
         check=True,
-        cwd=work,
+        cwd=wheels,
     )
-    [wheel] = wheels.glob("cryptolens_bridge-*.whl")
+    [built] = wheels.glob("cryptolens_bridge-*.whl")
+    return built
+
+
+def test_the_wheel_holds_no_developer_tools(wheel: Path) -> None:
+    """bench, chaos, dev, send and their stand-ins stay in the checkout (``devtools/``)."""
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        [entry_points] = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+        registered = archive.read(entry_points).decode()
+    assert {n.split("/")[0] for n in names if not n.endswith(".dist-info")} >= {"bridge", "jobs"}
+    assert not [n for n in names if n.startswith(("devtools/", "bridge/tools/"))]
+    assert not [n for n in names if any(t in n for t in ("bench", "chaos", "loadgen", "standin"))]
+    assert "cryptolens_bridge.commands" not in registered
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory, wheel: Path) -> Path:
+    """A fresh venv with only the built wheel installed (its dependencies come from this
+    interpreter's site-packages, as the image's come from the wheels built beside it)."""
+    work = tmp_path_factory.mktemp("image")
     env_dir = work / "venv"
     venv.create(env_dir, with_pip=False)
     [target] = (env_dir / "lib").glob("python*/site-packages")
@@ -168,8 +196,13 @@ def test_the_wheel_is_what_runs(installed: Path, tmp_path: Path) -> None:
 def test_help_migrate_and_serve_from_the_wheel(installed: Path, tmp_path: Path) -> None:
     shown = _run(installed, "--help", cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
-    for command in ("serve", "worker", "migrate", "sandbox"):
+    for command in ("serve", "worker", "migrate", "sandbox", "replay", "reconcile"):
         assert command in shown.stdout
+    # The developer tools are a checkout's (make install), not the image's.
+    for command in ("dev", "send", "bench", "chaos"):
+        assert f"  {command} " not in shown.stdout
+    missing = _run(installed, "bench", cwd=tmp_path)
+    assert missing.returncode == 2 and "No such command 'bench'" in missing.stderr
 
     database = f"sqlite:///{tmp_path / 'bridge.db'}"
     migrated = _run(installed, "migrate", cwd=tmp_path, BRIDGE_DATABASE_URL=database)

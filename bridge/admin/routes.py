@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
-import click
 from jinja2 import pass_context
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -42,9 +41,10 @@ from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
 from bridge.core.settings import ConfigError
 from bridge.cryptolens import CryptolensError
+from bridge.ops import intents as ops
+from bridge.ops.dryrun import dry_run
+from bridge.ops.errors import NotReplayable, UnknownRecord
 from bridge.state import AppState
-from bridge.tools import ops
-from bridge.tools.plan import plan_intent
 
 log = get_logger(__name__)
 
@@ -353,7 +353,7 @@ class Admin:
         if state.cryptolens is None:
             raise HTTPException(503, "plans read Cryptolens: set CRYPTOLENS_TOKEN for the web app")
         try:
-            found = await plan_intent(state.engine, state.cryptolens, state.config, intent_id)
+            found = await dry_run(state.engine, state.cryptolens, state.config, intent_id)
         except CryptolensError as exc:
             raise HTTPException(502, f"Cryptolens: {exc}") from None
         if found is None:
@@ -372,8 +372,10 @@ class Admin:
             raise HTTPException(400, "a key is four groups of five capitals: ABCDE-FGHIJ-...")
         try:
             await run_in_threadpool(ops.replay, state.engine, intent_id, key=key)
-        except click.ClickException as exc:
-            raise HTTPException(409, exc.message) from None
+        except UnknownRecord as exc:
+            raise HTTPException(404, str(exc)) from None
+        except NotReplayable as exc:
+            raise HTTPException(409, str(exc)) from None
         log.info("intent replayed from the admin page", intent=intent_id, claimed=key is not None)
         await _wake(state, intent_id)
         return self.redirect(request, "admin:intent", id=intent_id, notice="replayed")

@@ -1,5 +1,5 @@
 """Whether a block or unblock touches a key: one rule for the worker
-(``jobs.effects.blocks``), the dry run (``bridge.tools.plan``) and reconcile.
+(``jobs.effects.blocks``), the dry run (``bridge.ops.dryrun``) and reconcile.
 
 A license's key is blocked while an *ending* block holds (a cancellation, a full refund,
 a dispute not won) or while its newest payment-status decision is a block (unpaid, past

@@ -19,7 +19,9 @@
 
 ``jobs.runner`` decides an intent's fate with one ``isinstance`` against these three;
 the worker's own run stops (needs review, lease lost, busy, not yet) are in
-``jobs.errors``, since they are decisions, not failures.
+``jobs.errors``, since they are decisions, not failures. What an operator command
+refuses (no such intent, not replayable) is ``bridge.ops.errors.OpsError``, a
+``BridgeError`` too, drawn there.
 """
 
 from __future__ import annotations
