@@ -26,6 +26,7 @@ _COMMANDS = {
     "events": "bridge.tools.ops:events_command",
     "reconcile": "bridge.tools.reconcile:command",
     "collect": "jobs.collector:command",
+    "forget": "bridge.ops.forget:command",
 }
 
 _HELP = {
@@ -42,6 +43,7 @@ _HELP = {
     "events": "List stored deliveries (events show ID: one and its intents).",
     "reconcile": "Compare every paid license with Cryptolens; --repair drift through intents.",
     "collect": "Read the Cryptolens usage counters once and bill what increased.",
+    "forget": "Erase one email address (and the names stored with it); --dry-run.",
 }
 
 

@@ -1,0 +1,1 @@
+"""The SQL of the bridge: one module per table or concern."""
