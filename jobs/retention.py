@@ -21,11 +21,13 @@ log = get_logger(__name__)
 MAX_BATCHES = 200  # 20,000 deliveries a run
 
 
-async def prune_once(rt: Runtime, *, max_batches: int = MAX_BATCHES) -> retention.Pruned:
+async def prune_once(
+    rt: Runtime, *, max_batches: int = MAX_BATCHES, limit: int = retention.BATCH
+) -> retention.Pruned:
     days = rt.settings.retention_days
     total = retention.Pruned()
     for _ in range(max_batches):
-        pruned = await db(retention.prune_batch, rt.engine, now=rt.now(), days=days)
+        pruned = await db(retention.prune_batch, rt.engine, now=rt.now(), days=days, limit=limit)
         total += pruned
         if pruned.empty:
             break

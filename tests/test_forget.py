@@ -96,7 +96,8 @@ def occurrences(engine: Engine, forms: list[str]) -> dict[str, int]:
             for form in forms:
                 n = c.execute(
                     text(
-                        f'SELECT count(*) FROM "{table}" WHERE lower(CAST("{column}" AS TEXT)) LIKE :f'
+                        f'SELECT count(*) FROM "{table}"'
+                        f' WHERE lower(CAST("{column}" AS TEXT)) LIKE :f'
                     ),
                     {"f": f"%{form}%"},
                 ).scalar_one()
