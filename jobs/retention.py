@@ -1,7 +1,8 @@
 """The worker's pruning run (``bridge.store.retention``): once a minute, batch after batch.
 
-Each batch is its own short transaction, and the event loop gets a turn between two, so
-jobs and webhooks interleave with a long run instead of waiting for it. A run ends at
+Each batch is its own short transaction, followed by a rest as long as it took
+(``bridge.store.retention.rest_after``), so jobs and webhooks interleave with a long run
+instead of waiting for it. A run ends at
 the first batch that finds nothing due, or after :data:`MAX_BATCHES` (the next minute's
 run goes on), so a backlog after raising the retention never holds a cron slot long.
 """
@@ -9,6 +10,7 @@ run goes on), so a backlog after raising the retention never holds a cron slot l
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 from bridge.core.logs import get_logger
@@ -18,7 +20,7 @@ from jobs.runtime import Runtime
 
 log = get_logger(__name__)
 
-MAX_BATCHES = 200  # 20,000 deliveries a run
+MAX_BATCHES = 1000  # 20,000 deliveries a run, a few seconds
 
 
 async def prune_once(
@@ -27,11 +29,12 @@ async def prune_once(
     days = rt.settings.retention_days
     total = retention.Pruned()
     for _ in range(max_batches):
+        started = time.perf_counter()  # pacing only: what is due is decided by rt.now()
         pruned = await db(retention.prune_batch, rt.engine, now=rt.now(), days=days, limit=limit)
         total += pruned
         if pruned.empty:
             break
-        await asyncio.sleep(0)
+        await asyncio.sleep(retention.rest_after(time.perf_counter() - started))
     if not total.empty:
         log.info(
             "retention pruned",

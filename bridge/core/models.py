@@ -66,7 +66,7 @@ class Intent(SQLModel, table=True):
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     result: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON
-    event_id: int | None = Field(default=None, foreign_key="webhook_event.id")
+    event_id: int | None = Field(default=None, foreign_key="webhook_event.id", index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     next_attempt_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
@@ -114,7 +114,7 @@ class StartHint(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     intent_id: str = Field(max_length=255, foreign_key="intent.id")
-    event_id: int
+    event_id: int = Field(index=True)
     params: str = Field(sa_column=Column(Text, nullable=False))  # JSON
 
 

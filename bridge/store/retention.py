@@ -28,8 +28,20 @@ from bridge.core.db import is_sqlite
 from bridge.core.dbapi import Sql, Tx, tx
 from bridge.core.personal import pruned_params
 
-#: Deliveries per transaction: about 100 x 3 KB of bodies rewritten, a few milliseconds.
-BATCH = 100
+#: Deliveries per transaction: about 20 x 3 KB of bodies rewritten, 1-3 ms on SQLite.
+#: ``bench --retention`` measured batches of 100 (10 ms each, back to back) doubling the
+#: webhooks' p99: a webhook waits for the write lock behind a whole batch.
+BATCH = 20
+#: The least rest between two batches (seconds).
+MIN_REST = 0.005
+
+
+def rest_after(elapsed: float) -> float:
+    """How long a pruning run rests after a batch that took ``elapsed`` seconds: as long
+    as it worked, so that it holds the write lock at most about half the time, and
+    webhooks take it in between."""
+    return max(elapsed, MIN_REST)
+
 
 PRUNED_BODY = "{}"
 
