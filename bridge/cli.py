@@ -58,6 +58,10 @@ _COMMANDS = {
         "bridge.ops.catchup:command",
         "Record the Stripe events the webhook missed (Events API, last 30 days).",
     ),
+    "forget": (
+        "bridge.ops.forget:command",
+        "Erase one person's address, names and companies from the bridge's database.",
+    ),
 }
 
 

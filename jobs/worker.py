@@ -27,6 +27,7 @@ from bridge.core.settings import Settings
 from jobs.catchup import catch_up_job
 from jobs.collector import collect
 from jobs.relay import relay, relay_once
+from jobs.retention import prune
 from jobs.runner import backoff, run_intent
 from jobs.runtime import Runtime
 
@@ -66,6 +67,10 @@ def worker_options(
             # arq marks a job in progress for the longest timeout + 10 s; a job whose
             # worker died is retaken only then, so no function may set it higher.
             timeout=job_timeout,
+        ),
+        # Retention (bridge.store.retention): every minute, one run across workers.
+        cron(
+            prune, name="prune", second={45}, run_at_startup=False, unique=True, timeout=job_timeout
         ),
     ]
     config = BridgeConfig.load(settings.config_path)

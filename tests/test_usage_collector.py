@@ -124,7 +124,7 @@ class TestCollector:
     def test_the_worker_runs_it_on_a_cron(self, usage_bridge: UsageBridge) -> None:
         options = worker_options(usage_bridge.settings, engine=usage_bridge.engine)
         names = [c.name for c in options["cron_jobs"]]
-        assert names == ["relay", "collect"]
+        assert names == ["relay", "prune", "collect"]
         [collect] = [c for c in options["cron_jobs"] if c.name == "collect"]
         assert collect.second == {0} and collect.unique
 

@@ -203,6 +203,9 @@ class Settings(BaseSettings):
     # each has at most two calls open at once, so CRYPTOLENS_MAX_CONNECTIONS >= 2 x this.
     worker_max_jobs: int = Field(default=50, ge=1, alias="BRIDGE_WORKER_MAX_JOBS")
     relay_interval_seconds: int = Field(default=30, ge=1, alias="BRIDGE_RELAY_INTERVAL")
+    # Days a delivery's body and its buyer's fields are kept once its intents finished
+    # (bridge.store.retention); 0: pruned as soon as they have.
+    retention_days: int = Field(default=90, ge=0, le=36500, alias="BRIDGE_RETENTION_DAYS")
     # On SIGTERM or SIGINT the worker takes no new job and lets those under way finish for
     # up to this long before cancelling them (arq's job_completion_wait). A cancelled job
     # is safe (its intent is retaken with a read-back once its lease runs out) but later.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -24,7 +24,16 @@ class WebhookEvent(SQLModel, table=True):
     """One verified delivery, stored once per (provider, external id) whatever the retries."""
 
     __tablename__ = "webhook_event"
-    __table_args__ = (UniqueConstraint("provider", "external_id", name="uq_event_provider_id"),)
+    __table_args__ = (
+        UniqueConstraint("provider", "external_id", name="uq_event_provider_id"),
+        # What retention has still to look at, oldest first: pruned rows leave the index.
+        Index(
+            "ix_webhook_event_unpruned",
+            "received_at",
+            sqlite_where=text("pruned_at IS NULL"),
+            postgresql_where=text("pruned_at IS NULL"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     provider: str = Field(max_length=20)
@@ -38,6 +47,9 @@ class WebhookEvent(SQLModel, table=True):
     # "planned" (it implied intents), "ignored" (handled type, nothing to do, or unhandled).
     outcome: str = Field(max_length=20)
     note: str | None = Field(default=None, max_length=500)
+    # When retention emptied ``payload`` (bridge.store.retention); provider, id, type and
+    # time stay, so a late redelivery is still a duplicate.
+    pruned_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
 
 
 class Intent(SQLModel, table=True):
@@ -54,7 +66,7 @@ class Intent(SQLModel, table=True):
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
     result: str | None = Field(default=None, sa_column=Column(Text, nullable=True))  # JSON
-    event_id: int | None = Field(default=None, foreign_key="webhook_event.id")
+    event_id: int | None = Field(default=None, foreign_key="webhook_event.id", index=True)
     created_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     updated_at: datetime = Field(default_factory=utcnow, sa_column=_ts())
     next_attempt_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
@@ -102,7 +114,7 @@ class StartHint(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     intent_id: str = Field(max_length=255, foreign_key="intent.id")
-    event_id: int
+    event_id: int = Field(index=True)
     params: str = Field(sa_column=Column(Text, nullable=False))  # JSON
 
 

@@ -116,6 +116,13 @@ def _emit(
     help="Instead: reconcile N licenses seeded in the sandbox (devtools.bench.reconcile).",
 )
 @click.option(
+    "--retention",
+    "retained",
+    type=click.IntRange(1, 10_000_000),
+    help="Instead: webhook latency while N old deliveries are pruned "
+    "(devtools.bench.retention; --ingest-seconds, --concurrency).",
+)
+@click.option(
     "--latency-ms",
     default=80.0,
     show_default=True,
@@ -173,6 +180,7 @@ def command(
     start_gap: float,
     stripe_latency_ms: float,
     reconciled: int | None,
+    retained: int | None,
     latency_ms: float,
     workers: int,
     lost_reply_rate: float,
@@ -213,6 +221,15 @@ def command(
         with stack(keep) as st:
             result = bench_reconcile.run(st, reconciled, latency_ms=latency_ms)
         _emit(host, "reconcile", result, bench_reconcile.report, as_json=as_json)
+        return
+    if retained is not None:
+        from devtools.bench import retention as bench_retention
+
+        with stack(keep) as st:
+            pruned = bench_retention.run(
+                st, retained, seconds=ingest_seconds, concurrency=concurrency
+            )
+        _emit(host, "retention", pruned, bench_retention.report, as_json=as_json)
         return
     if burst is not None:
         with stack(keep) as st:

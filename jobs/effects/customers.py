@@ -94,7 +94,9 @@ async def find_or_add_customer(
     """
     rt = run.rt
     scope = customer_scope(email)
-    async with held(run, f"customer:{email.lower()}", wait=10.0):
+    # The lease is named by the digest too: a row a crashed worker leaves behind then
+    # holds no address (bridge.store.erasure).
+    async with held(run, scope, wait=10.0):
         found = await _customer_by_email(rt, email)
         unresolved = await in_thread(attempts.open_in_scope, rt.engine, scope)
         if found is not None:
