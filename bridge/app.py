@@ -24,12 +24,12 @@ from starlette.routing import BaseRoute, Route
 from bridge import operator_port, registry
 from bridge.config import BridgeConfig
 from bridge.core import metrics
-from bridge.core.batcher import Batcher
 from bridge.core.queue import Enqueuer, connect
 from bridge.core.settings import ConfigError, Settings
 from bridge.core.throttle import Throttle
 from bridge.cryptolens import CryptolensClient, make_http_client
 from bridge.state import AppState
+from bridge.store.batcher import Batcher
 from bridge.store.db import make_engine
 from bridge.store.deliveries import DeliveryRecorder
 from bridge.stripe import lookup as stripe_lookup

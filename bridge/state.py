@@ -11,12 +11,12 @@ from arq.connections import ArqRedis
 from sqlalchemy import Engine
 
 from bridge.config import BridgeConfig
-from bridge.core.batcher import Batcher
 from bridge.core.metrics import Refresher
 from bridge.core.outage import RedisOutage
 from bridge.core.settings import Settings
 from bridge.core.throttle import Throttle, client_key
 from bridge.cryptolens import CryptolensClient
+from bridge.store.batcher import Batcher
 from bridge.store.deliveries import DeliveryRecorder
 
 

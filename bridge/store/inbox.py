@@ -6,7 +6,7 @@ different events that mean the same effect store it once. Only the intents a del
 inserted are returned for enqueueing.
 
 :func:`record_many` stores several deliveries in one transaction (the web process's
-group commit, see ``bridge.core.batcher``) with exactly the outcome of storing them one after
+group commit, see ``bridge.store.batcher``) with exactly the outcome of storing them one after
 the other: a second delivery of an event id is a duplicate, an intent implied by two
 deliveries is new for the first only. The statements are plain SQL with multi-row
 ``VALUES`` on the driver's cursor: building them through the ORM cost ten times the
@@ -308,7 +308,7 @@ def checkpoint(engine: Engine) -> None:
     of copying and two fsyncs that would stall every request waiting on the event loop
     (the p99 of ingest). The connections that store deliveries leave it out
     (``wal_autocheckpoint=0``), and the batcher runs it in a thread instead, in two
-    steps so that the WAL starts over (see ``bridge.core.batcher``). A PASSIVE checkpoint
+    steps so that the WAL starts over (see ``bridge.store.batcher``). A PASSIVE checkpoint
     never waits for a lock. Driver errors are raised as they are (the batcher logs them).
     """
     connection = engine.raw_connection()

@@ -16,7 +16,7 @@ no_match, bad_json, ...; never its body) and each duplicate is noted in the boun
 delivery log (``bridge.store.deliveries``) that the admin page shows; noting is an append
 to memory, written off the request's path.
 
-Concurrent deliveries are stored in one transaction (``bridge.core.batcher``); each is
+Concurrent deliveries are stored in one transaction (``bridge.store.batcher``); each is
 answered as if it had been stored alone. Redis being down after the commit still answers
 200: the intents are in the database and the worker's relay queues them once Redis is back.
 

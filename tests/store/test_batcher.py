@@ -15,10 +15,10 @@ from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, select
 
 from bridge.core import metrics
-from bridge.core.batcher import Batcher
 from bridge.core.intents import Effect, IntentSpec, Plan
 from bridge.core.queue import Enqueuer
 from bridge.store import inbox
+from bridge.store.batcher import Batcher
 from bridge.store.db import make_engine
 from bridge.store.inbox import Delivery, Recorded
 from bridge.store.tables import Intent, LicenseAlias, WebhookEvent
