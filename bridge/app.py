@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import Engine
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,7 +29,7 @@ from bridge.core.throttle import Throttle
 from bridge.cryptolens import CryptolensClient, make_http_client
 from bridge.state import AppState
 from bridge.store.batcher import Batcher
-from bridge.store.db import make_engine
+from bridge.store.db import Engine, make_engine
 from bridge.store.deliveries import DeliveryRecorder
 from bridge.stripe import lookup as stripe_lookup
 from bridge.usage import endpoint as usage_endpoint

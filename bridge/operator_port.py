@@ -15,12 +15,12 @@ counters are that process's, the gauges the database's.
 from __future__ import annotations
 
 import asyncio
+import functools
 import socket
 from typing import Any
 
 import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import Engine, text
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -30,6 +30,7 @@ from starlette.types import Receive, Scope, Send
 from bridge.core.logs import get_logger
 from bridge.core.settings import ConfigError
 from bridge.state import AppState
+from bridge.store import db, stats
 
 log = get_logger(__name__)
 
@@ -47,17 +48,12 @@ def parse_address(value: str, name: str) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
-def _ping_db(engine: Engine) -> None:
-    with engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
-
-
 async def checks(state: AppState) -> dict[str, str]:
     """The database and Redis, each ``ok`` or why not (two seconds each at most). Redis's
     answer also feeds this process's outage record (logged once per outage)."""
     found: dict[str, str] = {}
     try:
-        await asyncio.wait_for(asyncio.to_thread(_ping_db, state.engine), 2)
+        await asyncio.wait_for(asyncio.to_thread(db.ping, state.engine), 2)
         found["database"] = "ok"
     except Exception as exc:
         found["database"] = f"unavailable: {type(exc).__name__}"
@@ -87,7 +83,7 @@ async def readyz(request: Request) -> Response:
 
 async def metrics_endpoint(request: Request) -> Response:
     state: AppState = request.state.bridge
-    await state.refresh_metrics(state.engine, state.redis)
+    await state.refresh_metrics(functools.partial(stats.intent_stats, state.engine), state.redis)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 

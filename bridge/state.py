@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from arq.connections import ArqRedis
-from sqlalchemy import Engine
 
 from bridge.config import BridgeConfig
 from bridge.core.metrics import Refresher
@@ -17,6 +16,7 @@ from bridge.core.settings import Settings
 from bridge.core.throttle import Throttle, client_key
 from bridge.cryptolens import CryptolensClient
 from bridge.store.batcher import Batcher
+from bridge.store.db import Engine
 from bridge.store.deliveries import DeliveryRecorder
 
 

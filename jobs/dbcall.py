@@ -6,9 +6,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine
-
-from bridge.store.db import is_sqlite
+from bridge.store.db import Engine, is_sqlite
 
 T = TypeVar("T")
 

@@ -18,7 +18,6 @@ from typing import Any
 
 import httpx
 from arq.connections import ArqRedis
-from sqlalchemy import Engine
 
 from bridge import registry
 from bridge.config import BridgeConfig
@@ -27,7 +26,7 @@ from bridge.cryptolens import CryptolensClient, NotFound, make_http_clients
 from bridge.cryptolens.models import LicenseTemplate
 from bridge.cryptolens.pools import Clients
 from bridge.mytracker import api as tracker_api
-from bridge.store.db import make_engine
+from bridge.store.db import Engine, make_engine
 from bridge.store.tables import utcnow
 from jobs.errors import Busy
 

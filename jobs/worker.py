@@ -16,7 +16,6 @@ import prometheus_client
 from arq import cron
 from arq.connections import RedisSettings, create_pool
 from arq.worker import Worker, func
-from sqlalchemy import Engine
 
 from bridge.config import BridgeConfig
 from bridge.core import logs, metrics
@@ -24,6 +23,7 @@ from bridge.core.logs import get_logger
 from bridge.core.outage import RedisOutage, redis_down
 from bridge.core.queue import JOB_NAME
 from bridge.core.settings import Settings
+from bridge.store.db import Engine
 from jobs.catchup import catch_up_job
 from jobs.collector import collect
 from jobs.relay import relay, relay_once

@@ -4,6 +4,7 @@ optional OpenTelemetry spans."""
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +24,7 @@ from bridge.core.intents import Status
 from bridge.core.settings import ConfigError, Settings
 from bridge.cryptolens import CryptolensClient
 from bridge.operator_port import parse_address
+from bridge.store import stats
 from bridge.store.tables import Intent
 from jobs import worker
 from tests.fixtures import stripe_builders as sb
@@ -151,9 +153,9 @@ class TestCheapScrape:
         self, engine: Engine, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         self.fill(engine, ["done"] * 5 + ["pending"] * 2 + ["needs_review"])
-        monkeypatch.setattr(metrics, "COUNT_CAP", 3)
+        monkeypatch.setattr(stats, "COUNT_CAP", 3)
         with self.statements(engine) as seen:
-            await metrics.refresh(engine, None)
+            await metrics.refresh(functools.partial(stats.intent_stats, engine), None)
         assert metrics.INTENTS.labels(status="done")._value.get() == 3  # capped: "3 or more"
         assert metrics.INTENTS.labels(status="pending")._value.get() == 2
         assert metrics.NEEDS_REVIEW._value.get() == 1
@@ -181,11 +183,11 @@ class TestCheapScrape:
                 )
                 connection.execute(text("ANALYZE sqlite_schema"))  # loads them
                 plan = connection.execute(
-                    text(f"EXPLAIN QUERY PLAN {metrics.stats_sql('sqlite')}"),
+                    text(f"EXPLAIN QUERY PLAN {stats.stats_sql('sqlite')}"),
                     {**params, "cap": 3},
                 ).all()
                 unhinted = connection.execute(
-                    text(f"EXPLAIN QUERY PLAN {metrics.stats_sql('postgresql')}"),
+                    text(f"EXPLAIN QUERY PLAN {stats.stats_sql('postgresql')}"),
                     {**params, "cap": 3},
                 ).all()
             # Without the hint these statistics do make SQLite scan (the test's premise).
@@ -202,10 +204,11 @@ class TestCheapScrape:
         clock.at = 1_000.0
         refresh = metrics.Refresher(clock)
         with self.statements(engine) as seen:
-            await asyncio.gather(*(refresh(engine, None) for _ in range(30)))  # 30 scrapers
+            read = functools.partial(stats.intent_stats, engine)
+            await asyncio.gather(*(refresh(read, None) for _ in range(30)))  # 30 scrapers
             once = len([q for q in seen if "intent" in q])
             clock.at += metrics.REFRESH_EVERY
-            await refresh(engine, None)
+            await refresh(read, None)
         assert once == 1
         assert len([q for q in seen if "intent" in q]) == 2 * once
 

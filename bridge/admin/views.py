@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from bridge import registry
 from bridge.core.intents import Status
+from bridge.store.db import Engine
 from bridge.store.tables import (
     Attempt,
     DeliveryCount,

@@ -7,29 +7,26 @@ Cryptolens calls happen there). The gauges read the database and Redis when scra
 rather than stalling the scrape.
 
 A scrape costs the same whatever the tables hold: each status is counted through the
-status index up to :data:`COUNT_CAP` rows (``SELECT count(*)`` over a million done intents
-took ~300 ms on PostgreSQL, per scrape), the oldest pending intent sorts the pending rows
-only, all in one statement (one round trip), and the database is read at most once per
-:data:`REFRESH_EVERY` seconds however many scrapers ask (the others get the gauges as
-last read).
+status index up to ``bridge.store.stats.COUNT_CAP`` rows (``SELECT count(*)`` over a
+million done intents took ~300 ms on PostgreSQL, per scrape), the oldest pending intent
+sorts the pending rows only, all in one statement (one round trip), and the database
+is read at most once per :data:`REFRESH_EVERY` seconds however many scrapers ask (the
+others get the gauges as last read).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from arq.connections import ArqRedis
 from arq.constants import default_queue_name
 from prometheus_client import Counter, Gauge, Histogram
-from sqlalchemy import DateTime, Engine, Integer, TextualSelect, column, text
 
 from bridge.core.intents import Status
 from bridge.core.logs import get_logger
-from bridge.store.tables import utcnow
 
 log = get_logger(__name__)
 
@@ -46,7 +43,7 @@ CRYPTOLENS_CALLS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
 INTENTS = Gauge(
-    "bridge_intents", "Intents by status (at scrape time; at most COUNT_CAP)", ["status"]
+    "bridge_intents", "Intents by status (at scrape time; at most 1000 counted)", ["status"]
 )
 QUEUE_DEPTH = Gauge("bridge_queue_depth", "Jobs in the arq queue (due or deferred)")
 OLDEST_PENDING = Gauge(
@@ -63,44 +60,11 @@ SCRAPE_ERRORS = Counter(
 
 REFRESH_TIMEOUT = 1.0  # seconds per source at scrape time
 REFRESH_EVERY = 5.0  # seconds: scrapes closer together than this reuse the last read
-COUNT_CAP = 1_000  # intents counted per status; the gauge reads "at least" at the cap
 
 
-def stats_sql(dialect: str) -> str:
-    """One statement, one round trip: each status counted through the status index up
-    to ``:cap`` rows, and the oldest pending intent (sorting the pending rows only).
-    Built from the Status enum, no input: the bind parameters carry the values."""
-    # SQLite's planner knows only the average rows per status (ANALYZE: half of the
-    # table) and chose to scan a million rows for the few pending ones; PostgreSQL keeps
-    # the common values' frequencies and needs no hint.
-    index = " INDEXED BY ix_intent_status" if dialect == "sqlite" else ""
-    counts = ", ".join(
-        f"(SELECT count(*) FROM (SELECT 1 FROM intent{index} WHERE status = :{s.name.lower()}"  # noqa: S608
-        f" LIMIT :cap) AS {s.name.lower()}_rows) AS {s.name.lower()}"
-        for s in Status
-    )
-    oldest = (
-        f"(SELECT created_at FROM intent{index} WHERE status = :pending ORDER BY created_at"  # noqa: S608
-        " LIMIT 1) AS oldest_pending"
-    )
-    return f"SELECT {counts}, {oldest}"
-
-
-@functools.cache
-def _stats(dialect: str) -> TextualSelect:
-    return text(stats_sql(dialect)).columns(
-        *(column(s.name.lower(), Integer) for s in Status),
-        column("oldest_pending", DateTime(timezone=True)),
-    )
-
-
-def _intent_stats(engine: Engine) -> tuple[dict[str, int], datetime | None]:
-    params: dict[str, object] = {s.name.lower(): s.value for s in Status}
-    with engine.connect() as connection:
-        row = connection.execute(_stats(engine.dialect.name), {**params, "cap": COUNT_CAP}).one()
-    counts = {s.value: int(getattr(row, s.name.lower())) for s in Status}
-    oldest: datetime | None = row.oldest_pending
-    return counts, oldest
+# Reads the intents' counts per status and the oldest pending intent's creation time
+# (``bridge.store.stats.intent_stats`` bound to an engine): the store holds the SQL.
+IntentStats = Callable[[], tuple[dict[str, int], datetime | None]]
 
 
 class Refresher:
@@ -111,21 +75,20 @@ class Refresher:
         self._last: float | None = None
         self._lock = asyncio.Lock()
 
-    async def __call__(self, engine: Engine, redis: ArqRedis | None) -> None:
+    async def __call__(self, read: IntentStats, redis: ArqRedis | None) -> None:
         async with self._lock:  # concurrent scrapes wait for one read, not one each
             now = self._clock()
             if self._last is not None and now - self._last < self._every:
                 return
-            await refresh(engine, redis)
+            await refresh(read, redis)
             self._last = self._clock()
 
 
-async def refresh(engine: Engine, redis: ArqRedis | None) -> None:
-    """Set the gauges from the database and Redis (each bounded by REFRESH_TIMEOUT)."""
+async def refresh(read: IntentStats, redis: ArqRedis | None) -> None:
+    """Set the gauges from the database (``read``) and Redis, each bounded by
+    REFRESH_TIMEOUT."""
     try:
-        counts, oldest = await asyncio.wait_for(
-            asyncio.to_thread(_intent_stats, engine), REFRESH_TIMEOUT
-        )
+        counts, oldest = await asyncio.wait_for(asyncio.to_thread(read), REFRESH_TIMEOUT)
     except Exception as exc:
         SCRAPE_ERRORS.labels(source="database").inc()
         log.warning("metrics: database not read", error=type(exc).__name__)
@@ -134,8 +97,8 @@ async def refresh(engine: Engine, redis: ArqRedis | None) -> None:
             INTENTS.labels(status=status.value).set(counts.get(status.value, 0))
         NEEDS_REVIEW.set(counts.get(Status.NEEDS_REVIEW.value, 0))
         if oldest is not None and oldest.tzinfo is None:  # SQLite: naive UTC
-            oldest = oldest.replace(tzinfo=utcnow().tzinfo)
-        OLDEST_PENDING.set((utcnow() - oldest).total_seconds() if oldest else 0)
+            oldest = oldest.replace(tzinfo=UTC)
+        OLDEST_PENDING.set((datetime.now(UTC) - oldest).total_seconds() if oldest else 0)
     if redis is None:
         return
     try:

@@ -17,13 +17,13 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.core import metrics
 from bridge.state import AppState
 from bridge.store import inbox
+from bridge.store.db import StoreError
 from bridge.store.inbox import Delivery, Recorded
 
 
@@ -115,7 +115,7 @@ async def record(
     state = state_of(request)
     try:
         recorded = await asyncio.gather(*(state.batcher.record(d) for d in deliveries))
-    except SQLAlchemyError:  # logged by the batcher; stored ones are duplicates next time
+    except StoreError:  # logged by the batcher; stored ones are duplicates next time
         return refuse(request, provider, Refused(503, "database_unavailable", "try again later"))
     for delivery, outcome in zip(deliveries, recorded, strict=True):
         if outcome.duplicate:

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from bridge.config import BridgeConfig
@@ -26,6 +25,7 @@ from bridge.core.intents import Effect, creation_notes, merge_start, notes_tag
 from bridge.cryptolens import CryptolensClient
 from bridge.cryptolens.client import CREATE_KEY_PARAMETERS
 from bridge.cryptolens.models import LicenseKey
+from bridge.store.db import Engine
 from bridge.store.tables import Intent, License, LicenseAlias, StartHint
 
 DAY = 86400

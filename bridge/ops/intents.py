@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
-from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from bridge.config import BridgeConfig
@@ -36,7 +35,7 @@ from bridge.core.queue import connect, enqueue
 from bridge.core.settings import Settings
 from bridge.ops.errors import NotReplayable, UnknownRecord
 from bridge.ops.terminal import say
-from bridge.store.db import make_engine, session
+from bridge.store.db import Engine, make_engine, session
 from bridge.store.tables import Attempt, Intent, License, LicenseAlias, WebhookEvent, utcnow
 
 REPLAYABLE = {Status.FAILED.value, Status.NEEDS_REVIEW.value}

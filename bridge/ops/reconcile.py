@@ -57,7 +57,7 @@ import click
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import Engine, func
+from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from bridge.core import blocks
@@ -66,7 +66,7 @@ from bridge.core.queue import connect, enqueue
 from bridge.core.settings import Settings
 from bridge.cryptolens import AccessDenied, CryptolensClient, NotFound, make_http_client
 from bridge.cryptolens.models import KeysPage, LicenseKey
-from bridge.store.db import make_engine
+from bridge.store.db import Engine, make_engine
 from bridge.store.inbox import add_intents
 from bridge.store.tables import Attempt, Intent, License, LicenseAlias, StartHint
 

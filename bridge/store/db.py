@@ -22,8 +22,10 @@ from typing import Any
 import click
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, create_engine, event, text
+from sqlalchemy import Engine as Engine  # the handle every layer passes to the store
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).parent.parent / "migrations"
@@ -70,6 +72,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _: Any) -> None:
 
 def _sqlite_begin(connection: Any) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+#: What any store call raises when the database fails it (unreachable, locked, refused):
+#: the web answers 503 and the worker retries, without knowing SQLAlchemy's tree.
+StoreError = SQLAlchemyError
+
+
+def ping(engine: Engine) -> None:
+    """One round trip (``/readyz``): raises :data:`StoreError` when the database is away."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
 
 
 def is_sqlite(engine: Engine) -> bool:

@@ -26,13 +26,13 @@ from typing import Any
 
 import stripe
 from arq.connections import ArqRedis
-from sqlalchemy import Engine
 
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
 from bridge.core.settings import ConfigTables
 from bridge.mytracker.config import TrackerConfig
 from bridge.store import inbox
+from bridge.store.db import Engine
 from bridge.stripe.api import _client, _translate
 from bridge.stripe.config import StripeConfig
 from bridge.stripe.plan import HANDLED_TYPES, PayloadError, plan

@@ -32,7 +32,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
@@ -43,6 +42,7 @@ from bridge.core.signing import InvalidSignature, MalformedHeader, verify
 from bridge.mytracker.config import TrackerConfig
 from bridge.state import AppState
 from bridge.store import inbox
+from bridge.store.db import StoreError
 from bridge.stripe.config import StripeConfig
 from bridge.stripe.plan import PayloadError, plan
 
@@ -263,7 +263,7 @@ class StripeWebhook:
             # to the relay if Redis failed).
             with tracing.span("delivery stripe", event=delivery.external_id):
                 recorded = await state.batcher.record(delivery)
-        except SQLAlchemyError:  # logged by the batcher
+        except StoreError:  # logged by the batcher
             unavailable = _Refused(503, "database_unavailable", "try again later")
             await _refuse(state, scope, send, unavailable)
             return

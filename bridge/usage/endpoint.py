@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
@@ -38,7 +37,7 @@ from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue_deferred
 from bridge.state import AppState
 from bridge.store import ledger
-from bridge.store.db import is_sqlite
+from bridge.store.db import StoreError, is_sqlite
 from bridge.store.tables import utcnow
 from bridge.usage.config import UsageConfig
 from bridge.usage.openapi import OPENAPI
@@ -157,7 +156,7 @@ async def post_usage(request: Request) -> Response:
                 stored = await asyncio.to_thread(
                     ledger.record_many, state.engine, records, now=now, config=usage
                 )
-        except SQLAlchemyError as exc:
+        except StoreError as exc:
             log.error("storing usage failed", error=type(exc).__name__, records=len(records))
             return _refuse(
                 request, 503, "database_unavailable", "nothing was stored", **{"Retry-After": "5"}

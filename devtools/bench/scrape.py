@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Engine, make_url, text
 
 from bridge.core import metrics
+from bridge.store import stats
 from bridge.store.db import make_engine, migrate
 
 # What the scrape ran before #16: every row of the table, per scrape.
@@ -120,8 +121,8 @@ def run(n: int, postgres: str | None, repeats: int = 7) -> dict[str, Any]:
                 "database": engine.dialect.name,
                 "intents": n,
                 "recount_ms": _median_ms(recount, repeats),
-                "scrape_ms": _median_ms(lambda: metrics._intent_stats(engine), repeats),
-                "count_cap": metrics.COUNT_CAP,
+                "scrape_ms": _median_ms(lambda: stats.intent_stats(engine), repeats),
+                "count_cap": stats.COUNT_CAP,
             }
         finally:
             engine.dispose()
