@@ -17,6 +17,7 @@ $(VENV)/.installed: pyproject.toml devtools/pyproject.toml
 lint: install
 	ruff check bridge jobs devtools tests
 	ruff format --check bridge jobs devtools tests
+	lint-imports
 
 typecheck: install
 	mypy
