@@ -24,8 +24,8 @@ from bridge.cryptolens import (
     Refused,
     Transient,
 )
-from bridge.cryptolens.client import classify
 from bridge.cryptolens.models import EventInput, TimeRange
+from bridge.cryptolens.transport import classify
 
 TOKEN = "tok_secret_value_1234"
 Handler = Callable[[httpx.Request], httpx.Response]

@@ -30,7 +30,7 @@ from bridge.cryptolens import (
     make_http_client,
     make_http_clients,
 )
-from bridge.cryptolens.client import KEEPALIVE_EXPIRY
+from bridge.cryptolens.transport import KEEPALIVE_EXPIRY
 
 TOKEN = "tok_transport_secret_42"
 OK_BODY = b'{"result":0,"message":""}'

@@ -11,7 +11,8 @@ import pytest
 
 from bridge.sandbox.config import SandboxConfig
 from bridge.sandbox.customer_index import CustomerIndex
-from bridge.sandbox.store import CustomerRecord, Store
+from bridge.sandbox.store import Store
+from bridge.sandbox.store_records import CustomerRecord
 from tests.fixtures.servers import SandboxServer
 
 # Letters whose lower case is longer than, or not the same letter as, their upper case.

@@ -2,7 +2,7 @@
 
 Every page needs a signed-in session (else: to the login form); every POST needs one
 (else 403, before its body is read) and the session's CSRF token (else 403). A body is at
-most :data:`FORM_LIMIT` bytes (else 413). Database reads run in a thread.
+most :data:`~bridge.admin.http.FORM_LIMIT` bytes (else 413). Database reads run in a thread.
 
 Intent ids and license refs may hold anything (a usage key may hold ``?``, ``#``, ``/``,
 ``..``): they travel in a query string, percent-encoded (:meth:`Admin.url`), never in a
@@ -20,22 +20,22 @@ import re
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from jinja2 import pass_context
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import URL
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bridge.admin import views
 from bridge.admin.auth import Guard, Session
+from bridge.admin.http import OddInput, SecurityHeaders, read_form, read_query
 from bridge.core.intents import Status
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
@@ -49,97 +49,14 @@ from bridge.state import AppState
 log = get_logger(__name__)
 
 HERE = Path(__file__).parent
-# A form here holds a CSRF token and a token or a key: a few hundred bytes. Anything
-# larger is refused unread, so no stranger keeps a web process parsing.
-FORM_LIMIT = 4096
-_MAX_FIELDS = 8
 _BIGINT = 2**63 - 1  # the largest id a database row can have
 _EVENT_ID = re.compile(r"[0-9]{1,19}")
-
-# Pages may not be framed, may load nothing from elsewhere, and are never cached (they
-# show license keys).
-_HEADERS = [
-    (b"content-security-policy", b"default-src 'self'; frame-ancestors 'none'; form-action 'self'"),
-    (b"x-frame-options", b"DENY"),
-    (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"cache-control", b"no-store"),
-]
-
-
-class _SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *_HEADERS]
-            await send(message)
-
-        await self.app(scope, receive, send_with_headers)
-
-
-class _OddInput:
-    """Refuses, before any route runs, what no page takes: a body announced over
-    :data:`FORM_LIMIT` (413) and a NUL in the path or the query (400: PostgreSQL refuses
-    NUL in a string, which would be a 500 further in)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            request = Request(scope)
-            length = request.headers.get("content-length", "")
-            # Its length first: int() of thousands of digits raises.
-            if length.isdigit() and (len(length) > 9 or int(length) > FORM_LIMIT):
-                await Response("body too large", 413)(scope, receive, send)
-                return
-            query = request.query_params.multi_items()
-            if "\x00" in scope["path"] or any("\x00" in k + v for k, v in query):
-                await Response("NUL in the request", 400)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
-
-
 Handler = Callable[[Request, Session], Awaitable[Response]]
 
 
 def _state(request: Request) -> AppState:
     state: AppState = request.state.bridge
     return state
-
-
-async def _form(request: Request) -> dict[str, str]:
-    """The body as a URL-encoded form (what a browser's plain form sends): at most
-    :data:`FORM_LIMIT` bytes, read no further (413), and :data:`_MAX_FIELDS` fields."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > FORM_LIMIT:
-                raise HTTPException(413, f"a form here is at most {FORM_LIMIT} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:
-        raise HTTPException(400, "the body ended early") from None
-    try:
-        pairs = parse_qsl(
-            b"".join(chunks).decode(), keep_blank_values=True, max_num_fields=_MAX_FIELDS
-        )
-    except ValueError:  # not UTF-8, or too many fields
-        raise HTTPException(400, "bad form") from None
-    if any("\x00" in name + value for name, value in pairs):
-        raise HTTPException(400, "NUL in the form")
-    return dict(reversed(pairs))  # a field given twice: its first value
-
-
-def _query(request: Request, name: str) -> str:
-    value = request.query_params.get(name)
-    if not value:
-        raise HTTPException(400, f"which one? give ?{name}=")
-    return value
 
 
 def _public_base(public_url: str | None) -> str | None:
@@ -217,7 +134,7 @@ class Admin:
             session = await self.guard.session(request)
             if session is None or not session.signed_in:
                 raise HTTPException(403, "sign in first")
-            form = await _form(request)
+            form = await read_form(request)
             if not self.guard.csrf_matches(session, form.get("csrf")):
                 raise HTTPException(403, "bad or missing CSRF token")
             request.state.form = form
@@ -256,7 +173,7 @@ class Admin:
 
     async def login(self, request: Request) -> Response:
         session = await self.guard.session(request)
-        form = await _form(request)
+        form = await read_form(request)
         if not self.guard.csrf_matches(session, form.get("csrf")):
             raise HTTPException(403, "bad or missing CSRF token: reload the login page")
         state = _state(request)
@@ -320,7 +237,7 @@ class Admin:
         )
 
     async def intent(self, request: Request, session: Session) -> Response:
-        intent_id = _query(request, "id")
+        intent_id = read_query(request, "id")
         found = await run_in_threadpool(views.intent, _state(request).engine, intent_id)
         if found is None:
             raise HTTPException(404, f"no intent {intent_id}")
@@ -334,7 +251,7 @@ class Admin:
         )
 
     async def license(self, request: Request, session: Session) -> Response:
-        ref = _query(request, "ref")
+        ref = read_query(request, "ref")
         found = await run_in_threadpool(views.license_page, _state(request).engine, ref)
         if found is None:
             raise HTTPException(404, f"no license {ref}")
@@ -349,7 +266,7 @@ class Admin:
     async def plan(self, request: Request, session: Session) -> Response:
         """The calls a replay would make now (a dry run: reads only)."""
         state = _state(request)
-        intent_id = _query(request, "id")
+        intent_id = read_query(request, "id")
         if state.cryptolens is None:
             raise HTTPException(503, "plans read Cryptolens: set CRYPTOLENS_TOKEN for the web app")
         try:
@@ -365,7 +282,7 @@ class Admin:
     async def replay(self, request: Request, _: Session) -> Response:
         """Replay (or, with ``key``, claim) an intent: ``cryptolens-bridge replay``'s path."""
         state = _state(request)
-        intent_id = _query(request, "id")
+        intent_id = read_query(request, "id")
         form: dict[str, str] = request.state.form
         key = form.get("key", "").strip() or None
         if key is not None and not views.KEY.fullmatch(key):
@@ -411,6 +328,6 @@ def mount(token: str, public_url: str | None = None) -> Mount:
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes)
-    app.add_middleware(_OddInput)
-    app.add_middleware(_SecurityHeaders)
+    app.add_middleware(OddInput)
+    app.add_middleware(SecurityHeaders)
     return Mount("/admin", app=app, name="admin")

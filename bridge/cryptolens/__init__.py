@@ -1,11 +1,6 @@
 """Cryptolens Web API 3: the async client (over httpx), its typed results and its error tree."""
 
-from bridge.cryptolens.client import (
-    DEFAULT_BASE_URL,
-    CryptolensClient,
-    make_http_client,
-    make_http_clients,
-)
+from bridge.cryptolens.client import CryptolensClient
 from bridge.cryptolens.errors import (
     AccessDenied,
     CryptolensError,
@@ -16,6 +11,7 @@ from bridge.cryptolens.errors import (
     Refused,
     Transient,
 )
+from bridge.cryptolens.transport import DEFAULT_BASE_URL, make_http_client, make_http_clients
 
 __all__ = [
     "DEFAULT_BASE_URL",

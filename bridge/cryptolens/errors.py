@@ -15,7 +15,7 @@
 re-sent, an unknown outcome is first read back from Cryptolens (GetKey, GetWebAPILog,
 GetEvents) and only re-sent once the read-back shows the effect is absent. For read-only
 methods the two are equivalent. Which of httpx's exceptions lands on which side is drawn
-in :mod:`bridge.cryptolens.client` (:func:`~bridge.cryptolens.client.classify`).
+in :mod:`bridge.cryptolens.transport` (:func:`~bridge.cryptolens.transport.classify`).
 
 Messages never contain the access token: requests carry it in the form body, which no
 error includes, and ``str(error)`` holds only the method name and the service's words.

@@ -23,7 +23,7 @@ from bridge.config import BridgeConfig
 from bridge.core import blocks
 from bridge.core.intents import Effect, creation_notes, merge_start, notes_tag
 from bridge.cryptolens import CryptolensClient
-from bridge.cryptolens.client import CREATE_KEY_PARAMETERS
+from bridge.cryptolens.keys import CREATE_KEY_PARAMETERS
 from bridge.cryptolens.models import LicenseKey
 from bridge.store.db import Engine
 from bridge.store.tables import Intent, License, LicenseAlias, StartHint

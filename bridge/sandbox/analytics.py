@@ -19,7 +19,7 @@ from bridge.sandbox.params import (
     NO_KEY,
     Refusal,
 )
-from bridge.sandbox.store import Page, TimeFilter
+from bridge.sandbox.store_records import Page, TimeFilter
 
 _TIME_KEYS = {"gt", "gte", "lt", "lte"}
 _NAME_LIMIT = 100  # FeatureName and EventName

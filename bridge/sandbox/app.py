@@ -19,9 +19,12 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from bridge.sandbox.api import Api, Sandbox, anonymised, fast_entry
+from bridge.sandbox.codes import KEY_CREATED
 from bridge.sandbox.config import SandboxConfig
 from bridge.sandbox.faults import FaultConfig, FaultError, Faults
-from bridge.sandbox.store import KEY_CREATED, NewKey, Store, subscription_item_for
+from bridge.sandbox.store import Store
+from bridge.sandbox.store_keys import subscription_item_for
+from bridge.sandbox.store_records import NewKey
 
 
 def _sandbox(request: Request) -> Sandbox:

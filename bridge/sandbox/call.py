@@ -21,7 +21,8 @@ from bridge.sandbox.params import (
     Params,
     Refusal,
 )
-from bridge.sandbox.store import KeyRecord, Store
+from bridge.sandbox.store import Store
+from bridge.sandbox.store_records import KeyRecord
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from bridge.sandbox.call import Call, Handler, ok
 from bridge.sandbox.config import Template
 from bridge.sandbox.keys import customer_json
 from bridge.sandbox.params import INCORRECT_INPUT, Refusal
-from bridge.sandbox.store import SQLITE_INTEGERS, CustomerRecord
+from bridge.sandbox.store_records import SQLITE_INTEGERS, CustomerRecord
 
 PORTAL_LINK = "https://app.cryptolens.io/Portal/Customer/{id}"  # shape only; not served
 PRODUCT_CREATED = "2024-01-01T00:00:00"

@@ -16,7 +16,7 @@ from collections import defaultdict
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the store imports this module
-    from bridge.sandbox.store import CustomerRecord
+    from bridge.sandbox.store_records import CustomerRecord
 
 GRAM = 3
 # Joins the fields; a needle spanning two fields only adds a candidate the caller drops.

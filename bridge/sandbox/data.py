@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.sandbox import store as codes
+from bridge.sandbox import codes
 from bridge.sandbox.call import Call, Handler, ok
 from bridge.sandbox.params import (
     BAD_REFERENCER_TYPE,
@@ -28,7 +28,14 @@ from bridge.sandbox.params import (
     STRING_VALUE_TOO_LONG,
     Refusal,
 )
-from bridge.sandbox.store import KEY, PRODUCT, SQLITE_INTEGERS, USER, DataObjectRecord, KeyRecord
+from bridge.sandbox.store_records import (
+    KEY,
+    PRODUCT,
+    SQLITE_INTEGERS,
+    USER,
+    DataObjectRecord,
+    KeyRecord,
+)
 
 INT32 = range(-(2**31), 2**31)
 # AddDataObject's own parameters and errors say 100; the DataObject model says 10.

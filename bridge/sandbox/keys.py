@@ -11,8 +11,7 @@ import dataclasses
 import json
 from typing import Any
 
-from bridge.sandbox import search
-from bridge.sandbox import store as codes
+from bridge.sandbox import codes, search
 from bridge.sandbox.call import Call, Handler, iso, ok
 from bridge.sandbox.data import data_object_json
 from bridge.sandbox.params import (
@@ -26,7 +25,7 @@ from bridge.sandbox.params import (
     NOTES_TOO_LONG,
     Refusal,
 )
-from bridge.sandbox.store import KEY, CustomerRecord, KeyRecord, NewKey
+from bridge.sandbox.store_records import KEY, CustomerRecord, KeyRecord, NewKey
 
 DAY = 86400
 PAGE_SIZE = 99  # GetKeys: "only 99 will be returned on the first page"

@@ -14,7 +14,7 @@ import re
 from collections.abc import Callable
 
 from bridge.sandbox.params import Refusal
-from bridge.sandbox.store import KeyRecord
+from bridge.sandbox.store_records import KeyRecord
 
 BAD_QUERY = (
     "The search query causes problems. Please check that it follows the standard: "

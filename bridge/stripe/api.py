@@ -32,7 +32,7 @@ import stripe
 from bridge.core.errors import BridgeError, Permanent, Retryable
 from bridge.core.logs import register_secrets, scrub
 from bridge.core.providers import MeterEvent
-from bridge.stripe.plan import TEMPLATE_KEY
+from bridge.stripe.plan_specs import TEMPLATE_KEY
 
 DEFAULT_TIMEOUT = 20.0
 _PAGE = 100

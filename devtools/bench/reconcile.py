@@ -34,7 +34,8 @@ from bridge.core.intents import Effect, Status
 from bridge.cryptolens import CryptolensClient, make_http_client
 from bridge.ops import reconcile as rc
 from bridge.sandbox.config import DEFAULT_PRODUCT_ID, DEFAULT_TOKEN, SandboxConfig
-from bridge.sandbox.store import NewKey, Store
+from bridge.sandbox.store import Store
+from bridge.sandbox.store_records import NewKey
 from bridge.store.db import make_engine, migrate
 from bridge.store.tables import Intent, License
 from devtools.bench.stack import Stack
