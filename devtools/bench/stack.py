@@ -72,6 +72,9 @@ def bridge_env(database_url: str, redis_url: str, config: Path, sandbox: str) ->
         CRM_SECRET_BENCH=CRM_SECRET,
         CRYPTOLENS_API_URL=sandbox,
         CRYPTOLENS_TOKEN=TOKEN,
+        # The operator port (/metrics, /readyz) on one the system picks: a bench's web
+        # processes must not take a running bridge's 9464, nor each other's.
+        BRIDGE_METRICS_ADDRESS="127.0.0.1:0",
         PYTHONUNBUFFERED="1",
     )
     return env

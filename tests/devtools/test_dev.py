@@ -28,7 +28,9 @@ def clean_env(**values: str) -> dict[str, str]:
     """The test process's environment without the bridge's own settings, plus ``values``."""
     prefixes = ("BRIDGE_", "CRYPTOLENS_", "STRIPE_")
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
-    return {**env, **values}
+    # The operator port on one the system picks: tests (and a developer's own `dev`)
+    # run side by side.
+    return {**env, "BRIDGE_METRICS_ADDRESS": "127.0.0.1:0", **values}
 
 
 def start(cwd: Path, env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], int, int]:
