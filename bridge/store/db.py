@@ -22,7 +22,8 @@ from typing import Any
 import click
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, create_engine, event
+from sqlalchemy import Engine as Engine  # re-exported: callers above the store name it
 from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
