@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 
 from bridge.store import attempts, leases
 from bridge.store.dbapi import Sql, Tx, tx
-from jobs.errors import NeedsReview
+from bridge.store.errors import KeyHeld
 
 # The intents of a license under its ref or any alias (``:ref`` resolved already).
 NAMED_BY_REF = (
@@ -151,10 +151,6 @@ def record_template(t: Tx, ref: str, created_by: str, product_id: int, template_
             "created_by": created_by,
         },
     )
-
-
-class KeyHeld(NeedsReview):
-    """The key is held by another license, or listed in an open review: never given."""
 
 
 def set_license_key(
