@@ -26,14 +26,63 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import Engine
 
 from bridge.core.intents import Effect, usage_intent_id, usage_license_ref
 from bridge.store.dbapi import Sql, Tx, tx
-from bridge.usage.config import UsageConfig
-from bridge.usage.records import Outcome, UsageIn
+
+# What became of a record the ledger was given (``bridge.usage`` adds "refused").
+Outcome = Literal["accepted", "duplicate", "conflict"]
+
+
+class Record(Protocol):
+    """A usage record as the ledger stores it (``bridge.usage.records.UsageIn`` is one)."""
+
+    @property
+    def idempotency_key(self) -> str: ...
+    @property
+    def product_id(self) -> int: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def meter(self) -> str: ...  # "" when none was given
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def source(self) -> str: ...
+
+
+class Window(Protocol):
+    """Where a product's usage goes and how long its aggregates' windows are."""
+
+    @property
+    def window_seconds(self) -> int: ...
+    @property
+    def sink(self) -> str: ...
+
+
+class Products(Protocol):
+    """The products that bill usage (``bridge.usage.config.UsageConfig`` is one)."""
+
+    def product_for(self, product_id: int, /) -> Window | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Collected:
+    """A counter's increase, billed as a record (:func:`record_reading`)."""
+
+    idempotency_key: str
+    product_id: int
+    key: str
+    meter: str
+    quantity: int
+    occurred_at: datetime
+    source: str
+
 
 _ROWS_PER_STATEMENT = 200
 _STORED_RECORDS = (
@@ -121,7 +170,7 @@ class Stored:
 
 
 def record_many(
-    engine: Engine, records: Sequence[UsageIn], *, now: datetime, config: UsageConfig
+    engine: Engine, records: Sequence[Record], *, now: datetime, config: Products
 ) -> Stored:
     """Store ``records`` in one transaction, as if one after the other.
 
@@ -134,7 +183,7 @@ def record_many(
         return _store(t, records, now=now, config=config)
 
 
-def _store(t: Tx, records: Sequence[UsageIn], *, now: datetime, config: UsageConfig) -> Stored:
+def _store(t: Tx, records: Sequence[Record], *, now: datetime, config: Products) -> Stored:
     first: dict[str, int] = {}
     for i, r in enumerate(records):
         first.setdefault(r.idempotency_key, i)
@@ -148,7 +197,7 @@ def _store(t: Tx, records: Sequence[UsageIn], *, now: datetime, config: UsageCon
     stored = Stored()
     final: dict[str, str] = {}  # idempotency key -> the aggregate it joined
     inserted = _insert_records(t, unique, candidate, now)
-    groups: dict[str, list[UsageIn]] = {}
+    groups: dict[str, list[Record]] = {}
     for r in unique:
         if r.idempotency_key in inserted:
             groups.setdefault(candidate[r.idempotency_key], []).append(r)
@@ -176,7 +225,7 @@ def _store(t: Tx, records: Sequence[UsageIn], *, now: datetime, config: UsageCon
     return stored
 
 
-def bills(r: UsageIn) -> tuple[int, str, str, int]:
+def bills(r: Record) -> tuple[int, str, str, int]:
     """What a record bills: two records under one idempotency key must agree on it (the
     timestamp is not part of it: a window is chosen by arrival, not by it)."""
     return (r.product_id, r.key, r.meter, r.quantity)
@@ -195,7 +244,7 @@ def _stored_bills(t: Tx, keys: list[str]) -> dict[str, tuple[int, str, str, int]
 
 
 def _insert_records(
-    t: Tx, records: list[UsageIn], candidate: dict[str, str], now: datetime
+    t: Tx, records: list[Record], candidate: dict[str, str], now: datetime
 ) -> set[str]:
     rows = sorted(
         (
@@ -226,7 +275,7 @@ def _insert_records(
     return inserted
 
 
-def _open(t: Tx, r: UsageIn, config: UsageConfig, now: datetime, stored: Stored) -> str:
+def _open(t: Tx, r: Record, config: Products, now: datetime, stored: Stored) -> str:
     """The open aggregate for ``r``'s product, key and meter at ``now``: its window's, or
     the first later one not sealed; created (with its intent) if need be, and locked."""
     product = config.product_for(r.product_id)
@@ -360,7 +409,7 @@ def record_reading(
     object_id: int,
     value: int,
     read_at: datetime,
-    config: UsageConfig,
+    config: Products,
 ) -> Reading:
     """Bill the increase of a counter since its last reading, in the transaction that
     moves its watermark.
@@ -396,7 +445,7 @@ def record_reading(
             return Reading(decrease=(last, value))
         reading = Reading()
         if value > last:
-            record = UsageIn(
+            record = _Collected(
                 idempotency_key=(
                     f"collector:{product_id}:{key}:{name}:{object_id}:{update['epoch']}:"
                     f"{last}-{value}"
