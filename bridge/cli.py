@@ -16,7 +16,7 @@ _COMMANDS = {
     "serve": "bridge.serve:command",
     "worker": "jobs.worker:command",
     "sandbox": "bridge.sandbox.cli:command",
-    "migrate": "bridge.store.db:migrate_command",
+    "migrate": "bridge.cli:migrate_command",
     "dev": "bridge.tools.dev:command",
     "send": "bridge.tools.send:command",
     "bench": "bridge.tools.bench:command",
@@ -68,3 +68,14 @@ class _LazyGroup(click.Group):
 @click.version_option(package_name="cryptolens-bridge")
 def main() -> None:
     """Stripe and CRM webhooks to Cryptolens license effects, exactly once."""
+
+
+@click.command("migrate")
+@click.option("--database-url", envvar="BRIDGE_DATABASE_URL", default="sqlite:///./bridge.db")
+def migrate_command(database_url: str) -> None:
+    """Apply the database migrations (BRIDGE_DATABASE_URL)."""
+    # Imported here: ``--help`` loads no database driver (see the module docstring).
+    from bridge.store.db import migrate, shown
+
+    migrate(database_url)
+    click.echo(f"database is at the newest schema: {shown(database_url)}")
