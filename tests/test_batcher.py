@@ -18,7 +18,7 @@ from bridge.core import metrics
 from bridge.core.batcher import Batcher
 from bridge.core.intents import Effect, IntentSpec, Plan
 from bridge.core.queue import Enqueuer
-from bridge.store import inbox
+from bridge.store import inbox, wal
 from bridge.store.db import make_engine
 from bridge.store.inbox import Delivery, Recorded
 from bridge.store.tables import Intent, LicenseAlias, WebhookEvent
@@ -287,13 +287,13 @@ class TestCheckpoint:
         if engine.dialect.name != "sqlite":
             pytest.skip("PostgreSQL has no WAL file of ours to checkpoint")
         ran: list[Engine] = []
-        real = inbox.checkpoint
+        real = wal.checkpoint
 
         def checkpoint(target: Engine) -> None:
             ran.append(target)
             real(target)
 
-        monkeypatch.setattr(inbox, "checkpoint", checkpoint)
+        monkeypatch.setattr(wal, "checkpoint", checkpoint)
         batcher = Batcher(engine, None, checkpoint_every=2)
         for n in range(5):
             await batcher.record(delivery(f"evt_{n}", spec(f"i{n}")))
@@ -331,7 +331,7 @@ class TestCheckpoint:
         if engine.dialect.name != "sqlite":
             pytest.skip("SQLite only")
         inbox.record_many(engine, [delivery("evt_1", spec("i1"))])
-        inbox.checkpoint(engine)  # nothing to wait for: no reader, no writer
+        wal.checkpoint(engine)  # nothing to wait for: no reader, no writer
         connection = engine.raw_connection()
         try:
             cursor = connection.cursor()

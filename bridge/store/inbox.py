@@ -15,37 +15,21 @@ commit, and SQLAlchemy's transaction around them more than SQLite took to store 
 
 from __future__ import annotations
 
-import codecs
-import hashlib
-import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from functools import cache
 from itertools import chain
 from typing import Any
 
 import orjson
 from sqlalchemy import Dialect, Engine
-from sqlmodel import col, select
 
 from bridge.core.intents import Effect, IntentSpec, Plan, Status
-from bridge.store.db import is_sqlite, session
+from bridge.store import wal
+from bridge.store.db import is_sqlite
 from bridge.store.dbapi import tx
-from bridge.store.tables import Intent, WebhookEvent, utcnow
-
-# Keys whose values are secrets even inside a provider's payload (a Checkout Session's
-# client_secret lets anyone complete it from a browser). They are never stored.
-SECRET_KEYS = frozenset({"client_secret", "secret", "api_key", "password", "token"})
-REDACTED = "[redacted]"
-
-# In raw JSON, each secret key as a quoted name (a key spelled with \u escapes would not
-# match, hence the second check in ``stored_body``), and what follows one whose value is
-# null. A match inside a string value only costs the slow path.
-_SECRET_NAMES = tuple(b'"%s"' % k.encode() for k in sorted(SECRET_KEYS))
-_NULL_VALUE = re.compile(rb"\s*:\s*null\b")
-_BOM = codecs.BOM_UTF8
+from bridge.store.payloads import escaped, fits, stored_payload
+from bridge.store.tables import WebhookEvent, utcnow
 
 # Rows per INSERT: far below SQLite's (32766) and PostgreSQL's (65535) parameter limits.
 _ROWS_PER_STATEMENT = 500
@@ -86,55 +70,6 @@ class Delivery:
     plan: Plan
 
 
-def redact(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: (REDACTED if k in SECRET_KEYS and v is not None else redact(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
-
-
-def stored_payload(payload: dict[str, Any]) -> str:
-    """The payload as stored: compact JSON without secrets."""
-    return json.dumps(redact(payload), separators=(",", ":"))
-
-
-def stored_body(body: bytes, payload: dict[str, Any]) -> str:
-    """What to store for a raw JSON ``body`` that parsed to ``payload``: the body itself
-    when it provably holds no secret to redact (no secret key with a non-null value, no
-    ``\\u`` escape that could spell one) and is UTF-8 without a byte order mark or a NUL,
-    else :func:`stored_payload`. (UTF-16/32 text whose characters are ASCII decodes as
-    UTF-8 with a NUL after each: the search for a secret key would miss it, and
-    PostgreSQL refuses NULs in text.)"""
-    if (
-        b"\\u" not in body
-        and b"\x00" not in body
-        and not body.startswith(_BOM)
-        and not _names_a_secret(body)
-    ):
-        try:
-            return body.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-    return stored_payload(payload)
-
-
-def _names_a_secret(body: bytes) -> bool:
-    """Whether a secret key with a value other than null may be in ``body`` (a find per
-    key: a regular expression with the keys as alternatives tried each quote instead)."""
-    for name in _SECRET_NAMES:
-        at = body.find(name)
-        while at != -1:
-            at += len(name)
-            if _NULL_VALUE.match(body, at) is None:
-                return True
-            at = body.find(name, at)
-    return False
-
-
 def record(
     engine: Engine,
     *,
@@ -157,52 +92,24 @@ def record(
 _EXTERNAL_ID_MAX, _TYPE_MAX, _NOTE_MAX = 255, 100, 500
 
 
-def _fits(text: str, limit: int) -> bool:
-    """Whether both databases store ``text`` as it is: no NUL (PostgreSQL refuses one in
-    text), no lone surrogate (JSON's ``\\ud800`` makes one; UTF-8 has none) and within
-    the column's bound."""
-    if len(text) > limit or "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _escaped(text: str, limit: int) -> str:
-    """``text`` as JSON escapes it (``\\u0000``), the same for every redelivery; over
-    ``limit`` its SHA-256 instead."""
-    escaped = json.dumps(text)[1:-1]
-    if len(escaped) <= limit:
-        return escaped
-    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def storable_text(text: str, limit: int) -> str:
-    """``text`` as a text column of ``limit`` characters takes it on both databases:
-    itself, or escaped (:func:`_escaped`)."""
-    return text if _fits(text, limit) else _escaped(text, limit)
-
-
 def storable(delivery: Delivery) -> Delivery:
     """``delivery`` as the database can take it. A verified delivery whose id or type it
     cannot store (a NUL, a lone surrogate, too long) is stored with them escaped, as
     ignored with the reason: refused with a 5xx it would come again for ever (Pipedrive
     disables a webhook that keeps failing), and no event the bridge acts on is named so."""
     d = delivery
-    if not (_fits(d.external_id, _EXTERNAL_ID_MAX) and _fits(d.event_type, _TYPE_MAX)):
+    if not (fits(d.external_id, _EXTERNAL_ID_MAX) and fits(d.event_type, _TYPE_MAX)):
         return replace(
             d,
-            external_id=_escaped(d.external_id, _EXTERNAL_ID_MAX),
-            event_type=_escaped(d.event_type, _TYPE_MAX),
+            external_id=escaped(d.external_id, _EXTERNAL_ID_MAX),
+            event_type=escaped(d.event_type, _TYPE_MAX),
             plan=Plan(
                 ignored="its id or type holds a NUL or a lone surrogate, or is too long:"
                 " stored escaped, not acted on"
             ),
         )
-    if d.plan.ignored is not None and not _fits(d.plan.ignored, _NOTE_MAX):
-        return replace(d, plan=replace(d.plan, ignored=_escaped(d.plan.ignored, _NOTE_MAX)))
+    if d.plan.ignored is not None and not fits(d.plan.ignored, _NOTE_MAX):
+        return replace(d, plan=replace(d.plan, ignored=escaped(d.plan.ignored, _NOTE_MAX)))
     return d
 
 
@@ -221,7 +128,7 @@ def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded
     first: dict[tuple[str, str], int] = {}
     for i, d in enumerate(deliveries):
         first.setdefault((d.provider, d.external_id), i)
-    setup = _checkpoints_apart if is_sqlite(engine) else None
+    setup = wal.checkpoints_apart if is_sqlite(engine) else None
     with tx(engine, setup=setup) as t:
         cursor = t.cursor
         now = t.time(utcnow())  # as the driver stores it
@@ -294,33 +201,6 @@ def _sql(dialect: Dialect) -> _Sql:
         mark="?" if dialect.paramstyle == "qmark" else "%s",
         boolean=processor(table.c.livemode),
     )
-
-
-def _checkpoints_apart(cursor: Any) -> None:
-    """SQLite connections that store deliveries leave WAL checkpoints to :func:`checkpoint`."""
-    cursor.execute("PRAGMA wal_autocheckpoint=0")
-
-
-def checkpoint(engine: Engine) -> None:
-    """Copy what the WAL holds into the SQLite database file, as far as readers allow.
-
-    SQLite runs this inside a commit once the WAL passes 1000 pages: a few milliseconds
-    of copying and two fsyncs that would stall every request waiting on the event loop
-    (the p99 of ingest). The connections that store deliveries leave it out
-    (``wal_autocheckpoint=0``), and the batcher runs it in a thread instead, in two
-    steps so that the WAL starts over (see ``bridge.core.batcher``). A PASSIVE checkpoint
-    never waits for a lock. Driver errors are raised as they are (the batcher logs them).
-    """
-    connection = engine.raw_connection()
-    try:
-        cursor = connection.cursor()
-        try:
-            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            cursor.fetchall()
-        finally:
-            cursor.close()
-    finally:
-        connection.close()
 
 
 @cache
@@ -464,24 +344,3 @@ def add_intents(engine: Engine, specs: Sequence[IntentSpec]) -> list[str]:
         now = t.time(utcnow())
         inserted, parked = _insert_intents(t.cursor, sql, [(s, None) for s in specs], now)
     return sorted(inserted - parked)
-
-
-def pending_intents(engine: Engine, limit: int = 1000, *, now: datetime) -> list[str]:
-    """Intents a worker should (re)try at ``now`` (the runtime's time, which leases run
-    on): pending ones, and running ones whose lease has run out. The relay's work list."""
-    with session(engine) as s:
-        stmt = (
-            select(col(Intent.id))
-            .where(col(Intent.status) == Status.PENDING.value)
-            .order_by(col(Intent.created_at))
-            .limit(limit)
-        )
-        ids = list(s.execute(stmt).scalars())
-        stale = (
-            select(col(Intent.id))
-            .where(col(Intent.status) == Status.RUNNING.value)
-            .where(col(Intent.lease_until) < now)
-            .limit(limit)
-        )
-        ids.extend(s.execute(stale).scalars())
-        return ids

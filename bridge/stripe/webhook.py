@@ -37,7 +37,7 @@ from starlette.types import Receive, Scope, Send
 from bridge.core import metrics, tracing
 from bridge.core.logs import get_logger
 from bridge.core.state import AppState
-from bridge.store import inbox
+from bridge.store import inbox, payloads
 from bridge.stripe.plan import PayloadError, plan
 from bridge.stripe.signature import InvalidSignature, MalformedHeader, verify
 
@@ -208,7 +208,7 @@ def _delivery(state: AppState, scope: Scope, body: bytes) -> inbox.Delivery:
     try:
         # Redaction walks the payload recursively: a body the parser only just took
         # could still be too deep for it.
-        payload = inbox.stored_body(body, event)
+        payload = payloads.stored_body(body, event)
     except RecursionError:
         raise _Refused(400, "bad_json", "the body is nested too deeply") from None
     return inbox.Delivery(
