@@ -19,6 +19,7 @@ from bridge.core.batcher import Batcher
 from bridge.core.intents import Effect, IntentSpec, Plan
 from bridge.core.queue import Enqueuer
 from bridge.store import inbox, wal
+from bridge.store import intents as intents_module
 from bridge.store.db import make_engine
 from bridge.store.inbox import Delivery, Recorded
 from bridge.store.tables import Intent, LicenseAlias, WebhookEvent
@@ -240,13 +241,13 @@ class TestFailures:
     async def test_a_failed_batch_leaves_nothing_stored(
         self, engine: Engine, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        real = inbox._insert_intents
+        real = intents_module.insert_new
 
         def fail_after_events(*args: Any) -> set[str]:
             real(*args)
             raise OperationalError("INSERT", {}, Exception("disk I/O error"))
 
-        monkeypatch.setattr(inbox, "_insert_intents", fail_after_events)
+        monkeypatch.setattr(intents_module, "insert_new", fail_after_events)
         results = await together(Batcher(engine, None), delivery("evt_1", spec("i1")))
         assert isinstance(results[0], OperationalError)
         assert events(engine) == []

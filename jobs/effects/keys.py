@@ -31,7 +31,7 @@ from bridge.cryptolens.models import (
     TimeRange,
     WebApiLog,
 )
-from bridge.store import attempts, creations, intents, leases, licenses, wake
+from bridge.store import attempts, creations, intents, leases, licenses, lookups, wake
 from jobs.dbcall import in_thread
 from jobs.effects.customers import change_customer, find_or_add_customer
 from jobs.effects.run import READ_BACK_SLACK, Run, failed_outcome, mutate, together, unix
@@ -431,7 +431,7 @@ async def _settle_creates(run: Run, product_id: int, unknown: list[attempts.Open
         key = found.get(attempt.id)
         if key is None:
             continue
-        owner_ref = await in_thread(intents.intent_ref, rt.engine, attempt.intent_id)
+        owner_ref = await in_thread(lookups.intent_ref, rt.engine, attempt.intent_id)
         if owner_ref is None:  # pragma: no cover - attempts reference intents by FK
             continue
         await in_thread(licenses.set_license_key, rt.engine, owner_ref, key, attempt.id)

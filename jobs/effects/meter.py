@@ -63,7 +63,7 @@ async def _customer(run: Run, license_: licenses.LicenseView, aggregate: ledger.
     ref: str | None = license_.ref
     if not license_.ref.startswith("stripe:sub:"):
         ref = await in_thread(
-            ledger.subscription_ref, rt.engine, aggregate.product_id, aggregate.key
+            licenses.subscription_ref, rt.engine, aggregate.product_id, aggregate.key
         )
     if ref is None:
         raise MeterConfigError(
