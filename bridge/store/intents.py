@@ -34,6 +34,7 @@ from bridge.core.intents import Effect, IntentSpec, Status
 from bridge.store import attempts, leases, licenses
 from bridge.store.db import session
 from bridge.store.dbapi import Sql, Tx, insert_rows, tx
+from bridge.store.errors import NotReplayable
 from bridge.store.lookups import DueRow
 from bridge.store.tables import Intent, utcnow
 from bridge.store.wake import wake as wake_license
@@ -346,3 +347,39 @@ def insert_report(t: Tx, values: dict[str, Any], ref: str, due: datetime, now: d
             "due": t.time(due),
         },
     )
+
+
+# -- an operator's replay (``replay``, the admin page) -------------------------------------
+
+REPLAYABLE = frozenset({Status.FAILED.value, Status.NEEDS_REVIEW.value})
+_STATE = Sql("SELECT status, effect, license_ref FROM intent WHERE id = :id {for_update}")
+_AFRESH = Sql(
+    """UPDATE intent SET status = 'pending', attempts = 0, next_attempt_at = NULL,
+    lease_owner = NULL, lease_until = NULL, updated_at = :now WHERE id = :id"""
+)
+
+
+def replay(engine: Engine, intent_id: str, *, key: str | None = None) -> None:
+    """A failed or needs_review intent pending again, its attempts forgotten; ``key``
+    (a key creation's: the key a person found) is its license's from now on. Raises
+    NotReplayable, or KeyHeld (another license holds ``key``), changing nothing."""
+    with tx(engine) as t:
+        row = t.one(_STATE, {"id": intent_id})
+        if row is None:
+            raise NotReplayable(f"no intent {intent_id}")
+        status, effect, ref = row
+        if status not in REPLAYABLE:
+            raise NotReplayable(
+                f"{intent_id} is {status}; only failed or needs_review intents are replayed"
+            )
+        creation = effect == Effect.CREATE_KEY.value
+        if key is not None:
+            if not creation:
+                raise NotReplayable("--key is for create_key intents")
+            licenses.give_key(t, licenses.resolve(t, ref), key)
+        elif status == Status.NEEDS_REVIEW.value and creation:
+            raise NotReplayable(
+                "a key creation needs --key KEY (the key you found is this license's) so "
+                "that no second key is made"
+            )
+        t.run(_AFRESH, {"id": intent_id, "now": t.time(utcnow())})

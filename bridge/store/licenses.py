@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from bridge.core.intents import usage_license_ref
 from bridge.store import attempts, leases
 from bridge.store.dbapi import Sql, Tx, insert_rows, tx
-from bridge.store.errors import KeyHeld
+from bridge.store.errors import KeyHeld, NotReplayable
 
 # The intents of a license under its ref or any alias (``:ref`` resolved already).
 NAMED_BY_REF = (
@@ -190,6 +190,21 @@ def set_license_key(
         t.run(_KEY, {"ref": ref, "key": key})
         if attempt_id is not None:
             attempts.settle(t, attempt_id, "applied")
+
+
+_EXISTS = Sql("SELECT 1 FROM license WHERE ref = :ref")
+_HOLDER = Sql('SELECT ref FROM license WHERE "key" = :key AND ref <> :ref ORDER BY ref')
+
+
+def give_key(t: Tx, ref: str, key: str) -> None:
+    """A person's answer to a review: ``key`` is license ``ref``'s. Refused when the
+    license has no row yet, or another license (of any product) holds the key."""
+    if t.one(_EXISTS, {"ref": ref}) is None:
+        raise NotReplayable("that intent's license has no row yet")
+    holder = t.one(_HOLDER, {"key": key, "ref": ref})
+    if holder is not None:
+        raise KeyHeld(f"that key is license {holder[0]}'s: one key is never two licenses'")
+    t.run(_KEY, {"ref": ref, "key": key})
 
 
 def _held(t: Tx, product_id: int, keys: set[str], *, but: str | None = None) -> set[str]:
