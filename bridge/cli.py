@@ -33,7 +33,7 @@ _COMMANDS = {
     "serve": ("bridge.serve:command", "Run the webhook receiver (Starlette under uvicorn)."),
     "worker": ("jobs.worker:command", "Run the arq worker that applies intents to Cryptolens."),
     "sandbox": ("bridge.sandbox.cli:command", "Run the Cryptolens Web API sandbox."),
-    "migrate": ("bridge.store.db:migrate_command", "Apply the database migrations."),
+    "migrate": ("bridge.cli:migrate_command", "Apply the database migrations."),
     "intents": (
         "bridge.ops.intents:intents_command",
         "List intents and their status (what the bridge did, or will do).",
@@ -118,3 +118,14 @@ class _LazyGroup(click.Group):
 @click.version_option(package_name="cryptolens-bridge")
 def main() -> None:
     """Stripe and CRM webhooks to Cryptolens license effects, exactly once."""
+
+
+@click.command("migrate")
+@click.option("--database-url", envvar="BRIDGE_DATABASE_URL", default="sqlite:///./bridge.db")
+def migrate_command(database_url: str) -> None:
+    """Apply the database migrations (BRIDGE_DATABASE_URL)."""
+    # Imported here: ``--help`` loads no database driver (see the module docstring).
+    from bridge.store.db import migrate, shown
+
+    migrate(database_url)
+    click.echo(f"database is at the newest schema: {shown(database_url)}")

@@ -4,7 +4,7 @@ Usage-based licensing in Cryptolens is often a data object on each key (``usage`
 the licensed app raises with IncrementIntValueToKey. For every product in
 ``[usage.collector] products``, the collector reads each key's counter (one
 ListDataObjectsToKey per key: the general listing cannot filter one product's keys) and
-bills each increase since the last reading (``bridge.store.ledger.record_reading``: the
+bills each increase since the last reading (``bridge.store.counters.record_reading``: the
 watermark moves in the transaction that adds the records, so a second run, or a run
 after a restart, never counts an increase twice; a counter that went down is reported,
 not billed). The keys are those the bridge knows for the product (its licenses).
@@ -28,7 +28,7 @@ from bridge.core.logs import get_logger
 from bridge.core.queue import connect, enqueue_deferred
 from bridge.core.settings import Settings
 from bridge.cryptolens import CryptolensError
-from bridge.store import ledger
+from bridge.store import counters, ledger, licenses
 from jobs.dbcall import in_thread
 from jobs.runtime import Runtime
 
@@ -73,7 +73,7 @@ async def collect_once(rt: Runtime) -> Summary:
             return
         counter = found[0]  # the oldest of that name, as Cryptolens resolves a name
         reading = await in_thread(
-            ledger.record_reading,
+            counters.record_reading,
             rt.engine,
             product_id=product_id,
             key=key,
@@ -97,7 +97,7 @@ async def collect_once(rt: Runtime) -> Summary:
 
     jobs = []
     for product_id in usage.collector.products:
-        keys = await in_thread(ledger.collected_keys, rt.engine, product_id)
+        keys = await in_thread(licenses.keys_of_product, rt.engine, product_id)
         summary.keys += len(keys)
         jobs += [one(product_id, key) for key in keys]
     await asyncio.gather(*jobs)

@@ -14,7 +14,7 @@ from typing import Any
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
 from bridge.store import wake
-from bridge.store.inbox import pending_intents
+from bridge.store.pending import pending_intents
 from jobs.dbcall import in_thread
 from jobs.runtime import Runtime
 

@@ -12,7 +12,8 @@
                                                      not an attempt
     LeaseLost                                     -> stops: nothing sent, nothing written
     no key yet                                    -> parked as waiting (in the claim)
-    NeedsReview                                   -> parked for a person; nothing re-sent
+    NeedsReview, KeyHeld (the store's: a key      -> parked for a person; nothing re-sent
+    another license holds)
 
 arq re-queues a job only when it raises ``Retry``; everything else ends it, so the job
 never lets an exception escape, and the database (not arq) counts attempts. Each run
@@ -35,6 +36,7 @@ from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
 from bridge.store import claims, intents, leases
 from bridge.store.claims import RUNNING_ELSEWHERE
+from bridge.store.errors import KeyHeld
 from jobs.dbcall import in_thread
 from jobs.effects import Run, apply
 from jobs.errors import Busy, LeaseLost, NeedsReview, NotYet
@@ -161,7 +163,7 @@ async def _apply(run: Run) -> tuple[str, list[str]]:
         await in_thread(intents.release, rt.engine, claimed)
         bound.warning("intent run stopped: it is no longer this worker's")
         return "lease_lost", []
-    except NeedsReview as exc:
+    except (NeedsReview, KeyHeld) as exc:
         await in_thread(
             intents.finish, rt.engine, claimed, Status.NEEDS_REVIEW, outcome, error=str(exc)
         )

@@ -20,7 +20,7 @@ from bridge.core.intents import TAG_PREFIX, notes_tag
 from bridge.core.settings import Settings
 from bridge.sandbox.app import create_app
 from bridge.sandbox.config import DEFAULT_TOKEN, Product, SandboxConfig, Template, TemplateObject
-from bridge.store import licenses
+from bridge.store import errors, licenses
 from bridge.store.tables import Attempt, Intent, License, utcnow
 from tests.fixtures.pipeline import make_settings
 from tests.fixtures.runs import add_intent, attempts, finish, intent, later, runtime, step
@@ -274,11 +274,28 @@ class TestHeldKeys:
             s.add(License(ref="a", product_id=1001, template_id=1, key="K-1"))
             s.add(License(ref="b", product_id=1001, template_id=1))
             s.commit()
-        with pytest.raises(licenses.KeyHeld):
+        with pytest.raises(errors.KeyHeld):
             licenses.set_license_key(engine, "b", "K-1", None)
         with Session(engine) as s:
             b = s.get(License, "b")
             assert b is not None and b.key is None
+
+    async def test_a_found_key_another_license_holds_goes_to_a_person(
+        self, settings: Settings, engine: Engine, sandbox_server: SandboxServer
+    ) -> None:
+        """The store refuses the key (KeyHeld); the runner parks the intent for review."""
+        async with runtime(settings, engine) as rt:
+            ours = purchase(engine, "ours")
+            lose(sandbox_server, "key/CreateKey")
+            assert await step(rt, ours) == "retry"
+            [lost] = keys_since(sandbox_server, set())
+            with Session(engine) as s:
+                s.add(License(ref="other", product_id=1001, template_id=1, key=lost))
+                s.commit()
+            assert await finish(rt, ours) == {ours: "needs_review"}
+
+        assert key_of(engine, ours) is None
+        assert "another license's" in (intent(engine, ours).last_error or "")
 
 
 class TestFromTemplateMode:

@@ -45,6 +45,7 @@ from bridge.ops import intents as ops
 from bridge.ops.dryrun import dry_run
 from bridge.ops.errors import NotReplayable, UnknownRecord
 from bridge.state import AppState
+from bridge.store.intents import REPLAYABLE
 
 log = get_logger(__name__)
 
@@ -246,7 +247,7 @@ class Admin:
             session,
             "intent.html",
             page=found,
-            replayable=found.intent.status in ops.REPLAYABLE,
+            replayable=found.intent.status in REPLAYABLE,
             notice=request.query_params.get("notice"),
         )
 

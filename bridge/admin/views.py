@@ -1,66 +1,25 @@
-"""What each admin page shows, read from the database (plain functions: run in a thread).
+"""What each admin page shows: the store's reads (``bridge.store.pages``), with what is
+presentation added here (plain functions: run in a thread).
 
-Reads only. Each returns plain rows the templates render; a row that does not exist is
-``None`` (the route answers 404).
+Reads only. A row that does not exist is ``None`` (the route answers 404).
 """
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func
-from sqlmodel import Session, col, select
-
 from bridge import registry
-from bridge.core.intents import Status
+from bridge.store import pages
 from bridge.store.db import Engine
-from bridge.store.tables import (
-    Attempt,
-    DeliveryCount,
-    Intent,
-    License,
-    LicenseAlias,
-    LoggedDelivery,
-    WebhookEvent,
-)
+from bridge.store.pages import Deliveries, IntentLine, LicenseDetail
+from bridge.store.tables import Attempt, Intent, WebhookEvent
 
-PAGE = 100
+PAGE = pages.PAGE
 # A Cryptolens key as the service writes it: four groups of five capitals.
 KEY = re.compile(r"\b[A-Z]{5}(?:-[A-Z]{5}){3}\b")
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """One row of the deliveries page: a stored event, or a logged refusal/duplicate."""
-
-    at: datetime
-    provider: str
-    outcome: str  # stored (planned / ignored), duplicate, refused
-    cause: str | None
-    external_id: str | None
-    event_type: str | None
-    detail: str | None
-    event_id: int | None = None
-    intents: int = 0
-    client: str | None = None  # refusals and duplicates: the peer's address
-
-
-@dataclass(frozen=True)
-class Deliveries:
-    rows: list[Delivery]
-    providers: list[str]
-    counts: list[DeliveryCount]  # refusals and duplicates ever, by cause
-    stored: dict[str, int]  # events stored, by provider
-
-
-@dataclass(frozen=True)
-class IntentRow:
-    intent: Intent
-    attempts: int
 
 
 @dataclass(frozen=True)
@@ -75,198 +34,50 @@ class IntentPage:
 
 
 @dataclass(frozen=True)
-class LicensePage:
-    ref: str
-    license: License | None
-    aliases: list[str]
-    buyer: dict[str, Any]
-    intents: list[IntentRow]
-    attempts: dict[str, list[Attempt]] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class ReviewRow:
     intent: Intent
     candidates: list[str]
 
 
-def _aware(value: datetime) -> datetime:
-    # SQLite gives back naive datetimes for what was stored in UTC.
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
 def status_counts(engine: Engine) -> dict[str, int]:
-    with Session(engine) as s:
-        rows = s.exec(select(Intent.status, func.count()).group_by(col(Intent.status))).all()
-    counts = {status.value: 0 for status in Status}
-    counts.update({status: n for status, n in rows})
-    return counts
+    return pages.status_counts(engine)
 
 
 def deliveries(engine: Engine, provider: str | None, limit: int = PAGE) -> Deliveries:
-    with Session(engine) as s:
-        events = select(WebhookEvent).order_by(col(WebhookEvent.id).desc()).limit(limit)
-        logged = select(LoggedDelivery).order_by(col(LoggedDelivery.id).desc()).limit(limit)
-        if provider:
-            events = events.where(col(WebhookEvent.provider) == provider)
-            logged = logged.where(col(LoggedDelivery.provider) == provider)
-        event_rows = list(s.exec(events).all())
-        ids = [e.id for e in event_rows]
-        per_event = dict(
-            s.exec(
-                select(Intent.event_id, func.count())
-                .where(col(Intent.event_id).in_(ids))
-                .group_by(col(Intent.event_id))
-            ).all()
-        )
-        rows = [
-            Delivery(
-                at=_aware(e.received_at),
-                provider=e.provider,
-                outcome=f"stored ({e.outcome})",
-                cause=None,
-                external_id=e.external_id,
-                event_type=e.type,
-                detail=e.note,
-                event_id=e.id,
-                intents=per_event.get(e.id, 0),
-            )
-            for e in event_rows
-        ]
-        rows += [
-            Delivery(
-                at=_aware(d.received_at),
-                provider=d.provider,
-                outcome=d.outcome,
-                cause=d.cause,
-                external_id=d.external_id,
-                event_type=None,
-                detail=d.detail,
-                client=d.client,
-            )
-            for d in s.exec(logged).all()
-        ]
-        providers = sorted(
-            set(s.exec(select(WebhookEvent.provider).distinct()).all())
-            | set(s.exec(select(DeliveryCount.provider).distinct()).all())
-        )
-        by_cause = select(DeliveryCount).order_by(
-            col(DeliveryCount.provider), col(DeliveryCount.count).desc()
-        )
-        by_provider = select(WebhookEvent.provider, func.count()).group_by(
-            col(WebhookEvent.provider)
-        )
-        if provider:  # the side tables follow the filter, like the list
-            by_cause = by_cause.where(col(DeliveryCount.provider) == provider)
-            by_provider = by_provider.where(col(WebhookEvent.provider) == provider)
-        counts = list(s.exec(by_cause).all())
-        stored = dict(s.exec(by_provider).all())
-    rows.sort(key=lambda d: d.at, reverse=True)
-    return Deliveries(rows[:limit], providers, counts, stored)
+    return pages.deliveries(engine, provider, limit)
 
 
-def _with_attempts(s: Session, intents: list[Intent]) -> list[IntentRow]:
-    ids = [i.id for i in intents]
-    counts = dict(
-        s.exec(
-            select(Attempt.intent_id, func.count())
-            .where(col(Attempt.intent_id).in_(ids))
-            .group_by(col(Attempt.intent_id))
-        ).all()
-    )
-    return [IntentRow(i, counts.get(i.id, 0)) for i in intents]
+def delivery(engine: Engine, event_id: int) -> tuple[WebhookEvent, list[IntentLine]] | None:
+    return pages.delivery(engine, event_id)
 
 
-def delivery(engine: Engine, event_id: int) -> tuple[WebhookEvent, list[IntentRow]] | None:
-    with Session(engine) as s:
-        event = s.get(WebhookEvent, event_id)
-        if event is None:
-            return None
-        intents = s.exec(
-            select(Intent).where(col(Intent.event_id) == event_id).order_by(col(Intent.id))
-        ).all()
-        return event, _with_attempts(s, list(intents))
-
-
-def intents(engine: Engine, status: str | None, limit: int = PAGE) -> list[IntentRow]:
-    with Session(engine) as s:
-        query = select(Intent).order_by(col(Intent.updated_at).desc()).limit(limit)
-        if status:
-            query = query.where(col(Intent.status) == status)
-        return _with_attempts(s, list(s.exec(query).all()))
-
-
-def _resolve(s: Session, ref: str) -> str:
-    alias = s.get(LicenseAlias, ref)
-    return alias.ref if alias is not None else ref
-
-
-def _json(text: str | None) -> Any:
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
+def intents(engine: Engine, status: str | None, limit: int = PAGE) -> list[IntentLine]:
+    return pages.intents(engine, status, limit)
 
 
 def intent(engine: Engine, intent_id: str) -> IntentPage | None:
-    with Session(engine) as s:
-        row = s.get(Intent, intent_id)
-        if row is None:
-            return None
-        attempts = s.exec(
-            select(Attempt).where(col(Attempt.intent_id) == intent_id).order_by(col(Attempt.id))
-        ).all()
-        event = s.get(WebhookEvent, row.event_id) if row.event_id is not None else None
-        params = _json(row.params)
-        return IntentPage(
-            intent=row,
-            params=params if isinstance(params, dict) else {},
-            result=_json(row.result),
-            attempts=list(attempts),
-            event=event,
-            license_ref=_resolve(s, row.license_ref),
-            occurred=registry.occurred_time(row.license_ref, row.occurred_at),
-        )
+    found = pages.intent(engine, intent_id)
+    if found is None:
+        return None
+    row = found.intent
+    return IntentPage(
+        intent=row,
+        params=found.params,
+        result=found.result,
+        attempts=found.attempts,
+        event=found.event,
+        license_ref=found.license_ref,
+        occurred=registry.occurred_time(row.license_ref, row.occurred_at),
+    )
 
 
-def license_page(engine: Engine, ref: str) -> LicensePage | None:
-    with Session(engine) as s:
-        ref = _resolve(s, ref)
-        row = s.get(License, ref)
-        aliases = list(s.exec(select(LicenseAlias.alias).where(col(LicenseAlias.ref) == ref)).all())
-        names = [ref, *aliases]
-        rows = list(
-            s.exec(
-                select(Intent)
-                .where(col(Intent.license_ref).in_(names))
-                .order_by(col(Intent.occurred_at), col(Intent.id))
-            ).all()
-        )
-        if row is None and not rows:
-            return None
-        buyer: dict[str, Any] = {}
-        for i in rows:
-            params = _json(i.params)
-            if isinstance(params, dict) and isinstance(params.get("customer"), dict):
-                buyer = {**params["customer"], **buyer}
-        attempts: dict[str, list[Attempt]] = {}
-        for attempt in s.exec(
-            select(Attempt)
-            .where(col(Attempt.intent_id).in_([i.id for i in rows]))
-            .order_by(col(Attempt.id))
-        ).all():
-            attempts.setdefault(attempt.intent_id, []).append(attempt)
-        return LicensePage(ref, row, aliases, buyer, _with_attempts(s, rows), attempts)
+def license_page(engine: Engine, ref: str) -> LicenseDetail | None:
+    return pages.license_detail(engine, ref)
 
 
 def review(engine: Engine) -> list[ReviewRow]:
     """The needs_review queue; for a key creation, the keys its read-back named."""
-    with Session(engine) as s:
-        rows = s.exec(
-            select(Intent)
-            .where(col(Intent.status) == Status.NEEDS_REVIEW.value)
-            .order_by(col(Intent.updated_at))
-        ).all()
-    return [ReviewRow(i, list(dict.fromkeys(KEY.findall(i.last_error or "")))) for i in rows]
+    return [
+        ReviewRow(i, list(dict.fromkeys(KEY.findall(i.last_error or ""))))
+        for i in pages.needs_review(engine)
+    ]

@@ -5,7 +5,7 @@ Pure functions on stored text and JSON: ``bridge.store.retention`` prunes with
 address with :class:`Address`. One set of personal keys serves both, so the two cannot
 disagree on what a buyer's field is.
 
-A body is kept as the provider sent it (``bridge.store.inbox.stored_body``) or as JSON
+A body is kept as the provider sent it (``bridge.store.payloads.stored_body``) or as JSON
 re-encoded with ``\\u`` escapes, so an address is looked for in the *decoded* JSON,
 whatever its case and however its characters were escaped.
 """
@@ -137,7 +137,7 @@ class Address:
 
 def erased_text(stored: str, address: Address) -> str | None:
     """A plain text column (a note, an error) without the address; None if unchanged.
-    A text stored JSON-escaped (``bridge.store.inbox.storable_text``) is judged decoded."""
+    A text stored JSON-escaped (``bridge.store.payloads.storable_text``) is judged decoded."""
     if address.in_text(stored):
         return address.erase_text(stored)
     if "\\" in stored:

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 
 from bridge.core import metrics
 from bridge.state import AppState
-from bridge.store import inbox
+from bridge.store import payloads
 from bridge.store.db import StoreError
 from bridge.store.inbox import Delivery, Recorded
 
@@ -104,7 +104,7 @@ def refuse(request: Request, provider: str, refused: Refused) -> Response:
 
 def stored_json(value: Any) -> str:
     """A payload (or one event of a batch) as stored: compact JSON, secrets redacted."""
-    return json.dumps(inbox.redact(value), separators=(",", ":"), default=str)
+    return json.dumps(payloads.redact(value), separators=(",", ":"), default=str)
 
 
 async def record(

@@ -35,11 +35,11 @@ from bridge.core.queue import connect, enqueue
 from bridge.core.settings import Settings
 from bridge.ops.errors import NotReplayable, UnknownRecord
 from bridge.ops.terminal import say
-from bridge.store.db import Engine, make_engine, session
-from bridge.store.tables import Attempt, Intent, License, LicenseAlias, WebhookEvent, utcnow
-
-REPLAYABLE = {Status.FAILED.value, Status.NEEDS_REVIEW.value}
-
+from bridge.store import errors as store_errors
+from bridge.store import intents as store_intents
+from bridge.store.db import Engine, make_engine
+from bridge.store.intents import REPLAYABLE
+from bridge.store.tables import Attempt, Intent, WebhookEvent
 
 _SINCE = click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"])
 
@@ -235,43 +235,14 @@ def event_show_command(event_id: str, payload: bool, as_json: bool) -> None:
 
 
 def replay(engine: Engine, intent_id: str, *, key: str | None = None) -> None:
-    """Make a failed or needs-review intent pending again (and claim ``key`` for it)."""
-    with session(engine) as s:
-        intent = s.get(Intent, intent_id, with_for_update=True)
-        if intent is None:
-            raise UnknownRecord(f"no intent {intent_id}")
-        if intent.status not in REPLAYABLE:
-            raise NotReplayable(
-                f"{intent_id} is {intent.status}; only failed or needs_review intents are replayed"
-            )
-        if key is not None:
-            if intent.effect != Effect.CREATE_KEY.value:
-                raise NotReplayable("--key is for create_key intents")
-            alias = s.get(LicenseAlias, intent.license_ref)
-            license_ = s.get(License, alias.ref if alias else intent.license_ref)
-            if license_ is None:
-                raise NotReplayable("that intent's license has no row yet")
-            holder = s.exec(
-                select(License.ref).where(col(License.key) == key, col(License.ref) != license_.ref)
-            ).first()
-            if holder is not None:
-                raise NotReplayable(
-                    f"that key is license {holder}'s: one key is never two licenses'"
-                )
-            license_.key = key
-        elif (
-            intent.status == Status.NEEDS_REVIEW.value and intent.effect == Effect.CREATE_KEY.value
-        ):
-            raise NotReplayable(
-                "a key creation needs --key KEY (the key you found is this license's) so "
-                "that no second key is made"
-            )
-        intent.status = Status.PENDING.value
-        intent.attempts = 0
-        intent.next_attempt_at = None
-        intent.lease_owner = None
-        intent.lease_until = None
-        intent.updated_at = utcnow()
+    """Make a failed or needs-review intent pending again (and claim ``key`` for it):
+    the store's replay, its refusals as the operator's errors."""
+    try:
+        store_intents.replay(engine, intent_id, key=key)
+    except store_errors.UnknownIntent as exc:
+        raise UnknownRecord(str(exc)) from None
+    except (store_errors.NotReplayable, store_errors.KeyHeld) as exc:
+        raise NotReplayable(str(exc)) from None
 
 
 def _targets(engine: Engine, ids: tuple[str, ...], *, replayable: bool) -> list[str]:

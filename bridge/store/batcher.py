@@ -19,7 +19,7 @@ What a request sees is what it would see alone:
   in the database and the worker's relay queues them.
 
 On SQLite the flusher also runs the WAL checkpoints, rather than letting a commit run one
-on the event loop (see :func:`bridge.store.inbox.checkpoint`), in two steps and in a thread
+on the event loop (see :func:`bridge.store.wal.checkpoint`), in two steps and in a thread
 (the loop goes on taking requests). Every ``checkpoint_every`` commits, a checkpoint
 copies the WAL into the database while commits go on. Once it is done, the flusher runs
 a second one between two of its transactions: it has only what was committed meanwhile
@@ -40,14 +40,14 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from bridge.core import metrics
 from bridge.core.logs import get_logger
 from bridge.core.queue import ENQUEUE_TIMEOUT, Enqueuer
-from bridge.store import inbox
+from bridge.store import inbox, wal
 from bridge.store.db import is_sqlite
 from bridge.store.inbox import Delivery, Recorded
 
 log = get_logger(__name__)
 
 MAX_BATCH = 256
-# SQLite commits between two checkpoints (``bridge.store.inbox.checkpoint``): about the 1000
+# SQLite commits between two checkpoints (``bridge.store.wal.checkpoint``): about the 1000
 # WAL pages after which SQLite would checkpoint by itself, at ingest's batch sizes.
 CHECKPOINT_EVERY = 64
 # Under concurrent load, how long a flush waits for deliveries in flight. uvloop (what
@@ -183,7 +183,7 @@ class Batcher:
     async def _checkpoint(self) -> None:
         # In a thread: the driver lets go of the GIL for the whole checkpoint.
         try:
-            await asyncio.to_thread(inbox.checkpoint, self.engine)
+            await asyncio.to_thread(wal.checkpoint, self.engine)
         except Exception as exc:  # the next one catches up
             log.warning("checkpoint failed", error=type(exc).__name__)
 

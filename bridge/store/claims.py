@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import Engine
 
 from bridge.core.intents import TERMINAL, Effect, Status, merge_start
-from bridge.store import attempts, intents, leases, licenses
+from bridge.store import attempts, intents, leases, licenses, lookups
 from bridge.store.attempts import OpenAttempt
 from bridge.store.dbapi import Sql, Tx, tx
-from bridge.store.intents import IntentRow
 from bridge.store.licenses import LicenseView
+from bridge.store.lookups import IntentRow
 from bridge.store.tables import utcnow
 
 RUNNING_ELSEWHERE = "running elsewhere"
@@ -87,7 +87,7 @@ def claim(
     run (``bridge.store.leases``)."""
     now = due = at or utcnow()
     with tx(engine) as t:
-        row = intents.get(t, intent_id)
+        row = lookups.get(t, intent_id)
         if row is None:
             return NotClaimed("no such intent", None)
         not_now = _not_due(row, now, due)
@@ -201,12 +201,12 @@ def _gather(
 ) -> tuple[Claimed, ...]:
     """Take the other due intents this run sends with its own (``Claimed.companions``):
     the license's events, or any license's myTracker items of the same effect
-    (``intents.due``). Left out: one whose earlier call's outcome is unknown (its own
+    (``lookups.due``). Left out: one whose earlier call's outcome is unknown (its own
     run settles it first, alone), one a CRM deal must complete first, one another run
     holds."""
     until = now + timedelta(seconds=lease)
     taken: list[Claimed] = []
-    for row in intents.due(t, effect, lead, ref, due, BATCH_SIZES[effect] - 1):
+    for row in lookups.due(t, effect, lead, ref, due, BATCH_SIZES[effect] - 1):
         params = json.loads(row.params)
         if "deal_id" in params or not intents.take(t, row, owner, until, now):
             continue

@@ -19,7 +19,6 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-import click
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
 from sqlalchemy import Connection, create_engine, event, text
@@ -131,9 +130,6 @@ def migrate(url: str) -> None:
     alembic_command.upgrade(alembic_config(url), "head")
 
 
-@click.command("migrate")
-@click.option("--database-url", envvar="BRIDGE_DATABASE_URL", default="sqlite:///./bridge.db")
-def migrate_command(database_url: str) -> None:
-    """Apply the database migrations (BRIDGE_DATABASE_URL)."""
-    migrate(database_url)
-    click.echo(f"database is at the newest schema: {make_url(database_url).render_as_string()}")
+def shown(url: str) -> str:
+    """``url`` fit to print: its password masked."""
+    return make_url(url).render_as_string()

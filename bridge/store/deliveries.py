@@ -47,7 +47,7 @@ from sqlalchemy import DateTime, Engine, bindparam, text
 
 from bridge.core.logs import get_logger
 from bridge.store.db import transaction
-from bridge.store.inbox import storable_text
+from bridge.store.payloads import storable_text
 from bridge.store.tables import utcnow
 
 log = get_logger(__name__)

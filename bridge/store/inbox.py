@@ -15,48 +15,19 @@ commit, and SQLAlchemy's transaction around them more than SQLite took to store 
 
 from __future__ import annotations
 
-import codecs
-import hashlib
-import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from functools import cache
-from itertools import chain
 from typing import Any
 
-import orjson
 from sqlalchemy import Dialect, Engine
-from sqlmodel import col, select
 
-from bridge.core.intents import Effect, IntentSpec, Plan, Status
-from bridge.store.db import is_sqlite, session
-from bridge.store.dbapi import tx
-from bridge.store.tables import Intent, WebhookEvent, utcnow
-
-# Keys whose values are secrets even inside a provider's payload (a Checkout Session's
-# client_secret lets anyone complete it from a browser). They are never stored.
-SECRET_KEYS = frozenset({"client_secret", "secret", "api_key", "password", "token"})
-REDACTED = "[redacted]"
-
-# In raw JSON, each secret key as a quoted name (a key spelled with \u escapes would not
-# match, hence the second check in ``stored_body``), and what follows one whose value is
-# null. A match inside a string value only costs the slow path.
-_SECRET_NAMES = tuple(b'"%s"' % k.encode() for k in sorted(SECRET_KEYS))
-_NULL_VALUE = re.compile(rb"\s*:\s*null\b")
-_BOM = codecs.BOM_UTF8
-
-# Rows per INSERT: far below SQLite's (32766) and PostgreSQL's (65535) parameter limits.
-_ROWS_PER_STATEMENT = 500
-
-_PENDING, _WAITING = Status.PENDING.value, Status.WAITING.value
-
-
-def _params_json(params: dict[str, Any]) -> str:
-    """An intent's params as stored: compact JSON, keys sorted (orjson: a tenth of the
-    standard library's time, and the same value when read back)."""
-    return orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
+from bridge.core.intents import Effect, IntentSpec, Plan
+from bridge.store import intents, licenses, wal
+from bridge.store.db import is_sqlite
+from bridge.store.dbapi import Tx, insert_rows, tx
+from bridge.store.payloads import escaped, fits, stored_payload
+from bridge.store.tables import WebhookEvent, utcnow
 
 
 @dataclass(frozen=True)
@@ -86,55 +57,6 @@ class Delivery:
     plan: Plan
 
 
-def redact(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: (REDACTED if k in SECRET_KEYS and v is not None else redact(v))
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
-
-
-def stored_payload(payload: dict[str, Any]) -> str:
-    """The payload as stored: compact JSON without secrets."""
-    return json.dumps(redact(payload), separators=(",", ":"))
-
-
-def stored_body(body: bytes, payload: dict[str, Any]) -> str:
-    """What to store for a raw JSON ``body`` that parsed to ``payload``: the body itself
-    when it provably holds no secret to redact (no secret key with a non-null value, no
-    ``\\u`` escape that could spell one) and is UTF-8 without a byte order mark or a NUL,
-    else :func:`stored_payload`. (UTF-16/32 text whose characters are ASCII decodes as
-    UTF-8 with a NUL after each: the search for a secret key would miss it, and
-    PostgreSQL refuses NULs in text.)"""
-    if (
-        b"\\u" not in body
-        and b"\x00" not in body
-        and not body.startswith(_BOM)
-        and not _names_a_secret(body)
-    ):
-        try:
-            return body.decode("utf-8")
-        except UnicodeDecodeError:
-            pass
-    return stored_payload(payload)
-
-
-def _names_a_secret(body: bytes) -> bool:
-    """Whether a secret key with a value other than null may be in ``body`` (a find per
-    key: a regular expression with the keys as alternatives tried each quote instead)."""
-    for name in _SECRET_NAMES:
-        at = body.find(name)
-        while at != -1:
-            at += len(name)
-            if _NULL_VALUE.match(body, at) is None:
-                return True
-            at = body.find(name, at)
-    return False
-
-
 def record(
     engine: Engine,
     *,
@@ -157,52 +79,24 @@ def record(
 _EXTERNAL_ID_MAX, _TYPE_MAX, _NOTE_MAX = 255, 100, 500
 
 
-def _fits(text: str, limit: int) -> bool:
-    """Whether both databases store ``text`` as it is: no NUL (PostgreSQL refuses one in
-    text), no lone surrogate (JSON's ``\\ud800`` makes one; UTF-8 has none) and within
-    the column's bound."""
-    if len(text) > limit or "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _escaped(text: str, limit: int) -> str:
-    """``text`` as JSON escapes it (``\\u0000``), the same for every redelivery; over
-    ``limit`` its SHA-256 instead."""
-    escaped = json.dumps(text)[1:-1]
-    if len(escaped) <= limit:
-        return escaped
-    return "sha256:" + hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-def storable_text(text: str, limit: int) -> str:
-    """``text`` as a text column of ``limit`` characters takes it on both databases:
-    itself, or escaped (:func:`_escaped`)."""
-    return text if _fits(text, limit) else _escaped(text, limit)
-
-
 def storable(delivery: Delivery) -> Delivery:
     """``delivery`` as the database can take it. A verified delivery whose id or type it
     cannot store (a NUL, a lone surrogate, too long) is stored with them escaped, as
     ignored with the reason: refused with a 5xx it would come again for ever (Pipedrive
     disables a webhook that keeps failing), and no event the bridge acts on is named so."""
     d = delivery
-    if not (_fits(d.external_id, _EXTERNAL_ID_MAX) and _fits(d.event_type, _TYPE_MAX)):
+    if not (fits(d.external_id, _EXTERNAL_ID_MAX) and fits(d.event_type, _TYPE_MAX)):
         return replace(
             d,
-            external_id=_escaped(d.external_id, _EXTERNAL_ID_MAX),
-            event_type=_escaped(d.event_type, _TYPE_MAX),
+            external_id=escaped(d.external_id, _EXTERNAL_ID_MAX),
+            event_type=escaped(d.event_type, _TYPE_MAX),
             plan=Plan(
                 ignored="its id or type holds a NUL or a lone surrogate, or is too long:"
                 " stored escaped, not acted on"
             ),
         )
-    if d.plan.ignored is not None and not _fits(d.plan.ignored, _NOTE_MAX):
-        return replace(d, plan=replace(d.plan, ignored=_escaped(d.plan.ignored, _NOTE_MAX)))
+    if d.plan.ignored is not None and not fits(d.plan.ignored, _NOTE_MAX):
+        return replace(d, plan=replace(d.plan, ignored=escaped(d.plan.ignored, _NOTE_MAX)))
     return d
 
 
@@ -211,23 +105,22 @@ def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded
     (each as :func:`storable` makes it).
 
     Rows are inserted sorted by their unique keys (key creations first, see
-    :func:`_insert_intents`), so that concurrent transactions on PostgreSQL take the keys'
-    locks in one order and cannot deadlock.
+    :func:`bridge.store.intents.insert_new`), so that concurrent transactions on
+    PostgreSQL take the keys' locks in one order and cannot deadlock.
     """
     deliveries = [storable(d) for d in deliveries]
-    sql = _sql(engine.dialect)
     # The first delivery of each event id is the one that may be new; later ones in the
     # same batch are duplicates, as they would be one after the other.
     first: dict[tuple[str, str], int] = {}
     for i, d in enumerate(deliveries):
         first.setdefault((d.provider, d.external_id), i)
-    setup = _checkpoints_apart if is_sqlite(engine) else None
+    setup = wal.checkpoints_apart if is_sqlite(engine) else None
     with tx(engine, setup=setup) as t:
-        cursor = t.cursor
         now = t.time(utcnow())  # as the driver stores it
-        event_ids = _insert_events(cursor, sql, [deliveries[i] for i in first.values()], now)
+        boolean = _boolean(engine.dialect)
+        event_ids = _insert_events(t, boolean, [deliveries[i] for i in first.values()], now)
         owner: dict[str, int] = {}  # intent id -> the delivery that implied it first
-        intents: list[tuple[IntentSpec, int | None]] = []
+        new: list[tuple[IntentSpec, int | None]] = []
         starts: list[tuple[IntentSpec, int, int]] = []  # key creations: spec, event, delivery
         aliases: dict[str, str] = {}
         for i, d in enumerate(deliveries):
@@ -238,25 +131,19 @@ def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded
             for spec in d.plan.intents:
                 if spec.id not in owner:
                     owner[spec.id] = i
-                    intents.append((spec, event_id))
+                    new.append((spec, event_id))
                 if spec.effect is Effect.CREATE_KEY:
                     starts.append((spec, event_id, i))
             for alias, ref in d.plan.aliases:
                 aliases.setdefault(alias, ref)
-        inserted, parked = _insert_intents(cursor, sql, intents, now)
-        _insert_aliases(cursor, sql, aliases)
+        inserted, parked = intents.insert_new(t, new, now)
+        licenses.add_aliases(t, aliases)
         # A key creation already stored (by an earlier delivery or batch) keeps what this
         # delivery says about it: the worker merges it before creating the key.
         hints = [(s, e, i) for s, e, i in starts if not (s.id in inserted and owner[s.id] == i)]
-        hinted_by = _insert_start_hints(cursor, sql, [(s, e) for s, e, _ in hints])
-        if hinted_by:
-            # A waiting creation may run now: the hint may name its template.
-            marks = ",".join([sql.mark] * len(hinted_by))  # placeholders; the ids are bound
-            cursor.execute(
-                "UPDATE intent SET next_attempt_at = NULL"  # noqa: S608
-                f" WHERE status = 'pending' AND id IN ({marks})",
-                sorted(hinted_by),
-            )
+        hinted_by = _insert_start_hints(t, [(s, e) for s, e, _ in hints])
+        # A waiting creation may run now: the hint may name its template.
+        intents.due_now(t, hinted_by)
     results: list[Recorded] = []
     for i, d in enumerate(deliveries):
         key = (d.provider, d.external_id)
@@ -264,88 +151,29 @@ def record_many(engine: Engine, deliveries: Sequence[Delivery]) -> list[Recorded
         if event_id is None or first[key] != i:
             results.append(Recorded(duplicate=True, event_id=None, new_intents=[]))
             continue
-        new = [s.id for s in d.plan.intents if owner.get(s.id) == i and s.id in inserted]
+        ids = [s.id for s in d.plan.intents if owner.get(s.id) == i and s.id in inserted]
         results.append(
             Recorded(
                 duplicate=False,
                 event_id=event_id,
-                new_intents=[i for i in new if i not in parked],
-                parked=[i for i in new if i in parked],
+                new_intents=[i for i in ids if i not in parked],
+                parked=[i for i in ids if i in parked],
                 hinted=sorted({s.id for s, _, j in hints if j == i and s.id in hinted_by}),
             )
         )
     return results
 
 
-@dataclass(frozen=True)
-class _Sql:
-    mark: str  # the driver's positional placeholder
-    boolean: Any
-
-
 @cache
-def _sql(dialect: Dialect) -> _Sql:
-    def processor(column: Any) -> Any:
-        process = column.type.dialect_impl(dialect).bind_processor(dialect)
-        return process if process is not None else (lambda value: value)
-
-    table = WebhookEvent.__table__  # type: ignore[attr-defined]
-    return _Sql(
-        mark="?" if dialect.paramstyle == "qmark" else "%s",
-        boolean=processor(table.c.livemode),
-    )
-
-
-def _checkpoints_apart(cursor: Any) -> None:
-    """SQLite connections that store deliveries leave WAL checkpoints to :func:`checkpoint`."""
-    cursor.execute("PRAGMA wal_autocheckpoint=0")
-
-
-def checkpoint(engine: Engine) -> None:
-    """Copy what the WAL holds into the SQLite database file, as far as readers allow.
-
-    SQLite runs this inside a commit once the WAL passes 1000 pages: a few milliseconds
-    of copying and two fsyncs that would stall every request waiting on the event loop
-    (the p99 of ingest). The connections that store deliveries leave it out
-    (``wal_autocheckpoint=0``), and the batcher runs it in a thread instead, in two
-    steps so that the WAL starts over (see ``bridge.store.batcher``). A PASSIVE checkpoint
-    never waits for a lock. Driver errors are raised as they are (the batcher logs them).
-    """
-    connection = engine.raw_connection()
-    try:
-        cursor = connection.cursor()
-        try:
-            cursor.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            cursor.fetchall()
-        finally:
-            cursor.close()
-    finally:
-        connection.close()
-
-
-@cache
-def _statement(head: str, tail: str, mark: str, width: int, rows: int) -> str:
-    group = "(" + ",".join([mark] * width) + ")"
-    return f"{head} VALUES {','.join([group] * rows)} {tail}"
-
-
-def _insert(cursor: Any, sql: _Sql, head: str, rows: list[tuple[Any, ...]], tail: str) -> list[Any]:
-    """``head VALUES (...), (...) tail``, a chunk of rows at a time; the RETURNING rows."""
-    returned: list[Any] = []
-    if not rows:
-        return returned
-    width = len(rows[0])
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        chunk = rows[start : start + _ROWS_PER_STATEMENT]
-        statement = _statement(head, tail, sql.mark, width, len(chunk))
-        cursor.execute(statement, list(chain.from_iterable(chunk)))
-        if cursor.description is not None:
-            returned.extend(cursor.fetchall())
-    return returned
+def _boolean(dialect: Dialect) -> Any:
+    """How the driver takes ``webhook_event.livemode``."""
+    column = WebhookEvent.__table__.c.livemode  # type: ignore[attr-defined]
+    process = column.type.dialect_impl(dialect).bind_processor(dialect)
+    return process if process is not None else (lambda value: value)
 
 
 def _insert_events(
-    cursor: Any, sql: _Sql, deliveries: list[Delivery], now: Any
+    t: Tx, boolean: Any, deliveries: list[Delivery], now: Any
 ) -> dict[tuple[str, str], int]:
     """Insert the events that are not stored yet; returns their ids by (provider, id)."""
     rows = sorted(
@@ -354,7 +182,7 @@ def _insert_events(
             d.external_id,
             d.event_type,
             d.api_version,
-            sql.boolean(d.livemode),
+            boolean(d.livemode),
             d.payload,
             now,  # received_at
             "ignored" if d.plan.ignored is not None or not d.plan.intents else "planned",
@@ -362,9 +190,8 @@ def _insert_events(
         )
         for d in deliveries
     )
-    returned = _insert(
-        cursor,
-        sql,
+    returned = insert_rows(
+        t,
         "INSERT INTO webhook_event (provider, external_id, type, api_version, livemode,"
         " payload, received_at, outcome, note)",
         rows,
@@ -373,84 +200,16 @@ def _insert_events(
     return {(provider, external_id): id_ for id_, provider, external_id in returned}
 
 
-def _insert_intents(
-    cursor: Any, sql: _Sql, intents: list[tuple[IntentSpec, int | None]], now: Any
-) -> tuple[set[str], set[str]]:
-    """Insert the intents that are not stored yet; returns the ids inserted, and those of
-    them stored waiting.
-
-    An intent on a license whose key a new intent creates is stored waiting: sent to a
-    worker now it would only find no key and park itself; the key's job runs it the
-    moment the key exists. Only when the creating intent is new in this very
-    transaction: then it cannot have finished, and its end is what wakes them. So key
-    creations are inserted first, the rest after with the status that follows. (A given
-    id is always one or the other, so every transaction still takes the locks in one
-    order: key creations by id, then the rest by id.)
-    """
-    creations = [(s, e) for s, e in intents if s.effect is Effect.CREATE_KEY]
-    rest = [(s, e) for s, e in intents if s.effect is not Effect.CREATE_KEY]
-    inserted = _insert_intent_rows(cursor, sql, creations, now, frozenset())
-    creating = frozenset(s.license_ref for s, _ in creations if s.id in inserted)
-    inserted_rest = _insert_intent_rows(cursor, sql, rest, now, creating)
-    waiting = {s.id for s, _ in rest if s.license_ref in creating and s.id in inserted_rest}
-    return inserted | inserted_rest, waiting
-
-
-def _insert_intent_rows(
-    cursor: Any,
-    sql: _Sql,
-    intents: list[tuple[IntentSpec, int | None]],
-    now: Any,
-    waiting_on: frozenset[str],
-) -> set[str]:
-    rows = sorted(
-        (
-            spec.id,
-            spec.effect.value,
-            spec.license_ref,
-            _params_json(spec.params),
-            spec.occurred_at,
-            _WAITING if spec.license_ref in waiting_on else _PENDING,
-            0,
-            event_id,
-            now,  # created_at
-            now,  # updated_at
-        )
-        for spec, event_id in intents
-    )
-    returned = _insert(
-        cursor,
-        sql,
-        "INSERT INTO intent (id, effect, license_ref, params, occurred_at, status, attempts,"
-        " event_id, created_at, updated_at)",
-        rows,
-        "ON CONFLICT (id) DO NOTHING RETURNING id",
-    )
-    return {id_ for (id_,) in returned}
-
-
-def _insert_start_hints(cursor: Any, sql: _Sql, hints: list[tuple[IntentSpec, int]]) -> set[str]:
+def _insert_start_hints(t: Tx, hints: list[tuple[IntentSpec, int]]) -> set[str]:
     """Store the hints not stored yet; the key creations they were added to."""
-    rows = sorted((spec.id, event_id, _params_json(spec.params)) for spec, event_id in hints)
-    returned = _insert(
-        cursor,
-        sql,
+    rows = sorted((spec.id, event_id, intents.params_json(spec.params)) for spec, event_id in hints)
+    returned = insert_rows(
+        t,
         "INSERT INTO start_hint (intent_id, event_id, params)",
         rows,
         "ON CONFLICT (intent_id, event_id) DO NOTHING RETURNING intent_id",
     )
     return {intent_id for (intent_id,) in returned}
-
-
-def _insert_aliases(cursor: Any, sql: _Sql, aliases: dict[str, str]) -> None:
-    rows = sorted(aliases.items())
-    _insert(
-        cursor,
-        sql,
-        "INSERT INTO license_alias (alias, ref)",
-        rows,
-        "ON CONFLICT (alias) DO NOTHING",
-    )
 
 
 def add_intents(engine: Engine, specs: Sequence[IntentSpec]) -> list[str]:
@@ -459,29 +218,6 @@ def add_intents(engine: Engine, specs: Sequence[IntentSpec]) -> list[str]:
     The same insert-on-conflict-do-nothing under deterministic ids as a delivery's
     intents: a repair planned twice is stored once. No event row: ``event_id`` is NULL.
     """
-    sql = _sql(engine.dialect)
     with tx(engine) as t:
-        now = t.time(utcnow())
-        inserted, parked = _insert_intents(t.cursor, sql, [(s, None) for s in specs], now)
+        inserted, parked = intents.insert_new(t, [(s, None) for s in specs], t.time(utcnow()))
     return sorted(inserted - parked)
-
-
-def pending_intents(engine: Engine, limit: int = 1000, *, now: datetime) -> list[str]:
-    """Intents a worker should (re)try at ``now`` (the runtime's time, which leases run
-    on): pending ones, and running ones whose lease has run out. The relay's work list."""
-    with session(engine) as s:
-        stmt = (
-            select(col(Intent.id))
-            .where(col(Intent.status) == Status.PENDING.value)
-            .order_by(col(Intent.created_at))
-            .limit(limit)
-        )
-        ids = list(s.execute(stmt).scalars())
-        stale = (
-            select(col(Intent.id))
-            .where(col(Intent.status) == Status.RUNNING.value)
-            .where(col(Intent.lease_until) < now)
-            .limit(limit)
-        )
-        ids.extend(s.execute(stale).scalars())
-        return ids

@@ -2,7 +2,9 @@
 
 Intent status moves only through this module (and the claim, ``bridge.store.claims``,
 and waking, ``bridge.store.wake``, which call it or write only ``waiting -> pending``),
-so the rules live in one place:
+so the rules live in one place. Every intent row is inserted here too (a delivery's:
+:func:`insert_new`; a usage aggregate's: :func:`insert_report`); reads are in
+``bridge.store.lookups``. The rules:
 
 - a claim is a lease on the intent *and* on its license, taken in one transaction
   (effects on one license never run concurrently); an intent whose license has no key
@@ -24,30 +26,22 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import Engine, update
 from sqlmodel import col
 
-from bridge.core import blocks
-from bridge.core.intents import Effect, Status
+from bridge.core.intents import Effect, IntentSpec, Status
 from bridge.store import attempts, leases, licenses
 from bridge.store.db import session
-from bridge.store.dbapi import Sql, Tx, tx
-from bridge.store.licenses import NAMED_BY_REF
+from bridge.store.dbapi import Sql, Tx, insert_rows, tx
+from bridge.store.errors import NotReplayable, UnknownIntent
+from bridge.store.lookups import DueRow
 from bridge.store.tables import Intent, utcnow
 from bridge.store.wake import wake as wake_license
 
 if TYPE_CHECKING:
     from bridge.store.claims import Claimed
 
-# The hot paths run plain SQL on the driver's cursor (bridge.store.dbapi): through
-# SQLAlchemy's execution layer they cost several times what the database takes to run
-# them. Rare paths keep the ORM.
-_GET = Sql(
-    """SELECT effect, license_ref, params, occurred_at, status, attempts, lease_until,
-    next_attempt_at, created_at FROM intent WHERE id = :id {for_update}"""
-)
-_PARAMS = Sql("SELECT params FROM intent WHERE id = :id")
-_REF = Sql("SELECT license_ref FROM intent WHERE id = :id")
 _OWNED = Sql(
     """SELECT attempts FROM intent WHERE id = :id AND lease_owner = :owner
     AND status = 'running' {for_update}"""
@@ -69,37 +63,6 @@ _AGAIN = Sql(
     lease_owner = NULL, lease_until = NULL, next_attempt_at = :next_at, updated_at = :now
     WHERE id = :id"""
 )
-# The other due REGISTER_EVENT intents of a license (under its ref or an alias) that no
-# run holds, whose earlier call, if any, is settled, and that were never in a refused
-# call (a refused batch is sent again event by event, each alone): a lead's companions.
-# PostgreSQL: rows another claim holds (its lead, or its own companions) are passed over,
-# not waited for: two leads of one key would otherwise each wait for the other's.
-_DUE_EVENTS = Sql(
-    """SELECT id, license_ref, params, occurred_at, attempts, created_at, updated_at
-    FROM intent WHERE effect = 'register_event' AND status = 'pending' AND id <> :lead
-    AND (next_attempt_at IS NULL OR next_attempt_at <= :due)"""  # noqa: S608
-    f" AND {NAMED_BY_REF}"
-    """ AND NOT EXISTS (SELECT 1 FROM attempt WHERE attempt.intent_id = intent.id
-    AND (attempt.outcome IS NULL OR attempt.outcome IN ('unknown', 'refused')))
-    ORDER BY id LIMIT :limit {skip_locked}"""
-)
-# The other due intents of one myTracker effect, of any license (myTracker batches are
-# per app), that no run holds and that never had a call refused or left unresolved: a
-# batch refused for one bad item is sent again item by item, each alone.
-_DUE_TRACKS = Sql(
-    """SELECT id, license_ref, params, occurred_at, attempts, created_at, updated_at
-    FROM intent WHERE effect = :effect AND status = 'pending' AND id <> :lead
-    AND (next_attempt_at IS NULL OR next_attempt_at <= :due)
-    AND NOT EXISTS (SELECT 1 FROM attempt WHERE attempt.intent_id = intent.id
-    AND (attempt.outcome IS NULL OR attempt.outcome IN ('unknown', 'refused')))
-    ORDER BY id LIMIT :limit {skip_locked}"""
-)
-# A license's block and unblock intents, under its ref or an alias, whatever their status:
-# an ending block holds from the moment it is stored (bridge.core.blocks).
-_BLOCK_INTENTS = Sql(
-    "SELECT id, effect, params, occurred_at FROM intent WHERE effect IN ('block', 'unblock')"  # noqa: S608
-    f" AND {NAMED_BY_REF} ORDER BY id"
-)
 # Taken only if unchanged since it was read (every status change writes updated_at), so
 # an intent another run claimed, or claimed, sent and put back meanwhile with an attempt
 # now unresolved, is never taken; SQLite's BEGIN IMMEDIATE serializes the claims outright.
@@ -109,34 +72,6 @@ _TAKE = Sql(
 )
 
 
-@dataclass(frozen=True)
-class IntentRow:
-    """An intent's row as a claim reads it (locked, on PostgreSQL)."""
-
-    effect: Effect
-    license_ref: str
-    params: str  # JSON
-    occurred_at: int
-    status: Status
-    attempts: int
-    lease_until: datetime | None
-    next_attempt_at: datetime | None
-    created_at: datetime | None
-
-
-@dataclass(frozen=True)
-class DueRow:
-    """A due intent a lead's run may take along (see ``bridge.store.claims``)."""
-
-    id: str
-    license_ref: str
-    params: str  # JSON
-    occurred_at: int
-    attempts: int
-    created_at: datetime | None
-    seen: Any  # updated_at as stored: the take succeeds only if it is unchanged
-
-
 @dataclass
 class Outcome:
     """What a run learned, written with its final status in one transaction."""
@@ -144,24 +79,6 @@ class Outcome:
     attempts: dict[int, str] = field(default_factory=dict)  # attempt id -> outcome
     license: dict[str, Any] = field(default_factory=dict)  # License column -> value
     results: dict[str, dict[str, Any]] = field(default_factory=dict)  # companion -> result
-
-
-def get(t: Tx, intent_id: str) -> IntentRow | None:
-    row = t.one(_GET, {"id": intent_id})
-    if row is None:
-        return None
-    effect, license_ref, params, occurred_at, status, attempts_, until, next_at, created = row
-    return IntentRow(
-        Effect(effect),
-        license_ref,
-        params,
-        occurred_at,
-        Status(status),
-        attempts_,
-        t.read_time(until),
-        t.read_time(next_at),
-        t.read_time(created),
-    )
 
 
 def run(t: Tx, intent_id: str, owner: str, until: datetime, now: datetime) -> None:
@@ -185,21 +102,6 @@ def take(t: Tx, row: DueRow, owner: str, until: datetime, now: datetime) -> bool
         "seen": row.seen,
     }
     return t.run(_TAKE, taking) == 1
-
-
-def due(t: Tx, effect: Effect, lead: str, ref: str, due_at: datetime, limit: int) -> list[DueRow]:
-    """The intents a lead's run may send with its own: the license's due events
-    (``_DUE_EVENTS``), or any license's due myTracker items of the effect (``_DUE_TRACKS``)."""
-    if effect is Effect.REGISTER_EVENT:
-        query = {"lead": lead, "ref": ref, "due": t.time(due_at), "limit": limit}
-        rows = t.all(_DUE_EVENTS, query)
-    else:
-        query = {"lead": lead, "effect": effect.value, "due": t.time(due_at), "limit": limit}
-        rows = t.all(_DUE_TRACKS, query)
-    return [
-        DueRow(id_, license_ref, params, occurred_at, attempts_, t.read_time(created), seen)
-        for id_, license_ref, params, occurred_at, attempts_, created, seen in rows
-    ]
 
 
 def owned(t: Tx, intent_id: str, owner: str) -> int | None:
@@ -339,28 +241,145 @@ def set_needs_review(engine: Engine, intent_id: str, error: str) -> None:
         )
 
 
-def intent_ref(engine: Engine, intent_id: str) -> str | None:
-    """The license ref an intent applies to, aliases resolved."""
+# -- new intents: a delivery's (bridge.store.inbox), a usage aggregate's (bridge.store.ledger)
+
+_PENDING, _WAITING = Status.PENDING.value, Status.WAITING.value
+
+
+def params_json(params: dict[str, Any]) -> str:
+    """An intent's params as stored: compact JSON, keys sorted (orjson: a tenth of the
+    standard library's time, and the same value when read back)."""
+    return orjson.dumps(params, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def insert_new(
+    t: Tx, specs: list[tuple[IntentSpec, int | None]], now: Any
+) -> tuple[set[str], set[str]]:
+    """Insert the intents (with the event that implied each) that are not stored yet;
+    returns the ids inserted, and those of them stored waiting. ``now`` as stored.
+
+    An intent on a license whose key a new intent creates is stored waiting: sent to a
+    worker now it would only find no key and park itself; the key's job runs it the
+    moment the key exists. Only when the creating intent is new in this very
+    transaction: then it cannot have finished, and its end is what wakes them. So key
+    creations are inserted first, the rest after with the status that follows. (A given
+    id is always one or the other, so every transaction still takes the locks in one
+    order: key creations by id, then the rest by id.)
+    """
+    creations = [(s, e) for s, e in specs if s.effect is Effect.CREATE_KEY]
+    rest = [(s, e) for s, e in specs if s.effect is not Effect.CREATE_KEY]
+    inserted = _insert_rows(t, creations, now, frozenset())
+    creating = frozenset(s.license_ref for s, _ in creations if s.id in inserted)
+    inserted_rest = _insert_rows(t, rest, now, creating)
+    waiting = {s.id for s, _ in rest if s.license_ref in creating and s.id in inserted_rest}
+    return inserted | inserted_rest, waiting
+
+
+def _insert_rows(
+    t: Tx,
+    specs: list[tuple[IntentSpec, int | None]],
+    now: Any,
+    waiting_on: frozenset[str],
+) -> set[str]:
+    rows = sorted(
+        (
+            spec.id,
+            spec.effect.value,
+            spec.license_ref,
+            params_json(spec.params),
+            spec.occurred_at,
+            _WAITING if spec.license_ref in waiting_on else _PENDING,
+            0,
+            event_id,
+            now,  # created_at
+            now,  # updated_at
+        )
+        for spec, event_id in specs
+    )
+    returned = insert_rows(
+        t,
+        "INSERT INTO intent (id, effect, license_ref, params, occurred_at, status, attempts,"
+        " event_id, created_at, updated_at)",
+        rows,
+        "ON CONFLICT (id) DO NOTHING RETURNING id",
+    )
+    return {id_ for (id_,) in returned}
+
+
+def due_now(t: Tx, ids: set[str]) -> None:
+    """The pending ones of ``ids`` are due at once (a new start hint may end a wait)."""
+    if not ids:
+        return
+    marks = ",".join([t.mark] * len(ids))  # placeholders; the ids are bound
+    t.cursor.execute(
+        f"UPDATE intent SET next_attempt_at = NULL WHERE status = 'pending' AND id IN ({marks})",  # noqa: S608
+        sorted(ids),
+    )
+
+
+_NEW_REPORT = Sql(
+    """INSERT INTO intent (id, effect, license_ref, params, occurred_at, status, attempts,
+    created_at, updated_at, next_attempt_at) VALUES (:id, :effect, :ref, :params,
+    :occurred_at, 'pending', 0, :now, :now, :due) ON CONFLICT (id) DO NOTHING"""
+)
+
+
+def insert_report(t: Tx, values: dict[str, Any], ref: str, due: datetime, now: datetime) -> None:
+    """The intent that reports a usage aggregate (``values``: its row), due at ``due``."""
+    params = {
+        "aggregate": values["id"],
+        "product_id": values["product_id"],
+        "key": values["key"],
+        "meter": values["meter"],
+        "window_start": values["window_start"],
+        "window_seconds": values["window_seconds"],
+        "sink": values["sink"],
+    }
+    t.run(
+        _NEW_REPORT,
+        {
+            "id": values["id"],
+            "effect": Effect.REPORT_USAGE.value,
+            "ref": ref,
+            "params": json.dumps(params, sort_keys=True, separators=(",", ":")),
+            "occurred_at": values["window_start"],
+            "now": t.time(now),
+            "due": t.time(due),
+        },
+    )
+
+
+# -- an operator's replay (``replay``, the admin page) -------------------------------------
+
+REPLAYABLE = frozenset({Status.FAILED.value, Status.NEEDS_REVIEW.value})
+_STATE = Sql("SELECT status, effect, license_ref FROM intent WHERE id = :id {for_update}")
+_AFRESH = Sql(
+    """UPDATE intent SET status = 'pending', attempts = 0, next_attempt_at = NULL,
+    lease_owner = NULL, lease_until = NULL, updated_at = :now WHERE id = :id"""
+)
+
+
+def replay(engine: Engine, intent_id: str, *, key: str | None = None) -> None:
+    """A failed or needs_review intent pending again, its attempts forgotten; ``key``
+    (a key creation's: the key a person found) is its license's from now on. Raises
+    NotReplayable, or KeyHeld (another license holds ``key``), changing nothing."""
     with tx(engine) as t:
-        row = t.one(_REF, {"id": intent_id})
-        return None if row is None else licenses.resolve(t, row[0])
-
-
-def checkout_session(engine: Engine, ref: str) -> str | None:
-    """The checkout session that bought license ``ref`` (aliases resolved), as its key
-    creation names it; None if the bridge never saw the purchase."""
-    with tx(engine) as t:
-        row = t.one(_PARAMS, {"id": f"{licenses.resolve(t, ref)}:create_key"})
-    if row is None:
-        return None
-    session = json.loads(row[0]).get("checkout_session")
-    return session if isinstance(session, str) else None
-
-
-def block_intents(engine: Engine, ref: str) -> list[blocks.Stored]:
-    """The license's stored block and unblock intents (``bridge.core.blocks``)."""
-    with tx(engine) as t:
-        return [
-            blocks.Stored.of(id_, Effect(effect), json.loads(params), occurred_at)
-            for id_, effect, params, occurred_at in t.all(_BLOCK_INTENTS, {"ref": ref})
-        ]
+        row = t.one(_STATE, {"id": intent_id})
+        if row is None:
+            raise UnknownIntent(f"no intent {intent_id}")
+        status, effect, ref = row
+        if status not in REPLAYABLE:
+            raise NotReplayable(
+                f"{intent_id} is {status}; only failed or needs_review intents are replayed"
+            )
+        creation = effect == Effect.CREATE_KEY.value
+        if key is not None:
+            if not creation:
+                raise NotReplayable("--key is for create_key intents")
+            licenses.give_key(t, licenses.resolve(t, ref), key)
+        elif status == Status.NEEDS_REVIEW.value and creation:
+            raise NotReplayable(
+                "a key creation needs --key KEY (the key you found is this license's) so "
+                "that no second key is made"
+            )
+        t.run(_AFRESH, {"id": intent_id, "now": t.time(utcnow())})

@@ -22,18 +22,54 @@ aggregates by id), so concurrent batches on PostgreSQL cannot deadlock.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Literal, Protocol
 
 from sqlalchemy import Engine
 
-from bridge.core.intents import Effect, usage_intent_id, usage_license_ref
+from bridge.core.intents import usage_intent_id
+from bridge.store import intents, licenses
 from bridge.store.dbapi import Sql, Tx, tx
-from bridge.usage.config import UsageConfig
-from bridge.usage.records import Outcome, UsageIn
+
+# What became of a record the ledger was given (``bridge.usage`` adds "refused").
+Outcome = Literal["accepted", "duplicate", "conflict"]
+
+
+class Record(Protocol):
+    """A usage record as the ledger stores it (``bridge.usage.records.UsageIn`` is one)."""
+
+    @property
+    def idempotency_key(self) -> str: ...
+    @property
+    def product_id(self) -> int: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def meter(self) -> str: ...  # "" when none was given
+    @property
+    def quantity(self) -> int: ...
+    @property
+    def occurred_at(self) -> datetime: ...
+    @property
+    def source(self) -> str: ...
+
+
+class Window(Protocol):
+    """Where a product's usage goes and how long its aggregates' windows are."""
+
+    @property
+    def window_seconds(self) -> int: ...
+    @property
+    def sink(self) -> str: ...
+
+
+class Products(Protocol):
+    """The products that bill usage (``bridge.usage.config.UsageConfig`` is one)."""
+
+    def product_for(self, product_id: int, /) -> Window | None: ...
+
 
 _ROWS_PER_STATEMENT = 200
 _STORED_RECORDS = (
@@ -57,24 +93,10 @@ _ADD = Sql(
     WHERE id = :id"""
 )
 _MOVE = Sql("UPDATE usage_record SET aggregate_id = :to WHERE idempotency_key = :idempotency_key")
-_LICENSES = Sql('SELECT ref FROM license WHERE product_id = :product_id AND "key" = :key')
-_NEW_LICENSE = Sql(
-    """INSERT INTO license (ref, product_id, "key", created_by, created_at)
-    VALUES (:ref, :product_id, :key, 'usage', :now) ON CONFLICT (ref) DO NOTHING"""
-)
-_NEW_INTENT = Sql(
-    """INSERT INTO intent (id, effect, license_ref, params, occurred_at, status, attempts,
-    created_at, updated_at, next_attempt_at) VALUES (:id, :effect, :ref, :params,
-    :occurred_at, 'pending', 0, :now, :now, :due) ON CONFLICT (id) DO NOTHING"""
-)
 _SEAL = Sql("UPDATE usage_aggregate SET sealed_at = :now WHERE id = :id AND sealed_at IS NULL")
 _AGGREGATE = Sql(
     """SELECT id, product_id, "key", meter, window_start, window_seconds, sink, quantity,
     records, sealed_at FROM usage_aggregate WHERE id = :id"""
-)
-_SUBSCRIPTION = Sql(
-    """SELECT ref FROM license WHERE product_id = :product_id AND "key" = :key
-    AND ref LIKE :prefix ORDER BY ref"""
 )
 
 
@@ -121,7 +143,7 @@ class Stored:
 
 
 def record_many(
-    engine: Engine, records: Sequence[UsageIn], *, now: datetime, config: UsageConfig
+    engine: Engine, records: Sequence[Record], *, now: datetime, config: Products
 ) -> Stored:
     """Store ``records`` in one transaction, as if one after the other.
 
@@ -131,10 +153,10 @@ def record_many(
     it is a conflict, and changes nothing either.
     """
     with tx(engine) as t:
-        return _store(t, records, now=now, config=config)
+        return store(t, records, now=now, config=config)
 
 
-def _store(t: Tx, records: Sequence[UsageIn], *, now: datetime, config: UsageConfig) -> Stored:
+def store(t: Tx, records: Sequence[Record], *, now: datetime, config: Products) -> Stored:
     first: dict[str, int] = {}
     for i, r in enumerate(records):
         first.setdefault(r.idempotency_key, i)
@@ -148,7 +170,7 @@ def _store(t: Tx, records: Sequence[UsageIn], *, now: datetime, config: UsageCon
     stored = Stored()
     final: dict[str, str] = {}  # idempotency key -> the aggregate it joined
     inserted = _insert_records(t, unique, candidate, now)
-    groups: dict[str, list[UsageIn]] = {}
+    groups: dict[str, list[Record]] = {}
     for r in unique:
         if r.idempotency_key in inserted:
             groups.setdefault(candidate[r.idempotency_key], []).append(r)
@@ -176,7 +198,7 @@ def _store(t: Tx, records: Sequence[UsageIn], *, now: datetime, config: UsageCon
     return stored
 
 
-def bills(r: UsageIn) -> tuple[int, str, str, int]:
+def bills(r: Record) -> tuple[int, str, str, int]:
     """What a record bills: two records under one idempotency key must agree on it (the
     timestamp is not part of it: a window is chosen by arrival, not by it)."""
     return (r.product_id, r.key, r.meter, r.quantity)
@@ -195,7 +217,7 @@ def _stored_bills(t: Tx, keys: list[str]) -> dict[str, tuple[int, str, str, int]
 
 
 def _insert_records(
-    t: Tx, records: list[UsageIn], candidate: dict[str, str], now: datetime
+    t: Tx, records: list[Record], candidate: dict[str, str], now: datetime
 ) -> set[str]:
     rows = sorted(
         (
@@ -226,7 +248,7 @@ def _insert_records(
     return inserted
 
 
-def _open(t: Tx, r: UsageIn, config: UsageConfig, now: datetime, stored: Stored) -> str:
+def _open(t: Tx, r: Record, config: Products, now: datetime, stored: Stored) -> str:
     """The open aggregate for ``r``'s product, key and meter at ``now``: its window's, or
     the first later one not sealed; created (with its intent) if need be, and locked."""
     product = config.product_for(r.product_id)
@@ -253,50 +275,10 @@ def _open(t: Tx, r: UsageIn, config: UsageConfig, now: datetime, stored: Stored)
         if t.one(_NEW_AGGREGATE, values) is None:
             continue  # another transaction opened it meanwhile: lock it and look again
         due = datetime.fromtimestamp(ws + seconds, UTC)
-        _new_intent(t, values, due, now)
+        ref = licenses.for_usage(t, r.product_id, r.key, now)
+        intents.insert_report(t, values, ref, due, now)
         stored.opened.append((agg_id, due))
         return agg_id
-
-
-def _license_ref(t: Tx, product_id: int, key: str, now: datetime) -> str:
-    """The license the key is known by (a Stripe subscription first), else a license of
-    its own (``key:<product>:<key digest>``; one made before key digests,
-    ``key:<product>:<key>``, is kept): runs on one key never overlap either way."""
-    refs = sorted(ref for (ref,) in t.all(_LICENSES, {"product_id": product_id, "key": key}))
-    for prefix in ("stripe:sub:", ""):
-        for ref in refs:
-            if ref.startswith(prefix) and not ref.startswith("key:"):
-                return str(ref)
-    own = [ref for ref in refs if ref.startswith("key:")]
-    if own:
-        return str(own[0])
-    ref = usage_license_ref(product_id, key)
-    t.run(_NEW_LICENSE, {"ref": ref, "product_id": product_id, "key": key, "now": t.time(now)})
-    return ref
-
-
-def _new_intent(t: Tx, values: dict[str, Any], due: datetime, now: datetime) -> None:
-    params = {
-        "aggregate": values["id"],
-        "product_id": values["product_id"],
-        "key": values["key"],
-        "meter": values["meter"],
-        "window_start": values["window_start"],
-        "window_seconds": values["window_seconds"],
-        "sink": values["sink"],
-    }
-    t.run(
-        _NEW_INTENT,
-        {
-            "id": values["id"],
-            "effect": Effect.REPORT_USAGE.value,
-            "ref": _license_ref(t, values["product_id"], values["key"], now),
-            "params": json.dumps(params, sort_keys=True, separators=(",", ":")),
-            "occurred_at": values["window_start"],
-            "now": t.time(now),
-            "due": t.time(due),
-        },
-    )
 
 
 def seal(engine: Engine, agg_id: str, now: datetime) -> Aggregate | None:
@@ -319,121 +301,6 @@ def seal(engine: Engine, agg_id: str, now: datetime) -> Aggregate | None:
             int(records),
             t.read_time(sealed),
         )
-
-
-# -- the collector's readings -----------------------------------------------------------
-
-_NEW_COUNTER = Sql(
-    """INSERT INTO usage_counter (product_id, "key", name, object_id, value, read_at, epoch)
-    VALUES (:product_id, :key, :name, :object_id, 0, :never, 0)
-    ON CONFLICT (product_id, "key", name) DO NOTHING"""
-)
-_COUNTER = Sql(
-    """SELECT object_id, value, read_at, epoch FROM usage_counter
-    WHERE product_id = :product_id AND "key" = :key AND name = :name {for_update}"""
-)
-_SET_COUNTER = Sql(
-    """UPDATE usage_counter SET object_id = :object_id, value = :value, read_at = :read_at,
-    epoch = :epoch, note = COALESCE(:note, note)
-    WHERE product_id = :product_id AND "key" = :key AND name = :name"""
-)
-_NEVER = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@dataclass(frozen=True)
-class Reading:
-    """What one reading of a counter meant: ``billed`` units added to the ledger, or a
-    ``decrease`` reported (from, to), or nothing (unchanged, or older than the last)."""
-
-    billed: int = 0
-    decrease: tuple[int, int] | None = None
-    stale: bool = False
-    stored: Stored = field(default_factory=Stored)
-
-
-def record_reading(
-    engine: Engine,
-    *,
-    product_id: int,
-    key: str,
-    name: str,
-    object_id: int,
-    value: int,
-    read_at: datetime,
-    config: UsageConfig,
-) -> Reading:
-    """Bill the increase of a counter since its last reading, in the transaction that
-    moves its watermark.
-
-    The watermark row is locked first, so two collectors (a cron run and one by hand,
-    or a run after a restart) measure each increase once: the second finds the
-    watermark already moved. A reading sent before the stored one (``read_at``) is
-    stale and changes nothing. A counter that went down, or a new object of that name,
-    starts a new epoch from the value read: the drop is reported, never billed.
-    """
-    names = {"product_id": product_id, "key": key, "name": name}
-    with tx(engine) as t:
-        t.run(_NEW_COUNTER, {**names, "object_id": object_id, "never": t.time(_NEVER)})
-        row = t.one(_COUNTER, names)
-        assert row is not None
-        last_object, last, last_read, epoch = row
-        if (t.read_time(last_read) or _NEVER) >= read_at:
-            return Reading(stale=True)
-        update: dict[str, Any] = {
-            **names,
-            "object_id": object_id,
-            "value": value,
-            "read_at": t.time(read_at),
-            "epoch": epoch,
-            "note": None,
-        }
-        if object_id != last_object:  # removed and added again: a new counter, from 0
-            last, update["epoch"] = 0, epoch + 1
-        if value < last:
-            update["epoch"] += 1
-            update["note"] = f"went down from {last} to {value} at {read_at.isoformat()}"
-            t.run(_SET_COUNTER, update)
-            return Reading(decrease=(last, value))
-        reading = Reading()
-        if value > last:
-            record = UsageIn(
-                idempotency_key=(
-                    f"collector:{product_id}:{key}:{name}:{object_id}:{update['epoch']}:"
-                    f"{last}-{value}"
-                ),
-                product_id=product_id,
-                key=key,
-                meter="",
-                quantity=value - last,
-                occurred_at=read_at,
-                source="collector",
-            )
-            stored = _store(t, [record], now=read_at, config=config)
-            billed = value - last if stored.results[0][0] == "accepted" else 0
-            reading = Reading(billed=billed, stored=stored)
-        t.run(_SET_COUNTER, update)
-        return reading
-
-
-def collected_keys(engine: Engine, product_id: int) -> list[str]:
-    """The product's keys the bridge knows (its licenses): whose counters it reads."""
-    with tx(engine) as t:
-        rows = t.all(_KEYS, {"product_id": product_id})
-        return [str(k) for (k,) in rows]
-
-
-_KEYS = Sql(
-    '''SELECT DISTINCT "key" FROM license WHERE product_id = :product_id
-    AND "key" IS NOT NULL ORDER BY "key"'''
-)
-
-
-def subscription_ref(engine: Engine, product_id: int, key: str) -> str | None:
-    """The Stripe subscription license (``stripe:sub:<id>``) the key belongs to, if known."""
-    with tx(engine) as t:
-        params = {"product_id": product_id, "key": key, "prefix": "stripe:sub:%"}
-        row = t.one(_SUBSCRIPTION, params)
-        return None if row is None else str(row[0])
 
 
 def due_in(due: datetime, now: datetime) -> float:

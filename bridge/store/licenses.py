@@ -4,9 +4,9 @@ means, what the bridge learned about it, and which keys are spoken for.
 A provider may name one license several ways (a subscription, and its payment intent or
 charge: ``license_alias``). :func:`resolve` is the one answer to "which license does this
 ref mean"; statements that select a license's intents under any of its names use
-:data:`NAMED_BY_REF`. This module is the only writer of both tables but for the rows a
-delivery's aliases and a usage record's own license insert (``bridge.store.inbox``,
-``bridge.store.ledger``).
+:data:`NAMED_BY_REF`. This module is the only writer of both tables: a delivery's aliases
+(``bridge.store.inbox``) and a usage key's own license (``bridge.store.ledger``) are
+inserted through it.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from typing import Any, cast
 
 from sqlalchemy import Engine
 
+from bridge.core.intents import usage_license_ref
 from bridge.store import attempts, leases
-from bridge.store.dbapi import Sql, Tx, tx
-from jobs.errors import NeedsReview
+from bridge.store.dbapi import Sql, Tx, insert_rows, tx
+from bridge.store.errors import KeyHeld, NotReplayable
 
 # The intents of a license under its ref or any alias (``:ref`` resolved already).
 NAMED_BY_REF = (
@@ -91,6 +92,16 @@ def resolve(t: Tx, ref: str) -> str:
     return row[0] if row is not None else ref
 
 
+def add_aliases(t: Tx, aliases: dict[str, str]) -> None:
+    """Store the aliases (alias -> ref) not stored yet: a name, once given, is kept."""
+    insert_rows(
+        t,
+        "INSERT INTO license_alias (alias, ref)",
+        sorted(aliases.items()),
+        "ON CONFLICT (alias) DO NOTHING",
+    )
+
+
 def resolve_ref(engine: Engine, ref: str) -> str:
     """:func:`resolve` in a transaction of its own."""
     with tx(engine) as t:
@@ -153,10 +164,6 @@ def record_template(t: Tx, ref: str, created_by: str, product_id: int, template_
     )
 
 
-class KeyHeld(NeedsReview):
-    """The key is held by another license, or listed in an open review: never given."""
-
-
 def set_license_key(
     engine: Engine,
     ref: str,
@@ -185,6 +192,21 @@ def set_license_key(
             attempts.settle(t, attempt_id, "applied")
 
 
+_EXISTS = Sql("SELECT 1 FROM license WHERE ref = :ref")
+_HOLDER = Sql('SELECT ref FROM license WHERE "key" = :key AND ref <> :ref ORDER BY ref')
+
+
+def give_key(t: Tx, ref: str, key: str) -> None:
+    """A person's answer to a review: ``key`` is license ``ref``'s. Refused when the
+    license has no row yet, or another license (of any product) holds the key."""
+    if t.one(_EXISTS, {"ref": ref}) is None:
+        raise NotReplayable("that intent's license has no row yet")
+    holder = t.one(_HOLDER, {"key": key, "ref": ref})
+    if holder is not None:
+        raise KeyHeld(f"that key is license {holder[0]}'s: one key is never two licenses'")
+    t.run(_KEY, {"ref": ref, "key": key})
+
+
 def _held(t: Tx, product_id: int, keys: set[str], *, but: str | None = None) -> set[str]:
     """Which of ``keys`` a license (other than ``but``) holds, or an open review lists."""
     held = {
@@ -202,3 +224,52 @@ def claimed_keys(engine: Engine, product_id: int, keys: set[str]) -> set[str]:
         return set()
     with tx(engine) as t:
         return _held(t, product_id, keys)
+
+
+# -- usage: the licenses a key's usage runs under (bridge.store.ledger, the collector)
+
+_BY_KEY = Sql('SELECT ref FROM license WHERE product_id = :product_id AND "key" = :key')
+_NEW_USAGE = Sql(
+    """INSERT INTO license (ref, product_id, "key", created_by, created_at)
+    VALUES (:ref, :product_id, :key, 'usage', :now) ON CONFLICT (ref) DO NOTHING"""
+)
+_SUBSCRIPTION = Sql(
+    """SELECT ref FROM license WHERE product_id = :product_id AND "key" = :key
+    AND ref LIKE :prefix ORDER BY ref"""
+)
+_KEYS = Sql(
+    '''SELECT DISTINCT "key" FROM license WHERE product_id = :product_id
+    AND "key" IS NOT NULL ORDER BY "key"'''
+)
+
+
+def for_usage(t: Tx, product_id: int, key: str, now: datetime) -> str:
+    """The license the key is known by (a Stripe subscription first), else a license of
+    its own (``key:<product>:<key digest>``; one made before key digests,
+    ``key:<product>:<key>``, is kept): runs on one key never overlap either way."""
+    refs = sorted(ref for (ref,) in t.all(_BY_KEY, {"product_id": product_id, "key": key}))
+    for prefix in ("stripe:sub:", ""):
+        for ref in refs:
+            if ref.startswith(prefix) and not ref.startswith("key:"):
+                return str(ref)
+    own = [ref for ref in refs if ref.startswith("key:")]
+    if own:
+        return str(own[0])
+    ref = usage_license_ref(product_id, key)
+    t.run(_NEW_USAGE, {"ref": ref, "product_id": product_id, "key": key, "now": t.time(now)})
+    return ref
+
+
+def keys_of_product(engine: Engine, product_id: int) -> list[str]:
+    """The product's keys the bridge knows (its licenses): whose counters it reads."""
+    with tx(engine) as t:
+        rows = t.all(_KEYS, {"product_id": product_id})
+        return [str(k) for (k,) in rows]
+
+
+def subscription_ref(engine: Engine, product_id: int, key: str) -> str | None:
+    """The Stripe subscription license (``stripe:sub:<id>``) the key belongs to, if known."""
+    with tx(engine) as t:
+        params = {"product_id": product_id, "key": key, "prefix": "stripe:sub:%"}
+        row = t.one(_SUBSCRIPTION, params)
+        return None if row is None else str(row[0])

@@ -31,7 +31,7 @@ from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
 from bridge.core.settings import ConfigTables
 from bridge.mytracker.config import TrackerConfig
-from bridge.store import inbox
+from bridge.store import inbox, payloads
 from bridge.store.db import Engine
 from bridge.stripe.api import _client, _translate
 from bridge.stripe.config import StripeConfig
@@ -83,7 +83,7 @@ def _delivery(event: dict[str, Any], config: ConfigTables) -> inbox.Delivery:
         event_type=str(event["type"]),
         api_version=api_version if isinstance(api_version, str) else None,
         livemode=bool(event.get("livemode")),
-        payload=inbox.stored_payload(event),
+        payload=payloads.stored_payload(event),
         plan=implied,
     )
 

@@ -41,7 +41,7 @@ from bridge.core.settings import Settings
 from bridge.core.signing import InvalidSignature, MalformedHeader, verify
 from bridge.mytracker.config import TrackerConfig
 from bridge.state import AppState
-from bridge.store import inbox
+from bridge.store import inbox, payloads
 from bridge.store.db import StoreError
 from bridge.stripe.config import StripeConfig
 from bridge.stripe.plan import PayloadError, plan
@@ -213,7 +213,7 @@ def _delivery(state: AppState, scope: Scope, body: bytes) -> inbox.Delivery:
     try:
         # Redaction walks the payload recursively: a body the parser only just took
         # could still be too deep for it.
-        payload = inbox.stored_body(body, event)
+        payload = payloads.stored_body(body, event)
     except RecursionError:
         raise _Refused(400, "bad_json", "the body is nested too deeply") from None
     return inbox.Delivery(

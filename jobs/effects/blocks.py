@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.core import blocks
-from bridge.store import intents, licenses
+from bridge.store import licenses, lookups
 from jobs.dbcall import in_thread
 from jobs.effects.readback import key_scope, settle_key_calls
 from jobs.effects.run import Run, mutate
@@ -20,7 +20,7 @@ async def set_block(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
     rt, intent = run.rt, run.intent
     # Read under the license lease: every block intent that runs after this one reads
     # what this run decides, and one stored after this read runs after it.
-    stored = await in_thread(intents.block_intents, rt.engine, license_.ref)
+    stored = await in_thread(lookups.block_intents, rt.engine, license_.ref)
     this = blocks.Stored.of(intent.id, intent.effect, intent.params, intent.occurred_at)
     verdict = blocks.decide(
         this,

@@ -13,7 +13,7 @@ from bridge.core.intents import TAG_PREFIX, notes_tag
 from bridge.core.logs import get_logger
 from bridge.cryptolens import CryptolensError, NotFound
 from bridge.cryptolens.models import LicenseKey, LicenseTemplate, TimeRange, WebApiLog
-from bridge.store import attempts, creations, intents, leases, licenses
+from bridge.store import attempts, creations, intents, leases, licenses, lookups
 from jobs.dbcall import in_thread
 from jobs.effects.run import READ_BACK_SLACK, Run, failed_outcome, unix
 from jobs.errors import Busy, LeaseLost, NeedsReview, NotYet
@@ -130,7 +130,7 @@ async def _settle_creates(run: Run, product_id: int, unknown: list[attempts.Open
         key = found.get(attempt.id)
         if key is None:
             continue
-        owner_ref = await in_thread(intents.intent_ref, rt.engine, attempt.intent_id)
+        owner_ref = await in_thread(lookups.intent_ref, rt.engine, attempt.intent_id)
         if owner_ref is None:  # pragma: no cover - attempts reference intents by FK
             continue
         await in_thread(licenses.set_license_key, rt.engine, owner_ref, key, attempt.id)

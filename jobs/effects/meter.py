@@ -81,7 +81,7 @@ async def _customer(
         # A key made otherwise (by hand, for another ref) bills the subscription the
         # ledger links it to.
         ref = await in_thread(
-            ledger.subscription_ref, rt.engine, aggregate.product_id, aggregate.key
+            licenses.subscription_ref, rt.engine, aggregate.product_id, aggregate.key
         )
         customer = await hooks.meter_customer(rt, ref) if ref is not None else None
     if customer is None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from bridge.core.intents import Effect
 from bridge.mytracker import api
-from bridge.store import attempts, claims, intents
+from bridge.store import attempts, claims, intents, lookups
 from jobs.dbcall import in_thread
 from jobs.effects.run import Run
 from jobs.errors import LeaseLost, NeedsReview, NotYet
@@ -38,7 +38,7 @@ async def _item(run: Run, intent: claims.Claimed) -> dict[str, Any]:
     refund: the session that bought the key; else the license, never a person)."""
     item = dict(intent.params["item"])
     if not item.get("customUserId"):
-        session = await in_thread(intents.checkout_session, run.rt.engine, intent.license_ref)
+        session = await in_thread(lookups.checkout_session, run.rt.engine, intent.license_ref)
         item["customUserId"] = session or intent.license_ref
     return item
 

@@ -17,7 +17,8 @@ from sqlmodel import Session, select
 from bridge.core import metrics
 from bridge.core.intents import Effect, IntentSpec, Plan
 from bridge.core.queue import Enqueuer
-from bridge.store import inbox
+from bridge.store import inbox, wal
+from bridge.store import intents as intents_module
 from bridge.store.batcher import Batcher
 from bridge.store.db import make_engine
 from bridge.store.inbox import Delivery, Recorded
@@ -240,13 +241,13 @@ class TestFailures:
     async def test_a_failed_batch_leaves_nothing_stored(
         self, engine: Engine, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        real = inbox._insert_intents
+        real = intents_module.insert_new
 
         def fail_after_events(*args: Any) -> set[str]:
             real(*args)
             raise OperationalError("INSERT", {}, Exception("disk I/O error"))
 
-        monkeypatch.setattr(inbox, "_insert_intents", fail_after_events)
+        monkeypatch.setattr(intents_module, "insert_new", fail_after_events)
         results = await together(Batcher(engine, None), delivery("evt_1", spec("i1")))
         assert isinstance(results[0], OperationalError)
         assert events(engine) == []
@@ -287,13 +288,13 @@ class TestCheckpoint:
         if engine.dialect.name != "sqlite":
             pytest.skip("PostgreSQL has no WAL file of ours to checkpoint")
         ran: list[Engine] = []
-        real = inbox.checkpoint
+        real = wal.checkpoint
 
         def checkpoint(target: Engine) -> None:
             ran.append(target)
             real(target)
 
-        monkeypatch.setattr(inbox, "checkpoint", checkpoint)
+        monkeypatch.setattr(wal, "checkpoint", checkpoint)
         batcher = Batcher(engine, None, checkpoint_every=2)
         for n in range(5):
             await batcher.record(delivery(f"evt_{n}", spec(f"i{n}")))
@@ -331,7 +332,7 @@ class TestCheckpoint:
         if engine.dialect.name != "sqlite":
             pytest.skip("SQLite only")
         inbox.record_many(engine, [delivery("evt_1", spec("i1"))])
-        inbox.checkpoint(engine)  # nothing to wait for: no reader, no writer
+        wal.checkpoint(engine)  # nothing to wait for: no reader, no writer
         connection = engine.raw_connection()
         try:
             cursor = connection.cursor()

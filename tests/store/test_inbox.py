@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from bridge.core.intents import Effect, IntentSpec, Plan
-from bridge.store import inbox
+from bridge.store import inbox, payloads, pending
 from bridge.store.tables import Intent, LicenseAlias, StartHint, WebhookEvent, utcnow
 
 
@@ -104,12 +104,12 @@ class TestRecord:
 class TestPending:
     def test_lists_pending_intents(self, engine: Engine) -> None:
         record(engine, "evt_1", Plan(intents=[spec("i1"), spec("i2")]))
-        assert sorted(inbox.pending_intents(engine, now=utcnow())) == ["i1", "i2"]
+        assert sorted(pending.pending_intents(engine, now=utcnow())) == ["i1", "i2"]
 
 
 class TestStoredBody:
     def stored(self, body: bytes) -> str:
-        return inbox.stored_body(body, json.loads(body))
+        return payloads.stored_body(body, json.loads(body))
 
     def test_a_body_without_secrets_is_kept_as_received(self) -> None:
         body = b'{"id": "evt_1", "data": {"object": {"client_secret": null, "note": "a token"}}}'
@@ -132,8 +132,8 @@ class TestStoredBody:
     def test_a_body_with_a_secret_is_stored_redacted(self, body: bytes) -> None:
         stored = self.stored(body)
         assert "cs_live_abc" not in stored
-        assert stored == inbox.stored_payload(json.loads(body))
-        assert inbox.REDACTED in stored
+        assert stored == payloads.stored_payload(json.loads(body))
+        assert payloads.REDACTED in stored
         assert "\x00" not in stored
 
 

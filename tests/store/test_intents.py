@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session, col, update
 
 from bridge.core.intents import Status
 from bridge.store import claims, creations, intents, wake
-from bridge.store.tables import Intent, utcnow
+from bridge.store.errors import KeyHeld, NotReplayable
+from bridge.store.tables import Intent, License, utcnow
 from tests.fixtures.runs import add_intent, add_license, intent, license_row
 
 REF = "crm:zoho:deal:D1"
@@ -136,3 +138,49 @@ def test_a_key_creation_takes_over_the_stub_a_parked_event_left(engine: Engine) 
     assert step.attempt_id is not None
     row = license_row(engine, REF)
     assert (row.product_id, row.template_id, row.created_by) == (1001, 1, "c1")
+
+
+def _set_status(engine: Engine, intent_id: str, status: Status) -> None:
+    with Session(engine) as s:
+        s.execute(
+            update(Intent)
+            .where(col(Intent.id) == intent_id)
+            .values(status=status.value, attempts=3, last_error="x")
+        )
+        s.commit()
+
+
+class TestReplay:
+    def test_a_failed_intent_is_pending_again_with_no_attempts(self, engine: Engine) -> None:
+        add_intent(engine, "i1", "block", REF, {}, 100)
+        _set_status(engine, "i1", Status.FAILED)
+        intents.replay(engine, "i1")
+        row = intent(engine, "i1")
+        assert (row.status, row.attempts, row.next_attempt_at) == ("pending", 0, None)
+
+    def test_only_failed_or_needs_review_intents_are_replayed(self, engine: Engine) -> None:
+        add_intent(engine, "i1", "block", REF, {}, 100)
+        with pytest.raises(NotReplayable, match="only failed or needs_review"):
+            intents.replay(engine, "i1")
+        with pytest.raises(NotReplayable, match="no intent"):
+            intents.replay(engine, "nope")
+
+    def test_a_key_creation_in_review_needs_the_key_and_takes_no_held_one(
+        self, engine: Engine
+    ) -> None:
+        add_license(engine, "other", "KEY-9")
+        add_intent(engine, f"{REF}:create_key", "create_key", REF, {}, 100)
+        _set_status(engine, f"{REF}:create_key", Status.NEEDS_REVIEW)
+        with pytest.raises(NotReplayable, match="needs --key"):
+            intents.replay(engine, f"{REF}:create_key")
+        with pytest.raises(NotReplayable, match="no row yet"):
+            intents.replay(engine, f"{REF}:create_key", key="KEY-1")
+        with Session(engine) as s:
+            s.add(License(ref=REF))
+            s.commit()
+        with pytest.raises(KeyHeld, match="license other's"):
+            intents.replay(engine, f"{REF}:create_key", key="KEY-9")
+        assert intent(engine, f"{REF}:create_key").status == "needs_review"
+        intents.replay(engine, f"{REF}:create_key", key="KEY-1")
+        assert license_row(engine, REF).key == "KEY-1"
+        assert intent(engine, f"{REF}:create_key").status == "pending"
