@@ -145,8 +145,8 @@ class BridgeWorker(Worker):
     line, not the first.
 
     This extends ``main``, ``_poll_iteration``, ``start_jobs`` and ``close`` of arq 0.28
-    (pinned below 0.29 in pyproject.toml): tests/test_worker.py covers each, and
-    tests/test_resilience.py the whole outage with a worker process.
+    (pinned below 0.29 in pyproject.toml): tests/jobs/test_worker.py covers each, and
+    tests/scenarios/test_resilience.py the whole outage with a worker process.
     """
 
     def __init__(self, *args: Any, outage: RedisOutage | None = None, **kwargs: Any) -> None:

@@ -8,7 +8,7 @@ died), *read back* first and send again only once the read-back shows the effect
 up). Setting calls (ChangeNotes, ChangeCustomer) are repeated freely.
 
 Why each effect is exactly once when two intents race on one key. Three things hold for
-every run (each with a test in tests/test_effects_races.py):
+every run (each with a test in tests/scenarios/test_effects_races.py):
 
 (a) Runs on one license never overlap: the claim takes the license's lease with the
     intent's, in one transaction, and both are renewed while the run is alive

@@ -1,7 +1,7 @@
 """Usage billed exactly once through duplicates, concurrency, a killed worker and a
 Redis restart: the sinks' totals add up to the ledger exactly.
 
-Starts its own worker process and its own ``redis-server``, as tests/test_resilience.py.
+Starts its own worker process and its own ``redis-server``, as tests/scenarios/test_resilience.py.
 """
 
 from __future__ import annotations

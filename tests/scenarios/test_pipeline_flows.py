@@ -8,10 +8,10 @@ import pytest
 from pydantic import SecretStr
 
 from bridge.core.intents import notes_tag
-from tests import test_stripe_api as fake_stripe_api
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import Pipeline, now, shifted
 from tests.fixtures.servers import run_asgi
+from tests.stripe import test_api as fake_stripe_api
 
 DAY = 86400
 

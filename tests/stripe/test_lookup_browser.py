@@ -9,10 +9,10 @@ import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 
+from tests.admin.test_browser import arrive, browser, shot
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import Pipeline
-from tests.test_admin_browser import arrive, browser, shot
-from tests.test_stripe_lookup import LOOKUP_CONFIG, deliver
+from tests.stripe.test_lookup import LOOKUP_CONFIG, deliver
 
 __all__ = ["browser"]  # the fixture, used by name
 

@@ -13,7 +13,7 @@ import pytest
 from tests.fixtures.crm import KEY_FIELD, CrmPipeline
 from tests.fixtures.crm_fakes import FakeCrm
 
-FIXTURES = Path(__file__).parent / "fixtures" / "pipedrive"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "pipedrive"
 
 
 def load(name: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from bridge.core.intents import TAG_PREFIX
 from bridge.store.tables import License
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.pipeline import Pipeline
-from tests.test_key_recovery import someone_else_creates_a_key
+from tests.scenarios.test_key_recovery import someone_else_creates_a_key
 
 N = 8
 

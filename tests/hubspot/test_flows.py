@@ -19,7 +19,7 @@ from tests.fixtures.crm import HUBSPOT_SECRET, PUBLIC_URL, CrmPipeline
 from tests.fixtures.crm_fakes import FakeCrm
 from tests.fixtures.servers import run_asgi
 
-FIXTURES = Path(__file__).parent / "fixtures" / "hubspot"
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "hubspot"
 DEAL = 1246990  # the vendor fixtures' deal
 WON_AT = 1462216412345  # its closedwon event's occurredAt
 NOW = 1_780_000_000

@@ -20,7 +20,9 @@ from bridge.core.signing import (
 SECRET = "whsec_test_current"
 OLD_SECRET = "whsec_test_previous"
 NOW = 1_717_531_265
-PAYLOAD = (Path(__file__).parent / "fixtures" / "stripe" / "charge.refunded.json").read_bytes()
+PAYLOAD = (
+    Path(__file__).parent.parent / "fixtures" / "stripe" / "charge.refunded.json"
+).read_bytes()
 
 
 def stripe_header(payload: bytes, secret: str, timestamp: int) -> str:

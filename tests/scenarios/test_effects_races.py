@@ -271,7 +271,7 @@ def dispute_won(engine: Engine, dispute_id: str, at: int) -> str:
 class TestWonDisputes:
     """Issue 15, 3: a won dispute lifts its own block, unless another ending block (a
     cancellation, a refund, a dispute not won) holds or the newest payment status is a
-    block; a lost dispute keeps it (its close plans nothing: tests/test_stripe_plan.py)."""
+    block; a lost dispute keeps it (its close plans nothing: tests/stripe/test_plan.py)."""
 
     @pytest.mark.parametrize("won_first", [False, True])
     async def test_a_won_dispute_lifts_its_block_in_either_order(

@@ -1,6 +1,6 @@
 """``jobs.worker.BridgeWorker``: what it adds to arq's worker for a Redis outage, one
 piece at a time, against a redis-server child of the test's own (the whole outage, with a
-worker process and purchases arriving, is in tests/test_resilience.py)."""
+worker process and purchases arriving, is in tests/scenarios/test_resilience.py)."""
 
 from __future__ import annotations
 

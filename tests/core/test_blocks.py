@@ -1,5 +1,5 @@
 """``bridge.core.blocks``: the one rule for blocks, as the worker, the dry run and
-reconcile apply it (the runs against the sandbox are in tests/test_effects_races.py)."""
+reconcile apply it (the runs against the sandbox are in tests/scenarios/test_effects_races.py)."""
 
 from __future__ import annotations
 
