@@ -331,7 +331,7 @@ async def _plan_create(
 
 
 def _template(config: BridgeConfig, params: dict[str, Any]) -> tuple[int | None, str]:
-    """The template and what names it, as ``jobs.templates.resolve_template`` decides
+    """The template and what names it, as ``bridge.template_choice.resolve_template`` decides
     without calling Stripe (a checkout's line items are only read by the worker)."""
     if params.get("template_id") is not None:
         return int(params["template_id"]), str(params.get("template_source") or "purchase")

@@ -32,12 +32,12 @@ from bridge.cryptolens.models import (
     WebApiLog,
 )
 from bridge.store import attempts, creations, intents, leases, licenses, wake
+from bridge.template_choice import final_template, resolve_template
 from jobs.dbcall import in_thread
 from jobs.effects.customers import change_customer, find_or_add_customer
 from jobs.effects.run import READ_BACK_SLACK, Run, failed_outcome, mutate, together, unix
 from jobs.errors import Busy, LeaseLost, NeedsReview, NotYet
 from jobs.runtime import Runtime
-from jobs.templates import final_template, resolve_template
 
 log = get_logger(__name__)
 
