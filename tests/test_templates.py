@@ -1,4 +1,4 @@
-"""jobs.templates: a key creation's template, asked of the provider its license ref names."""
+"""bridge.template_choice: a key creation's template, asked of its license ref's provider."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from bridge.config import BridgeConfig
 from bridge.core.errors import NoTemplate
 from bridge.core.settings import Settings
-from jobs.templates import final_template, resolve_template
+from bridge.template_choice import final_template, resolve_template
 
 CONFIG = BridgeConfig(
     {

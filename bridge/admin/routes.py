@@ -36,13 +36,13 @@ from starlette.templating import Jinja2Templates
 from bridge.admin import views
 from bridge.admin.auth import Guard, Session
 from bridge.admin.http import OddInput, SecurityHeaders, read_form, read_query
+from bridge.core.errors import BridgeError
 from bridge.core.intents import Status
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
 from bridge.core.settings import ConfigError
-from bridge.cryptolens import CryptolensError
 from bridge.ops import intents as ops
-from bridge.ops.dryrun import dry_run
+from bridge.ops.dryrun import planned
 from bridge.ops.errors import NotReplayable, UnknownRecord
 from bridge.state import AppState
 from bridge.store.intents import REPLAYABLE
@@ -271,9 +271,9 @@ class Admin:
         if state.cryptolens is None:
             raise HTTPException(503, "plans read Cryptolens: set CRYPTOLENS_TOKEN for the web app")
         try:
-            found = await dry_run(state.engine, state.cryptolens, state.config, intent_id)
-        except CryptolensError as exc:
-            raise HTTPException(502, f"Cryptolens: {exc}") from None
+            found = await planned(state.engine, state.cryptolens, state, intent_id)
+        except BridgeError as exc:  # Cryptolens, or a provider the worker asks too
+            raise HTTPException(502, f"a read failed: {exc}") from None
         if found is None:
             raise HTTPException(404, f"no intent {intent_id}")
         return self.render(request, session, "plan.html", plan=found)

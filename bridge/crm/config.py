@@ -1,11 +1,11 @@
 """The ``[crm.<source>]`` tables of the TOML file (the generic signed contract's sources),
-and what every CRM's table shares: the lost policy, a pipeline's template."""
+and what every CRM's table shares: the lost policy (a pipeline's template:
+``bridge.rules.templates.pipeline_template``)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from typing import ClassVar, Literal, Protocol
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator
 
@@ -15,24 +15,6 @@ from bridge.core.settings import ConfigTables
 LostPolicy = Literal["block", "none"]
 # A generic source's name: its URL part, its CRM_SECRET_<NAME>, its license refs' part.
 SOURCE_NAME = r"^[a-z0-9_]{1,16}$"
-
-
-class _Pipeline(Protocol):
-    @property
-    def id(self) -> str | int: ...
-    @property
-    def template_id(self) -> int | None: ...
-
-
-def pipeline_template(
-    pipelines: Sequence[_Pipeline], pipeline: str | int | None, default: int | None
-) -> tuple[int, str] | None:
-    """A CRM deal's template: its pipeline's (HubSpot's and Pipedrive's rule), else the
-    source's default, else None."""
-    for p in pipelines:
-        if p.id == pipeline and p.template_id is not None:
-            return p.template_id, "pipeline"
-    return (default, "default") if default is not None else None
 
 
 class ProductMapping(BaseModel):

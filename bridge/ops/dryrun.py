@@ -1,71 +1,39 @@
 """A dry run: the Cryptolens calls an intent would make now, from the key's current state.
 
 ``cryptolens-bridge replay ID --dry-run`` and the admin page's "plan" button print this. It
-reads the store and Cryptolens (GetKey, GetCustomers, GetLicenseTemplates) and changes
-nothing: no attempt, no lease, no status. The decisions follow the worker's effects
-(``jobs/effects``): an extension by the days short of the target, a block only when the
-key's flag differs and no later decision or license end overrides it (the worker's
-rule, ``bridge.core.blocks``), a customer link only when the key has none. Parameters
-are those the client sends, minus the token.
+reads the store, Cryptolens (GetKey, GetCustomers, GetLicenseTemplates) and what the
+worker asks a provider (a CRM deal's pipeline and buyer, Stripe's checkout line items),
+and changes nothing: no attempt, no lease, no status. Every decision is the worker's
+own function (``bridge.rules``, and ``bridge.template_choice`` for the template), so the
+plan and the run cannot disagree (tests/test_dry_run_parity.py). Parameters are those the
+client sends, minus the token.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlmodel import Session, col, select
 
+from bridge import registry
 from bridge.config import BridgeConfig
-from bridge.core import blocks
-from bridge.core.intents import Effect, creation_notes, merge_start, notes_tag
+from bridge.core.intents import Effect, merge_start
+from bridge.core.providers import WorkerContext
+from bridge.core.settings import Settings
 from bridge.cryptolens import CryptolensClient
-from bridge.cryptolens.keys import CREATE_KEY_PARAMETERS
 from bridge.cryptolens.models import LicenseKey
+from bridge.ops.context import ProviderContext
+from bridge.ops.dryrun_create import plan_create
+from bridge.ops.dryrun_plan import Call, DryRun, customer_calls
+from bridge.rules import blocks, customers, events, expiry
+from bridge.rules.deals import enriched, needs_deal
 from bridge.store.db import Engine
 from bridge.store.tables import Intent, License, LicenseAlias, StartHint
 
-DAY = 86400
-
-
-@dataclass(frozen=True)
-class Call:
-    method: str
-    params: dict[str, Any]
-    why: str
-
-    def line(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"{self.method}({args})  # {self.why}"
-
-
-@dataclass
-class DryRun:
-    intent_id: str
-    effect: str
-    status: str
-    license_ref: str
-    key: str | None
-    product_id: int | None
-    state: dict[str, Any] = field(default_factory=dict)  # the key as Cryptolens has it now
-    calls: list[Call] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "intent": self.intent_id,
-            "effect": self.effect,
-            "status": self.status,
-            "license": self.license_ref,
-            "key": self.key,
-            "product_id": self.product_id,
-            "state": self.state,
-            "calls": [{"method": c.method, "params": c.params, "why": c.why} for c in self.calls],
-            "notes": self.notes,
-        }
+__all__ = ["Call", "DryRun", "dry_run", "key_state", "planned"]
 
 
 @dataclass(frozen=True)
@@ -108,12 +76,13 @@ def key_state(found: LicenseKey) -> dict[str, Any]:
 async def dry_run(
     engine: Engine,
     client: CryptolensClient,
-    config: BridgeConfig,
+    ctx: WorkerContext,
     intent_id: str,
     *,
     now: datetime | None = None,
 ) -> DryRun | None:
-    """What running ``intent_id`` now would send; None when there is no such intent."""
+    """What running ``intent_id`` now would send; None when there is no such intent.
+    ``ctx``: what the provider hooks the worker asks are given (``ProviderContext``)."""
     facts = _facts(engine, intent_id)
     if facts is None:
         return None
@@ -130,43 +99,84 @@ async def dry_run(
         current = await client.get_key(product_id, key)
         plan.state = key_state(current)
     effect = Effect(intent.effect)
+    params = await _enriched(ctx, facts.ref, effect, params)
+    moment = now or datetime.now(UTC)
     if effect is Effect.CREATE_KEY:
-        await _plan_create(plan, client, config, params, current)
+        waited = (moment - _aware(intent.created_at)).total_seconds()
+        linked = license_.customer_id if license_ is not None else None
+        await plan_create(plan, client, ctx, params, current, linked=linked, waited=waited)
         return plan
-    if current is None or key is None or product_id is None:
+    if current is None or key is None or license_ is None:
         plan.notes.append("the license has no key yet: the intent waits for its creation")
         return plan
-    moment = now or datetime.now(UTC)
     target = {"ProductId": product_id, "Key": key}
     if effect is Effect.EXTEND:
-        goal = int(params["expires_at"])
-        expires = int(current.expires.timestamp())
-        if expires >= goal:
-            plan.notes.append(f"expires {current.expires.isoformat()}: at or past the target")
-        else:
-            days = math.ceil((goal - max(expires, int(moment.timestamp()))) / DAY)
-            why = f"expiry {current.expires.isoformat()} -> at least {_iso(goal)}"
-            plan.calls.append(Call("key/ExtendLicense", {**target, "NoOfDays": days}, why))
+        _plan_extend(plan, int(params["expires_at"]), current, moment, target)
     elif effect in (Effect.BLOCK, Effect.UNBLOCK):
         stored = _stored_blocks(engine, facts.ref)
         _plan_block(plan, stored, intent, params, license_, current, target)
     elif effect is Effect.LINK_CUSTOMER:
-        await _plan_link(plan, client, params, current, target)
+        await _plan_link(plan, client, intent, params, license_, current, target)
     elif effect is Effect.REGISTER_EVENT:
-        metadata = dict(params.get("metadata") or {})
-        metadata["intent"] = intent.id
+        found = events.event(intent.id, params)
         event = {
             **target,
-            "EventName": params.get("event_name"),
-            "Value": params.get("value"),
-            "Currency": params.get("currency"),
-            "Metadata": json.dumps(metadata, sort_keys=True, separators=(",", ":")),
+            "EventName": found.name,
+            "Value": found.value,
+            "Currency": found.currency,
+            "Metadata": found.metadata,
         }
         plan.calls.append(Call("ai/RegisterEvent", event, "analytics, found again by Metadata"))
     elif effect is Effect.RECORD_USAGE:
         usage = {**target, "Amount": int(params["amount"])}
         plan.calls.append(Call("subscription/RecordUsage", usage, "metered usage"))
     return plan
+
+
+class Configured(Protocol):
+    """What the web app's state and the CLI both hold."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def config(self) -> BridgeConfig: ...
+
+
+async def planned(
+    engine: Engine, client: CryptolensClient, where: Configured, intent_id: str
+) -> DryRun | None:
+    """:func:`dry_run` with the providers' clients opened for it, and closed after."""
+    ctx = ProviderContext(where.settings, where.config)
+    try:
+        return await dry_run(engine, client, ctx, intent_id)
+    finally:
+        await ctx.aclose()
+
+
+async def _enriched(
+    ctx: WorkerContext, ref: str, effect: Effect, params: dict[str, Any]
+) -> dict[str, Any]:
+    """The params with the CRM deal's facts, read as the worker reads them first."""
+    hooks = registry.hooks_for(ref)
+    if hooks is None or hooks.deal is None or not needs_deal(effect, params):
+        return params
+    return enriched(params, await hooks.deal(ctx, str(params["deal_id"])))
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _plan_extend(
+    plan: DryRun, goal: int, current: LicenseKey, moment: datetime, target: dict[str, Any]
+) -> None:
+    expires = int(_aware(current.expires).timestamp())
+    days = expiry.extension_days(expires, goal, int(moment.timestamp()))
+    if days == 0:
+        plan.notes.append(f"expires {current.expires.isoformat()}: at or past the target")
+        return
+    why = f"expiry {current.expires.isoformat()} -> at least {_iso(goal)}"
+    plan.calls.append(Call("key/ExtendLicense", {**target, "NoOfDays": days}, why))
 
 
 def _iso(unix: int) -> str:
@@ -194,153 +204,61 @@ def _plan_block(
     stored: list[blocks.Stored],
     intent: Intent,
     params: dict[str, Any],
-    license_: License | None,
+    license_: License,
     current: LicenseKey,
     target: dict[str, Any],
 ) -> None:
-    """The worker's rule (``bridge.core.blocks.decide``) on the same facts."""
+    """The worker's rule (``bridge.rules.blocks``) on the same facts."""
     this = blocks.Stored.of(intent.id, Effect(intent.effect), params, intent.occurred_at)
     verdict = blocks.decide(
         this,
         stored,
-        ended_by=license_.ended_by if license_ else None,
-        decided_at=license_.block_decided_at if license_ else None,
-        block_reason=license_.block_reason if license_ else None,
+        ended_by=license_.ended_by,
+        decided_at=license_.block_decided_at,
+        block_reason=license_.block_reason,
     )
     result = verdict.result
+    method = blocks.key_call(verdict, current.block)
     if "kept_blocked" in result:
         plan.notes.append(f"the license ended ({result['kept_blocked']}): the key stays blocked")
     elif "superseded_by" in result:
         plan.notes.append(f"superseded by a later block decision (at {result['superseded_by']})")
     elif verdict.block is None:
         plan.notes.append(f"lifted: {result.get('lifted')}")
-    elif current.block == verdict.block:
+    elif method is None:
         plan.notes.append(f"the key is {'blocked' if verdict.block else 'unblocked'} already")
     else:
-        method = "key/BlockKey" if verdict.block else "key/UnblockKey"
         plan.calls.append(Call(method, target, this.reason or method.rpartition("/")[2]))
-
-
-async def _customer_calls(
-    plan: DryRun, client: CryptolensClient, buyer: dict[str, Any]
-) -> str | int:
-    """The buyer's customer id, or a placeholder for the one AddCustomer would return."""
-    email = str(buyer["email"])
-    matches = [
-        c.id
-        for c in await client.get_customers(search=email)
-        if c.email and c.email.lower() == email.lower()
-    ]
-    if matches:
-        plan.notes.append(f"customer {min(matches)} has the buyer's email")
-        return min(matches)
-    name = buyer.get("name") or email
-    added = {
-        "Name": name[:100],
-        "Email": email[:100],
-        "CompanyName": (buyer.get("name") or "")[:100],
-    }
-    plan.calls.append(Call("customer/AddCustomer", added, "no customer has the buyer's email"))
-    return "<the new customer's id>"
 
 
 async def _plan_link(
     plan: DryRun,
     client: CryptolensClient,
+    intent: Intent,
     params: dict[str, Any],
+    license_: License,
     current: LicenseKey,
     target: dict[str, Any],
 ) -> None:
-    buyer = params.get("customer") or {}
-    if current.customer is not None:
-        plan.notes.append(f"the key is linked to customer {current.customer.id} already")
+    """The worker's rule (``bridge.rules.customers.link``) on the same facts."""
+    decision = customers.link(
+        params,
+        occurred_at=intent.occurred_at,
+        linked=license_.customer_id,
+        decided_at=license_.customer_decided_at,
+    )
+    if decision.result is not None:
+        plan.notes.append(f"nothing to link: {decision.result}")
         return
-    if not buyer.get("email"):
-        plan.notes.append("no buyer email: nothing to link")
-        return
-    customer_id = await _customer_calls(plan, client, buyer)
+    customer_id: str | int
+    if decision.customer_id is not None:  # a repair: Cryptolens' own link is compared
+        if current.customer is not None and current.customer.id == decision.customer_id:
+            plan.notes.append(f"the key is linked to customer {decision.customer_id} already")
+            return
+        customer_id = decision.customer_id
+    else:
+        assert decision.email is not None
+        customer_id = await customer_calls(plan, client, decision.email, dict(decision.buyer))
     plan.calls.append(
         Call("key/ChangeCustomer", {**target, "CustomerId": customer_id}, "link the buyer")
     )
-
-
-async def _plan_create(
-    plan: DryRun,
-    client: CryptolensClient,
-    config: BridgeConfig,
-    params: dict[str, Any],
-    current: LicenseKey | None,
-) -> None:
-    tag = notes_tag(plan.intent_id)
-    buyer = params.get("customer") or {}
-    if current is not None and plan.key is not None:
-        plan.notes.append("the license has its key: nothing is created")
-        target = {"ProductId": plan.product_id, "Key": plan.key}
-        if tag not in (current.notes or ""):
-            notes = f"{current.notes or ''} {tag}".strip()[-500:]
-            plan.calls.append(Call("key/ChangeNotes", {**target, "Notes": notes}, "tag the key"))
-        if current.customer is None and buyer.get("email"):
-            customer_id = await _customer_calls(plan, client, buyer)
-            plan.calls.append(
-                Call("key/ChangeCustomer", {**target, "CustomerId": customer_id}, "link the buyer")
-            )
-        return
-    template_id, source = _template(config, params)
-    if template_id is None:
-        plan.notes.append(source)
-        return
-    templates = {t.id: t for t in await client.get_license_templates()}
-    template = templates.get(template_id)
-    if template is None:
-        plan.notes.append(f"template {template_id} does not exist: the creation would fail")
-        return
-    plan.product_id = template.product_id
-    if template.product_id not in config.cryptolens.create_from_template:
-        notes = creation_notes(template.notes, tag)
-        create: dict[str, Any] = {
-            "ProductId": template.product_id,
-            **{k: v for k, v in template.key_parameters().items() if k in CREATE_KEY_PARAMETERS},
-            "Notes": notes,
-        }
-        if buyer.get("email"):
-            create |= {
-                "AddOrUseExistingCustomer": True,
-                "Email": buyer["email"],
-                "Name": buyer.get("name") or "",
-                "CompanyName": buyer.get("company") or "",
-            }
-        why = f"template {template_id} from {source}, product {template.product_id}"
-        plan.calls.append(Call("key/CreateKey", create, why + ", tagged, with the buyer"))
-        for method, step in template.follow_up():
-            plan.calls.append(Call(method, {**step, "Key": "<the new key>"}, "the template's"))
-        return
-    plan.calls.append(
-        Call(
-            "key/CreateKeyFromTemplate",
-            {"LicenseTemplateId": template_id},
-            f"template from {source}, product {template.product_id}",
-        )
-    )
-    new = {"ProductId": template.product_id, "Key": "<the new key>"}
-    plan.calls.append(Call("key/ChangeNotes", {**new, "Notes": tag}, "tag the key"))
-    if buyer.get("email"):
-        customer_id = await _customer_calls(plan, client, buyer)
-        plan.calls.append(
-            Call("key/ChangeCustomer", {**new, "CustomerId": customer_id}, "link the buyer")
-        )
-
-
-def _template(config: BridgeConfig, params: dict[str, Any]) -> tuple[int | None, str]:
-    """The template and what names it, as ``jobs.templates.resolve_template`` decides
-    without calling Stripe (a checkout's line items are only read by the worker)."""
-    if params.get("template_id") is not None:
-        return int(params["template_id"]), str(params.get("template_source") or "purchase")
-    mapping = config.stripe.mapping_for(params.get("price_id"))
-    if mapping is not None:
-        return mapping.template_id, "the price mapping"
-    if config.stripe.default_template_id is not None:
-        return (
-            config.stripe.default_template_id,
-            "default_template_id (unless the checkout's line items name one)",
-        )
-    return None, "nothing names a template (metadata, price mapping, default): it would fail"

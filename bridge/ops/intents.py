@@ -267,16 +267,16 @@ def _targets(engine: Engine, ids: tuple[str, ...], *, replayable: bool) -> list[
 def _print_dry_runs(
     settings: Settings, engine: Engine, intent_ids: list[str], as_json: bool
 ) -> None:
+    from bridge.ops.context import ProviderContext
     from bridge.ops.dryrun import dry_run
     from bridge.ops.reconcile import client_for
 
     async def plans() -> None:
         client, http = client_for(settings)
+        ctx = ProviderContext(settings, BridgeConfig.load(settings.config_path))
         try:
             for intent_id in intent_ids:
-                plan = await dry_run(
-                    engine, client, BridgeConfig.load(settings.config_path), intent_id
-                )
+                plan = await dry_run(engine, client, ctx, intent_id)
                 assert plan is not None  # _targets found it
                 if as_json:
                     click.echo(json.dumps(plan.as_json()))
@@ -293,6 +293,7 @@ def _print_dry_runs(
                 for note in plan.notes:
                     say(f"  note: {note}")
         finally:
+            await ctx.aclose()
             await http.aclose()
 
     asyncio.run(plans())

@@ -7,7 +7,8 @@ from typing import ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from bridge.core.settings import Section
-from bridge.crm.config import LostPolicy, pipeline_template
+from bridge.crm.config import LostPolicy
+from bridge.rules.templates import pipeline_template
 
 
 class PipedrivePipeline(BaseModel):

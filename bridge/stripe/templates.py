@@ -22,6 +22,7 @@ from bridge.core.errors import NoTemplate
 from bridge.core.intents import HINTS_FROM, TEMPLATE_RANKS
 from bridge.core.logs import get_logger
 from bridge.core.providers import WorkerContext
+from bridge.rules.templates import named
 from bridge.stripe.api import (
     PermanentStripeError,
     StartHints,
@@ -170,8 +171,9 @@ async def resolve_template(
     ``default``, ``default_template_id`` (NoTemplate if there is none). Without
     ``default``, None when nothing names one."""
     config = StripeConfig.of(ctx.config)
-    if params.get("template_id") is not None:
-        return int(params["template_id"]), str(params.get("template_source") or "purchase")
+    hint = named(params)
+    if hint is not None:
+        return hint
     mapping = config.mapping_for(params.get("price_id"))
     if mapping is not None:
         return mapping.template_id, "mapping"

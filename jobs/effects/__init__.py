@@ -118,6 +118,7 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.core.intents import Effect
+from bridge.rules.deals import needs_deal
 from jobs.effects.analytics import register_event
 from jobs.effects.blocks import set_block
 from jobs.effects.customers import link_customer, set_customer
@@ -134,16 +135,11 @@ from jobs.errors import NeedsReview
 
 __all__ = ["Run", "apply"]
 
-# Effects that may need what a CRM webhook only names by id (jobs.effects.deals).
-_ENRICHED = frozenset(
-    {Effect.CREATE_KEY, Effect.REGISTER_EVENT, Effect.SET_CUSTOMER, Effect.TRACK_EVENT}
-)
-
 
 async def apply(run: Run) -> dict[str, Any]:
     """Run one claimed intent (its license lease is held); returns the intent's result."""
     intent = run.intent
-    if intent.effect in _ENRICHED and "deal_id" in intent.params:
+    if needs_deal(intent.effect, intent.params):
         await enrich(run)  # a CRM deal's buyer, pipeline and amount, fetched
     if intent.effect is Effect.CREATE_KEY:
         return await create_key(run)

@@ -10,11 +10,11 @@ refuses is split: each event is sent again alone, so one bad event fails by itse
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from bridge.cryptolens import Refused
 from bridge.cryptolens.models import EventInput, TimeRange
+from bridge.rules import events
 from bridge.store import attempts, claims, licenses
 from jobs.effects.run import READ_BACK_SLACK, Run, mutate, mutate_together, unix
 from jobs.errors import NotYet
@@ -25,9 +25,7 @@ BATCH_METHOD = "ai/RegisterEvents"
 
 def event_metadata(intent: claims.Claimed) -> str:
     """The exact Metadata string sent, also the GetEvents filter that finds it again."""
-    metadata = dict(intent.params.get("metadata") or {})
-    metadata["intent"] = intent.id
-    return json.dumps(metadata, sort_keys=True, separators=(",", ":"))
+    return events.metadata(intent.id, intent.params)
 
 
 def _unresolved(intent: claims.Claimed) -> attempts.OpenAttempt | None:
@@ -37,14 +35,11 @@ def _unresolved(intent: claims.Claimed) -> attempts.OpenAttempt | None:
 
 
 def _event(intent: claims.Claimed) -> EventInput:
-    p = intent.params
+    found = events.event(intent.id, intent.params)  # the dry run's too
     # No Time: Cryptolens stamps the event when it lands, as RegisterEvent does, so the
     # read-back's window (from the attempt's sending on) always holds it.
     return EventInput(
-        event_name=str(p["event_name"]),
-        value=int(p["value"]) if p.get("value") is not None else None,
-        currency=p.get("currency"),
-        metadata=event_metadata(intent),
+        event_name=found.name, value=found.value, currency=found.currency, metadata=found.metadata
     )
 
 

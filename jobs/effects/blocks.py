@@ -1,18 +1,18 @@
 """BLOCK / UNBLOCK: ending blocks that hold from the moment they are stored, a won
 dispute that lifts its own block, and payment-status blocks ordered by time (the rule:
-``bridge.core.blocks``)."""
+``bridge.rules.blocks``, which the dry run applies too)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from bridge.core import blocks
+from bridge.rules import blocks
 from bridge.store import licenses, lookups
 from jobs.dbcall import in_thread
 from jobs.effects.readback import key_scope, settle_key_calls
 from jobs.effects.run import Run, mutate
 
-_METHODS = ("key/BlockKey", "key/UnblockKey")
+_METHODS = (blocks.BLOCK_KEY, blocks.UNBLOCK_KEY)
 
 
 async def set_block(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
@@ -41,8 +41,8 @@ async def set_block(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
     if verdict.block is None:  # only this intent's own earlier call to settle
         return verdict.result
     block, changed = verdict.block, False
-    if current.block != block:
-        method = "key/BlockKey" if block else "key/UnblockKey"
+    method = blocks.key_call(verdict, current.block)
+    if method is not None:
         changed = await mutate(
             run,
             method,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from bridge.rules import customers
+from bridge.rules.customers import NewCustomer
 from bridge.store import attempts, licenses
 from jobs.dbcall import in_thread
 from jobs.effects.run import Run, held, mutate
@@ -12,30 +14,30 @@ from jobs.runtime import Runtime
 
 
 async def link_customer(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
+    """The rule (``bridge.rules.customers.link``, the dry run's too), then its calls."""
     assert license_.product_id is not None and license_.key is not None
-    expected = run.intent.params.get("customer_id")
+    decision = customers.link(
+        run.intent.params,
+        occurred_at=run.intent.occurred_at,
+        linked=license_.customer_id,
+        decided_at=license_.customer_decided_at,
+    )
+    if decision.result is not None:
+        return decision.result
+    expected = decision.customer_id
     if expected is not None:
         # A repair (``reconcile --repair``): the key was relinked in Cryptolens behind the
         # bridge's back, so Cryptolens' own link is what is compared. A setting: repeated
-        # freely, so two such intents on one key cannot add anything twice. It is dated
-        # like the customer decision it restores: one decided later (a CRM contact
-        # change) that ran meanwhile wins, as it would over that decision.
-        decided = license_.customer_decided_at
-        if decided is not None and run.intent.occurred_at < decided:
-            return {"superseded_by": decided}
+        # freely, so two such intents on one key cannot add anything twice.
         current = await run.rt.client.get_key(license_.product_id, license_.key)
-        if current.customer is not None and current.customer.id == int(expected):
-            return {"customer_id": int(expected), "already_linked": True}
-        await change_customer(run, license_.product_id, license_.key, int(expected))
-        return {"customer_id": int(expected), "relinked": True}
-    if license_.customer_id is not None:
-        return {"customer_id": license_.customer_id, "already_linked": True}
-    buyer = run.intent.params.get("customer") or {}
-    email = buyer.get("email")
-    if not email:
-        return {"customer_id": None, "no_buyer": True}
+        if current.customer is not None and current.customer.id == expected:
+            return {"customer_id": expected, "already_linked": True}
+        await change_customer(run, license_.product_id, license_.key, expected)
+        return {"customer_id": expected, "relinked": True}
+    assert decision.email is not None
+    buyer = decision.buyer
     customer_id = await find_or_add_customer(
-        run, str(email), buyer.get("name"), buyer.get("company")
+        run, decision.email, buyer.get("name"), buyer.get("company")
     )
     await change_customer(run, license_.product_id, license_.key, customer_id)
     return {"customer_id": customer_id}
@@ -109,14 +111,13 @@ async def find_or_add_customer(
             # Past their windows and still not found: none of them made a customer.
             ids = [a.id for a in unresolved]
             await in_thread(attempts.finish_attempts, rt.engine, ids, "not_applied")
+        new = NewCustomer.of(email, name, company)  # the dry run's too
         added = await mutate(
             run,
             "customer/AddCustomer",
             {},
             lambda: rt.client.add_customer(
-                name=(name or email)[:100],
-                email=email[:100],
-                company_name=(company or name or "")[:100],
+                name=new.name, email=new.email, company_name=new.company_name
             ),
             scope=scope,
         )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
+from bridge.rules.expiry import extension_days
 from bridge.store import licenses
 from jobs.effects.readback import applied_here, key_scope, settle_key_calls
-from jobs.effects.run import DAY, Run, mutate, unix
+from jobs.effects.run import Run, mutate, unix
 
 
 async def extend(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
@@ -17,12 +17,10 @@ async def extend(run: Run, license_: licenses.LicenseView) -> dict[str, Any]:
     target = int(run.intent.params["expires_at"])
     current = await rt.client.get_key(product_id, key)
     await settle_key_calls(run, license_, current)
-    expires = unix(current.expires)
-    if expires >= target:
+    expires, now = unix(current.expires), unix(rt.now())
+    days = extension_days(expires, target, now)  # the dry run's too
+    if days == 0:
         return {"expires": expires, "extended_days": 0, "recovered": applied_here(run, method)}
-    now = unix(rt.now())
-    # ExtendLicense adds to the expiry, or to today when the key has already expired.
-    days = math.ceil((target - max(expires, now)) / DAY)
     detail = {"before": expires, "days": days, "target": target, "from_now": expires <= now}
     await mutate(
         run,

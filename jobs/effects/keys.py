@@ -25,13 +25,13 @@ from typing import Any
 from bridge.core.intents import notes_tag
 from bridge.core.logs import get_logger
 from bridge.store import wake
+from bridge.template_choice import Waiting, choose_template
 from jobs.dbcall import in_thread
 from jobs.effects.customers import change_customer, find_or_add_customer
 from jobs.effects.keys_from_template import FROM_TEMPLATE, create_or_recover
 from jobs.effects.keys_tagged import create_tagged, follow_up
 from jobs.effects.run import Run, together
 from jobs.errors import NotYet
-from jobs.templates import final_template, resolve_template
 
 log = get_logger(__name__)
 
@@ -101,27 +101,19 @@ async def create_key(run: Run) -> dict[str, Any]:
 
 
 async def _choose_template(run: Run) -> tuple[int, str]:
-    """The template the key is created from, and what named it.
-
-    Decided once no start event still to come can change it (``final_template``: a
-    subscription's may name a richer template, unless Stripe says what they hold);
-    while one may, the creation waits for it up to ``BRIDGE_START_WAIT_SECONDS`` from
-    when it was stored, then takes the best hint in hand, else the default.
-    """
+    """The template the key is created from, and what named it: the one choice
+    (``bridge.template_choice.choose_template``, which the dry run asks too); while a
+    start event still to come may name a richer one, the creation waits for it."""
     rt, intent = run.rt, run.intent
-    chosen = await final_template(rt, intent.ref, intent.params)
-    if chosen is None:
-        waited = (rt.now() - intent.created_at).total_seconds()
-        left = rt.settings.start_wait_seconds - waited
-        if left > 0:
-            raise NotYet("waiting for the purchase's other start events", left)
-        chosen = await resolve_template(rt, intent.ref, intent.params, default=True)
-        assert chosen is not None  # resolve_template raises NoTemplate otherwise
-    if chosen[1] == "default":
+    waited = (rt.now() - intent.created_at).total_seconds()
+    chosen = await choose_template(rt, intent.ref, intent.params, waited=waited)
+    if isinstance(chosen, Waiting):
+        raise NotYet("waiting for the purchase's other start events", chosen.seconds)
+    if chosen.source == "default":
         log.warning(
             "no template named for this purchase: the default template is used",
             intent=intent.id,
-            template_id=chosen[0],
+            template_id=chosen.template_id,
         )
     return chosen
 

@@ -18,8 +18,8 @@ from bridge.cryptolens.errors import (
 )
 from bridge.stripe.api import PermanentStripeError, TransientStripeError
 from bridge.stripe.payload import PayloadError
+from bridge.template_choice import NoTemplate
 from jobs.runner import _permanent
-from jobs.templates import NoTemplate
 
 
 @pytest.mark.parametrize(
