@@ -23,8 +23,9 @@ from starlette.routing import BaseRoute, Route
 from bridge import operator_port, registry
 from bridge.config import BridgeConfig
 from bridge.core import metrics
+from bridge.core.errors import ConfigError
 from bridge.core.queue import Enqueuer, connect
-from bridge.core.settings import ConfigError, Settings
+from bridge.core.settings import Settings
 from bridge.core.throttle import Throttle
 from bridge.cryptolens import CryptolensClient, make_http_client
 from bridge.state import AppState

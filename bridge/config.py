@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from bridge.core.settings import ConfigError, ConfigTables
+from bridge.core.errors import ConfigError
+from bridge.core.settings import ConfigTables
 from bridge.crm.config import CrmConfig, CrmSourceConfig
 from bridge.cryptolens.config import CryptolensConfig
 from bridge.hubspot.config import HubSpotConfig

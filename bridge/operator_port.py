@@ -27,8 +27,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from bridge.core.errors import ConfigError
 from bridge.core.logs import get_logger
-from bridge.core.settings import ConfigError
 from bridge.state import AppState
 from bridge.store import db, stats
 

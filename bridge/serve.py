@@ -15,7 +15,8 @@ from uvicorn.server import ServerState
 
 from bridge.app import create_app
 from bridge.core import logs
-from bridge.core.settings import ConfigError, Settings
+from bridge.core.errors import ConfigError
+from bridge.core.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,8 @@ from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 
 from bridge.config import BridgeConfig
-from bridge.core.settings import ConfigError, Settings
+from bridge.core.errors import ConfigError
+from bridge.core.settings import Settings
 from bridge.sandbox.config import DEFAULT_TOKEN
 from bridge.store.db import migrate
 from devtools.procs import REDIS_HINT, Relay, Supervisor, redis_answers, redis_server_binary

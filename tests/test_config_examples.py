@@ -9,7 +9,8 @@ import pytest
 
 from bridge.app import create_app
 from bridge.config import BridgeConfig
-from bridge.core.settings import ConfigError, Settings
+from bridge.core.errors import ConfigError
+from bridge.core.settings import Settings
 from bridge.sandbox.config import DEFAULT_TOKEN, load_config
 
 CONFIG = Path(__file__).parent.parent / "config"

@@ -36,11 +36,10 @@ from starlette.templating import Jinja2Templates
 from bridge.admin import views
 from bridge.admin.auth import Guard, Session
 from bridge.admin.http import OddInput, SecurityHeaders, read_form, read_query
-from bridge.core.errors import BridgeError
+from bridge.core.errors import BridgeError, ConfigError
 from bridge.core.intents import Status
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue
-from bridge.core.settings import ConfigError
 from bridge.ops import intents as ops
 from bridge.ops.dryrun import planned
 from bridge.ops.errors import NotReplayable, UnknownRecord

@@ -49,3 +49,7 @@ class Rejected(Permanent):
 
 class NoTemplate(Permanent):
     """Nothing says which template to use: a configuration problem, not retried."""
+
+
+class ConfigError(Permanent):
+    """The configuration cannot run: a missing secret, a placeholder, a bad TOML file."""

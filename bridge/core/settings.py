@@ -28,64 +28,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from bridge.core.errors import Permanent
-
-# Values people paste from examples; a bridge that runs with one of them accepts forgeries.
-_PLACEHOLDERS = {"", "changeme", "change-me", "secret", "xxx", "whsec_...", "whsec_xxx", "todo"}
-
-
-# Secrets the operator makes up (the admin token, the Pipedrive webhook's password, usage
-# tokens, CRM_SECRET_<SOURCE>) must be hard to guess: online guessing is throttled
-# (bridge.core.throttle), but "aaaaaaaaaaaaaaaa" or "p" fall to a short list of guesses.
-# Secrets a vendor issues (Stripe's, HubSpot's, API keys) are taken as they come.
-SECRET_MIN_LENGTH = 16
-SECRET_MIN_DISTINCT = 8  # characters; a random 16-character token has about 13
-MAKE_ONE = "make one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
-
-
-def weakness(value: str) -> str | None:
-    """Why ``value`` is too weak to be a secret, or None."""
-    if value.lower() in _PLACEHOLDERS:
-        return "is empty or a placeholder"
-    if len(value) < SECRET_MIN_LENGTH:
-        return f"is shorter than {SECRET_MIN_LENGTH} characters"
-    if len(set(value)) < SECRET_MIN_DISTINCT:
-        return f"has fewer than {SECRET_MIN_DISTINCT} distinct characters"
-    return None
-
-
-class SecretList:
-    """The one reader of a comma-separated list of secrets (several during a rotation).
-
-    ``parse`` gives () when the variable is unset, and refuses (:class:`ConfigError`,
-    naming the variable, never a value) a placeholder or an empty value among them: an
-    empty secret verifies against an empty key, which anyone can forge. ``strong``:
-    secrets the operator makes up must also be hard to guess (:func:`weakness`).
-    ``skip_blanks``: empty items are dropped instead (``a,,b``).
-    """
-
-    @staticmethod
-    def parse(
-        name: str, raw: str, *, strong: bool = False, skip_blanks: bool = False, hint: str = ""
-    ) -> tuple[str, ...]:
-        if not raw.strip():
-            return ()
-        parts = tuple(p.strip() for p in raw.split(","))
-        if skip_blanks:
-            parts = tuple(p for p in parts if p)
-        if any(p.lower() in _PLACEHOLDERS for p in parts):
-            raise ConfigError(hint or f"{name} holds an empty value or a placeholder")
-        if strong:
-            for value in parts:
-                why = weakness(value)
-                if why is not None:
-                    which = "one of its values" if len(parts) > 1 else "its value"
-                    raise ConfigError(f"{name}: {which} {why}; {MAKE_ONE}")
-        return parts
-
-
-class ConfigError(Permanent):
-    """The configuration cannot run: a missing secret, a placeholder, a bad TOML file."""
+from bridge.core.errors import ConfigError
+from bridge.core.secrets import MAKE_ONE, PLACEHOLDERS, SecretList, weakness
 
 
 class ConfigTables:
@@ -326,7 +270,7 @@ class Settings(BaseSettings):
         password = self.pipedrive_webhook_password.get_secret_value().strip()
         if not user and not password:
             return None
-        if user.lower() in _PLACEHOLDERS or password.lower() in _PLACEHOLDERS:
+        if user.lower() in PLACEHOLDERS or password.lower() in PLACEHOLDERS:
             raise ConfigError(
                 "PIPEDRIVE_WEBHOOK_USER and PIPEDRIVE_WEBHOOK_PASSWORD must both be set, "
                 "to values that are not placeholders"
@@ -371,13 +315,13 @@ class Settings(BaseSettings):
         key = self.mytracker_api_key.get_secret_value().strip()
         if not key:
             return None
-        if key.lower() in _PLACEHOLDERS:
+        if key.lower() in PLACEHOLDERS:
             raise ConfigError("MYTRACKER_API_KEY is a placeholder")
         return key
 
     def token(self) -> str:
         token = self.cryptolens_token.get_secret_value().strip()
-        if token.lower() in _PLACEHOLDERS:
+        if token.lower() in PLACEHOLDERS:
             raise ConfigError("CRYPTOLENS_TOKEN is empty or a placeholder")
         return token
 

@@ -22,8 +22,9 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from bridge.config import BridgeConfig
+from bridge.core.errors import ConfigError
 from bridge.core.queue import connect
-from bridge.core.settings import ConfigError, Settings
+from bridge.core.settings import Settings
 from bridge.store.db import make_engine
 from bridge.stripe import api
 from bridge.stripe.catchup import RETENTION_DAYS, Summary, catch_up

@@ -22,8 +22,9 @@ from starlette.types import ASGIApp, Message
 
 from bridge.admin.auth import MAX_AGE
 from bridge.app import create_app
+from bridge.core.errors import ConfigError
 from bridge.core.intents import Effect, IntentSpec, Status
-from bridge.core.settings import ConfigError, Settings
+from bridge.core.settings import Settings
 from bridge.store.deliveries import DeliveryRecorder
 from bridge.store.inbox import add_intents
 from bridge.store.tables import AdminSession, DeliveryCount, Intent, LoggedDelivery

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.core.errors import BridgeError, Permanent, Rejected, Retryable, Unknown
-from bridge.core.settings import ConfigError
+from bridge.core.errors import BridgeError, ConfigError, Permanent, Rejected, Retryable, Unknown
 from bridge.core.signing import InvalidSignature, MalformedHeader, SignatureError
 from bridge.cryptolens.errors import (
     AccessDenied,

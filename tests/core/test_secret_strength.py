@@ -8,7 +8,9 @@ import secrets
 
 import pytest
 
-from bridge.core.settings import ConfigError, Settings, weakness
+from bridge.core.errors import ConfigError
+from bridge.core.secrets import weakness
+from bridge.core.settings import Settings
 
 WEAK = ["p", "aaaaaaaaaaaaaaaa", "abababababababababababab", "changeme", "0123456"]
 STRONG = "pipedrive-hook-password-0001"

@@ -20,8 +20,9 @@ from sqlalchemy import Engine, event, text
 from sqlmodel import Session
 
 from bridge.core import metrics, tracing
+from bridge.core.errors import ConfigError
 from bridge.core.intents import Status
-from bridge.core.settings import ConfigError, Settings
+from bridge.core.settings import Settings
 from bridge.cryptolens import CryptolensClient
 from bridge.operator_port import parse_address
 from bridge.store import stats

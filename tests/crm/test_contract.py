@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from bridge.app import create_app
-from bridge.core.settings import ConfigError, Settings
+from bridge.core.errors import ConfigError
+from bridge.core.settings import Settings
 from tests.fixtures.crm import CLOSE_SECRET, CRM_SECRET, CrmPipeline
 from tests.fixtures.pipeline import SECRET, make_settings
 

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from bridge.app import create_app
-from bridge.core.settings import ConfigError, Settings
+from bridge.core.errors import ConfigError
+from bridge.core.settings import Settings
 from bridge.hubspot.signature import sign_v3
 from tests.fixtures.crm import HUBSPOT_SECRET, PUBLIC_URL, CrmPipeline
 from tests.fixtures.crm_fakes import FakeCrm

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import Engine
 
 from bridge.app import create_app
-from bridge.core.settings import ConfigError
+from bridge.core.errors import ConfigError
 from bridge.core.signing import sign
 from bridge.store.db import make_engine
 from tests.fixtures import stripe_builders as sb

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from bridge.config import BridgeConfig
-from bridge.core.settings import ConfigError, Settings
+from bridge.core.errors import ConfigError
+from bridge.core.settings import Settings
 
 
 def load(tmp_path: Path, text: str) -> BridgeConfig:
