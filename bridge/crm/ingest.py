@@ -2,7 +2,7 @@
 parse it as UTF-8 JSON, store the verified deliveries, answer.
 
 Every CRM endpoint is a Starlette endpoint behind the app's router and middleware. A
-refusal is a :class:`Refused` (4xx, nothing stored); storing goes through the app's
+refusal is a :class:`Refusal` (4xx, nothing stored); storing goes through the app's
 batcher, so a delivery and its intents are one transaction, like Stripe's; a database
 that cannot take the write answers 503 and the CRM delivers again. Refusals (with their
 cause) and duplicates are noted in the app's delivery log here, for every CRM alike.
@@ -17,24 +17,15 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from bridge.core import metrics
+from bridge.core.ingest import Refusal
 from bridge.state import AppState
 from bridge.store import payloads
 from bridge.store.db import StoreError
 from bridge.store.inbox import Delivery, Recorded
-
-
-class Refused(Exception):
-    """A request answered with an error before anything is stored."""
-
-    def __init__(self, status: int, error: str = "", detail: str = "", cause: str = "") -> None:
-        super().__init__(detail)
-        self.status, self.error, self.detail = status, error, detail
-        # For the delivery log: finer than ``error`` for signatures (no_header, timestamp...)
-        self.cause = cause or error
 
 
 def state_of(request: Request) -> AppState:
@@ -42,40 +33,23 @@ def state_of(request: Request) -> AppState:
     return state
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise Refused(413, "too_large", f"body over {limit} bytes")
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise Refused(413, "too_large", f"body over {limit} bytes")
-            chunks.append(chunk)
-    except ClientDisconnect:  # nobody to answer, nothing to note
-        raise Refused(400) from None
-    return b"".join(chunks)
-
-
 def parse_json(body: bytes) -> Any:
     """The body's JSON value, numbers with a fraction as :class:`Decimal` (an amount of
     25.30 stays 25.30); UTF-8 only, no byte order mark, no lone surrogate escaped."""
     if body.startswith(b"\xef\xbb\xbf") or b"\x00" in body:
-        raise Refused(400, "bad_encoding", "send UTF-8 JSON without a byte order mark")
+        raise Refusal(400, "bad_encoding", "send UTF-8 JSON without a byte order mark")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise Refused(400, "bad_encoding", f"not valid UTF-8 (byte {exc.start})") from None
+        raise Refusal(400, "bad_encoding", f"not valid UTF-8 (byte {exc.start})") from None
     try:
         value = json.loads(text, parse_float=Decimal, parse_constant=_no_constant)
     except (ValueError, RecursionError) as exc:
-        raise Refused(400, "bad_json", f"the body is not JSON: {exc}") from None
+        raise Refusal(400, "bad_json", f"the body is not JSON: {exc}") from None
     if _SURROGATE_ESCAPE.search(text) is not None and not _unicode(value):
         # A lone one (\ud800) is no character: nothing downstream can encode it, and a
         # 5xx for it would be retried for ever.
-        raise Refused(400, "bad_encoding", "a \\u escape names a lone surrogate")
+        raise Refusal(400, "bad_encoding", "a \\u escape names a lone surrogate")
     return value
 
 
@@ -94,7 +68,7 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def refuse(request: Request, provider: str, refused: Refused) -> Response:
+def refuse(request: Request, provider: str, refused: Refusal) -> Response:
     if not refused.error:
         return Response(status_code=refused.status)
     metrics.WEBHOOKS.labels(provider=provider, outcome=refused.error).inc()
@@ -116,7 +90,7 @@ async def record(
     try:
         recorded = await asyncio.gather(*(state.batcher.record(d) for d in deliveries))
     except StoreError:  # logged by the batcher; stored ones are duplicates next time
-        return refuse(request, provider, Refused(503, "database_unavailable", "try again later"))
+        return refuse(request, provider, Refusal(503, "database_unavailable", "try again later"))
     for delivery, outcome in zip(deliveries, recorded, strict=True):
         if outcome.duplicate:
             label = "duplicate"

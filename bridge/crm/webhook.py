@@ -26,12 +26,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bridge.core.ingest import Refusal, read_body
 from bridge.core.logs import get_logger
 from bridge.core.settings import Settings
 from bridge.core.signing import InvalidSignature, MalformedHeader, verify
 from bridge.crm import contract, deals
 from bridge.crm.config import SOURCE_NAME, CrmConfig
-from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
+from bridge.crm.ingest import parse_json, record, refuse, state_of, stored_json
 from bridge.mytracker.config import TrackerConfig
 from bridge.store.inbox import Delivery
 
@@ -54,9 +55,9 @@ async def endpoint(request: Request, sources: Mapping[str, tuple[str, ...]]) -> 
             # No secret, no source: unsigned data is never taken. Only a well-formed name
             # is echoed: the path is the caller's text.
             named = repr(source) if re.fullmatch(SOURCE_NAME, source) else "by that name"
-            raise Refused(404, "no_such_source", f"no CRM source {named} is configured")
+            raise Refusal(404, "no_such_source", f"no CRM source {named} is configured")
         provider = f"crm:{source}"
-        body = await read_body(request, state.settings.max_body_bytes)
+        body = await read_body(request.scope, request.receive, state.settings.max_body_bytes)
         try:
             verify(
                 body,
@@ -67,17 +68,17 @@ async def endpoint(request: Request, sources: Mapping[str, tuple[str, ...]]) -> 
                 header_name="X-Bridge-Signature",
             )
         except MalformedHeader as exc:
-            raise Refused(400, "bad_signature_header", str(exc), exc.cause) from None
+            raise Refusal(400, "bad_signature_header", str(exc), exc.cause) from None
         except InvalidSignature as exc:
-            raise Refused(401, "bad_signature", str(exc), exc.cause) from None
+            raise Refusal(401, "bad_signature", str(exc), exc.cause) from None
         parsed = parse_json(body)
         config = CrmConfig.of(state.config).source(source)
         try:
             latest_ms = int((state.clock() + state.settings.signature_tolerance) * 1000)
             event_id, type_, event = contract.read(parsed, source, config, latest_ms=latest_ms)
         except contract.ContractError as exc:
-            raise Refused(400, "bad_payload", str(exc)) from None
-    except Refused as refused:
+            raise Refusal(400, "bad_payload", str(exc)) from None
+    except Refusal as refused:
         return refuse(request, provider, refused)
     delivery = Delivery(
         provider=provider,

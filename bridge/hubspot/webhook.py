@@ -34,9 +34,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bridge.core.ingest import Refusal, read_body
 from bridge.core.logs import get_logger
 from bridge.core.settings import Settings
-from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
+from bridge.crm.ingest import parse_json, record, refuse, state_of, stored_json
 from bridge.hubspot import payload
 from bridge.hubspot.config import HubSpotConfig
 from bridge.hubspot.plan import SOURCE, plan
@@ -111,22 +112,22 @@ def _verify(request: Request, body: bytes, secrets: Sequence[str]) -> None:
             legacy=settings.hubspot_accept_legacy_signatures,
         )
     except MalformedSignature as exc:
-        raise Refused(400, "bad_signature_header", str(exc), exc.cause) from None
+        raise Refusal(400, "bad_signature_header", str(exc), exc.cause) from None
     except UrlMismatch as exc:
         detail = (
             f"signed for {_without_query(exc.signed_uri)}, not {_without_query(called)}:"
             " set BRIDGE_PUBLIC_URL to the URL in HubSpot's settings"
         )
-        raise Refused(401, "bad_signature", detail, exc.cause) from None
+        raise Refusal(401, "bad_signature", detail, exc.cause) from None
     except InvalidSignature as exc:
-        raise Refused(401, "bad_signature", str(exc), exc.cause) from None
+        raise Refusal(401, "bad_signature", str(exc), exc.cause) from None
 
 
 async def endpoint(request: Request, secrets: Sequence[str]) -> Response:
     """One batch; ``secrets``: HubSpot's client secrets, read once when the app was built."""
     state = state_of(request)
     try:
-        body = await read_body(request, state.settings.max_body_bytes)
+        body = await read_body(request.scope, request.receive, state.settings.max_body_bytes)
         _verify(request, body, secrets)
         try:
             events = payload.read_batch(
@@ -134,8 +135,8 @@ async def endpoint(request: Request, secrets: Sequence[str]) -> Response:
                 latest_ms=int((state.clock() + state.settings.signature_tolerance) * 1000),
             )
         except payload.BatchError as exc:
-            raise Refused(400, "bad_payload", str(exc)) from None
-    except Refused as refused:
+            raise Refusal(400, "bad_payload", str(exc)) from None
+    except Refusal as refused:
         return refuse(request, SOURCE, refused)
     deliveries: list[Delivery] = []
     bad: list[payload.BadEvent] = []

@@ -26,8 +26,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from bridge.core.ingest import Refusal, read_body
 from bridge.core.settings import Settings
-from bridge.crm.ingest import Refused, parse_json, read_body, record, refuse, state_of, stored_json
+from bridge.crm.ingest import parse_json, record, refuse, state_of, stored_json
 from bridge.mytracker.config import TrackerConfig
 from bridge.pipedrive import payload
 from bridge.pipedrive.config import PipedriveConfig
@@ -64,7 +65,7 @@ async def endpoint(request: Request) -> Response:
     try:
         if wait is not None:
             detail = f"too many failed credential checks: retry in {wait} s"
-            raise Refused(429, "throttled", detail)
+            raise Refusal(429, "throttled", detail)
         cause = (
             "no_match"
             if credentials is None
@@ -72,17 +73,17 @@ async def endpoint(request: Request) -> Response:
         )
         if cause is not None:
             state.throttle.failed(SOURCE, client)
-            raise Refused(
+            raise Refusal(
                 401, "unauthorized", "HTTP Basic credentials of the webhook expected", cause
             )
         state.throttle.succeeded(SOURCE, client)
-        body = await read_body(request, state.settings.max_body_bytes)
+        body = await read_body(request.scope, request.receive, state.settings.max_body_bytes)
         parsed = parse_json(body)
         try:
             delivery = payload.read(parsed)
         except payload.NotADelivery as exc:
-            raise Refused(400, "bad_payload", str(exc)) from None
-    except Refused as refused:
+            raise Refusal(400, "bad_payload", str(exc)) from None
+    except Refusal as refused:
         response = refuse(request, SOURCE, refused)
         if refused.status == 401:
             response.headers["WWW-Authenticate"] = 'Basic realm="cryptolens-bridge"'

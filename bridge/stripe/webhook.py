@@ -36,6 +36,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from bridge.core import metrics, tracing
+from bridge.core.ingest import Refusal, read_body
 from bridge.core.logs import get_logger
 from bridge.core.settings import Settings
 from bridge.core.signing import InvalidSignature, MalformedHeader, verify
@@ -68,39 +69,6 @@ _DUPLICATE, _IGNORED, _RECORDED = (
     _COUNTERS["recorded"],
 )
 _JSON = b"application/json"
-
-
-class _Refused(Exception):
-    """A request answered with an error before anything is stored."""
-
-    def __init__(self, status: int, error: str = "", detail: str = "", cause: str = "") -> None:
-        self.status, self.error, self.detail = status, error, detail
-        # For the delivery log: finer than ``error`` for signatures (no_header, timestamp...)
-        self.cause = cause or error
-
-
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            if value.isdigit() and int(value) > limit:
-                raise _Refused(413, "too_large", f"body over {limit} bytes")
-            break
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":  # the client went away
-            raise _Refused(400)
-        chunk: bytes = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _Refused(413, "too_large", f"body over {limit} bytes")
-        if not message.get("more_body", False):
-            if not chunks:
-                return chunk
-            chunks.append(chunk)
-            return b"".join(chunks)
-        chunks.append(chunk)
 
 
 def _signature_header(scope: Scope) -> str | None:
@@ -143,12 +111,12 @@ def _encoding_problem(body: bytes) -> str | None:
 def _int64(literal: str) -> int:
     value = int(literal)
     if not _INT64_MIN <= value <= _INT64_MAX:
-        raise _Refused(400, "bad_json", f"integer {literal} is outside the signed 64-bit range")
+        raise Refusal(400, "bad_json", f"integer {literal} is outside the signed 64-bit range")
     return value
 
 
 def _parse(body: bytes) -> Any:
-    """The body's JSON value, or :class:`_Refused`.
+    """The body's JSON value, or :class:`Refusal`.
 
     Stripe sends UTF-8 JSON, and orjson reads exactly that (RFC 8259, UTF-8 without a
     byte order mark, no lone surrogates, no NaN) in a fifth of the standard library's
@@ -163,12 +131,12 @@ def _parse(body: bytes) -> Any:
     except orjson.JSONDecodeError as exc:
         problem = _encoding_problem(body)
         if problem is not None:
-            raise _Refused(
+            raise Refusal(
                 400,
                 "bad_encoding",
                 f"Stripe sends UTF-8 JSON without a byte order mark; this body {problem}",
             ) from None
-        raise _Refused(400, "bad_json", f"the body is not JSON: {exc}") from None
+        raise Refusal(400, "bad_json", f"the body is not JSON: {exc}") from None
     if body.translate(_DIGITS_AS_ONES).find(_NINETEEN_DIGITS) != -1:
         # Rare: mostly 19 digits inside a string. The standard library's parser gives
         # each integer's literal to ``parse_int``.
@@ -177,7 +145,7 @@ def _parse(body: bytes) -> Any:
 
 
 def _delivery(state: AppState, scope: Scope, body: bytes) -> inbox.Delivery:
-    """The verified, planned delivery in ``body``; raises :class:`_Refused`."""
+    """The verified, planned delivery in ``body``; raises :class:`Refusal`."""
     try:
         verify(
             body,
@@ -187,35 +155,35 @@ def _delivery(state: AppState, scope: Scope, body: bytes) -> inbox.Delivery:
             now=state.clock(),
         )
     except MalformedHeader as exc:
-        raise _Refused(400, "bad_signature_header", str(exc), exc.cause) from None
+        raise Refusal(400, "bad_signature_header", str(exc), exc.cause) from None
     except InvalidSignature as exc:
-        raise _Refused(401, "bad_signature", str(exc), exc.cause) from None
+        raise Refusal(401, "bad_signature", str(exc), exc.cause) from None
 
     try:
         event = _parse(body)
     except RecursionError:  # the exact parser recurses per level of nesting
-        raise _Refused(400, "bad_json", "the body is nested too deeply") from None
+        raise Refusal(400, "bad_json", "the body is nested too deeply") from None
     if not (
         type(event) is dict
         and isinstance(event.get("id"), str)
         and isinstance(event.get("type"), str)
         and isinstance(event.get("data"), dict)
     ):
-        raise _Refused(400, "not_an_event", "expected a Stripe event with id, type and data")
+        raise Refusal(400, "not_an_event", "expected a Stripe event with id, type and data")
     try:
         implied = plan(event, StripeConfig.of(state.config), TrackerConfig.of(state.config))
     except PayloadError as exc:
         # Verified but not understood: refuse without storing, so Stripe redelivers it
         # once the bridge is fixed, instead of accepting and dropping it.
         log.warning("stripe event not understood", event_id=event["id"], error=str(exc))
-        raise _Refused(400, "bad_payload", str(exc)) from None
+        raise Refusal(400, "bad_payload", str(exc)) from None
     api_version = event.get("api_version")
     try:
         # Redaction walks the payload recursively: a body the parser only just took
         # could still be too deep for it.
         payload = payloads.stored_body(body, event)
     except RecursionError:
-        raise _Refused(400, "bad_json", "the body is nested too deeply") from None
+        raise Refusal(400, "bad_json", "the body is nested too deeply") from None
     return inbox.Delivery(
         provider="stripe",
         external_id=event["id"],
@@ -235,7 +203,7 @@ async def _answer(send: Send, status: int, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-async def _refuse(state: AppState, scope: Scope, send: Send, refused: _Refused) -> None:
+async def _refuse(state: AppState, scope: Scope, send: Send, refused: Refusal) -> None:
     if not refused.error:
         await _answer(send, refused.status, b"")
         return
@@ -252,9 +220,9 @@ class StripeWebhook:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state: AppState = scope["state"]["bridge"]
         try:
-            body = await _read_body(scope, receive, state.settings.max_body_bytes)
+            body = await read_body(scope, receive, state.settings.max_body_bytes)
             delivery = _delivery(state, scope, body)
-        except _Refused as refused:
+        except Refusal as refused:
             await _refuse(state, scope, send, refused)
             return
         try:
@@ -264,7 +232,7 @@ class StripeWebhook:
             with tracing.span("delivery stripe", event=delivery.external_id):
                 recorded = await state.batcher.record(delivery)
         except StoreError:  # logged by the batcher
-            unavailable = _Refused(503, "database_unavailable", "try again later")
+            unavailable = Refusal(503, "database_unavailable", "try again later")
             await _refuse(state, scope, send, unavailable)
             return
         if recorded.duplicate:

@@ -30,9 +30,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from bridge.core.ingest import Refusal, read_body
 from bridge.core.logs import get_logger
 from bridge.core.queue import enqueue_deferred
 from bridge.state import AppState
@@ -83,24 +84,6 @@ def token_refusal(header: str | None, tokens: tuple[str, ...]) -> str | None:
     return None if found else "no_match"
 
 
-async def _body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise _TooLarge
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-class _TooLarge(Exception):
-    pass
-
-
 async def post_usage(request: Request) -> Response:
     state: AppState = request.state.bridge
     if not state.usage_tokens:
@@ -117,12 +100,11 @@ async def post_usage(request: Request) -> Response:
         return _refuse(request, 401, "unauthorized", detail, cause)
     state.throttle.succeeded(PROVIDER, client)
     try:
-        body = await _body(request, state.settings.max_body_bytes)
-    except _TooLarge:
-        detail = f"body over {state.settings.max_body_bytes} bytes"
-        return _refuse(request, 413, "too_large", detail)
-    except ClientDisconnect:
-        return Response(status_code=400)
+        body = await read_body(request.scope, request.receive, state.settings.max_body_bytes)
+    except Refusal as refused:
+        if not refused.error:  # the client went away: nobody to answer, nothing to note
+            return Response(status_code=refused.status)
+        return _refuse(request, refused.status, refused.error, refused.detail)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
