@@ -16,8 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlmodel import Session, col, select
-
 from bridge import registry
 from bridge.config import BridgeConfig
 from bridge.core.intents import Effect, merge_start
@@ -30,8 +28,9 @@ from bridge.ops.dryrun_create import plan_create
 from bridge.ops.dryrun_plan import Call, DryRun, customer_calls
 from bridge.rules import blocks, customers, events, expiry
 from bridge.rules.deals import enriched, needs_deal
+from bridge.store import lookups, operator
 from bridge.store.db import Engine
-from bridge.store.tables import Intent, License, LicenseAlias, StartHint
+from bridge.store.tables import Intent, License
 
 __all__ = ["Call", "DryRun", "dry_run", "key_state", "planned"]
 
@@ -45,22 +44,13 @@ class _Facts:
 
 
 def _facts(engine: Engine, intent_id: str) -> _Facts | None:
-    with Session(engine) as s:
-        intent = s.get(Intent, intent_id)
-        if intent is None:
-            return None
-        alias = s.get(LicenseAlias, intent.license_ref)
-        ref = alias.ref if alias is not None else intent.license_ref
-        params: dict[str, Any] = json.loads(intent.params)
-        if intent.effect == Effect.CREATE_KEY.value:
-            hints = s.exec(
-                select(StartHint.params)
-                .where(col(StartHint.intent_id) == intent_id)
-                .order_by(col(StartHint.id))
-            ).all()
-            for hint in hints:
-                params = merge_start(params, json.loads(hint))
-        return _Facts(intent, params, ref, s.get(License, ref))
+    found = operator.intent_facts(engine, intent_id)
+    if found is None:
+        return None
+    params: dict[str, Any] = json.loads(found.intent.params)
+    for hint in found.hints:  # a key creation's: what later start events said
+        params = merge_start(params, json.loads(hint))
+    return _Facts(found.intent, params, found.ref, found.license)
 
 
 def key_state(found: LicenseKey) -> dict[str, Any]:
@@ -113,7 +103,8 @@ async def dry_run(
     if effect is Effect.EXTEND:
         _plan_extend(plan, int(params["expires_at"]), current, moment, target)
     elif effect in (Effect.BLOCK, Effect.UNBLOCK):
-        stored = _stored_blocks(engine, facts.ref)
+        # The license's block and unblock intents, as the worker reads them.
+        stored = lookups.block_intents(engine, facts.ref)
         _plan_block(plan, stored, intent, params, license_, current, target)
     elif effect is Effect.LINK_CUSTOMER:
         await _plan_link(plan, client, intent, params, license_, current, target)
@@ -181,22 +172,6 @@ def _plan_extend(
 
 def _iso(unix: int) -> str:
     return datetime.fromtimestamp(unix, UTC).isoformat()
-
-
-def _stored_blocks(engine: Engine, ref: str) -> list[blocks.Stored]:
-    """The license's block and unblock intents, under its ref or an alias."""
-    with Session(engine) as s:
-        refs = [ref, *s.exec(select(LicenseAlias.alias).where(col(LicenseAlias.ref) == ref))]
-        rows = s.exec(
-            select(Intent).where(
-                col(Intent.effect).in_([Effect.BLOCK.value, Effect.UNBLOCK.value]),
-                col(Intent.license_ref).in_(refs),
-            )
-        ).all()
-        return [
-            blocks.Stored.of(i.id, Effect(i.effect), json.loads(i.params), i.occurred_at)
-            for i in rows
-        ]
 
 
 def _plan_block(

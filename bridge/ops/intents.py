@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import click
-from sqlmodel import Session, col, select
 
 from bridge.config import BridgeConfig
 from bridge.core.intents import Effect, Status
@@ -37,9 +36,9 @@ from bridge.ops.errors import NotReplayable, UnknownRecord
 from bridge.ops.terminal import say
 from bridge.store import errors as store_errors
 from bridge.store import intents as store_intents
+from bridge.store import operator
 from bridge.store.db import Engine, make_engine
-from bridge.store.intents import REPLAYABLE
-from bridge.store.tables import Attempt, Intent, WebhookEvent
+from bridge.store.tables import Intent, WebhookEvent
 
 _SINCE = click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S"])
 
@@ -83,17 +82,9 @@ def intents_command(
     if ctx.invoked_subcommand is not None:
         return
     engine = make_engine(Settings().database_url)
-    with Session(engine) as s:
-        query = select(Intent).order_by(col(Intent.created_at).desc()).limit(limit)
-        if status is not None:
-            query = query.where(col(Intent.status) == status)
-        if effect is not None:
-            query = query.where(col(Intent.effect) == effect)
-        if provider is not None:
-            query = query.where(col(Intent.license_ref).startswith(f"{provider}:"))
-        if since is not None:
-            query = query.where(col(Intent.created_at) >= _utc(since))
-        rows = s.exec(query).all()
+    rows = operator.intent_list(
+        engine, status=status, effect=effect, provider=provider, since=_utc(since), limit=limit
+    )
     for row in rows:
         if as_json:
             click.echo(json.dumps(_intent_json(row)))
@@ -110,15 +101,12 @@ def intent_show_command(intent_id: str, as_json: bool) -> None:
     """One intent, with its recorded Cryptolens calls."""
     engine = make_engine(Settings().database_url)
     try:
-        with Session(engine) as s:
-            row = s.get(Intent, intent_id)
-            if row is None:
-                raise UnknownRecord(f"no intent {intent_id}")
-            attempts = s.exec(
-                select(Attempt).where(col(Attempt.intent_id) == intent_id).order_by(col(Attempt.id))
-            ).all()
+        found = operator.intent_calls(engine, intent_id)
     finally:
         engine.dispose()
+    if found is None:
+        raise UnknownRecord(f"no intent {intent_id}")
+    row, attempts = found
     calls = [
         {
             "method": a.method,
@@ -175,18 +163,17 @@ def events_command(
     if ctx.invoked_subcommand is not None:
         return
     engine = make_engine(Settings().database_url)
-    with Session(engine) as s:
-        query = select(WebhookEvent).order_by(col(WebhookEvent.id).desc()).limit(limit)
-        if provider is not None:
-            query = query.where(col(WebhookEvent.provider) == provider)
-        if event_type is not None:
-            query = query.where(col(WebhookEvent.type) == event_type)
-        if status is not None:
-            query = query.where(col(WebhookEvent.outcome) == status)
-        if since is not None:
-            query = query.where(col(WebhookEvent.received_at) >= _utc(since))
-        rows = s.exec(query).all()
-    engine.dispose()
+    try:
+        rows = operator.event_list(
+            engine,
+            provider=provider,
+            event_type=event_type,
+            outcome=status,
+            since=_utc(since),
+            limit=limit,
+        )
+    finally:
+        engine.dispose()
     for row in rows:
         if as_json:
             click.echo(json.dumps(_event_json(row)))
@@ -194,13 +181,6 @@ def events_command(
             note = f"  {row.note}" if row.note else ""
             head = f"{row.id:>6} {row.provider:<8} {row.outcome:<8} {row.type:<40}"
             say(f"{head} {row.external_id}{note}")
-
-
-def _find_event(s: Session, event_id: str) -> WebhookEvent | None:
-    found = s.exec(select(WebhookEvent).where(col(WebhookEvent.external_id) == event_id)).first()
-    if found is None and event_id.isdigit():
-        found = s.get(WebhookEvent, int(event_id))
-    return found
 
 
 @events_command.command("show")
@@ -211,15 +191,12 @@ def event_show_command(event_id: str, payload: bool, as_json: bool) -> None:
     """One delivery (its provider id, or the row id) and the intents it implied."""
     engine = make_engine(Settings().database_url)
     try:
-        with Session(engine) as s:
-            row = _find_event(s, event_id)
-            if row is None:
-                raise UnknownRecord(f"no event {event_id}")
-            intents = s.exec(
-                select(Intent).where(col(Intent.event_id) == row.id).order_by(col(Intent.id))
-            ).all()
+        found = operator.event_intents(engine, event_id)
     finally:
         engine.dispose()
+    if found is None:
+        raise UnknownRecord(f"no event {event_id}")
+    row, intents = found
     data = {**_event_json(row), "intents": [_intent_json(i) for i in intents]}
     if payload:
         data["payload"] = json.loads(row.payload)
@@ -249,18 +226,11 @@ def _targets(engine: Engine, ids: tuple[str, ...], *, replayable: bool) -> list[
     """Intent ids for the command's arguments: an intent's id, or an event's (its
     provider id or row id: its intents; with ``replayable``, those failed or in review)."""
     found: list[str] = []
-    with Session(engine) as s:
-        for given in ids:
-            if s.get(Intent, given) is not None:
-                found.append(given)
-                continue
-            event = _find_event(s, given)
-            if event is None:
-                raise UnknownRecord(f"no intent or event {given}")
-            query = select(Intent.id).where(col(Intent.event_id) == event.id)
-            if replayable:
-                query = query.where(col(Intent.status).in_(REPLAYABLE))
-            found.extend(s.exec(query.order_by(col(Intent.id))).all())
+    for given in ids:
+        named = operator.named_intents(engine, given, replayable=replayable)
+        if named is None:
+            raise UnknownRecord(f"no intent or event {given}")
+        found.extend(named)
     return list(dict.fromkeys(found))
 
 

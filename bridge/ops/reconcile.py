@@ -57,8 +57,6 @@ import click
 import httpx
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from sqlalchemy import func
-from sqlmodel import Session, col, select
 
 from bridge.core import blocks
 from bridge.core.intents import Effect, IntentSpec, Status, merge_start
@@ -66,9 +64,10 @@ from bridge.core.queue import connect, enqueue
 from bridge.core.settings import Settings
 from bridge.cryptolens import AccessDenied, CryptolensClient, NotFound, make_http_client
 from bridge.cryptolens.models import KeysPage, LicenseKey
+from bridge.store import operator
 from bridge.store.db import Engine, make_engine
 from bridge.store.inbox import add_intents
-from bridge.store.tables import Attempt, Intent, License, LicenseAlias, StartHint
+from bridge.store.tables import Intent, License
 
 CONCURRENCY = 8  # GetKey / GetKeys calls in flight
 PAGE_SIZE = 99  # keys in a GetKeys page
@@ -148,63 +147,32 @@ class Report:
 
 def expectations(engine: Engine, since: datetime | None = None) -> list[Expected]:
     """Every license with a planned key creation (created since ``since``, if given)."""
-    with Session(engine) as s:
-        query = select(Intent).where(col(Intent.effect) == Effect.CREATE_KEY.value)
-        if since is not None:
-            query = query.where(col(Intent.created_at) >= since)
-        creates = list(s.exec(query.order_by(col(Intent.license_ref))).all())
-        aliases = {a.alias: a.ref for a in s.exec(select(LicenseAlias)).all()}
-        calls = s.exec(
-            select(Attempt.scope, Attempt.method, Attempt.outcome)
-            .where(col(Attempt.method).in_(_BLOCK_CALLS))
-            .order_by(col(Attempt.id))
-        ).all()
-        last_call: dict[str, str] = {}  # key scope -> the last block call that may have landed
-        for scope, method, outcome in calls:
-            if scope is not None and outcome in _MAY_HAVE_LANDED:
-                last_call[scope] = method
-        by_ref: dict[str, list[Intent]] = {}
-        for intent in s.exec(select(Intent)).all():
-            by_ref.setdefault(aliases.get(intent.license_ref, intent.license_ref), []).append(
-                intent
-            )
-        # Read whole, once: one query per license would cost more than the reads of
-        # Cryptolens do (100,000 licenses; see ``bench --reconcile``).
-        hints: dict[str, list[str]] = {}
-        for intent_id, hint in s.exec(
-            select(StartHint.intent_id, StartHint.params).order_by(col(StartHint.id))
-        ).all():
-            hints.setdefault(intent_id, []).append(hint)
-        licenses = {row.ref: row for row in s.exec(select(License)).all()}
-        result: list[Expected] = []
-        seen: set[str] = set()
-        for create in creates:
-            ref = aliases.get(create.license_ref, create.license_ref)
-            if ref in seen:
-                continue
-            seen.add(ref)
-            params: dict[str, Any] = json.loads(create.params)
-            for hint in hints.get(create.id, []):
-                params = merge_start(params, json.loads(hint))
-            intents = by_ref.get(ref, [])
-            # The worker's block calls share the scope "key:<ref>" (jobs.effects.readback).
-            ours = last_call.get(f"key:{ref}") == "key/BlockKey"
-            result.append(
-                _expected(ref, licenses.get(ref), create, params, intents, blocked_by_us=ours)
-            )
-        return result
-
-
-def keys_held(engine: Engine) -> dict[int, int]:
-    """How many keys the store holds per product: Cryptolens holds as many, less those
-    deleted there, plus the vendor's own."""
-    with Session(engine) as s:
-        rows = s.exec(
-            select(License.product_id, func.count())
-            .where(col(License.key).is_not(None), col(License.product_id).is_not(None))
-            .group_by(col(License.product_id))
-        ).all()
-    return {int(product): int(count) for product, count in rows if product is not None}
+    store = operator.licenses_whole(engine, _BLOCK_CALLS, since)
+    last_call: dict[str, str] = {}  # key scope -> the last block call that may have landed
+    for scope, method, outcome in store.block_calls:
+        if scope is not None and outcome in _MAY_HAVE_LANDED:
+            last_call[scope] = method
+    aliases = store.aliases
+    by_ref: dict[str, list[Intent]] = {}
+    for intent in store.intents:
+        by_ref.setdefault(aliases.get(intent.license_ref, intent.license_ref), []).append(intent)
+    result: list[Expected] = []
+    seen: set[str] = set()
+    for create in store.creates:
+        ref = aliases.get(create.license_ref, create.license_ref)
+        if ref in seen:
+            continue
+        seen.add(ref)
+        params: dict[str, Any] = json.loads(create.params)
+        for hint in store.hints.get(create.id, []):
+            params = merge_start(params, json.loads(hint))
+        intents = by_ref.get(ref, [])
+        # The worker's block calls share the scope "key:<ref>" (jobs.effects.readback).
+        ours = last_call.get(f"key:{ref}") == "key/BlockKey"
+        result.append(
+            _expected(ref, store.licenses.get(ref), create, params, intents, blocked_by_us=ours)
+        )
+    return result
 
 
 def _expected(
@@ -486,7 +454,7 @@ async def reconcile(
 ) -> Report:
     """Check every license (and store the repairs, with ``repair``)."""
     wanted = await asyncio.to_thread(expectations, engine, since)
-    held = await asyncio.to_thread(keys_held, engine)
+    held = await asyncio.to_thread(operator.keys_held, engine)
     with Progress(
         TextColumn("reconcile"),
         BarColumn(),
