@@ -70,8 +70,11 @@ def read_response(sock: socket.socket) -> bytes:
         if line.lower().startswith(b"content-length:")
     )
     while len(body) < length:
-        body += sock.recv(65536)
-    return received
+        chunk = sock.recv(65536)
+        assert chunk, f"closed mid-body: {received + body!r}"
+        body += chunk
+    # The head and the whole body: the body may come in a later packet than the head.
+    return head + b"\r\n\r\n" + body
 
 
 def status_of(response: bytes) -> int:
