@@ -22,8 +22,10 @@ lint: install
 typecheck: install
 	mypy
 
+# Four workers on two cores: the tests mostly wait on their servers (redis-server, the
+# sandbox, uvicorn, PostgreSQL), each its own, so they share nothing but the CPU.
 test: install
-	pytest -q
+	pytest -q -n 4
 
 check: lint typecheck test
 
