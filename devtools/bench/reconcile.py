@@ -33,6 +33,8 @@ from sqlalchemy import insert
 from bridge.core.intents import Effect, Status
 from bridge.cryptolens import CryptolensClient, make_http_client
 from bridge.ops import reconcile as rc
+from bridge.ops.reconcile_compare import Report
+from bridge.ops.reconcile_read import CONCURRENCY
 from bridge.sandbox.config import DEFAULT_PRODUCT_ID, DEFAULT_TOKEN, SandboxConfig
 from bridge.sandbox.store import Store
 from bridge.sandbox.store_records import NewKey
@@ -127,13 +129,13 @@ def seed_bridge(url: str, held: list[tuple[str, int, int]], now: int) -> None:
         engine.dispose()
 
 
-async def _reconcile(url: str, sandbox: str) -> tuple[rc.Report, float, Counter[str]]:
+async def _reconcile(url: str, sandbox: str) -> tuple[Report, float, Counter[str]]:
     calls: Counter[str] = Counter()
 
     async def count(request: httpx.Request) -> None:
         calls[request.url.path.removeprefix("/api/")] += 1
 
-    http = make_http_client(max_connections=rc.CONCURRENCY)
+    http = make_http_client(max_connections=CONCURRENCY)
     http.event_hooks["request"].append(count)
     engine = make_engine(url)
     try:
@@ -172,7 +174,7 @@ def run(st: Stack, n: int, *, latency_ms: float) -> dict[str, Any]:
     return {
         "licenses": n,
         "latency_ms": latency_ms,
-        "concurrency": rc.CONCURRENCY,
+        "concurrency": CONCURRENCY,
         "seconds": round(seconds, 2),
         "licenses_per_second": round(n / seconds, 1),
         "calls": dict(sorted(calls.items())),

@@ -17,6 +17,8 @@ from bridge.core.intents import Effect, Status
 from bridge.cryptolens import CryptolensClient
 from bridge.cryptolens.models import LicenseKey
 from bridge.ops import reconcile as rc
+from bridge.ops.reconcile_compare import Report, compare
+from bridge.ops.reconcile_expect import Expected
 from bridge.store.tables import License
 from tests.fixtures import stripe_builders as sb
 from tests.fixtures.admin import drain_once
@@ -39,9 +41,7 @@ def license_of(bridge: Pipeline, ref: str) -> License:
     return found
 
 
-async def run(
-    bridge: Pipeline, *, repair: bool = False, since: datetime | None = None
-) -> rc.Report:
+async def run(bridge: Pipeline, *, repair: bool = False, since: datetime | None = None) -> Report:
     async with httpx.AsyncClient() as http:
         client = CryptolensClient(
             http, token=bridge.settings.token(), base_url=bridge.settings.cryptolens_api_url
@@ -54,7 +54,7 @@ def calls(bridge: Pipeline) -> dict[str, int]:
     return {m: c["received"] for m, c in bridge.sandbox.state()["calls"].items()}
 
 
-async def reads(bridge: Pipeline, **options: Any) -> tuple[rc.Report, dict[str, int]]:
+async def reads(bridge: Pipeline, **options: Any) -> tuple[Report, dict[str, int]]:
     """A reconcile run, and the reads of keys it made: GetKeys pages and GetKey calls."""
     before = calls(bridge)
     report = await run(bridge, **options)
@@ -173,7 +173,7 @@ class TestBlocks:
         found = LicenseKey.model_validate(
             {"productId": 1001, "key": "K", "expires": "2030-01-01T00:00:00", "block": True}
         )
-        want = rc.Expected(
+        want = Expected(
             ref="stripe:pi:pi_x",
             key="K",
             product_id=1001,
@@ -185,9 +185,9 @@ class TestBlocks:
             under_way=False,
             decided_at=1700000000,
         )
-        [manual] = rc.compare(want, found)
+        [manual] = compare(want, found)
         assert (manual.kind, manual.repair) == ("manual_block", None)
-        [ours] = rc.compare(dataclasses.replace(want, blocked_by_us=True), found)
+        [ours] = compare(dataclasses.replace(want, blocked_by_us=True), found)
         assert ours.kind == "blocked" and ours.repair is not None
         assert (ours.repair.effect, ours.repair.occurred_at) == (Effect.UNBLOCK, 1700000000)
 
