@@ -9,7 +9,7 @@ must not carry what only development runs:
                     operation on the bridge's records
     bench/          measurements (stack, ingest, burst, starts, usage, reconcile, scrape)
     loadgen         the bench's load generator and bare endpoint
-    chaos, workload exactly once under faults and kills, and the purchases it drives
+    chaos/, workload exactly once under faults and kills, and the purchases it drives
     crm_standin, stripe_standin   stand-ins for HubSpot/Pipedrive and Stripe's API
 
 The operator commands (events, intents, replay, the dry run, reconcile) and the terminal

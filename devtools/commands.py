@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Measure ingest throughput, webhook-to-key latency and memory.",
     ),
     "chaos": (
-        "devtools.chaos:command",
+        "devtools.chaos.command:command",
         "Faults, redeliveries and worker kills; check every effect happened once.",
     ),
 }
