@@ -8,7 +8,7 @@ must not carry what only development runs:
     send, send_crm  sign a sample webhook as its sender would: a test input, not an
                     operation on the bridge's records
     bench/          measurements (stack, ingest, burst, starts, usage, reconcile, scrape)
-    loadgen         the bench's load generator and bare endpoint
+    loadgen         the bench's load generator and bare endpoint (loadgen_requests: what it sends)
     chaos/, workload exactly once under faults and kills, and the purchases it drives
     crm_standin, stripe_standin   stand-ins for HubSpot/Pipedrive and Stripe's API
 

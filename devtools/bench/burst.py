@@ -27,7 +27,7 @@ from bridge.core.intents import TAG_PREFIX
 from bridge.core.signing import sign
 from bridge.cryptolens.pools import Clients
 from bridge.store.db import migrate
-from devtools import loadgen
+from devtools import loadgen_requests
 from devtools.bench.stack import CONFIG, SECRET, Stack, bridge_env, cpu_seconds
 from devtools.procs import free_port
 
@@ -119,13 +119,13 @@ def run(
     # Warm up with no latency: imports, connections, the template cache (the issue's
     # "template list cached"), one key; then the state is reset and the faults set.
     now = int(time.time())
-    asyncio.run(_post_all(url, [loadgen.checkout_event("warm", 0, now)]))
+    asyncio.run(_post_all(url, [loadgen_requests.checkout_event("warm", 0, now)]))
     _watch(sandbox, 1, time.perf_counter(), timeout)
     httpx.post(f"{sandbox}/sandbox/reset", timeout=30).raise_for_status()
     faults = {"latency_ms": latency_ms, "lost_reply_rate": lost_reply_rate, "seed": 1}
     httpx.post(f"{sandbox}/sandbox/faults", json=faults, timeout=30).raise_for_status()
 
-    events = [loadgen.checkout_event("b", i, now) for i in range(n)]
+    events = [loadgen_requests.checkout_event("b", i, now) for i in range(n)]
     cpu_before = {name: cpu_seconds(p.pid) for name, p in procs.items()}
     started = asyncio.run(_post_all(url, events))
     reached, state = _watch(sandbox, n, started, timeout)

@@ -32,7 +32,7 @@ import httpx
 from sqlalchemy import create_engine, text
 
 from bridge.store.db import migrate
-from devtools import loadgen
+from devtools import loadgen, loadgen_requests
 from devtools.bench.stack import (
     CONFIG,
     Stack,
@@ -164,7 +164,7 @@ def latency(
     warm = 5
     run_loadgen(st, ["open", "--port", str(web_port), "--run", "w", "--rate", "50",
                      "--seconds", str(warm / 50)])  # fmt: skip
-    warm_refs = [loadgen.license_ref("w", n) for n in range(warm)]
+    warm_refs = [loadgen_requests.license_ref("w", n) for n in range(warm)]
     _wait_keys(database_url, warm_refs, worker, st, timeout=START_TIMEOUT)
 
     procs = {"web": web, "worker": worker, "sandbox": sandbox}
@@ -174,7 +174,7 @@ def latency(
         ["open", "--port", str(web_port), "--run", "l", "--rate", str(rate),
          "--seconds", str(seconds)],
     )  # fmt: skip
-    refs = [loadgen.license_ref("l", n) for n in range(sent["sent"])]
+    refs = [loadgen_requests.license_ref("l", n) for n in range(sent["sent"])]
     made = _wait_keys(database_url, refs, worker, st, timeout=settle)
     memory = {"web": peak_rss_mb(web.pid), "worker": peak_rss_mb(worker.pid)}
     # CPU each process spent on the measured events (from the first send to the last key),

@@ -22,7 +22,7 @@ from sqlalchemy import insert
 from bridge.store import retention
 from bridge.store.db import make_engine, migrate
 from bridge.store.tables import Intent, WebhookEvent, utcnow
-from devtools import loadgen
+from devtools import loadgen_requests
 from devtools.bench.stack import CONFIG, Stack, bridge_env, run_loadgen
 from devtools.procs import free_port
 
@@ -39,7 +39,7 @@ def seed(database_url: str, n: int) -> None:
             for start in range(0, n, _SEED_BATCH):
                 events, intents = [], []
                 for i in range(start, min(n, start + _SEED_BATCH)):
-                    body = loadgen.checkout_event("old", i, now)
+                    body = loadgen_requests.checkout_event("old", i, now)
                     body["data"]["object"]["customer_details"] = {
                         "email": f"buyer{i}@example.com",
                         "name": f"Buyer {i}",

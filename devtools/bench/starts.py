@@ -28,7 +28,7 @@ from sqlalchemy import create_engine, text
 
 from bridge.core.signing import sign
 from bridge.store.db import migrate
-from devtools import loadgen, workload
+from devtools import loadgen_requests, workload
 from devtools.bench.stack import SECRET, Stack, bridge_env
 from devtools.procs import free_port
 
@@ -74,10 +74,10 @@ async def _deliver(
             response = await client.post(url, content=body, headers=headers)
             response.raise_for_status()
 
-        warm = loadgen.checkout_event("warm", 0, int(time.time()))
+        warm = loadgen_requests.checkout_event("warm", 0, int(time.time()))
         warm["data"]["object"]["metadata"] = {workload.TEMPLATE_KEY: "1"}  # no Stripe call
         await post(warm)
-        warm_ref = loadgen.license_ref("warm", 0)
+        warm_ref = loadgen_requests.license_ref("warm", 0)
         await asyncio.to_thread(_watch, database_url, [warm_ref], time.perf_counter(), settle)
         started = time.perf_counter()
         watch = asyncio.create_task(asyncio.to_thread(_watch, database_url, refs, started, settle))
