@@ -5,6 +5,7 @@ must not carry what only development runs:
 
     procs           the one process supervisor: dev, the bench, chaos and the tests
     dev             the demo's supervisor: web, worker, sandbox on local defaults
+                    (dev_setup: the environment it fills in and the banner)
     send, send_crm  sign a sample webhook as its sender would: a test input, not an
                     operation on the bridge's records
     bench/          measurements (stack, ingest, burst, starts, usage, reconcile, scrape)

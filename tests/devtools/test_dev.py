@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from bridge.core.settings import Settings
-from devtools.dev import _banner, _setup
+from devtools.dev_setup import banner, make_setup
 from tests.fixtures.stack import free_port
 
 KEY = r"[A-Z]{5}(?:-[A-Z]{5}){3}"
@@ -127,8 +127,8 @@ def test_the_admin_page_is_on_with_the_token_printed_in_the_banner(
 
 def test_an_empty_admin_token_given_on_purpose_keeps_the_page_off(tmp_path: Path) -> None:
     settings = Settings(_env_file=None, BRIDGE_ADMIN_TOKEN="")
-    setup = _setup(settings, demo=False, sandbox_port=1, config_dir=tmp_path)
+    setup = make_setup(settings, demo=False, sandbox_port=1, config_dir=tmp_path)
     assert setup.admin_token is None
     assert not setup.env.get("BRIDGE_ADMIN_TOKEN")
     assert "admin page: off (empty token)" in setup.notes
-    assert "/admin/" not in _banner(setup, "http://127.0.0.1:1", "redis://x")
+    assert "/admin/" not in banner(setup, "http://127.0.0.1:1", "redis://x")

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from bridge.core.settings import Settings
-from devtools import dev
+from devtools import dev_setup
 from devtools.send import command
 from tests.fixtures.crm import (
     CRM_SECRET,
@@ -77,13 +77,13 @@ def test_dev_generates_crm_secrets_and_prints_only_those(
 ) -> None:
     monkeypatch.delenv("CRM_SECRET_DEMO", raising=False)
     settings = Settings(_env_file=None, PIPEDRIVE_WEBHOOK_PASSWORD="users-own-password-1")
-    setup = dev._setup(
+    setup = dev_setup.make_setup(
         settings, demo=False, sandbox_port=1, config_dir=tmp_path, crm_port=2, web_port=3
     )
     assert setup.crm_root == "http://127.0.0.1:2"
     assert setup.env["BRIDGE_PUBLIC_URL"] == "http://127.0.0.1:3"  # what HubSpot's signature binds
     assert setup.env["HUBSPOT_API_URL"] == setup.env["PIPEDRIVE_API_URL"] == setup.crm_root
-    banner = dev._banner(setup, "http://127.0.0.1:3", "redis://x")
+    banner = dev_setup.banner(setup, "http://127.0.0.1:3", "redis://x")
     assert setup.env["HUBSPOT_CLIENT_SECRET"] in banner
     assert setup.env["CRM_SECRET_DEMO"] in banner
     assert "users-own-password-1" not in banner
