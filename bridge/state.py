@@ -1,4 +1,8 @@
-"""What the web app shares between requests, built once in its lifespan."""
+"""What the web app shares between requests, built once in its lifespan.
+
+It sits below the providers' web halves, which take it in every request: so it names only
+what core, the store and the Cryptolens client define (the TOML file as core's
+``ConfigTables``, not ``bridge.config``, which knows every provider)."""
 
 from __future__ import annotations
 
@@ -9,10 +13,9 @@ from typing import Any
 
 from arq.connections import ArqRedis
 
-from bridge.config import BridgeConfig
 from bridge.core.metrics import Refresher
 from bridge.core.outage import RedisOutage
-from bridge.core.settings import Settings
+from bridge.core.settings import ConfigTables, Settings
 from bridge.core.throttle import Throttle, client_key
 from bridge.cryptolens import CryptolensClient
 from bridge.store.batcher import Batcher
@@ -23,7 +26,9 @@ from bridge.store.deliveries import DeliveryRecorder
 @dataclass
 class AppState:
     settings: Settings
-    config: BridgeConfig
+    # The TOML file's tables (a bridge.config.BridgeConfig, every one checked at start-up);
+    # each provider reads its own (``StripeConfig.of(state.config)``).
+    config: ConfigTables
     engine: Engine
     redis: ArqRedis | None
     webhook_secrets: tuple[str, ...]

@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bridge import registry
-from bridge.config import BridgeConfig
-from bridge.core.settings import Settings
+from bridge.core.settings import ConfigTables, Settings
 
 
 @dataclass
@@ -21,7 +20,7 @@ class ProviderContext:
     """A ``bridge.core.providers.WorkerContext`` outside the worker."""
 
     settings: Settings
-    config: BridgeConfig
+    config: ConfigTables
     clients: dict[str, Any] = field(default_factory=dict)
 
     def provider_client(self, provider: str) -> Any:

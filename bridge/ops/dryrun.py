@@ -17,10 +17,9 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from bridge import registry
-from bridge.config import BridgeConfig
 from bridge.core.intents import Effect, merge_start
 from bridge.core.providers import WorkerContext
-from bridge.core.settings import Settings
+from bridge.core.settings import ConfigTables, Settings
 from bridge.cryptolens import CryptolensClient
 from bridge.cryptolens.models import LicenseKey
 from bridge.ops.context import ProviderContext
@@ -130,7 +129,7 @@ class Configured(Protocol):
     @property
     def settings(self) -> Settings: ...
     @property
-    def config(self) -> BridgeConfig: ...
+    def config(self) -> ConfigTables: ...
 
 
 async def planned(

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from bridge.config import BridgeConfig
 from bridge.core.errors import NoTemplate
 from bridge.core.intents import creation_notes, notes_tag
 from bridge.core.providers import WorkerContext
 from bridge.cryptolens import CryptolensClient
+from bridge.cryptolens.config import CryptolensConfig
 from bridge.cryptolens.keys import CREATE_KEY_PARAMETERS
 from bridge.cryptolens.models import LicenseKey, LicenseTemplate
 from bridge.ops.dryrun_plan import Call, DryRun, customer_calls
@@ -55,9 +55,7 @@ async def plan_create(
         return
     plan.product_id = template.product_id
     why = f"template {chosen.template_id} from {chosen.source}, product {template.product_id}"
-    config = ctx.config
-    assert isinstance(config, BridgeConfig)
-    if template.product_id not in config.cryptolens.create_from_template:
+    if template.product_id not in CryptolensConfig.of(ctx.config).create_from_template:
         _create_tagged(plan, template, tag, email, buyer, why)
         return
     plan.calls.append(

@@ -24,6 +24,7 @@ Then nothing of the old values may remain in the files:
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -324,12 +325,60 @@ def _in_files(path: Path, address: Address) -> bool:
     return False
 
 
-def _vacuum(engine: Engine, tables: list[str], *, full: bool) -> None:
+# VACUUM VERBOSE's word for old row versions some transaction may still see.
+_KEPT = re.compile(r"(\d+) dead row versions cannot be removed yet")
+
+
+def _vacuum(
+    engine: Engine,
+    tables: list[str],
+    *,
+    full: bool,
+    tries: int = 20,
+    pause: Callable[[float], None] = time.sleep,
+) -> None:
     """VACUUM runs outside a transaction: on a connection of its own in autocommit. Only
     FULL leaves no old bytes: it writes the table anew and removes the old files (a plain
-    VACUUM marks the space free and leaves the old tuples' bytes in it, as tests saw)."""
+    VACUUM marks the space free and leaves the old tuples' bytes in it, as tests saw).
+
+    Neither drops an old row version a running transaction may still see (one that
+    began before the erasure, in any database of the server): it is copied along,
+    address and all. VACUUM VERBOSE says how many it kept; the table is vacuumed again
+    until none is, and if transactions hold them that long, :class:`ErasureIncomplete`
+    says so."""
     for table in tables:
-        _raw(engine, f"VACUUM {'FULL ' if full else ''}{_q(table)}")
+        for attempt in range(tries):
+            notes = _raw_notices(engine, f"VACUUM ({'FULL, ' if full else ''}VERBOSE) {_q(table)}")
+            if not any(int(m.group(1)) for n in notes for m in _KEPT.finditer(n)):
+                break
+            pause(min(0.05 * 2**attempt, 1.0))
+        else:
+            raise ErasureIncomplete(
+                f"the rows are erased, but old versions of {table}'s rows are still kept for"
+                " transactions that began before: run forget again once they have ended"
+            )
+
+
+def _raw_notices(engine: Engine, statement: str) -> list[str]:
+    """``statement`` in autocommit (PostgreSQL), and the notices the server sent for it."""
+    connection = engine.raw_connection()
+    driver: Any = connection.driver_connection
+    notes: list[str] = []
+
+    def note(diagnostic: Any) -> None:
+        notes.append(f"{diagnostic.message_primary or ''} {diagnostic.message_detail or ''}")
+
+    driver.add_notice_handler(note)
+    try:
+        driver.autocommit = True
+        try:
+            driver.execute(statement)
+        finally:
+            driver.autocommit = False
+    finally:
+        driver.remove_notice_handler(note)
+        connection.close()
+    return notes
 
 
 def _raw(engine: Engine, statement: str) -> list[tuple[Any, ...]]:

@@ -40,6 +40,7 @@ from starlette.routing import BaseRoute, Route
 from bridge.core.logs import get_logger
 from bridge.state import AppState
 from bridge.store.checkout import Purchase, purchase
+from bridge.stripe.config import StripeConfig
 from bridge.stripe.handover import session_alias
 
 log = get_logger(__name__)
@@ -126,7 +127,7 @@ def _expires(found: Purchase) -> int | None:
 
 
 def _answer(state: AppState, found: Purchase | None) -> tuple[int, dict[str, Any]]:
-    days = state.config.stripe.license_lookup_days
+    days = StripeConfig.of(state.config).license_lookup_days
     if found is None or state.clock() - found.bought_at > days * DAY:
         return 404, {"status": "unknown"}
     # Ready once the key exists and, where the lookup planned it, its expiry was read.
