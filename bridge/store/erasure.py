@@ -23,30 +23,21 @@ Then nothing of the old values may remain in the files:
 
 from __future__ import annotations
 
-import json
-import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, String, Text
 from sqlmodel import SQLModel
 
-from bridge.core.errors import BridgeError
 from bridge.core.personal import Address, erased_json, erased_text
 from bridge.store import tables as models
 from bridge.store.db import is_sqlite
 from bridge.store.dbapi import Sql, tx
+from bridge.store.erasure_files import settle_sqlite, vacuum
 
 CHUNK = 2000  # rows read per scan step
 _ESCAPE = "!"
-
-
-class ErasureIncomplete(BridgeError):
-    """The rows were erased but a copy may remain in the files (SQLite's WAL could not
-    be truncated while readers held it): run ``forget`` again when the bridge is quiet."""
 
 
 @dataclass(frozen=True)
@@ -113,9 +104,12 @@ def forget(
         {name.split(".")[0] for name in result.rows} | ({"lock"} if result.leases else set())
     )
     if is_sqlite(engine):
-        _settle_sqlite(engine, address, result)
+        settled = settle_sqlite(engine, address)
+        if settled.vacuumed:
+            result.vacuumed = ["(the whole database)"]
+        result.files_checked, result.files_clean = settled.files_checked, settled.files_clean
     else:
-        _vacuum(engine, touched, full=full_vacuum)
+        vacuum(engine, touched, full=full_vacuum)
         result.vacuumed = [f"{t} (full)" if full_vacuum else t for t in touched]
     return result
 
@@ -270,132 +264,6 @@ def _identifiers(engine: Engine, address: Address) -> dict[str, int]:
 
 def _secure_delete(cursor: Any) -> None:
     cursor.execute("PRAGMA secure_delete=ON")
-
-
-def _settle_sqlite(engine: Engine, address: Address, result: Erasure) -> None:
-    database = engine.url.database
-    if not database or database == ":memory:":
-        return
-    path = Path(database)
-    _checkpoint(engine)
-    if _in_files(path, address):
-        # Space freed before by a connection without secure_delete: rewrite the file.
-        _raw(engine, "VACUUM")
-        result.vacuumed = ["(the whole database)"]
-        _checkpoint(engine)
-    result.files_checked = [str(p) for p in _files(path)]
-    result.files_clean = not _in_files(path, address)
-
-
-def _checkpoint(
-    engine: Engine, *, tries: int = 20, pause: Callable[[float], None] = time.sleep
-) -> None:
-    """Copy the WAL into the database and truncate it to zero bytes: its frames hold the
-    rows as they were. Readers in other processes can keep it busy for a moment."""
-    for attempt in range(tries):
-        busy = _raw(engine, "PRAGMA wal_checkpoint(TRUNCATE)")
-        if busy and not busy[0][0]:
-            return
-        pause(min(0.05 * 2**attempt, 1.0))
-    raise ErasureIncomplete(
-        "the rows are erased, but SQLite's WAL could not be truncated (other connections"
-        " kept reading): run forget again when the bridge is quiet"
-    )
-
-
-def _files(path: Path) -> list[Path]:
-    return [p for p in (path, Path(f"{path}-wal")) if p.exists()]
-
-
-def _in_files(path: Path, address: Address) -> bool:
-    """Whether the database file or its WAL holds the address, as text or as JSON
-    escapes it, in any ASCII case (read in overlapping blocks)."""
-    forms = {f.encode() for f in address.forms}
-    forms |= {json.dumps(address.folded).strip('"').lower().encode()}
-    forms |= {address.folded.encode("utf-8")}
-    width = max(len(f) for f in forms)
-    for file in _files(path):
-        with file.open("rb") as handle:
-            tail = b""
-            while block := handle.read(1 << 20):
-                text = (tail + block).lower()
-                if any(f in text for f in forms):
-                    return True
-                tail = text[-width:]
-    return False
-
-
-# VACUUM VERBOSE's word for old row versions some transaction may still see.
-_KEPT = re.compile(r"(\d+) dead row versions cannot be removed yet")
-
-
-def _vacuum(
-    engine: Engine,
-    tables: list[str],
-    *,
-    full: bool,
-    tries: int = 20,
-    pause: Callable[[float], None] = time.sleep,
-) -> None:
-    """VACUUM runs outside a transaction: on a connection of its own in autocommit. Only
-    FULL leaves no old bytes: it writes the table anew and removes the old files (a plain
-    VACUUM marks the space free and leaves the old tuples' bytes in it, as tests saw).
-
-    Neither drops an old row version a running transaction may still see (one that
-    began before the erasure, in any database of the server): it is copied along,
-    address and all. VACUUM VERBOSE says how many it kept; the table is vacuumed again
-    until none is, and if transactions hold them that long, :class:`ErasureIncomplete`
-    says so."""
-    for table in tables:
-        for attempt in range(tries):
-            notes = _raw_notices(engine, f"VACUUM ({'FULL, ' if full else ''}VERBOSE) {_q(table)}")
-            if not any(int(m.group(1)) for n in notes for m in _KEPT.finditer(n)):
-                break
-            pause(min(0.05 * 2**attempt, 1.0))
-        else:
-            raise ErasureIncomplete(
-                f"the rows are erased, but old versions of {table}'s rows are still kept for"
-                " transactions that began before: run forget again once they have ended"
-            )
-
-
-def _raw_notices(engine: Engine, statement: str) -> list[str]:
-    """``statement`` in autocommit (PostgreSQL), and the notices the server sent for it."""
-    connection = engine.raw_connection()
-    driver: Any = connection.driver_connection
-    notes: list[str] = []
-
-    def note(diagnostic: Any) -> None:
-        notes.append(f"{diagnostic.message_primary or ''} {diagnostic.message_detail or ''}")
-
-    driver.add_notice_handler(note)
-    try:
-        driver.autocommit = True
-        try:
-            driver.execute(statement)
-        finally:
-            driver.autocommit = False
-    finally:
-        driver.remove_notice_handler(note)
-        connection.close()
-    return notes
-
-
-def _raw(engine: Engine, statement: str) -> list[tuple[Any, ...]]:
-    connection = engine.raw_connection()
-    try:
-        if not is_sqlite(engine):
-            connection.driver_connection.autocommit = True  # type: ignore[union-attr]
-        cursor = connection.cursor()
-        try:
-            cursor.execute(statement)
-            return list(cursor.fetchall()) if cursor.description else []
-        finally:
-            cursor.close()
-            if not is_sqlite(engine):
-                connection.driver_connection.autocommit = False  # type: ignore[union-attr]
-    finally:
-        connection.close()
 
 
 def _read(engine: Engine, sql: Sql, params: dict[str, Any]) -> list[tuple[Any, ...]]:
