@@ -5,8 +5,6 @@ worker process and purchases arriving, is in tests/scenarios/test_resilience.py)
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings
@@ -16,6 +14,7 @@ from redis.exceptions import WatchError
 from bridge.core.outage import RedisOutage, redis_down
 from jobs.worker import BridgeWorker
 from tests.fixtures.stack import RedisServer, free_port
+from tests.fixtures.waiting import until
 
 
 async def _nothing(ctx: dict[str, Any]) -> None:
@@ -31,13 +30,6 @@ def _worker(port: int, **options: Any) -> BridgeWorker:
         poll_delay=0.01,
         **options,
     )
-
-
-async def _until(predicate: Callable[[], bool], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_job_whose_start_meets_redis_down_gives_its_slot_back() -> None:
@@ -69,10 +61,10 @@ async def test_redis_away_at_start_up_is_waited_for_then_the_worker_starts() -> 
     worker = _worker(server.port, on_startup=on_startup, outage=outage)
     main = asyncio.create_task(worker.main())
     try:
-        await _until(lambda: outage.down)
+        await until(lambda: outage.down)
         assert not started and not main.done()
         server.start()
-        await _until(lambda: bool(started))
+        await until(lambda: bool(started))
         assert not outage.down and not main.done()
     finally:
         main.cancel()
@@ -92,9 +84,9 @@ async def test_a_shutdown_with_redis_away_still_runs_on_shutdown() -> None:
     worker = _worker(server.port, on_shutdown=on_shutdown)
     main = asyncio.create_task(worker.main())
     try:
-        await _until(lambda: worker._pool is not None and worker.ctx.get("redis") is not None)
+        await until(lambda: worker._pool is not None and worker.ctx.get("redis") is not None)
         server.kill()
-        await _until(lambda: worker.outage.down)
+        await until(lambda: worker.outage.down)
     finally:
         main.cancel()
         await asyncio.gather(main, return_exceptions=True)

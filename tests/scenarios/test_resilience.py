@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from bridge.app import create_app
 from bridge.core.intents import notes_tag
 from bridge.core.settings import Settings
 from tests.fixtures import stripe_builders as sb
+from tests.fixtures import waiting
 from tests.fixtures.pipeline import CONFIG, Pipeline, make_settings
 from tests.fixtures.servers import SandboxServer, run_asgi
 from tests.fixtures.stack import RedisServer, free_port
@@ -133,7 +133,7 @@ class TestWorkerThroughRedisOutage:
 
             async def until(predicate: Any, timeout: float, what: str) -> None:
                 try:
-                    await _wait_for(predicate, timeout)
+                    await waiting.until(predicate, timeout)
                 except AssertionError:
                     raise AssertionError(f"{what}; worker: {worker_log()[-3000:]}") from None
 
@@ -229,14 +229,6 @@ def _worker_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-async def _wait_for(predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
-
-
 class TestWorkerCrash:
     async def test_worker_killed_mid_creation_is_finished_by_another_without_duplicate(
         self, bridge: Pipeline, tmp_path: Path
@@ -247,7 +239,7 @@ class TestWorkerCrash:
         await bridge.post(sb.load("checkout.session.completed.payment"))
         worker = _start_worker(bridge.settings, tmp_path)
         try:
-            await _wait_for(lambda: bridge.counts()["keys_created"] == 1, timeout=30)
+            await waiting.until(lambda: bridge.counts()["keys_created"] == 1, timeout=30)
         finally:
             worker.send_signal(signal.SIGKILL)
             _, stderr = worker.communicate(timeout=10)
@@ -281,7 +273,7 @@ class TestWorkerCrash:
         await bridge.post(sb.load("checkout.session.completed.payment"))
         worker = _start_worker(bridge.settings, tmp_path)
         try:
-            await _wait_for(lambda: bridge.counts()["keys_created"] == 1, timeout=30)
+            await waiting.until(lambda: bridge.counts()["keys_created"] == 1, timeout=30)
             worker.send_signal(signal.SIGTERM)  # a deploy, mid-job
             _, stderr = worker.communicate(timeout=30)
         finally:

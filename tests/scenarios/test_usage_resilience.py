@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from tests.fixtures.usage import (
     sandbox_key,
     usage_settings,
 )
+from tests.fixtures.waiting import until
 
 pytestmark = pytest.mark.slow
 
@@ -76,14 +76,6 @@ def _worker(settings: Settings, cwd: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-
-
-async def _wait_for(predicate: Any, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def _batch(keys: list[tuple[int, str]], start: int, count: int) -> list[dict[str, Any]]:
@@ -148,7 +140,7 @@ async def test_each_unit_is_billed_once_through_duplicates_a_killed_worker_and_r
             sandbox_server.set_faults(reply_delay_ms=400)
             worker = _worker(settings, tmp_path)
             try:
-                await _wait_for(
+                await until(
                     lambda: bool(recorded_usage(sandbox_server)) and fake_stripe.received > 0,
                     timeout=30,
                 )
@@ -170,7 +162,7 @@ async def test_each_unit_is_billed_once_through_duplicates_a_killed_worker_and_r
             await bridge.drain(functions=_short_timeout_functions())
             # The dead worker's run is retaken once its lease (9 s) runs out: its job was
             # lost with Redis, so it is the relay (at the next worker's start) that queues it.
-            await _wait_for(lambda: _leases_expired(engine), timeout=30)
+            await until(lambda: _leases_expired(engine), timeout=30)
             await bridge.drain(functions=_short_timeout_functions())
         finally:
             await bridge.http.aclose()
